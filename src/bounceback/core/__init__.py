@@ -1,0 +1,1 @@
+"""The rules of recovery, in pure standard library. Nothing here imports the rest of bounceback."""

@@ -1,0 +1,158 @@
+"""Every exception bounceback raises, in one tree.
+
+::
+
+    Exception
+    └── BouncebackError
+        ├── ConfigError            (also a ValueError)  a setting or argument is invalid
+        ├── RetriesExhausted       retry on result gave up; no exception to re-raise
+        ├── RecoveryCancelled      a person or a token stopped the automatic recovery
+        ├── CircuitOpenError       a breaker refused the call (open, forced open, probes busy)
+        ├── BulkheadFull           a breaker's in-flight limit refused the call
+        ├── AttemptTimeout         (also a TimeoutError) one attempt ran past its timeout
+        ├── RecoveryRequired       automatic recovery gave up; a person holds the ticket
+        └── StoreError             shared state (SQLite, Redis) could not be read or written
+
+When retries run out on an exception, bounceback re-raises *that* exception, with the attempt history
+attached as ``__notes__`` and as ``exc.bounceback_attempts``; it does not wrap it.
+
+Every error carries structured fields (``exc.field``, ``exc.operation``, ``exc.retry_at`` ...) so programs
+never need to parse messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AttemptTimeout",
+    "BouncebackError",
+    "BulkheadFull",
+    "CircuitOpenError",
+    "ConfigError",
+    "RecoveryCancelled",
+    "RecoveryRequired",
+    "RetriesExhausted",
+    "StoreError",
+]
+
+
+class BouncebackError(Exception):
+    """Base class of every error bounceback raises itself."""
+
+
+class ConfigError(BouncebackError, ValueError):
+    """An argument or setting is invalid.
+
+    ``field`` names the parameter or setting key, ``value`` is what was given and ``allowed`` says what
+    would be accepted; the message reads ``field: got value; expected allowed``.
+
+    >>> from bounceback import Backoff
+    >>> Backoff(initial=-1)
+    Traceback (most recent call last):
+    ...
+    bounceback.errors.ConfigError: initial: got -1; expected a finite number of seconds >= 0 ...
+    """
+
+    def __init__(self, field: str, value: Any, allowed: str, *, hint: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.hint = hint
+        message = f"{field}: got {value!r}; expected {allowed}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+
+class RetriesExhausted(BouncebackError):
+    """Retry on result gave up: the last attempt returned a result the predicate rejected.
+
+    ``last_result`` holds that result and ``attempts`` the number of attempts made.
+    """
+
+    def __init__(self, operation: str, attempts: int, last_result: Any, reason: str) -> None:
+        self.operation = operation
+        self.attempts = attempts
+        self.last_result = last_result
+        self.reason = reason
+        super().__init__(
+            f"{operation}: gave up after {attempts} attempt(s) ({reason}); "
+            f"the last result was {last_result!r}"
+        )
+
+
+class RecoveryCancelled(BouncebackError):
+    """Automatic recovery was cancelled (a person pressed Cancel or Ctrl-C, or a token fired).
+
+    The last error, if any, is ``__cause__`` and ``last_error``.
+    """
+
+    def __init__(self, operation: str, attempts: int, reason: str, last_error: BaseException | None) -> None:
+        self.operation = operation
+        self.attempts = attempts
+        self.reason = reason
+        self.last_error = last_error
+        super().__init__(f"{operation}: automatic recovery cancelled after {attempts} attempt(s): {reason}")
+
+
+class CircuitOpenError(BouncebackError):
+    """A circuit breaker refused the call without running it.
+
+    ``breaker`` is its name, ``state`` the state that refused, ``retry_at`` the wall-clock time (epoch
+    seconds) at which it will next let a probe through (``None`` when only a person can reopen it) and
+    ``retry_after`` the same as seconds from now.
+    """
+
+    def __init__(self, breaker: str, state: str, retry_at: float | None, retry_after: float | None) -> None:
+        self.breaker = breaker
+        self.state = state
+        self.retry_at = retry_at
+        self.retry_after = retry_after
+        if retry_after is None:
+            when = "until a person closes or resets it"
+        else:
+            when = f"for another {retry_after:.3g} s"
+        super().__init__(f"circuit {breaker!r} is {state}: calls are refused {when}")
+
+
+class BulkheadFull(BouncebackError):
+    """A breaker's limit on calls in flight was reached, so this call was refused without running."""
+
+    def __init__(self, breaker: str, limit: int) -> None:
+        self.breaker = breaker
+        self.limit = limit
+        super().__init__(
+            f"circuit {breaker!r}: {limit} call(s) already in flight, the configured limit; "
+            "raise max_in_flight or slow the callers down"
+        )
+
+
+class AttemptTimeout(BouncebackError, TimeoutError):
+    """One attempt ran longer than its per-attempt timeout (or the time left before the deadline)."""
+
+    def __init__(self, operation: str, timeout: float) -> None:
+        self.operation = operation
+        self.timeout = timeout
+        super().__init__(f"{operation}: attempt timed out after {timeout:.3g} s")
+
+
+class RecoveryRequired(BouncebackError):
+    """Automatic recovery gave up; ``ticket`` holds what a person needs to decide what to do next."""
+
+    def __init__(self, ticket: Any, message: str | None = None) -> None:
+        self.ticket = ticket
+        super().__init__(message or f"automatic recovery gave up; ticket {getattr(ticket, 'id', ticket)}")
+
+
+class StoreError(BouncebackError):
+    """Shared state could not be read or written.
+
+    ``store`` names the store (``sqlite:/path``, ``redis://host``), ``action`` what was being done.
+    """
+
+    def __init__(self, store: str, action: str, detail: str) -> None:
+        self.store = store
+        self.action = action
+        self.detail = detail
+        super().__init__(f"{store}: could not {action}: {detail}")
