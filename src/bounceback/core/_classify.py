@@ -208,7 +208,12 @@ def _own(exc: BaseException) -> Classification | None:
 
 def _retry_after_of(exc: BaseException) -> float | None:
     value = getattr(exc, "retry_after", None)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and value < float("inf"):
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value >= 0
+        and value < float("inf")
+    ):
         return float(value)
     return None
 
@@ -217,9 +222,27 @@ def _retry_after_of(exc: BaseException) -> float | None:
 _TRANSIENT_ERRNOS = {
     getattr(errno, name)
     for name in (
-        "EAGAIN", "EWOULDBLOCK", "EBUSY", "ETIMEDOUT", "ECONNREFUSED", "ECONNRESET", "ECONNABORTED",
-        "EHOSTUNREACH", "ENETUNREACH", "ENETDOWN", "ENETRESET", "EHOSTDOWN", "EPIPE", "EINTR", "ENOBUFS",
-        "EMFILE", "ENFILE", "EADDRNOTAVAIL", "EINPROGRESS", "EALREADY", "ENOLCK",
+        "EAGAIN",
+        "EWOULDBLOCK",
+        "EBUSY",
+        "ETIMEDOUT",
+        "ECONNREFUSED",
+        "ECONNRESET",
+        "ECONNABORTED",
+        "EHOSTUNREACH",
+        "ENETUNREACH",
+        "ENETDOWN",
+        "ENETRESET",
+        "EHOSTDOWN",
+        "EPIPE",
+        "EINTR",
+        "ENOBUFS",
+        "EMFILE",
+        "ENFILE",
+        "EADDRNOTAVAIL",
+        "EINPROGRESS",
+        "EALREADY",
+        "ENOLCK",
     )
     if hasattr(errno, name)
 }
@@ -227,8 +250,19 @@ _TRANSIENT_ERRNOS = {
 _PERMANENT_ERRNOS = {
     getattr(errno, name)
     for name in (
-        "ENOENT", "EACCES", "EPERM", "ENOSPC", "EDQUOT", "EROFS", "EISDIR", "ENOTDIR", "EEXIST",
-        "EINVAL", "ENAMETOOLONG", "ENOTEMPTY", "EBADF",
+        "ENOENT",
+        "EACCES",
+        "EPERM",
+        "ENOSPC",
+        "EDQUOT",
+        "EROFS",
+        "EISDIR",
+        "ENOTDIR",
+        "EEXIST",
+        "EINVAL",
+        "ENAMETOOLONG",
+        "ENOTEMPTY",
+        "EBADF",
     )
     if hasattr(errno, name)
 }
@@ -367,7 +401,9 @@ class Classifier:
         for rule in self._rules:
             if not callable(rule):
                 raise ConfigError("rules", rule, "rules made by on_type/on_message/on_predicate or callables")
-        self._unknown = Classification(_kind(unknown, "unknown"), f"unclassified error (default: {_kind(unknown).value})")
+        self._unknown = Classification(
+            _kind(unknown, "unknown"), f"unclassified error (default: {_kind(unknown).value})"
+        )
         self.use_defaults = use_defaults
 
     @property

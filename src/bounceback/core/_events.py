@@ -249,7 +249,9 @@ class EventBus:
             try:
                 subscriber(event)
             except Exception:
-                _log.exception("bounceback event subscriber %r failed on %s", subscriber, type(event).__name__)
+                _log.exception(
+                    "bounceback event subscriber %r failed on %s", subscriber, type(event).__name__
+                )
 
 
 default_bus = EventBus()

@@ -1,0 +1,127 @@
+"""bounceback: recover from transient errors by yourself; hand the rest to a person with clear guidance.
+
+>>> import bounceback
+>>> @bounceback.retry(attempts=3)
+... def ping():
+...     return "pong"
+>>> ping()
+'pong'
+"""
+
+from bounceback.core._attempts import Attempt, Attempts
+from bounceback.core._backoff import Backoff, BackoffKind, Jitter
+from bounceback.core._classify import (
+    DEFAULT_CLASSIFIER,
+    Classification,
+    Classifier,
+    ErrorKind,
+    Rule,
+    classify,
+    mark,
+    on_errno,
+    on_message,
+    on_predicate,
+    on_type,
+)
+from bounceback.core._events import (
+    AttemptFailed,
+    BreakerClosed,
+    BreakerHalfOpened,
+    BreakerOpened,
+    BreakerStateChanged,
+    CallRejected,
+    Event,
+    EventBus,
+    HealthChecked,
+    RecoveryExhausted,
+    RecoverySucceeded,
+    RetryScheduled,
+    SettingsChanged,
+    StoreRecovered,
+    StoreUnavailable,
+    TicketOpened,
+    TicketResolved,
+    default_bus,
+)
+from bounceback.core._log import event_fields, log_events
+from bounceback.core._policy import Policy, RetryAgain, retry
+from bounceback.core._registry import Registry, registry
+from bounceback.core._retry import AttemptRecord, GiveUp, RetryConfig
+from bounceback.core._retry_after import parse_retry_after
+from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, SystemClock, parse_duration
+from bounceback.errors import (
+    AttemptTimeout,
+    BouncebackError,
+    BulkheadFull,
+    CircuitOpenError,
+    ConfigError,
+    RecoveryCancelled,
+    RecoveryRequired,
+    RetriesExhausted,
+    StoreError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "AttemptFailed",
+    "AttemptRecord",
+    "AttemptTimeout",
+    "Attempts",
+    "Backoff",
+    "BackoffKind",
+    "BouncebackError",
+    "BreakerClosed",
+    "BreakerHalfOpened",
+    "BreakerOpened",
+    "BreakerStateChanged",
+    "BulkheadFull",
+    "CallRejected",
+    "CancelToken",
+    "CircuitOpenError",
+    "Classification",
+    "Classifier",
+    "Clock",
+    "ConfigError",
+    "DEFAULT_CLASSIFIER",
+    "ErrorKind",
+    "Event",
+    "EventBus",
+    "GiveUp",
+    "HealthChecked",
+    "Jitter",
+    "Policy",
+    "RecoveryCancelled",
+    "RecoveryExhausted",
+    "RecoveryRequired",
+    "RecoverySucceeded",
+    "Registry",
+    "RetriesExhausted",
+    "RetryAgain",
+    "RetryConfig",
+    "RetryScheduled",
+    "Rule",
+    "SYSTEM_CLOCK",
+    "SettingsChanged",
+    "StoreError",
+    "StoreRecovered",
+    "StoreUnavailable",
+    "SystemClock",
+    "TicketOpened",
+    "TicketResolved",
+    "__version__",
+    "classify",
+    "default_bus",
+    "event_fields",
+    "log_events",
+    "mark",
+    "on_errno",
+    "on_message",
+    "on_predicate",
+    "on_type",
+    "parse_duration",
+    "parse_retry_after",
+    "registry",
+    "retry",
+]

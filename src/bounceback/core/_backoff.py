@@ -1,0 +1,180 @@
+"""Delay maths: how long to wait before each retry. Pure functions of the retry number and a random source.
+
+Jitter kinds follow Marc Brooker's "Exponential Backoff and Jitter" (AWS Architecture Blog, 2015):
+
+- ``none``: the base delay itself.
+- ``full``: uniform in ``[0, base]``; the least total work under contention.
+- ``equal``: ``base/2`` plus uniform in ``[0, base/2]``; never shorter than half the base.
+- ``decorrelated``: uniform in ``[initial, previous * 3]``, capped; each wait depends on the one before.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from typing import Any
+
+from bounceback.core._time import to_seconds
+from bounceback.errors import ConfigError
+
+__all__ = ["Backoff", "BackoffKind", "Jitter"]
+
+
+class Jitter(enum.Enum):
+    """How randomness spreads the waits of many clients apart."""
+
+    NONE = "none"
+    FULL = "full"
+    EQUAL = "equal"
+    DECORRELATED = "decorrelated"
+
+
+class BackoffKind(enum.Enum):
+    """How the base delay grows with each retry."""
+
+    CONSTANT = "constant"
+    LINEAR = "linear"
+    EXPONENTIAL = "exponential"
+
+
+def _enum(cls: type[enum.Enum], value: Any, field: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(str(value).lower())
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise ConfigError(field, value, f"one of {allowed}") from None
+
+
+class Backoff:
+    """The waits between attempts.
+
+    ``initial`` is the first base delay, ``max_delay`` the cap on any wait, ``multiplier`` the growth per
+    retry (exponential: ``initial * multiplier**n``; linear: ``initial * (1 + multiplier*n)``; constant:
+    ``initial``). All durations are seconds or ``timedelta``.
+
+    >>> Backoff(initial=0.1, max_delay=1, jitter="none").schedule(5)
+    [0.1, 0.2, 0.4, 0.8, 1.0]
+    >>> len(Backoff().schedule(3, seed=7))
+    3
+    """
+
+    __slots__ = ("_bases", "initial", "jitter", "kind", "max_delay", "multiplier")
+
+    def __init__(
+        self,
+        kind: BackoffKind | str = BackoffKind.EXPONENTIAL,
+        *,
+        initial: float | Any = 0.2,
+        max_delay: float | Any = 30.0,
+        multiplier: float = 2.0,
+        jitter: Jitter | str = Jitter.FULL,
+    ) -> None:
+        self.kind: BackoffKind = _enum(BackoffKind, kind, "kind")
+        self.jitter: Jitter = _enum(Jitter, jitter, "jitter")
+        self.initial = to_seconds(initial, "initial")
+        self.max_delay = to_seconds(max_delay, "max_delay")
+        if self.max_delay < self.initial:
+            raise ConfigError(
+                "max_delay",
+                max_delay,
+                f"a cap >= initial ({self.initial:g} s)",
+                hint="raise max_delay or lower initial",
+            )
+        if (
+            isinstance(multiplier, bool)
+            or not isinstance(multiplier, (int, float))
+            or not math.isfinite(multiplier)
+            or multiplier < (0 if self.kind is BackoffKind.LINEAR else 1)
+            or multiplier > 1000
+        ):
+            low = 0 if self.kind is BackoffKind.LINEAR else 1
+            raise ConfigError("multiplier", multiplier, f"a finite number from {low} to 1000")
+        self.multiplier = float(multiplier)
+        # The first bases are computed once: the retry decision then costs a tuple index.
+        self._bases = tuple(self._base(n) for n in range(64))
+
+    def _base(self, retry: int) -> float:
+        if self.kind is BackoffKind.CONSTANT:
+            value = self.initial
+        elif self.kind is BackoffKind.LINEAR:
+            value = self.initial * (1 + self.multiplier * retry)
+        else:
+            # Exponent capped so huge retry numbers cannot overflow; the cap applies anyway.
+            value = self.initial * self.multiplier ** min(retry, 1024)
+        return min(value, self.max_delay)
+
+    def base(self, retry: int) -> float:
+        """The un-jittered delay before retry number ``retry`` (0 for the first retry), capped."""
+        return self._bases[retry] if retry < 64 else self._base(retry)
+
+    def delay(self, retry: int, previous: float, rng: random.Random | Any) -> float:
+        """The wait before retry number ``retry`` (0-based). ``previous`` is the last wait (decorrelated)."""
+        base = self._bases[retry] if retry < 64 else self._base(retry)
+        jitter = self.jitter
+        if jitter is Jitter.FULL:
+            return rng.random() * base
+        if jitter is Jitter.NONE:
+            return base
+        if jitter is Jitter.EQUAL:
+            half = base / 2
+            return half + rng.random() * half
+        # Decorrelated: grows from the previous wait, never below initial, never above the cap.
+        low = self.initial
+        high = max(low, min(self.max_delay, (previous if previous > 0 else low) * 3))
+        return low + rng.random() * (high - low)
+
+    def bounds(self, retry: int, previous: float | None = None) -> tuple[float, float]:
+        """The lowest and highest wait the jitter can give before retry ``retry`` (the jitter band)."""
+        base = self.base(retry)
+        if self.jitter is Jitter.FULL:
+            return (0.0, base)
+        if self.jitter is Jitter.NONE:
+            return (base, base)
+        if self.jitter is Jitter.EQUAL:
+            return (base / 2, base)
+        if previous is None:
+            # Without the previous wait, the widest band decorrelated jitter can reach by this retry.
+            high = min(self.max_delay, self.initial * 3 ** (min(retry, 64) + 1))
+            return (self.initial, max(self.initial, high))
+        return (self.initial, max(self.initial, min(self.max_delay, max(previous, self.initial) * 3)))
+
+    def schedule(self, n: int, seed: int | None = None) -> list[float]:
+        """The ``n`` waits a retry sequence would use; the same ``seed`` gives the same list.
+
+        >>> Backoff(jitter="full").schedule(4, seed=1) == Backoff(jitter="full").schedule(4, seed=1)
+        True
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError("n", n, "a whole number >= 0")
+        rng = random.Random(seed)
+        waits: list[float] = []
+        previous = 0.0
+        for retry in range(n):
+            previous = self.delay(retry, previous, rng)
+            waits.append(previous)
+        return waits
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain description, as stored in settings and shown by the CLI."""
+        return {
+            "kind": self.kind.value,
+            "initial": self.initial,
+            "max_delay": self.max_delay,
+            "multiplier": self.multiplier,
+            "jitter": self.jitter.value,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Backoff) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.to_dict().values()))
+
+    def __repr__(self) -> str:
+        return (
+            f"Backoff({self.kind.value!r}, initial={self.initial:g}, max_delay={self.max_delay:g}, "
+            f"multiplier={self.multiplier:g}, jitter={self.jitter.value!r})"
+        )

@@ -1,0 +1,595 @@
+"""``Policy``: per-attempt timeout → retry → circuit breaker → fallback, composed once for an operation.
+
+Order of the layers, outermost first: the fallback (or manual hand-over) sees only the final outcome; the
+retry loop decides and waits; each attempt passes the breaker (so every attempt counts there, and an open
+breaker's "come back at T" becomes the wait); the timeout bounds one attempt inside the breaker, so a
+timed-out attempt counts as a failure.
+
+The success path is a clock read, a flag test and a call: no events, no allocations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+from bounceback.core._attempts import Attempts
+from bounceback.core._backoff import Backoff
+from bounceback.core._classify import Classification, Classifier
+from bounceback.core._events import EventBus, default_bus
+from bounceback.core._registry import registry
+from bounceback.core._retry import (
+    _RESULT,
+    BreakerPort,
+    BudgetPort,
+    Engine,
+    GiveUp,
+    RetryConfig,
+    Run,
+    call_with_timeout,
+)
+from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, to_seconds, waits_enabled
+from bounceback.errors import (
+    AttemptTimeout,
+    BulkheadFull,
+    CircuitOpenError,
+    ConfigError,
+    RecoveryCancelled,
+    RetriesExhausted,
+)
+
+__all__ = ["Policy", "RetryAgain", "retry"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAgain:
+    """Returned by a fallback handler to run the operation again, optionally with other limits.
+
+    >>> RetryAgain(attempts=10, deadline=120)
+    RetryAgain(attempts=10, deadline=120)
+    """
+
+    attempts: int | None = None
+    deadline: float | None = None
+
+
+Fallback = Callable[[GiveUp], Any]
+
+
+class Policy:
+    """How an operation recovers: attempts, deadline, per-attempt timeout, backoff, breaker and fallback.
+
+    Use it as a decorator (sync or ``async def``), with :meth:`call` / :meth:`acall`, or as a block with
+    :meth:`attempts`.
+
+    ``attempts`` counts every attempt including the first; ``deadline`` bounds the whole call from the start
+    of the first attempt; ``attempt_timeout`` bounds one attempt (enforced for async; for sync code the
+    attempt is abandoned on a worker thread, see the docs). ``retry_if_result`` retries when it returns
+    true for a result. ``fallback`` is a value, or a function of :class:`GiveUp` returning the value (or a
+    :class:`RetryAgain`), used when recovery gives up. Values not given come from ``settings`` (a
+    ``SettingsSource``) for ``operation``, live, or from the built-in defaults.
+
+    >>> from bounceback.testing import FakeClock
+    >>> calls = []
+    >>> @Policy("flaky", attempts=3, clock=FakeClock())
+    ... def flaky():
+    ...     calls.append(1)
+    ...     if len(calls) < 3:
+    ...         raise ConnectionResetError("reset by peer")
+    ...     return "ok"
+    >>> flaky(), len(calls)
+    ('ok', 3)
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_breaker",
+        "_engine",
+        "_explicit",
+        "_fallback",
+        "_fast",
+        "_result_check",
+        "_settings",
+        "_unsubscribe",
+        "operation",
+    )
+
+    def __init__(
+        self,
+        operation: str | None = None,
+        *,
+        attempts: int | None = UNSET,
+        deadline: Any = UNSET,
+        attempt_timeout: Any = UNSET,
+        backoff: Backoff | None = None,
+        max_retry_after: Any = UNSET,
+        classifier: Classifier | None = None,
+        retry_if_result: Callable[[Any], bool] | None = None,
+        breaker: BreakerPort | None = None,
+        fallback: Any = UNSET,
+        cancel: CancelToken | None = None,
+        budget: BudgetPort | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        bus: EventBus | None = None,
+        settings: Any = None,
+    ) -> None:
+        if operation is not None and (not isinstance(operation, str) or not operation.strip()):
+            raise ConfigError("operation", operation, "a non-empty name such as 'fetch-config'")
+        self.operation = operation
+        self._explicit = {
+            k: v
+            for k, v in {
+                "attempts": attempts,
+                "deadline": deadline,
+                "attempt_timeout": attempt_timeout,
+                "backoff": backoff,
+                "max_retry_after": max_retry_after,
+            }.items()
+            if v is not UNSET and not (k == "backoff" and v is None)
+        }
+        self._settings = settings
+        self._breaker = breaker
+        self._fallback = fallback
+        self._result_check = retry_if_result
+        cfg = self._build_config()
+        self._engine = Engine(
+            operation or "anonymous",
+            cfg,
+            classifier=classifier,
+            clock=clock or SYSTEM_CLOCK,
+            rng=rng,
+            bus=bus or default_bus,
+            cancel=cancel,
+            breaker=breaker,
+            budget=budget,
+        )
+        self._fast = self._compute_fast()
+        self._unsubscribe: Callable[[], None] | None = None
+        if settings is not None:
+            self._unsubscribe = settings.subscribe(self.reload)
+        if operation is not None:
+            registry.add_policy(self)
+
+    # -- configuration -------------------------------------------------------------------------------
+
+    def _build_config(self) -> RetryConfig:
+        values: dict[str, Any] = dict(_from_settings(self._settings, self.operation))
+        values.update(self._explicit)
+        attempts = values.get("attempts", 5)
+        return RetryConfig(
+            attempts=attempts,
+            deadline=to_seconds(values.get("deadline"), "deadline", allow_none=True, allow_zero=False),
+            attempt_timeout=to_seconds(
+                values.get("attempt_timeout"), "attempt_timeout", allow_none=True, allow_zero=False
+            ),
+            backoff=values.get("backoff") or Backoff(),
+            max_retry_after=to_seconds(values.get("max_retry_after", 300.0), "max_retry_after"),
+        )
+
+    def _compute_fast(self) -> bool:
+        return self._engine.cfg.attempt_timeout == math.inf and self._result_check is None
+
+    def reload(self) -> None:
+        """Re-read the settings now (done by itself when the settings source reports a change).
+
+        A bad stored value leaves the last good configuration in force.
+        """
+        try:
+            cfg = self._build_config()
+        except ConfigError:
+            import logging
+
+            logging.getLogger("bounceback.policy").warning(
+                "settings for %r are invalid; keeping the last good values", self.operation, exc_info=True
+            )
+            return
+        self._engine.cfg = cfg
+        self._fast = self._compute_fast()
+
+    @property
+    def config(self) -> RetryConfig:
+        """The limits in force now."""
+        return self._engine.cfg
+
+    @property
+    def breaker(self) -> BreakerPort | None:
+        """The circuit breaker every attempt passes, if any."""
+        return self._breaker
+
+    def replace(self, **changes: Any) -> Policy:
+        """A copy of this policy with some arguments changed (the breaker is shared, not copied)."""
+        eng = self._engine
+        kwargs: dict[str, Any] = {
+            "classifier": eng.classifier,
+            "retry_if_result": self._result_check,
+            "breaker": self._breaker,
+            "fallback": self._fallback,
+            "cancel": eng.cancel,
+            "budget": eng.budget,
+            "clock": eng.clock,
+            "rng": eng.rng,
+            "bus": eng.bus,
+            "settings": self._settings,
+            **self._explicit,
+        }
+        operation = changes.pop("operation", self.operation)
+        kwargs.update(changes)
+        return Policy(operation, **kwargs)
+
+    # -- the three forms ----------------------------------------------------------------------------
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate a function (sync or async) so every call runs under this policy."""
+        policy = self if self.operation is not None else self.replace(operation=_name_of(fn))
+        if inspect.iscoroutinefunction(fn):
+            return _async_wrapper(policy, fn)
+        return _sync_wrapper(policy, fn)
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` under this policy and return its result."""
+        return cast(T, self._call_sync(fn, args, kwargs))
+
+    async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """Await ``fn(*args, **kwargs)`` under this policy and return its result."""
+        return cast(T, await self._call_async(fn, args, kwargs))
+
+    def attempts(self) -> Attempts:
+        """Retry a block: ``for attempt in policy.attempts(): with attempt: ...`` (also ``async for``)."""
+        return Attempts(self._engine, self._breaker, self._result_check)
+
+    # -- sync ----------------------------------------------------------------------------------------
+
+    def _call_sync(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        eng = self._engine
+        brk = self._breaker
+        started = eng.clock.monotonic()
+        if self._fast and (brk is None or brk._fast):
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                verdict = eng.classify(exc)
+                if brk is not None:
+                    brk.release(None, verdict)
+                return self._recover_sync(fn, args, kwargs, started, exc, verdict, None)
+            if brk is not None:
+                brk._fast_successes += 1
+            return result
+        ok, value, verdict = self._attempt_sync(fn, args, kwargs, eng.cfg.attempt_timeout)
+        if ok:
+            return value
+        if isinstance(value, BaseException):
+            return self._recover_sync(fn, args, kwargs, started, value, verdict, None)
+        return self._recover_sync(fn, args, kwargs, started, None, verdict, value)
+
+    def _attempt_sync(
+        self, fn: Callable[..., Any], args: Any, kwargs: Any, timeout: float
+    ) -> tuple[bool, Any, Any]:
+        """One attempt through breaker and timeout: (True, result, None) or (False, error|result, verdict)."""
+        eng = self._engine
+        brk = self._breaker
+        permit = None
+        if brk is not None:
+            try:
+                permit = brk.acquire()
+            except (CircuitOpenError, BulkheadFull) as exc:
+                return False, exc, eng.classify(exc)
+        try:
+            if timeout != math.inf:
+                result = call_with_timeout(fn, args, kwargs, timeout, eng.operation)
+            else:
+                result = fn(*args, **kwargs)
+        except Exception as exc:
+            verdict = eng.classify(exc)
+            if brk is not None:
+                brk.release(permit, verdict)
+            return False, exc, verdict
+        except BaseException:
+            if brk is not None:
+                brk.abandon(permit)
+            raise
+        check = self._result_check
+        if check is not None and check(result):
+            if brk is not None:
+                brk.release(permit, _RESULT)
+            return False, result, _RESULT
+        if brk is not None:
+            brk.release(permit, None)
+        return True, result, None
+
+    def _recover_sync(
+        self,
+        fn: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+        started: float,
+        exc: BaseException | None,
+        verdict: Classification,
+        result: Any,
+    ) -> Any:
+        eng = self._engine
+        run = eng.start(started)
+        attempt_started = started
+        while True:
+            delay = eng.after_failure(run, exc, verdict, attempt_started)
+            if delay is None:
+                break
+            if delay > 0 and waits_enabled():
+                eng.clock.sleep(delay, eng.cancel)
+            if eng.cancelled_during_wait(run):
+                break
+            run.attempt += 1
+            attempt_started = eng.clock.monotonic()
+            # Sync code cannot be interrupted: the deadline bounds an attempt only when a timeout is set.
+            timeout = eng.attempt_budget(run) if eng.cfg.attempt_timeout != math.inf else math.inf
+            ok, value, verdict = self._attempt_sync(fn, args, kwargs, timeout)
+            if ok:
+                eng.succeeded(run)
+                return value
+            exc, result = (value, None) if isinstance(value, BaseException) else (None, value)
+        outcome = self._give_up(run, result)
+        if isinstance(outcome, RetryAgain):
+            return self._again(outcome)._call_sync(fn, args, kwargs)
+        return outcome
+
+    # -- async ---------------------------------------------------------------------------------------
+
+    async def _call_async(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
+        eng = self._engine
+        brk = self._breaker
+        started = eng.clock.monotonic()
+        cfg = eng.cfg
+        if self._fast and (brk is None or brk._fast) and cfg.deadline == math.inf:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                verdict = eng.classify(exc)
+                if brk is not None:
+                    brk.release(None, verdict)
+                return await self._recover_async(fn, args, kwargs, started, exc, verdict, None)
+            if brk is not None:
+                brk._fast_successes += 1
+            return result
+        # In async code the deadline bounds the first attempt too.
+        ok, value, verdict = await self._attempt_async(
+            fn, args, kwargs, min(cfg.attempt_timeout, cfg.deadline)
+        )
+        if ok:
+            return value
+        if isinstance(value, BaseException):
+            return await self._recover_async(fn, args, kwargs, started, value, verdict, None)
+        return await self._recover_async(fn, args, kwargs, started, None, verdict, value)
+
+    async def _attempt_async(
+        self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any, timeout: float
+    ) -> tuple[bool, Any, Any]:
+        eng = self._engine
+        brk = self._breaker
+        permit = None
+        if brk is not None:
+            try:
+                permit = brk.acquire()
+            except (CircuitOpenError, BulkheadFull) as exc:
+                return False, exc, eng.classify(exc)
+        try:
+            if timeout != math.inf:
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await fn(*args, **kwargs)
+                except TimeoutError as exc:
+                    # Ours only if our timer fired; a TimeoutError raised by fn itself stays as it is.
+                    if exc.__context__ is None or not isinstance(exc.__context__, asyncio.CancelledError):
+                        raise
+                    raise AttemptTimeout(eng.operation, timeout) from None
+            else:
+                result = await fn(*args, **kwargs)
+        except Exception as exc:
+            verdict = eng.classify(exc)
+            if brk is not None:
+                brk.release(permit, verdict)
+            return False, exc, verdict
+        except BaseException:
+            if brk is not None:
+                brk.abandon(permit)
+            raise
+        check = self._result_check
+        if check is not None and check(result):
+            if brk is not None:
+                brk.release(permit, _RESULT)
+            return False, result, _RESULT
+        if brk is not None:
+            brk.release(permit, None)
+        return True, result, None
+
+    async def _recover_async(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: Any,
+        kwargs: Any,
+        started: float,
+        exc: BaseException | None,
+        verdict: Classification,
+        result: Any,
+    ) -> Any:
+        eng = self._engine
+        run = eng.start(started)
+        attempt_started = started
+        while True:
+            delay = eng.after_failure(run, exc, verdict, attempt_started)
+            if delay is None:
+                break
+            if delay > 0 and waits_enabled():
+                await eng.clock.async_sleep(delay, eng.cancel)
+            if eng.cancelled_during_wait(run):
+                break
+            run.attempt += 1
+            attempt_started = eng.clock.monotonic()
+            ok, value, verdict = await self._attempt_async(fn, args, kwargs, eng.attempt_budget(run))
+            if ok:
+                eng.succeeded(run)
+                return value
+            exc, result = (value, None) if isinstance(value, BaseException) else (None, value)
+        outcome = self._give_up(run, result)
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if isinstance(outcome, RetryAgain):
+            return await self._again(outcome)._call_async(fn, args, kwargs)
+        return outcome
+
+    # -- giving up -----------------------------------------------------------------------------------
+
+    def _give_up(self, run: Run, result: Any) -> Any:
+        eng = self._engine
+        info = eng.give_up(run, result)
+        fallback = self._fallback
+        if fallback is not UNSET:
+            return fallback(info) if callable(fallback) else fallback
+        exc = run.last_error
+        if run.reason == "cancelled":
+            reason = eng.cancel.reason if eng.cancel is not None and eng.cancel.reason else "cancelled"
+            raise RecoveryCancelled(eng.operation, run.attempt, reason, exc) from exc
+        if exc is None:
+            raise RetriesExhausted(eng.operation, run.attempt, result, run.reason)
+        raise exc
+
+    def _again(self, again: RetryAgain) -> Policy:
+        changes: dict[str, Any] = {}
+        if again.attempts is not None:
+            changes["attempts"] = again.attempts
+        if again.deadline is not None:
+            changes["deadline"] = again.deadline
+        return self.replace(**changes)
+
+    def close(self) -> None:
+        """Stop following settings changes."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def __repr__(self) -> str:
+        cfg = self._engine.cfg
+        return (
+            f"Policy({self.operation!r}, attempts={cfg.attempts}, deadline={cfg.deadline:g}, "
+            f"backoff={cfg.backoff!r}, breaker={getattr(self._breaker, 'name', None)!r})"
+        )
+
+
+_SETTING_KEYS = {
+    "retry.max_attempts": "attempts",
+    "retry.deadline": "deadline",
+    "retry.attempt_timeout": "attempt_timeout",
+    "retry.max_retry_after": "max_retry_after",
+}
+
+
+def _from_settings(settings: Any, operation: str | None) -> Mapping[str, Any]:
+    if settings is None:
+        return {}
+    values = settings.effective(operation)
+    out: dict[str, Any] = {arg: values[key] for key, arg in _SETTING_KEYS.items() if key in values}
+    if "retry.initial_delay" in values:
+        out["backoff"] = Backoff(
+            values.get("retry.backoff", "exponential"),
+            initial=values["retry.initial_delay"],
+            max_delay=values.get("retry.max_delay", 30.0),
+            multiplier=values.get("retry.multiplier", 2.0),
+            jitter=values.get("retry.jitter", "full"),
+        )
+    return out
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _sync_wrapper(policy: Policy, fn: Callable[..., Any]) -> Callable[..., Any]:
+    eng = policy._engine
+    now = eng.clock.monotonic
+    recover = policy._recover_sync
+    slow = policy._call_sync
+    classify = eng.classify
+
+    # The fast path is inlined here: one clock read, two flag tests, the call.
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        brk = policy._breaker
+        if policy._fast and (brk is None or brk._fast):
+            started = now()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                verdict = classify(exc)
+                if brk is not None:
+                    brk.release(None, verdict)
+                return recover(fn, args, kwargs, started, exc, verdict, None)
+            if brk is not None:
+                brk._fast_successes += 1
+            return result
+        return slow(fn, args, kwargs)
+
+    wrapper.policy = policy  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _async_wrapper(policy: Policy, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    call = policy._call_async
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await call(fn, args, kwargs)
+
+    wrapper.policy = policy  # type: ignore[attr-defined]
+    return wrapper
+
+
+@overload
+def retry(fn: Callable[P, T], /) -> Callable[P, T]: ...
+@overload
+def retry(fn: None = None, /, **options: Any) -> Policy: ...
+
+
+def retry(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Retry transient errors with exponential backoff and full jitter.
+
+    ``@retry`` alone uses the defaults (5 attempts); ``@retry(attempts=..., deadline=..., ...)`` takes every
+    argument of :class:`Policy` except a breaker. The operation is named after the function unless
+    ``operation=`` is given.
+
+    >>> from bounceback.testing import FakeClock
+    >>> clock = FakeClock()
+    >>> @retry(attempts=4, clock=clock)
+    ... def read_sensor():
+    ...     raise TimeoutError("no answer")
+    >>> try:
+    ...     read_sensor()
+    ... except TimeoutError:
+    ...     print(f"gave up after {len(clock.sleeps) + 1} attempts")
+    gave up after 4 attempts
+    """
+    operation = options.pop("operation", None)
+    policy = Policy(operation, **options)
+    return policy(fn) if fn is not None else policy
