@@ -51,7 +51,7 @@ class ConfigError(BouncebackError, ValueError):
     >>> Backoff(initial=-1)
     Traceback (most recent call last):
     ...
-    bounceback.errors.ConfigError: initial: got -1; expected a finite number of seconds >= 0 ...
+    bounceback.errors.ConfigError: initial: got -1; expected a finite number of seconds >= 0
     """
 
     def __init__(self, field: str, value: Any, allowed: str, *, hint: str | None = None) -> None:

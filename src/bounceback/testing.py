@@ -18,7 +18,7 @@ from typing import TypeVar
 from bounceback.core._events import Event, EventBus, default_bus
 from bounceback.core._time import CancelToken, _set_waits, waits_enabled
 
-__all__ = ["FakeClock", "RecordingSink", "set_testing", "testing_mode"]
+__all__ = ["FakeClock", "RecordingSink", "no_waits", "set_testing"]
 
 E = TypeVar("E", bound=Event)
 
@@ -123,8 +123,8 @@ def set_testing(enabled: bool) -> None:
 
 
 @contextmanager
-def testing_mode() -> Iterator[None]:
-    """``with testing_mode():`` turns waits off for the block and restores the previous state after."""
+def no_waits() -> Iterator[None]:
+    """``with no_waits():`` turns waits off for the block and restores the previous state after."""
     before = waits_enabled()
     _set_waits(False)
     try:

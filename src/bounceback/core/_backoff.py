@@ -102,8 +102,11 @@ class Backoff:
         elif self.kind is BackoffKind.LINEAR:
             value = self.initial * (1 + self.multiplier * retry)
         else:
-            # Exponent capped so huge retry numbers cannot overflow; the cap applies anyway.
-            value = self.initial * self.multiplier ** min(retry, 1024)
+            try:
+                value = self.initial * self.multiplier**retry
+            except OverflowError:
+                # Far past the cap anyway; floats cannot hold the power itself.
+                value = self.max_delay
         return min(value, self.max_delay)
 
     def base(self, retry: int) -> float:

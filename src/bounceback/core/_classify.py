@@ -29,9 +29,9 @@ from bounceback.errors import (
 )
 
 __all__ = [
-    "DEFAULT_CLASSIFIER",
     "Classification",
     "Classifier",
+    "DEFAULT_CLASSIFIER",
     "ErrorKind",
     "Rule",
     "classify",
@@ -275,6 +275,9 @@ def _stdlib(exc: BaseException) -> Classification | None:
     """The standard library's errors, most specific first."""
     # bounceback's own outcomes: an open breaker asks us to come back later; the rest are final.
     if isinstance(exc, CircuitOpenError):
+        if exc.retry_after is None:
+            # Forced open: only a person can close it, so waiting cannot help.
+            return Classification(ErrorKind.PERMANENT, f"circuit {exc.breaker!r} is {exc.state} by hand")
         return Classification(ErrorKind.THROTTLED, f"circuit {exc.breaker!r} is {exc.state}", exc.retry_after)
     if isinstance(exc, BulkheadFull):
         return Classification(ErrorKind.THROTTLED, "too many calls in flight")

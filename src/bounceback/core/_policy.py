@@ -15,6 +15,7 @@ import functools
 import inspect
 import math
 import random
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast, overload
@@ -166,7 +167,15 @@ class Policy:
         self._fast = self._compute_fast()
         self._unsubscribe: Callable[[], None] | None = None
         if settings is not None:
-            self._unsubscribe = settings.subscribe(self.reload)
+            # A weak reference: subscribing must not keep a dropped policy alive.
+            ref = weakref.ref(self)
+
+            def on_change() -> None:
+                policy = ref()
+                if policy is not None:
+                    policy.reload()
+
+            self._unsubscribe = settings.subscribe(on_change)
         if operation is not None:
             registry.add_policy(self)
 

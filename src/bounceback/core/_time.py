@@ -18,10 +18,10 @@ from typing import Protocol, runtime_checkable
 from bounceback.errors import ConfigError
 
 __all__ = [
-    "SYSTEM_CLOCK",
     "CancelToken",
     "Clock",
     "Duration",
+    "SYSTEM_CLOCK",
     "SystemClock",
     "parse_duration",
     "to_seconds",
