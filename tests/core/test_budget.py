@@ -1,0 +1,166 @@
+"""RetryBudget: retries limited to a ratio of recent calls plus a floor, over a sliding window."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bounceback.core._budget import BudgetReading, BudgetRule, LocalLedger, RetryBudget
+from bounceback.errors import ConfigError
+from bounceback.testing import FakeClock
+
+
+def spend_all(budget: RetryBudget, limit: int = 10_000) -> int:
+    granted = 0
+    while granted < limit and budget.try_spend("op"):
+        granted += 1
+    return granted
+
+
+def test_retries_are_a_ratio_of_calls_plus_the_floor() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(0.1, min_per_second=0.5, window=10, clock=clock)
+    for _ in range(200):
+        budget.record_call("op")
+    # 10% of 200 calls, plus 0.5/s over 10 s.
+    assert spend_all(budget) == 25
+    reading = budget.reading()
+    assert reading == BudgetReading(False, 200.0, 25.0, 25.0)
+    assert reading.available == 0
+
+
+def test_floor_alone_allows_min_per_second_times_window() -> None:
+    budget = RetryBudget(0.5, min_per_second=2, window=5, clock=FakeClock())
+    assert spend_all(budget) == 10
+
+
+def test_zero_ratio_and_floor_turns_retries_off() -> None:
+    budget = RetryBudget(0, min_per_second=0, clock=FakeClock())
+    for _ in range(1000):
+        budget.record_call()
+    assert not budget.try_spend("op")
+
+
+def test_counts_leave_the_window_and_the_budget_refills() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(0.5, min_per_second=0, window=10, clock=clock)
+    for _ in range(10):
+        budget.record_call("op")
+    assert spend_all(budget) == 5
+    clock.advance(5)
+    assert not budget.try_spend("op")  # calls and retries are still in the window
+    clock.advance(5.5)
+    assert budget.reading().calls == 0
+    assert not budget.try_spend("op")  # no calls: no ratio left and no floor
+    for _ in range(4):
+        budget.record_call("op")
+    assert spend_all(budget) == 2
+
+
+def test_spent_retries_count_until_they_leave_the_window() -> None:
+    # A retry waiting in backoff was spent when it was scheduled: it keeps counting for the whole window.
+    clock = FakeClock()
+    budget = RetryBudget(0.0, min_per_second=0.1, window=10, clock=clock)
+    assert budget.try_spend("op")
+    clock.advance(9)
+    assert not budget.try_spend("op")
+    clock.advance(1.5)
+    assert budget.try_spend("op")
+
+
+def test_calls_reported_late_are_spread_over_when_they_happened() -> None:
+    # 100 calls made evenly over 100 s and handed over at once: only the last window's share counts.
+    clock = FakeClock()
+    budget = RetryBudget(1.0, min_per_second=0, window=10, clock=clock)
+    budget._calls += 100
+    clock.advance(100)
+    assert budget.reading().calls == pytest.approx(10, abs=1.01)
+
+
+def test_a_ledger_holds_separate_pools_per_key() -> None:
+    ledger = LocalLedger(slices=4)
+    clock = FakeClock()
+    a = RetryBudget(1.0, min_per_second=0, name="a", clock=clock, ledger=ledger)
+    b = RetryBudget(1.0, min_per_second=0, name="b", clock=clock, ledger=ledger)
+    for _ in range(3):
+        a.record_call()
+    assert spend_all(a) == 3
+    assert spend_all(b) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"ratio": -0.1}, "ratio"),
+        ({"ratio": math.nan}, "ratio"),
+        ({"ratio": True}, "ratio"),
+        ({"min_per_second": -1}, "min_per_second"),
+        ({"min_per_second": math.inf}, "min_per_second"),
+        ({"window": 0}, "window"),
+        ({"window": "soon"}, "window"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_bad_settings_raise_config_error_naming_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RetryBudget(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert repr(kwargs[next(iter(kwargs))])[:3] in str(info.value)
+
+
+def test_window_accepts_durations_and_ledger_checks_slices() -> None:
+    assert RetryBudget(window="2m").rule.window == 120.0
+    with pytest.raises(ConfigError) as info:
+        LocalLedger(slices=0)
+    assert info.value.field == "slices"
+    assert "RetryBudget('retry-budget', ratio=0.1" in repr(RetryBudget())
+
+
+def test_rule_floor_and_allowance() -> None:
+    rule = BudgetRule(ratio=0.25, min_per_second=3, window=2)
+    assert rule.floor == 6
+    assert rule.allowance(40) == 16
+
+
+# Each step: advance time (ms), then make some calls, then ask for some retries.
+steps = st.lists(
+    st.tuples(st.integers(0, 4000), st.integers(0, 6), st.integers(0, 4)), min_size=1, max_size=60
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=steps,
+    ratio=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    floor=st.sampled_from([0.0, 0.2, 1.0]),
+    slices=st.integers(1, 12),
+)
+def test_never_more_retries_than_the_rule_allows(
+    steps: list[tuple[int, int, int]], ratio: float, floor: float, slices: int
+) -> None:
+    window = 10.0
+    width = window / slices
+    clock = FakeClock()
+    budget = RetryBudget(ratio, min_per_second=floor, window=window, clock=clock, ledger=LocalLedger(slices))
+    calls: list[float] = []
+    granted: list[float] = []
+    for advance_ms, n_calls, n_spends in steps:
+        clock.advance(advance_ms / 1000)
+        now = clock.monotonic()
+        budget.reading()  # settle at this instant, so the calls below are dated exactly
+        for _ in range(n_calls):
+            budget.record_call()
+            calls.append(now)
+        for _ in range(n_spends):
+            if budget.try_spend("op"):
+                granted.append(now)
+                # The ledger may forget up to one slice early, never late, and never counts future calls.
+                recent = sum(1 for t in granted if t > now - window + width + 1e-9)
+                in_window = sum(1 for t in calls if t > now - window)
+                assert recent <= ratio * in_window + floor * window + 1e-6
+    reading = budget.reading()
+    assert reading.retries <= reading.allowance + 1e-6
+    assert reading.calls <= len(calls) + 1e-6
