@@ -271,27 +271,65 @@ _HTTP_TRANSIENT = {408, 425, 500, 502, 504}
 _HTTP_THROTTLED = {429, 503}
 
 
+class _Inspect:
+    """Marks exception types whose verdict depends on the instance (errno, status, message)."""
+
+
+_INSPECT = _Inspect()
+_TYPE_CACHE: dict[type[BaseException], Classification | _Inspect | None] = {}
+_TYPE_CACHE_MAX = 2048
+
+
 def _stdlib(exc: BaseException) -> Classification | None:
-    """The standard library's errors, most specific first."""
-    # bounceback's own outcomes: an open breaker asks us to come back later; the rest are final.
+    """The standard library's defaults; verdicts that depend only on the type are cached per type."""
+    cls = type(exc)
+    verdict = _TYPE_CACHE.get(cls, _INSPECT)
+    if verdict is _INSPECT:
+        if cls not in _TYPE_CACHE and len(_TYPE_CACHE) < _TYPE_CACHE_MAX:
+            by_type = _by_type(cls)
+            _TYPE_CACHE[cls] = by_type
+            if by_type is not _INSPECT:
+                return by_type  # type: ignore[return-value]
+        return _by_instance(exc)
+    return verdict  # type: ignore[return-value]
+
+
+def _by_type(cls: type[BaseException]) -> Classification | _Inspect | None:
+    """The verdict for every instance of ``cls``, or _INSPECT when instances differ."""
+    if issubclass(cls, (CircuitOpenError, socket.gaierror)) or cls.__module__ == "sqlite3":
+        return _INSPECT
+    if cls.__name__ == "HTTPError":
+        return _INSPECT
+    if issubclass(cls, BulkheadFull):
+        return Classification(ErrorKind.THROTTLED, "too many calls in flight")
+    if issubclass(cls, AttemptTimeout):
+        return Classification(ErrorKind.TRANSIENT, "the attempt timed out")
+    if issubclass(cls, (RecoveryCancelled, RecoveryRequired, RetriesExhausted, ConfigError)):
+        return Classification(ErrorKind.PERMANENT, f"{cls.__name__} ends automatic recovery")
+    if issubclass(cls, (ConnectionError, TimeoutError)):
+        # ConnectionRefused/Reset/Aborted, BrokenPipe, socket.timeout, asyncio.TimeoutError
+        return Classification(ErrorKind.TRANSIENT, f"{cls.__name__}: the connection failed")
+    if issubclass(cls, OSError):
+        return _INSPECT
+    if issubclass(cls, _PERMANENT_TYPES):
+        return Classification(ErrorKind.PERMANENT, f"{cls.__name__} is a caller or program error")
+    return None
+
+
+def _by_instance(exc: BaseException) -> Classification | None:
+    """The defaults that read the instance: breaker state, resolver codes, HTTP status, errno, SQLite text."""
     if isinstance(exc, CircuitOpenError):
         if exc.retry_after is None:
             # Forced open: only a person can close it, so waiting cannot help.
             return Classification(ErrorKind.PERMANENT, f"circuit {exc.breaker!r} is {exc.state} by hand")
         return Classification(ErrorKind.THROTTLED, f"circuit {exc.breaker!r} is {exc.state}", exc.retry_after)
-    if isinstance(exc, BulkheadFull):
-        return Classification(ErrorKind.THROTTLED, "too many calls in flight")
-    if isinstance(exc, AttemptTimeout):
-        return Classification(ErrorKind.TRANSIENT, "the attempt timed out")
-    if isinstance(exc, (RecoveryCancelled, RecoveryRequired, RetriesExhausted, ConfigError)):
-        return Classification(ErrorKind.PERMANENT, f"{type(exc).__name__} ends automatic recovery")
     if isinstance(exc, socket.gaierror):
         if exc.errno in _GAI_TRANSIENT:
             return Classification(ErrorKind.TRANSIENT, "temporary failure in name resolution")
         return Classification(ErrorKind.PERMANENT, "the host name does not resolve")
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        # ConnectionRefused/Reset/Aborted, BrokenPipe, socket.timeout, asyncio.TimeoutError
-        return Classification(ErrorKind.TRANSIENT, f"{type(exc).__name__}: the connection failed")
+    verdict = _by_type(type(exc))
+    if verdict is not _INSPECT:
+        return verdict  # type: ignore[return-value]
     http = _http_status(exc)
     if http is not None:
         return http
@@ -424,6 +462,11 @@ class Classifier:
 
     def classify(self, exc: BaseException) -> Classification:
         """Classify ``exc``: its own mark, then the rules, then the defaults, then its causes, then unknown."""
+        if not self._rules and self.use_defaults and not hasattr(exc, "bounceback_kind"):
+            # The common case, kept short: defaults only, usually a cached verdict for the type.
+            verdict = _stdlib(exc)
+            if verdict is not None and verdict.kind is not ErrorKind.THROTTLED:
+                return verdict
         seen = 0
         current: BaseException | None = exc
         while current is not None and seen < _MAX_CHAIN:

@@ -349,10 +349,20 @@ class Policy:
                 break
             if delay > 0 and waits_enabled():
                 eng.clock.sleep(delay, eng.cancel)
-            if eng.cancelled_during_wait(run):
+            if eng.cancel is not None and eng.cancelled_during_wait(run):
                 break
             run.attempt += 1
             attempt_started = eng.clock.monotonic()
+            if self._fast and self._breaker is None:
+                # Nothing to admit, time or check: call directly (the retry decision budget is tight).
+                try:
+                    value = fn(*args, **kwargs)
+                except Exception as error:
+                    exc, verdict, result = error, eng.classify(error), None
+                    continue
+                if eng.bus.listening:
+                    eng.succeeded(run)
+                return value
             # Sync code cannot be interrupted: the deadline bounds an attempt only when a timeout is set.
             timeout = eng.attempt_budget(run) if eng.cfg.attempt_timeout != math.inf else math.inf
             ok, value, verdict = self._attempt_sync(fn, args, kwargs, timeout)
@@ -565,11 +575,29 @@ def _sync_wrapper(policy: Policy, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _async_wrapper(policy: Policy, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    call = policy._call_async
+    eng = policy._engine
+    now = eng.clock.monotonic
+    recover = policy._recover_async
+    slow = policy._call_async
+    classify = eng.classify
 
+    # As in the sync wrapper, the fast path is inlined: no extra coroutine per call.
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return await call(fn, args, kwargs)
+        brk = policy._breaker
+        if policy._fast and (brk is None or brk._fast) and eng.cfg.deadline == math.inf:
+            started = now()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                verdict = classify(exc)
+                if brk is not None:
+                    brk.release(None, verdict)
+                return await recover(fn, args, kwargs, started, exc, verdict, None)
+            if brk is not None:
+                brk._fast_successes += 1
+            return result
+        return await slow(fn, args, kwargs)
 
     wrapper.policy = policy  # type: ignore[attr-defined]
     return wrapper

@@ -6,13 +6,14 @@ checking the deadline and the budget, and emitting events happen in :meth:`Engin
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from bounceback.core._backoff import Backoff
 from bounceback.core._classify import DEFAULT_CLASSIFIER, Classification, Classifier, ErrorKind
@@ -35,6 +36,10 @@ __all__ = [
     "RetryConfig",
     "Run",
 ]
+
+# Run ids: unique across processes and restarts (random prefix per process), cheap per run (a counter).
+_RUN_PREFIX = os.urandom(5).hex()
+_run_numbers = itertools.count(1)
 
 _RESULT = Classification(ErrorKind.TRANSIENT, "the result was rejected by retry_if_result")
 
@@ -79,8 +84,7 @@ class BudgetPort(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
+class AttemptRecord(NamedTuple):
     """One failed attempt, as attached to the re-raised error (``exc.bounceback_attempts``)."""
 
     attempt: int
@@ -111,19 +115,61 @@ class RetryConfig:
             raise ConfigError("attempts", a, "a limit: give attempts, a deadline, or both")
 
 
-@dataclass(slots=True)
 class Run:
-    """The state of one call's recovery; created only when a first attempt fails."""
+    """The state of one call's recovery; created only when a first attempt fails.
 
-    started: float
-    attempt: int = 1
-    previous_delay: float = 0.0
-    run_id: str = ""
-    history: list[AttemptRecord] = field(default_factory=list)
-    reason: str = ""
-    started_wall: float = 0.0
-    last_error: BaseException | None = None
-    last_classification: Classification | None = None
+    ``history`` holds raw ``(attempt, error, verdict, duration, delay)`` tuples: turning them into
+    :class:`AttemptRecord` (and the error into text) waits until someone asks, usually never.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_number",
+        "attempt",
+        "history",
+        "last_classification",
+        "last_error",
+        "previous_delay",
+        "reason",
+        "started",
+    )
+
+    def __init__(self, started: float, number: int, clock: Clock) -> None:
+        self.started = started
+        self._number = number
+        self._clock = clock
+        self.attempt = 1
+        self.previous_delay = 0.0
+        self.history: list[tuple[int, BaseException | None, Classification, float, float | None]] = []
+        self.reason = ""
+        self.last_error: BaseException | None = None
+        self.last_classification: Classification | None = None
+
+    @property
+    def run_id(self) -> str:
+        """Unique across processes and restarts: a random per-process prefix and a counter."""
+        return f"{_RUN_PREFIX}-{self._number}"
+
+    @property
+    def started_wall(self) -> float:
+        """Wall time at which the first attempt started."""
+        clock = self._clock
+        return clock.wall() - (clock.monotonic() - self.started)
+
+    def records(self) -> tuple[AttemptRecord, ...]:
+        """The history as records."""
+        return tuple(
+            AttemptRecord(
+                n,
+                type(exc).__name__ if exc is not None else "result",
+                _message(exc),
+                verdict.kind.value,
+                verdict.reason,
+                duration,
+                delay,
+            )
+            for n, exc, verdict, duration, delay in self.history
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +190,18 @@ class GiveUp:
 class Engine:
     """The decisions of recovery for one policy. Holds no per-call state: a :class:`Run` does."""
 
-    __slots__ = ("breaker", "budget", "bus", "cancel", "cfg", "classifier", "clock", "operation", "rng")
+    __slots__ = (
+        "breaker",
+        "budget",
+        "bus",
+        "cancel",
+        "cfg",
+        "classifier",
+        "classify",
+        "clock",
+        "operation",
+        "rng",
+    )
 
     def __init__(
         self,
@@ -162,6 +219,8 @@ class Engine:
         self.operation = operation
         self.cfg = cfg
         self.classifier = classifier or DEFAULT_CLASSIFIER
+        # Bound once: classifying is on every failure.
+        self.classify: Callable[[BaseException], Classification] = self.classifier.classify
         self.clock = clock
         self.rng = rng or random.Random()
         self.bus = bus
@@ -171,10 +230,7 @@ class Engine:
 
     def start(self, started: float) -> Run:
         """A new run whose first attempt began at monotonic time ``started``."""
-        run = Run(started)
-        run.run_id = os.urandom(6).hex()
-        run.started_wall = self.clock.wall() - (self.clock.monotonic() - started)
-        return run
+        return Run(started, next(_run_numbers), self.clock)
 
     def attempt_budget(self, run: Run) -> float:
         """Seconds the next attempt may take: the attempt timeout, bounded by what is left of the deadline."""
@@ -184,23 +240,18 @@ class Engine:
         left = cfg.deadline - (self.clock.monotonic() - run.started)
         return max(0.0, min(cfg.attempt_timeout, left))
 
-    def classify(self, exc: BaseException) -> Classification:
-        """Classify ``exc``; a per-attempt timeout is transient whatever the classifier says of TimeoutError."""
-        return self.classifier.classify(exc)
-
     def after_failure(
         self, run: Run, exc: BaseException | None, verdict: Classification, attempt_started: float
     ) -> float | None:
         """Record a failed attempt and decide: the delay before the next one, or None to give up."""
         cfg = self.cfg
-        clock = self.clock
-        now = clock.monotonic()
+        now = self.clock.monotonic()
         run.last_error = exc
         run.last_classification = verdict
         reason = ""
         delay = 0.0
         why = "backoff"
-        if not verdict.is_retryable:
+        if verdict.kind is ErrorKind.PERMANENT:
             reason = "permanent"
         elif self.cancel is not None and self.cancel.is_cancelled:
             reason = "cancelled"
@@ -219,42 +270,19 @@ class Engine:
                 reason = "deadline" if why == "backoff" else why
             elif self.budget is not None and not self.budget.try_spend(self.operation):
                 reason = "budget"
-        record = AttemptRecord(
-            run.attempt,
-            type(exc).__name__ if exc is not None else "result",
-            _message(exc),
-            verdict.kind.value,
-            verdict.reason,
-            now - attempt_started,
-            None if reason else delay,
-        )
-        run.history.append(record)
-        bus = self.bus
-        if bus.listening:
-            self._emit_failure(run, record, verdict, not reason)
+        run.history.append((run.attempt, exc, verdict, now - attempt_started, None if reason else delay))
         if reason:
             run.reason = reason
-            if bus.listening:
-                bus.emit(
-                    RecoveryExhausted(
-                        self.operation,
-                        clock.wall(),
-                        run.run_id,
-                        run.attempt,
-                        now - run.started,
-                        run.started_wall,
-                        reason,
-                        record.error_type,
-                        record.error_message,
-                        verdict,
-                    )
-                )
+            if self.bus.listening:
+                self._emit_failure(run, exc, verdict, False)
+                self._emit_exhausted(run, exc, verdict, reason)
             return None
         run.previous_delay = delay
-        if bus.listening:
-            wall = clock.wall()
+        if self.bus.listening:
+            self._emit_failure(run, exc, verdict, True)
+            wall = self.clock.wall()
             deadline_at = None if cfg.deadline == math.inf else run.started_wall + cfg.deadline
-            bus.emit(
+            self.bus.emit(
                 RetryScheduled(
                     self.operation,
                     wall,
@@ -271,7 +299,7 @@ class Engine:
         return delay
 
     def _emit_failure(
-        self, run: Run, record: AttemptRecord, verdict: Classification, will_retry: bool
+        self, run: Run, exc: BaseException | None, verdict: Classification, will_retry: bool
     ) -> None:
         brk = self.breaker
         self.bus.emit(
@@ -282,11 +310,29 @@ class Engine:
                 run.attempt,
                 self.cfg.attempts,
                 self.clock.monotonic() - run.started,
-                record.error_type,
-                record.error_message,
+                type(exc).__name__ if exc is not None else "result",
+                _message(exc),
                 verdict,
                 will_retry,
                 brk.state_name if brk is not None else None,
+            )
+        )
+
+    def _emit_exhausted(
+        self, run: Run, exc: BaseException | None, verdict: Classification | None, reason: str
+    ) -> None:
+        self.bus.emit(
+            RecoveryExhausted(
+                self.operation,
+                self.clock.wall(),
+                run.run_id,
+                run.attempt,
+                self.clock.monotonic() - run.started,
+                run.started_wall,
+                reason,
+                type(exc).__name__ if exc is not None else "result",
+                _message(exc),
+                verdict,
             )
         )
 
@@ -295,21 +341,7 @@ class Engine:
         if self.cancel is not None and self.cancel.is_cancelled:
             run.reason = "cancelled"
             if self.bus.listening:
-                last = run.history[-1]
-                self.bus.emit(
-                    RecoveryExhausted(
-                        self.operation,
-                        self.clock.wall(),
-                        run.run_id,
-                        run.attempt,
-                        self.clock.monotonic() - run.started,
-                        run.started_wall,
-                        "cancelled",
-                        last.error_type,
-                        last.error_message,
-                        run.last_classification,
-                    )
-                )
+                self._emit_exhausted(run, run.last_error, run.last_classification, "cancelled")
             return True
         return False
 
@@ -337,7 +369,7 @@ class Engine:
             self.operation,
             exc,
             run.reason,
-            tuple(run.history),
+            run.records(),
             run.last_classification,
             run.run_id,
             self.clock.monotonic() - run.started,
@@ -364,9 +396,10 @@ def attach_history(exc: BaseException, operation: str, run: Run, elapsed: float)
     lines = [
         f"bounceback: {operation}: gave up after {run.attempt} attempt(s) in {elapsed:.3g} s ({run.reason})"
     ]
-    shown = run.history[-10:]
-    if len(run.history) > len(shown):
-        lines.append(f"  ... {len(run.history) - len(shown)} earlier attempt(s) not shown")
+    records = run.records()
+    shown = records[-10:]
+    if len(records) > len(shown):
+        lines.append(f"  ... {len(records) - len(shown)} earlier attempt(s) not shown")
     for rec in shown:
         wait = f", then waited {rec.delay:.3g} s" if rec.delay is not None else ""
         lines.append(
@@ -374,7 +407,7 @@ def attach_history(exc: BaseException, operation: str, run: Run, elapsed: float)
         )
     try:
         exc.add_note("\n".join(lines))
-        exc.bounceback_attempts = tuple(run.history)  # type: ignore[attr-defined]
+        exc.bounceback_attempts = records  # type: ignore[attr-defined]
         exc.bounceback_reason = run.reason  # type: ignore[attr-defined]
         exc.bounceback_run_id = run.run_id  # type: ignore[attr-defined]
     except (AttributeError, TypeError):

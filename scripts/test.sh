@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine (Python 3.11, pip, root or sudo), then run
+# the linters, the type checker and the whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System parts: a real Redis server and Debian's Chromium (never a downloaded browser).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "== installing ${missing[*]} with apt-get"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python parts, in a virtual environment of the project's own.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test,bench]'
+
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff"
+ruff check src tests benchmarks
+ruff format --check src tests benchmarks
+echo "== mypy --strict"
+mypy
+echo "== pytest"
+python -m pytest "$@"
