@@ -35,8 +35,13 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
-def layers_from_document(document: Mapping[str, Any]) -> tuple[SettingsLayers, list[ConfigError]]:
+def layers_from_document(
+    document: Mapping[str, Any], *, check_combinations: bool = True
+) -> tuple[SettingsLayers, list[ConfigError]]:
     """Read a nested document into layers, returning every problem found (nothing is raised).
+
+    ``check_combinations=False`` skips the cross-field rules, for a document that will be merged with
+    other values before it is used.
 
     >>> layers, problems = layers_from_document({"retry": {"max_attempts": 3, "max_delay": "nan"}})
     >>> dict(layers.values), [p.field for p in problems]
@@ -66,7 +71,7 @@ def layers_from_document(document: Mapping[str, Any]) -> tuple[SettingsLayers, l
         seen.add((op, key))
         unique.append((op, key, value))
     layers = SettingsLayers.from_entries(unique, problems)
-    if not problems:
+    if check_combinations and not problems:
         problems.extend(layers.problems())
     return layers, problems
 

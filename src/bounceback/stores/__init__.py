@@ -1,0 +1,43 @@
+"""Persistence adapters: the bounceback home database (SQLite) and the stores built on it.
+
+>>> import tempfile, pathlib
+>>> from bounceback.stores import SqliteSettings
+>>> with SqliteSettings(pathlib.Path(tempfile.mkdtemp()) / "bounceback.db") as settings:
+...     _ = settings.set("retry.max_attempts", 3, operation="fetch")
+...     settings.effective("fetch")["retry.max_attempts"]
+3
+"""
+
+from bounceback.stores._home import (
+    DATABASE_NAME,
+    HOME_ENV,
+    connect,
+    database_path,
+    home_dir,
+    migrate,
+    open_home,
+    register_migrations,
+    registered_migrations,
+    schema_versions,
+    transaction,
+    translate_errors,
+)
+from bounceback.stores._settings_rows import Change
+from bounceback.stores._settings_store import SqliteSettings
+
+__all__ = [
+    "DATABASE_NAME",
+    "HOME_ENV",
+    "Change",
+    "SqliteSettings",
+    "connect",
+    "database_path",
+    "home_dir",
+    "migrate",
+    "open_home",
+    "register_migrations",
+    "registered_migrations",
+    "schema_versions",
+    "transaction",
+    "translate_errors",
+]

@@ -1,0 +1,194 @@
+"""The settings tables: their migrations, the history record, and reading rows back into layers.
+
+Values are stored as the JSON of the normalised typed value (``0.25``, ``null`` for "off", ``[75]``);
+in the history, SQL ``NULL`` means "not set" (the layer below applied), which keeps it apart from a value
+explicitly set to ``off``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import socket
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bounceback.core._settings import SCHEMA, SettingsLayers, field_name
+from bounceback.errors import ConfigError
+from bounceback.stores._home import register_migrations
+
+__all__ = ["Change", "current_user", "decode", "encode", "fetch_changes", "read_layers"]
+
+_log = logging.getLogger("bounceback.settings")
+
+_MIGRATIONS = [
+    """
+    CREATE TABLE settings_values (
+        operation  TEXT NOT NULL,          -- '' for a global value
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,          -- JSON of the normalised value
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (operation, key)
+    );
+    CREATE TABLE settings_history (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at        REAL NOT NULL,
+        who       TEXT NOT NULL,           -- user@host/pid
+        action    TEXT NOT NULL,           -- set, reset, import, undo
+        operation TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        old       TEXT,                    -- JSON; NULL when the key was not set
+        new       TEXT,                    -- JSON; NULL when the key was reset
+        undoes    INTEGER REFERENCES settings_history (id)
+    );
+    CREATE INDEX settings_history_key ON settings_history (operation, key, id);
+    """,
+]
+register_migrations("settings", _MIGRATIONS)
+
+_HISTORY_COLUMNS = "id, at, who, action, operation, key, old, new, undoes"
+
+
+def encode(value: Any) -> str:
+    """The stored JSON text of a normalised value (tuples become lists)."""
+    return json.dumps(list(value) if isinstance(value, tuple) else value, allow_nan=False)
+
+
+def decode(text: str | None) -> tuple[bool, Any]:
+    """``(False, None)`` for SQL NULL ("not set"), else ``(True, value)``."""
+    if text is None:
+        return False, None
+    return True, json.loads(text)
+
+
+def current_user() -> str:
+    """``user@host/pid``: who made a change, as recorded in the history."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}/{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the settings history.
+
+    ``old_set`` / ``new_set`` are False where the key was not set (the layer below applied): ``old`` /
+    ``new`` are then None. ``operation`` is None for a global value; ``undoes`` is the id of the change an
+    undo reverted.
+    """
+
+    id: int
+    at: float
+    who: str
+    action: str
+    operation: str | None
+    key: str
+    old: Any
+    new: Any
+    old_set: bool
+    new_set: bool
+    undoes: int | None = None
+
+    @property
+    def field(self) -> str:
+        """The key with its operation: ``operations.fetch.retry.max_attempts``."""
+        return field_name(self.key, self.operation)
+
+    def text(self, which: str) -> str:
+        """``old`` or ``new`` as text (``(not set)`` when not set)."""
+        is_set, value = (self.old_set, self.old) if which == "old" else (self.new_set, self.new)
+        if not is_set:
+            return "(not set)"
+        setting = SCHEMA.get(self.key)
+        return setting.to_text(_typed(self.key, value)) if setting else json.dumps(value)
+
+    def describe(self) -> str:
+        """One line for people: ``#12 retry.max_attempts: 5 -> 7 (set by ann@box/4242)``."""
+        return (
+            f"#{self.id} {self.field}: {self.text('old')} -> {self.text('new')} ({self.action} by {self.who})"
+        )
+
+    def to_plain(self) -> dict[str, Any]:
+        """The change as JSON-ready data."""
+        return {
+            "id": self.id,
+            "at": self.at,
+            "at_iso": datetime.fromtimestamp(self.at).astimezone().isoformat(timespec="seconds"),
+            "who": self.who,
+            "action": self.action,
+            "operation": self.operation,
+            "key": self.key,
+            "old": self.old,
+            "new": self.new,
+            "old_set": self.old_set,
+            "new_set": self.new_set,
+            "undoes": self.undoes,
+        }
+
+
+def _typed(key: str, value: Any) -> Any:
+    setting = SCHEMA[key]
+    try:
+        return setting.validate(value)
+    except ConfigError:
+        return value
+
+
+def change_from_row(row: tuple[Any, ...]) -> Change:
+    """A :class:`Change` from a ``settings_history`` row (columns as in ``_HISTORY_COLUMNS``)."""
+    ident, at, who, action, operation, key, old, new, undoes = row
+    old_set, old_value = decode(old)
+    new_set, new_value = decode(new)
+    return Change(
+        ident, at, who, action, operation or None, key, old_value, new_value, old_set, new_set, undoes
+    )
+
+
+def fetch_changes(
+    conn: sqlite3.Connection,
+    *,
+    after: int = 0,
+    limit: int | None = None,
+    operation: str | None = None,
+    key: str | None = None,
+    ident: int | None = None,
+) -> list[Change]:
+    """History entries, newest first; filtered by id (``after`` / ``ident``), operation and key."""
+    clauses: list[str] = ["id > ?"]
+    params: list[Any] = [after]
+    if ident is not None:
+        clauses.append("id = ?")
+        params.append(ident)
+    if operation is not None:
+        clauses.append("operation = ?")
+        params.append(operation)
+    if key is not None:
+        clauses.append("key = ?")
+        params.append(key)
+    sql = f"SELECT {_HISTORY_COLUMNS} FROM settings_history WHERE {' AND '.join(clauses)} ORDER BY id DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [change_from_row(row) for row in conn.execute(sql, params)]
+
+
+def read_layers(conn: sqlite3.Connection) -> SettingsLayers:
+    """The stored values; a row this version cannot understand is skipped with a warning."""
+    problems: list[ConfigError] = []
+    entries = []
+    for operation, key, text in conn.execute("SELECT operation, key, value FROM settings_values"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            problems.append(ConfigError(field_name(key, operation or None), text, "valid stored JSON"))
+            continue
+        entries.append((operation or None, key, value))
+    layers = SettingsLayers.from_entries(entries, problems)
+    for problem in problems:
+        _log.warning("ignoring a stored setting this version cannot use: %s", problem)
+    return layers
