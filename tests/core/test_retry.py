@@ -399,3 +399,43 @@ def test_policy_reads_settings_live_and_explicit_arguments_win() -> None:
     assert policy.config.attempts == 4
     policy.close()
     assert settings.callbacks == []
+
+
+def test_a_run_can_be_cancelled_by_its_id_from_outside() -> None:
+    from bounceback.core._control import run_controls
+
+    bus = EventBus()
+    sink = RecordingSink(bus)
+    clock = FakeClock()
+
+    def cancel_from_outside(delay: float) -> None:
+        run_id = sink.of(RetryScheduled)[-1].run_id
+        assert run_controls.active()[run_id] == "remote"
+        assert run_controls.cancel(run_id, "cancelled from the dashboard")
+
+    clock.on_sleep = cancel_from_outside
+    run_controls.enable()
+    try:
+        with pytest.raises(RecoveryCancelled, match="cancelled from the dashboard"):
+            Policy("remote", attempts=5, clock=clock, bus=bus).call(Flaky(10))
+        assert run_controls.active() == {}  # nothing left registered
+        assert Policy("remote", attempts=5, clock=FakeClock(), bus=bus).call(Flaky(1)) == "ok"
+        assert run_controls.active() == {}
+    finally:
+        run_controls.disable()
+    assert sink.of(RecoveryExhausted)[-1].reason == "cancelled"
+
+
+def test_cancelling_the_policy_token_reaches_runs_with_their_own_tokens() -> None:
+    from bounceback.core._control import run_controls
+
+    parent = CancelToken()
+    clock = FakeClock()
+    clock.on_sleep = lambda s: parent.cancel("shutting down")
+    run_controls.enable()
+    try:
+        with pytest.raises(RecoveryCancelled, match="shutting down"):
+            Policy("p", attempts=5, clock=clock, cancel=parent).call(Flaky(10))
+    finally:
+        run_controls.disable()
+    assert parent._children == []

@@ -83,7 +83,7 @@ class Attempts:
                 raise StopIteration
             if self._delay is not None:
                 if self._delay > 0 and waits_enabled():
-                    self._engine.clock.sleep(self._delay, self._engine.cancel)
+                    self._engine.clock.sleep(self._delay, self._run.cancel if self._run else None)
                 self._after_wait()
             attempt = self._admit()
             if attempt is not None:
@@ -95,7 +95,7 @@ class Attempts:
                 raise StopAsyncIteration
             if self._delay is not None:
                 if self._delay > 0 and waits_enabled():
-                    await self._engine.clock.async_sleep(self._delay, self._engine.cancel)
+                    await self._engine.clock.async_sleep(self._delay, self._run.cancel if self._run else None)
                 self._after_wait()
             attempt = self._admit()
             if attempt is not None:
@@ -144,7 +144,7 @@ class Attempts:
         eng = self._engine
         exc = run.last_error
         if run.reason == "cancelled":
-            reason = eng.cancel.reason if eng.cancel is not None and eng.cancel.reason else "cancelled"
+            reason = run.cancel.reason if run.cancel is not None and run.cancel.reason else "cancelled"
             raise RecoveryCancelled(eng.operation, run.attempt, reason, exc) from exc
         if exc is None:
             raise RetriesExhausted(eng.operation, run.attempt, self._last_result, run.reason)

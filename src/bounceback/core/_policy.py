@@ -348,8 +348,8 @@ class Policy:
             if delay is None:
                 break
             if delay > 0 and waits_enabled():
-                eng.clock.sleep(delay, eng.cancel)
-            if eng.cancel is not None and eng.cancelled_during_wait(run):
+                eng.clock.sleep(delay, run.cancel)
+            if run.cancel is not None and eng.cancelled_during_wait(run):
                 break
             run.attempt += 1
             attempt_started = eng.clock.monotonic()
@@ -360,8 +360,7 @@ class Policy:
                 except Exception as error:
                     exc, verdict, result = error, eng.classify(error), None
                     continue
-                if eng.bus.listening:
-                    eng.succeeded(run)
+                eng.succeeded(run)
                 return value
             # Sync code cannot be interrupted: the deadline bounds an attempt only when a timeout is set.
             timeout = eng.attempt_budget(run) if eng.cfg.attempt_timeout != math.inf else math.inf
@@ -462,7 +461,7 @@ class Policy:
             if delay is None:
                 break
             if delay > 0 and waits_enabled():
-                await eng.clock.async_sleep(delay, eng.cancel)
+                await eng.clock.async_sleep(delay, run.cancel)
             if eng.cancelled_during_wait(run):
                 break
             run.attempt += 1
@@ -489,7 +488,7 @@ class Policy:
             return fallback(info) if callable(fallback) else fallback
         exc = run.last_error
         if run.reason == "cancelled":
-            reason = eng.cancel.reason if eng.cancel is not None and eng.cancel.reason else "cancelled"
+            reason = run.cancel.reason if run.cancel is not None and run.cancel.reason else "cancelled"
             raise RecoveryCancelled(eng.operation, run.attempt, reason, exc) from exc
         if exc is None:
             raise RetriesExhausted(eng.operation, run.attempt, result, run.reason)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 from bounceback.core._backoff import Backoff
 from bounceback.core._classify import DEFAULT_CLASSIFIER, Classification, Classifier, ErrorKind
+from bounceback.core._control import run_controls
 from bounceback.core._events import (
     AttemptFailed,
     EventBus,
@@ -126,6 +127,7 @@ class Run:
         "_clock",
         "_number",
         "attempt",
+        "cancel",
         "history",
         "last_classification",
         "last_error",
@@ -138,6 +140,7 @@ class Run:
         self.started = started
         self._number = number
         self._clock = clock
+        self.cancel: CancelToken | None = None
         self.attempt = 1
         self.previous_delay = 0.0
         self.history: list[tuple[int, BaseException | None, Classification, float, float | None]] = []
@@ -230,7 +233,17 @@ class Engine:
 
     def start(self, started: float) -> Run:
         """A new run whose first attempt began at monotonic time ``started``."""
-        return Run(started, next(_run_numbers), self.clock)
+        run = Run(started, next(_run_numbers), self.clock)
+        if run_controls.enabled:
+            run.cancel = run_controls.open(run.run_id, self.cancel, self.operation)
+        else:
+            run.cancel = self.cancel
+        return run
+
+    def end(self, run: Run) -> None:
+        """The run is over (recovered or given up): release its controls."""
+        if run.cancel is not None and run.cancel is not self.cancel:
+            run_controls.close(run.run_id)
 
     def attempt_budget(self, run: Run) -> float:
         """Seconds the next attempt may take: the attempt timeout, bounded by what is left of the deadline."""
@@ -253,7 +266,7 @@ class Engine:
         why = "backoff"
         if verdict.kind is ErrorKind.PERMANENT:
             reason = "permanent"
-        elif self.cancel is not None and self.cancel.is_cancelled:
+        elif run.cancel is not None and run.cancel.is_cancelled:
             reason = "cancelled"
         elif cfg.attempts is not None and run.attempt >= cfg.attempts:
             reason = "attempts"
@@ -338,8 +351,9 @@ class Engine:
 
     def cancelled_during_wait(self, run: Run) -> bool:
         """After a wait: True (and the run marked) when the cancel token fired during it."""
-        if self.cancel is not None and self.cancel.is_cancelled:
+        if run.cancel is not None and run.cancel.is_cancelled:
             run.reason = "cancelled"
+            self.end(run)
             if self.bus.listening:
                 self._emit_exhausted(run, run.last_error, run.last_classification, "cancelled")
             return True
@@ -347,6 +361,7 @@ class Engine:
 
     def succeeded(self, run: Run) -> None:
         """A later attempt of ``run`` succeeded."""
+        self.end(run)
         if self.bus.listening:
             self.bus.emit(
                 RecoverySucceeded(
@@ -361,6 +376,7 @@ class Engine:
 
     def give_up(self, run: Run, result: Any = None) -> GiveUp:
         """Describe the end of ``run`` for fallbacks, and attach the history to the error."""
+        self.end(run)
         exc = run.last_error
         if exc is not None:
             attach_history(exc, self.operation, run, self.clock.monotonic() - run.started)

@@ -65,13 +65,30 @@ class CancelToken:
     (True, 'operator pressed Cancel')
     """
 
-    __slots__ = ("_event", "_lock", "_waiters", "reason")
+    __slots__ = ("_children", "_event", "_lock", "_waiters", "reason")
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._children: list[CancelToken] = []
         self.reason: str | None = None
+
+    def child(self) -> CancelToken:
+        """A token that is cancelled with this one, and can also be cancelled alone."""
+        token = CancelToken()
+        with self._lock:
+            if not self._event.is_set():
+                self._children.append(token)
+                return token
+        token.cancel(self.reason or "cancelled")
+        return token
+
+    def forget(self, child: CancelToken) -> None:
+        """Stop propagating to ``child`` (when its run has ended)."""
+        with self._lock:
+            if child in self._children:
+                self._children.remove(child)
 
     @property
     def is_cancelled(self) -> bool:
@@ -86,9 +103,12 @@ class CancelToken:
             self.reason = reason
             self._event.set()
             waiters, self._waiters = self._waiters, []
+            children, self._children = self._children, []
         for loop, fut in waiters:
             # The future belongs to another thread's loop: wake it through that loop.
             loop.call_soon_threadsafe(_resolve, fut)
+        for child in children:
+            child.cancel(reason)
 
     def wait(self, seconds: float) -> bool:
         """Block up to ``seconds``; True if cancelled (then it returned early)."""
