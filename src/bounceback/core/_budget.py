@@ -34,8 +34,8 @@ class BudgetRule:
     30.0
     """
 
-    ratio: float = 0.1
-    min_per_second: float = 1.0
+    ratio: float = 0.2
+    min_per_second: float = 10.0
     window: float = 10.0
 
     def __post_init__(self) -> None:
@@ -207,7 +207,8 @@ class RetryBudget:
     backoff have already been spent, so they count against the budget. Calls are counted cheaply (an
     integer bump, see :meth:`record_call`) and handed to the ledger only when a retry is asked for.
 
-    One budget is one pool: share one object among the operations that call the same dependency, or give
+    The defaults (20% of calls, 10 retries a second, over 10 s) are those of the ``budget.*`` settings and
+    of Finagle. One budget is one pool: share one object among the operations that call the same dependency, or give
     each operation its own. ``name`` is the pool's key in a shared ``ledger``.
 
     >>> from bounceback.testing import FakeClock
@@ -222,9 +223,9 @@ class RetryBudget:
 
     def __init__(
         self,
-        ratio: float = 0.1,
+        ratio: float = 0.2,
         *,
-        min_per_second: float = 1.0,
+        min_per_second: float = 10.0,
         window: float | object = 10.0,
         name: str = "retry-budget",
         clock: Clock | None = None,
