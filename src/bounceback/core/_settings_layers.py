@@ -170,7 +170,7 @@ class SettingsLayers:
                 if op is not None:
                     check_operation(op)
                 name = field_name(key, op)
-                setting = lookup(key, name)
+                setting = lookup(key)
                 if op is not None and not setting.per_operation:
                     raise ConfigError(
                         name, raw, "a global setting", hint=f"{key} applies to the whole program; drop --op"

@@ -19,7 +19,7 @@ __all__ = ["SCHEMA", "lookup"]
 
 def _d(key: str, default: float | None, help: str, **kw: Any) -> Setting:
     kw.setdefault("minimum", 0.0)
-    return Setting(key, "duration", default, help, unit="s", **kw)
+    return Setting(key, "duration", default, help, unit="duration", **kw)
 
 
 _SETTINGS = (

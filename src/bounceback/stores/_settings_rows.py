@@ -15,13 +15,24 @@ import socket
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from bounceback.core._settings import SCHEMA, SettingsLayers, field_name
-from bounceback.errors import ConfigError
-from bounceback.stores._home import register_migrations
+from bounceback.errors import ConfigError, StoreError
+from bounceback.stores._home import register_migrations, schema_versions, store_name
 
-__all__ = ["Change", "current_user", "decode", "encode", "fetch_changes", "read_layers"]
+__all__ = [
+    "Change",
+    "Stamp",
+    "check_version",
+    "current_user",
+    "decode",
+    "encode",
+    "fetch_changes",
+    "read_layers",
+    "write_diff",
+]
 
 _log = logging.getLogger("bounceback.settings")
 
@@ -49,6 +60,7 @@ _MIGRATIONS = [
     """,
 ]
 register_migrations("settings", _MIGRATIONS)
+_VERSION = len(_MIGRATIONS)
 
 _HISTORY_COLUMNS = "id, at, who, action, operation, key, old, new, undoes"
 
@@ -192,3 +204,57 @@ def read_layers(conn: sqlite3.Connection) -> SettingsLayers:
     for problem in problems:
         _log.warning("ignoring a stored setting this version cannot use: %s", problem)
     return layers
+
+
+def check_version(conn: sqlite3.Connection, path: str | Path) -> None:
+    """Raise StoreError if a newer bounceback upgraded the settings tables (possibly while we run)."""
+    found = schema_versions(conn).get("settings", 0)
+    if found > _VERSION:
+        raise StoreError(
+            store_name(path),
+            "read the settings",
+            f"the database was written by a newer bounceback (settings schema version {found}; this "
+            f"version knows up to {_VERSION}); upgrade bounceback",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """When, by whom and why a batch of changes is written (``undoes``: the change an undo reverts)."""
+
+    at: float
+    who: str
+    action: str
+    undoes: int | None = None
+
+
+def write_diff(
+    conn: sqlite3.Connection, before: SettingsLayers, after: SettingsLayers, stamp: Stamp
+) -> list[int]:
+    """Write what differs between two layers, one history row per changed key; return the new row ids.
+
+    Runs inside the caller's transaction.
+    """
+    old = {(op, key): encode(value) for op, key, value in before.entries()}
+    new = {(op, key): encode(value) for op, key, value in after.entries()}
+    ids: list[int] = []
+    for op, key in sorted(old.keys() | new.keys(), key=lambda k: (k[0] or "", k[1])):
+        was, now = old.get((op, key)), new.get((op, key))
+        if was == now:
+            continue
+        if now is None:
+            conn.execute("DELETE FROM settings_values WHERE operation = ? AND key = ?", (op or "", key))
+        else:
+            conn.execute(
+                "INSERT INTO settings_values (operation, key, value, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (operation, key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (op or "", key, now, stamp.at),
+            )
+        cursor = conn.execute(
+            "INSERT INTO settings_history (at, who, action, operation, key, old, new, undoes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (stamp.at, stamp.who, stamp.action, op or "", key, was, now, stamp.undoes),
+        )
+        ids.append(int(cursor.lastrowid or 0))
+    return ids

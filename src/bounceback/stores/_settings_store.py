@@ -41,23 +41,23 @@ from bounceback.stores._home import (
     connect,
     database_path,
     migrate,
-    schema_versions,
-    store_name,
     transaction,
     translate_errors,
 )
 from bounceback.stores._settings_rows import (
     Change,
+    Stamp,
+    check_version,
     current_user,
     encode,
     fetch_changes,
     read_layers,
+    write_diff,
 )
 
 __all__ = ["SqliteSettings"]
 
 _log = logging.getLogger("bounceback.settings")
-_SETTINGS_VERSION = 1
 # Polling reads must not stall a running program: wait this long for a lock, then keep the last values.
 _POLL_BUSY_SECONDS = 0.2
 
@@ -318,17 +318,6 @@ class SqliteSettings:
             if self._conn is not None:
                 self._conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
 
-    def _check_version(self, conn: sqlite3.Connection) -> None:
-        # Another process may upgrade the database while this one runs.
-        found = schema_versions(conn).get("settings", 0)
-        if found > _SETTINGS_VERSION:
-            raise StoreError(
-                store_name(self.path),
-                "read the settings",
-                f"the database was written by a newer bounceback (settings schema version {found}); "
-                "upgrade bounceback",
-            )
-
     def _reload_if_changed(self) -> list[Change] | None:
         conn = self._connection()
         with translate_errors(self.path, "read the settings"):
@@ -337,7 +326,7 @@ class SqliteSettings:
                 return None
             conn.execute("BEGIN")
             try:
-                self._check_version(conn)
+                check_version(conn, self.path)
                 layers = read_layers(conn)
                 changes = fetch_changes(conn, after=self._last_change)
             finally:
@@ -373,11 +362,11 @@ class SqliteSettings:
         with self._lock:
             conn = self._connection()
             with transaction(conn, self.path, what):
-                self._check_version(conn)
+                check_version(conn, self.path)
                 before = read_layers(conn)
                 after = change(conn, before)
                 when = self._clock.wall()
-                new_ids = self._store_diff(conn, before, after, action, when, undoes)
+                new_ids = write_diff(conn, before, after, Stamp(when, self.who, action, undoes))
                 # Changes by others since the last poll are announced too (they are in ``before``).
                 since = self._last_change if self._loaded else min(new_ids, default=1) - 1
                 changes = fetch_changes(conn, after=since) if new_ids else []
@@ -390,39 +379,6 @@ class SqliteSettings:
         if changes:
             self._announce(changes)
         return sorted(own, key=lambda c: c.id)
-
-    def _store_diff(
-        self,
-        conn: sqlite3.Connection,
-        before: SettingsLayers,
-        after: SettingsLayers,
-        action: str,
-        when: float,
-        undoes: int | None,
-    ) -> list[int]:
-        old = {(op, key): encode(value) for op, key, value in before.entries()}
-        new = {(op, key): encode(value) for op, key, value in after.entries()}
-        ids: list[int] = []
-        for op, key in sorted(old.keys() | new.keys(), key=lambda k: (k[0] or "", k[1])):
-            was, now = old.get((op, key)), new.get((op, key))
-            if was == now:
-                continue
-            if now is None:
-                conn.execute("DELETE FROM settings_values WHERE operation = ? AND key = ?", (op or "", key))
-            else:
-                conn.execute(
-                    "INSERT INTO settings_values (operation, key, value, updated_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (operation, key) DO UPDATE SET value = excluded.value, "
-                    "updated_at = excluded.updated_at",
-                    (op or "", key, now, when),
-                )
-            cursor = conn.execute(
-                "INSERT INTO settings_history (at, who, action, operation, key, old, new, undoes) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (when, self.who, action, op or "", key, was, now, undoes),
-            )
-            ids.append(int(cursor.lastrowid or 0))
-        return ids
 
     def _announce(self, changes: list[Change]) -> None:
         # History is newest first; events go out in the order the changes were made.

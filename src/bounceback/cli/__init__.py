@@ -1,0 +1,10 @@
+"""The ``bounceback`` command line: thin click commands over the library.
+
+Each command module attaches its commands to the root group in ``_app`` when imported; to add one,
+import it below (one line) and keep the list sorted.
+"""
+
+from bounceback.cli import _settings  # noqa: F401  (registers `bounceback settings`)
+from bounceback.cli._app import cli, main
+
+__all__ = ["cli", "main"]
