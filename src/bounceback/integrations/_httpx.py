@@ -1,0 +1,200 @@
+"""httpx transports that recover by themselves: ``httpx.Client(transport=RecoveringTransport())``.
+
+Each request runs under a policy: retryable statuses and connection errors are retried with backoff,
+``Retry-After`` is honoured in both forms (capped by ``max_retry_after`` and never past the deadline), only
+idempotent methods (or requests with an ``Idempotency-Key``) are retried, and every request passes the
+circuit breaker of its host (or route). When recovery gives up on a retryable status, the last response is
+returned as usual; connection errors are re-raised as httpx raised them.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpx
+
+from bounceback.core._classify import DEFAULT_CLASSIFIER, Classifier, ErrorKind, on_predicate
+from bounceback.integrations._http import (
+    IDEMPOTENT_METHODS,
+    HttpRecovery,
+    RetryableResponse,
+    classify_status,
+    redact_url,
+    transport_rules,
+)
+
+__all__ = ["HTTPX_CLASSIFIER", "AsyncRecoveringTransport", "RecoveringTransport"]
+
+
+def _dns_not_found(exc: BaseException) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 6:
+        if isinstance(current, socket.gaierror) and current.errno not in (socket.EAI_AGAIN,):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+HTTPX_CLASSIFIER: Classifier = DEFAULT_CLASSIFIER.with_rules(
+    on_predicate(
+        lambda e: isinstance(e, httpx.ConnectError) and _dns_not_found(e),
+        kind="permanent",
+        reason="the host name does not resolve",
+        name="httpx:dns",
+    ),
+    *transport_rules(
+        [
+            ((httpx.TimeoutException,), ErrorKind.TRANSIENT, "the request timed out"),
+            (
+                (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError),
+                ErrorKind.TRANSIENT,
+                "the connection failed",
+            ),
+            (
+                (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.DecodingError),
+                ErrorKind.PERMANENT,
+                "the request itself is wrong",
+            ),
+            ((httpx.InvalidURL,), ErrorKind.PERMANENT, "the URL is invalid"),
+        ]
+    ),
+)
+"""The default classifier plus httpx's exception types."""
+
+
+def _rebuild(response: httpx.Response, content: bytes, request: httpx.Request) -> httpx.Response:
+    # A transport-level response has no request attached yet; the client attaches it to what we return.
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        content=content,
+        request=request,
+        extensions=response.extensions,
+    )
+
+
+class RecoveringTransport(httpx.BaseTransport):
+    """A sync httpx transport applying a policy per request.
+
+    Keyword arguments not listed are :class:`bounceback.Policy` arguments (``attempts``, ``deadline``,
+    ``backoff``, ``max_retry_after``, ``settings``, ``clock``, ``bus``, ...). ``breakers`` is True (one
+    ``CircuitBreaker`` per host), False, or a factory ``name -> breaker``; ``breaker_per`` is ``host`` or
+    ``route``; ``methods`` the methods that may be retried.
+
+    Give requests their own httpx timeouts: they bound each attempt.
+
+    >>> client = httpx.Client(transport=RecoveringTransport(attempts=3, deadline=10))
+    >>> client.close()
+    """
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        operation: str = "http",
+        breakers: bool | Callable[[str], Any] = True,
+        breaker_per: str = "host",
+        methods: Iterable[str] = IDEMPOTENT_METHODS,
+        classifier: Classifier = HTTPX_CLASSIFIER,
+        **policy_options: Any,
+    ) -> None:
+        self._inner = transport or httpx.HTTPTransport()
+        self.recovery = HttpRecovery(
+            operation=operation,
+            classifier=classifier,
+            breakers=breakers,
+            breaker_per=breaker_per,
+            methods=methods,
+            policy_options=policy_options,
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` under its policy."""
+        policy = self.recovery.policy(request.method, str(request.url), request.headers)
+        request.read()  # a body must be replayable to be retried
+        inner = self._inner
+        wall = self.recovery.wall
+
+        def attempt() -> httpx.Response:
+            response = inner.handle_request(request)
+            verdict = classify_status(response.status_code, response.headers, now=wall())
+            if verdict is None:
+                return response
+            try:
+                content = response.read()
+            finally:
+                response.close()
+            raise RetryableResponse(
+                request.method,
+                redact_url(str(request.url)),
+                response.status_code,
+                _rebuild(response, content, request),
+                verdict.retry_after,
+            )
+
+        result: httpx.Response = policy.call(attempt)
+        return result
+
+    def close(self) -> None:
+        """Close the inner transport."""
+        self._inner.close()
+
+
+class AsyncRecoveringTransport(httpx.AsyncBaseTransport):
+    """The asyncio twin of :class:`RecoveringTransport` (same arguments); attempt timeouts are enforced."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        operation: str = "http",
+        breakers: bool | Callable[[str], Any] = True,
+        breaker_per: str = "host",
+        methods: Iterable[str] = IDEMPOTENT_METHODS,
+        classifier: Classifier = HTTPX_CLASSIFIER,
+        **policy_options: Any,
+    ) -> None:
+        self._inner = transport or httpx.AsyncHTTPTransport()
+        self.recovery = HttpRecovery(
+            operation=operation,
+            classifier=classifier,
+            breakers=breakers,
+            breaker_per=breaker_per,
+            methods=methods,
+            policy_options=policy_options,
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` under its policy."""
+        policy = self.recovery.policy(request.method, str(request.url), request.headers)
+        await request.aread()
+        inner = self._inner
+        wall = self.recovery.wall
+
+        async def attempt() -> httpx.Response:
+            response = await inner.handle_async_request(request)
+            verdict = classify_status(response.status_code, response.headers, now=wall())
+            if verdict is None:
+                return response
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+            raise RetryableResponse(
+                request.method,
+                redact_url(str(request.url)),
+                response.status_code,
+                _rebuild(response, content, request),
+                verdict.retry_after,
+            )
+
+        result: httpx.Response = await policy.acall(attempt)
+        return result
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self._inner.aclose()
