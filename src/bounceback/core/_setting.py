@@ -147,7 +147,7 @@ class Setting:
         if self.nullable and low in _OFF:
             return None
         if self.kind in ("text", "choice"):
-            return self.validate(raw if self.kind == "text" else low, name)
+            return self.validate(raw, name)
         if self.kind == "bool":
             if low in _TRUE:
                 return True
@@ -194,8 +194,8 @@ class Setting:
                 return value
             raise bad
         if kind == "choice":
-            if isinstance(value, str) and value in self.choices:
-                return value
+            if isinstance(value, str) and value.strip().lower() in self.choices:
+                return value.strip().lower()
             raise self._with_suggestion(bad, value)
         if kind == "text":
             return self._check_text(value, bad)
@@ -262,17 +262,15 @@ class Setting:
         raise bad
 
     def _check_text(self, value: Any, bad: ConfigError) -> str:
-        if not isinstance(value, str) or len(value) > _MAX_TEXT:
+        # Surrounding spaces never mean anything in a command or a URL, and could not survive the CLI.
+        if not isinstance(value, str) or len(value) > _MAX_TEXT or has_control_chars(value):
             raise bad
-        if has_control_chars(value):
-            raise bad
-        if (
-            value
-            and self.schemes
-            and not (value.lower().startswith(self.schemes) and len(value) > len(value.split("//", 1)[0]) + 2)
-        ):
-            raise bad
-        return value
+        text = value.strip()
+        if text and self.schemes:
+            scheme, _, rest = text.partition("//")
+            if not text.lower().startswith(self.schemes) or not rest or any(c.isspace() for c in text):
+                raise bad
+        return text
 
     def _with_suggestion(self, bad: ConfigError, value: Any) -> ConfigError:
         if isinstance(value, str):
