@@ -220,7 +220,7 @@ def _handler(fleet: Fleet) -> type[BaseHTTPRequestHandler]:
                 return
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:  # noqa: ARG002 - silence the access log
             return
 
     return Handler
