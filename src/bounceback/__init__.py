@@ -10,6 +10,10 @@
 
 from bounceback.core._attempts import Attempt, Attempts
 from bounceback.core._backoff import Backoff, BackoffKind, Jitter
+from bounceback.core._breaker import BreakerMetrics, BreakerState, CircuitBreaker
+from bounceback.core._breaker_config import BreakerConfig
+from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, SharedState, WindowSpec
+from bounceback.core._window import WindowCounts
 from bounceback.core._classify import (
     DEFAULT_CLASSIFIER,
     Classification,
@@ -73,12 +77,17 @@ __all__ = [
     "BackoffKind",
     "BouncebackError",
     "BreakerClosed",
+    "BreakerConfig",
     "BreakerHalfOpened",
+    "BreakerMetrics",
     "BreakerOpened",
+    "BreakerState",
     "BreakerStateChanged",
+    "BreakerStore",
     "BulkheadFull",
     "CallRejected",
     "CancelToken",
+    "CircuitBreaker",
     "CircuitOpenError",
     "Classification",
     "Classifier",
@@ -91,6 +100,7 @@ __all__ = [
     "GiveUp",
     "HealthChecked",
     "Jitter",
+    "MemoryBreakerStore",
     "Policy",
     "RecoveryCancelled",
     "RecoveryExhausted",
@@ -104,12 +114,15 @@ __all__ = [
     "Rule",
     "SYSTEM_CLOCK",
     "SettingsChanged",
+    "SharedState",
     "StoreError",
     "StoreRecovered",
     "StoreUnavailable",
     "SystemClock",
     "TicketOpened",
     "TicketResolved",
+    "WindowCounts",
+    "WindowSpec",
     "__version__",
     "classify",
     "default_bus",

@@ -204,8 +204,10 @@ class HttpRecovery:
                     options = dict(self.options)
                     if not retry:
                         options["attempts"] = 1
+                    # Every host shares the operation's name, so per-operation settings apply to all of them;
+                    # the breakers keep one name per host (or route).
                     policy = self._policy_cls(
-                        f"{self.operation}:{key}",
+                        self.operation,
                         breaker=self.breakers.get(url) if self.breakers else None,
                         classifier=self.classifier,
                         fallback=_response_or_raise,
