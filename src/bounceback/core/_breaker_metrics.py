@@ -1,0 +1,67 @@
+"""The read-only snapshot of a circuit breaker, for status output, dashboards and metrics exporters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BreakerMetrics", "HealthStats", "Transition"]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One state change: wall time ``at``, ``old`` and ``new`` state values, and why."""
+
+    at: float
+    old: str
+    new: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthStats:
+    """What the breaker's own health check has done so far."""
+
+    checks: int = 0
+    failures: int = 0
+    last_at: float | None = None
+    """Wall time of the last check."""
+    last_ok: bool | None = None
+    last_error: str | None = None
+    last_duration: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerMetrics:
+    """A snapshot of a breaker (``breaker.metrics()``).
+
+    Counts and rates cover the breaker's window (rates in percent, 0.0 while the window is empty).
+    ``time_in_state`` is in seconds; ``retry_at`` is the wall time of the next probe while open.
+
+    >>> from bounceback import CircuitBreaker
+    >>> m = CircuitBreaker("docs-metrics").metrics()
+    >>> m.state, m.calls, m.failure_rate
+    ('closed', 0, 0.0)
+    """
+
+    name: str
+    state: str
+    calls: int
+    failures: int
+    slow_calls: int
+    failure_rate: float
+    slow_call_rate: float
+    consecutive_failures: int
+    rejected: int
+    """Calls refused since the breaker was made (or reset)."""
+    in_flight: int
+    """Calls running now, counted only while ``max_in_flight`` is set."""
+    probes_in_flight: int
+    opens: int
+    """Times the breaker opened since it was made (or reset)."""
+    time_in_state: float
+    retry_at: float | None
+    retry_after: float | None
+    last_transitions: tuple[Transition, ...]
+    health: HealthStats
+    store: str
+    store_available: bool
