@@ -1,0 +1,401 @@
+"""The journal writer: a subscriber of the event bus that writes runs and attempts from a background thread.
+
+Cost to the program, by design:
+
+* a successful call emits no event, so it pays nothing;
+* a failing attempt's events are appended to a ``collections.deque`` (the subscriber *is* the deque's
+  ``append``: no Python frame, no lock, no I/O in the calling thread);
+* a daemon thread drains the queue every ``flush_interval`` (50 ms by default) and writes the batch in
+  **one transaction**, so a crash (even SIGKILL) leaves either the whole batch or none of it.
+
+The same thread polls the cancel requests other processes write (``Journal.request_cancel``) about every
+``cancel_poll`` seconds, only while this process has recoveries running, and cancels the matching runs
+through ``run_controls`` (enabled while the writer runs). It also prunes entries older than the retention
+(``journal.retention``) at start and then every ``prune_interval``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bounceback.core._control import RunControls, run_controls
+from bounceback.core._events import (
+    AttemptFailed,
+    BreakerStateChanged,
+    CallRejected,
+    Event,
+    EventBus,
+    RecoveryExhausted,
+    RecoverySucceeded,
+    RetryScheduled,
+    default_bus,
+)
+from bounceback.core._time import SYSTEM_CLOCK, Clock
+from bounceback.errors import StoreError
+from bounceback.stores._home import connect, database_path, migrate, transaction, translate_errors
+from bounceback.stores._journal import HOST, prune
+
+__all__ = ["JournalWriter"]
+
+_log = logging.getLogger("bounceback.journal")
+
+_UPSERT_RUN = """
+INSERT INTO journal_runs (run_id, operation, started_at, updated_at, ended_at, outcome, reason, attempts,
+    max_attempts, last_error_type, last_error, last_kind, breaker_state, pid, host)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO UPDATE SET
+    updated_at = max(updated_at, excluded.updated_at),
+    ended_at = coalesce(excluded.ended_at, ended_at),
+    outcome = coalesce(excluded.outcome, outcome),
+    reason = coalesce(excluded.reason, reason),
+    attempts = max(attempts, excluded.attempts),
+    max_attempts = coalesce(excluded.max_attempts, max_attempts),
+    last_error_type = coalesce(excluded.last_error_type, last_error_type),
+    last_error = coalesce(excluded.last_error, last_error),
+    last_kind = coalesce(excluded.last_kind, last_kind),
+    breaker_state = coalesce(excluded.breaker_state, breaker_state),
+    next_try_at = NULL
+"""
+_PUT_ATTEMPT = """
+INSERT OR REPLACE INTO journal_attempts (run_id, attempt, operation, at, elapsed, outcome, error_type, error,
+    kind, kind_reason, delay, retry_at, breaker_state)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)
+"""
+
+
+class JournalWriter:
+    """Write every recovery run, attempt and breaker change of this process to the journal.
+
+    Use it as a context manager (or :meth:`start` / :meth:`close`). ``retention`` (seconds) or
+    ``settings`` (a SettingsSource, read live for ``journal.retention``) decides what is pruned.
+
+    >>> import tempfile, pathlib
+    >>> from bounceback import EventBus, Policy
+    >>> from bounceback.stores._journal import Journal
+    >>> from bounceback.testing import FakeClock
+    >>> db = pathlib.Path(tempfile.mkdtemp()) / "bounceback.db"
+    >>> bus, clock, tries = EventBus(), FakeClock(), []
+    >>> def flaky():
+    ...     tries.append(1)
+    ...     if len(tries) < 3:
+    ...         raise ConnectionResetError("reset by peer")
+    >>> with JournalWriter(db, bus=bus, clock=clock):
+    ...     Policy("sync", attempts=5, bus=bus, clock=clock).call(flaky)
+    >>> [(run.operation, run.status, run.attempts) for run in Journal(db).runs()]
+    [('sync', 'recovered', 3)]
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        home: str | Path | None = None,
+        bus: EventBus | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        retention: float | None = None,
+        settings: Any = None,
+        flush_interval: float = 0.05,
+        cancel_poll: float = 0.2,
+        prune_interval: float = 600.0,
+        timeout: float = 1.0,
+        max_queue: int = 100_000,
+        controls: RunControls = run_controls,
+    ) -> None:
+        self.path = Path(path) if path is not None else database_path(home)
+        self.flush_interval = flush_interval
+        self.cancel_poll = cancel_poll
+        self.prune_interval = prune_interval
+        self.timeout = timeout
+        self._bus = bus or default_bus
+        self._clock = clock
+        self._retention = retention
+        self._settings = settings
+        self._controls = controls
+        # Bounded: if the database cannot keep up for long, the oldest events are dropped, not memory.
+        self._queue: collections.deque[Event] = collections.deque(maxlen=max_queue)
+        self._pending: list[Event] = []  # a batch whose write failed, tried again first
+        self._write_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unsubscribe: Any = None
+        self._cancel_version: int | None = None
+        self._failing = False
+        self.written = 0
+        """Events written so far (for tests and metrics)."""
+
+    def __repr__(self) -> str:
+        return f"JournalWriter({str(self.path)!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> JournalWriter:
+        """Open the database, subscribe to the bus, enable run controls and start the thread."""
+        if self._thread is not None:
+            return self
+        self._connection()  # fail here, in the caller's thread, if the database cannot be opened
+        self._controls.enable()
+        # The deque's own append: the emitting thread runs no Python code of ours.
+        self._unsubscribe = self._bus.subscribe(self._queue.append)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="bounceback-journal", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop listening, write what is queued, stop the thread, and close the database."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+            self._controls.disable()
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self.flush()
+        with self._write_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> JournalWriter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def queued(self) -> int:
+        """Events waiting to be written."""
+        return len(self._queue) + len(self._pending)
+
+    # -- the thread ----------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        clock = self._clock
+        last_poll = last_prune = -float("inf")
+        # Wait first: whatever the first tick would find is written one interval later anyway.
+        while not self._stop.wait(self.flush_interval):
+            try:
+                now = clock.monotonic()
+                if now - last_prune >= self.prune_interval:
+                    last_prune = now
+                    self.prune()
+                self.flush()
+                if now - last_poll >= self.cancel_poll:
+                    last_poll = now
+                    self.poll_cancels()
+            except Exception:
+                # The journal must never take the program down; the next tick tries again.
+                _log.exception("bounceback journal writer failed; trying again")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = connect(self.path, timeout=self.timeout)
+            try:
+                migrate(conn, self.path, ["journal"])
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write every queued event now, in one transaction; returns how many were written.
+
+        A store problem (locked, read-only, disk full) keeps the batch for the next try and logs once.
+        """
+        with self._write_lock:
+            batch = self._pending
+            queue = self._queue
+            while queue:
+                batch.append(queue.popleft())
+            if not batch:
+                return 0
+            try:
+                conn = self._connection()
+                with transaction(conn, self.path, "write the journal"):
+                    _apply(conn, batch, os.getpid(), HOST)
+            except (StoreError, sqlite3.Error) as exc:
+                if not self._failing:
+                    self._failing = True
+                    _log.warning("cannot write the journal to %s (%s); will try again", self.path, exc)
+                limit = self._queue.maxlen or 100_000
+                if len(batch) > limit:
+                    del batch[: len(batch) - limit]
+                return 0
+            if self._failing:
+                self._failing = False
+                _log.warning("the journal in %s is writable again", self.path)
+            self._pending = []
+            self.written += len(batch)
+            return len(batch)
+
+    def prune(self) -> int:
+        """Delete entries older than the retention now; returns the number of runs deleted."""
+        retention = self._retention
+        if retention is None and self._settings is not None:
+            retention = self._settings.effective(None).get("journal.retention")
+        if retention is None:
+            retention = 7 * 86400.0
+        with self._write_lock:
+            try:
+                return prune(self._connection(), self.path, self._clock.wall() - float(retention))
+            except StoreError as exc:
+                _log.warning("cannot prune the journal in %s (%s)", self.path, exc)
+                return 0
+
+    # -- cancel requests -----------------------------------------------------------------------------
+
+    def poll_cancels(self) -> int:
+        """Cancel the runs of this process that someone asked to stop; returns how many were cancelled."""
+        active = self._controls.active()
+        if not active:
+            self._cancel_version = None  # look at everything again once a run starts
+            return 0
+        with self._write_lock:
+            conn = self._connection()
+            with translate_errors(self.path, "read the cancel requests"):
+                # data_version moves only when another connection commits: most polls end here.
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version == self._cancel_version:
+                    return 0
+                self._cancel_version = version
+                rows = conn.execute(
+                    "SELECT run_id, reason FROM journal_cancel_requests WHERE handled_at IS NULL"
+                ).fetchall()
+            done = []
+            for run_id, reason in rows:
+                if run_id in active and self._controls.cancel(run_id, reason):
+                    done.append(run_id)
+            if done:
+                with transaction(conn, self.path, "mark cancel requests handled"):
+                    conn.executemany(
+                        "UPDATE journal_cancel_requests SET handled_at = ?, handled_pid = ? WHERE run_id = ?",
+                        [(self._clock.wall(), os.getpid(), run_id) for run_id in done],
+                    )
+            return len(done)
+
+
+def _apply(conn: sqlite3.Connection, events: Iterable[Event], pid: int, host: str) -> None:
+    """Write a batch of events (inside the caller's transaction)."""
+    rejections: collections.Counter[tuple[str, int]] = collections.Counter()
+    for ev in events:
+        if isinstance(ev, AttemptFailed):
+            cls = ev.classification
+            conn.execute(
+                _UPSERT_RUN,
+                (
+                    ev.run_id,
+                    ev.operation,
+                    ev.at - ev.elapsed,
+                    ev.at,
+                    None,
+                    None,
+                    None,
+                    ev.attempt,
+                    ev.max_attempts,
+                    ev.error_type,
+                    ev.error_message,
+                    cls.kind.value,
+                    ev.breaker_state,
+                    pid,
+                    host,
+                ),
+            )
+            conn.execute(
+                _PUT_ATTEMPT,
+                (
+                    ev.run_id,
+                    ev.attempt,
+                    ev.operation,
+                    ev.at,
+                    ev.elapsed,
+                    "failed",
+                    ev.error_type,
+                    ev.error_message,
+                    cls.kind.value,
+                    cls.reason,
+                    ev.breaker_state,
+                ),
+            )
+        elif isinstance(ev, RetryScheduled):
+            conn.execute(
+                "UPDATE journal_attempts SET delay = ?, retry_at = ? WHERE run_id = ? AND attempt = ?",
+                (ev.delay, ev.retry_at, ev.run_id, ev.attempt - 1),
+            )
+            conn.execute(
+                "UPDATE journal_runs SET next_try_at = ?, deadline_at = ?, started_at = ?, "
+                "max_attempts = ?, updated_at = max(updated_at, ?) WHERE run_id = ?",
+                (ev.retry_at, ev.deadline_at, ev.started_at, ev.max_attempts, ev.at, ev.run_id),
+            )
+        elif isinstance(ev, RecoverySucceeded):
+            conn.execute(
+                _UPSERT_RUN,
+                (
+                    ev.run_id,
+                    ev.operation,
+                    ev.started_at,
+                    ev.at,
+                    ev.at,
+                    "recovered",
+                    None,
+                    ev.attempts,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    pid,
+                    host,
+                ),
+            )
+            conn.execute(
+                _PUT_ATTEMPT,
+                (ev.run_id, ev.attempts, ev.operation, ev.at, ev.elapsed, "succeeded", *(None,) * 5),
+            )
+        elif isinstance(ev, RecoveryExhausted):
+            verdict = ev.classification
+            conn.execute(
+                _UPSERT_RUN,
+                (
+                    ev.run_id,
+                    ev.operation,
+                    ev.started_at,
+                    ev.at,
+                    ev.at,
+                    "gave-up",
+                    ev.reason,
+                    ev.attempts,
+                    None,
+                    ev.error_type,
+                    ev.error_message,
+                    verdict.kind.value if verdict is not None else None,
+                    None,
+                    pid,
+                    host,
+                ),
+            )
+        elif isinstance(ev, BreakerStateChanged):
+            conn.execute(
+                "INSERT INTO journal_breaker_changes (name, at, old_state, new_state, reason, open_until, "
+                "pid, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (ev.operation, ev.at, ev.old_state, ev.new_state, ev.reason, ev.open_until, pid, host),
+            )
+        elif isinstance(ev, CallRejected):
+            rejections[(ev.operation, int(ev.at // 60))] += 1
+    if rejections:
+        conn.executemany(
+            "INSERT INTO journal_rejections (operation, minute, count) VALUES (?, ?, ?) "
+            "ON CONFLICT (operation, minute) DO UPDATE SET count = count + excluded.count",
+            [(op, minute, n) for (op, minute), n in rejections.items()],
+        )
