@@ -139,6 +139,8 @@ class SqliteSettings:
                 with self._busy_timeout(_POLL_BUSY_SECONDS):
                     changes = self._reload_if_changed()
         except (StoreError, sqlite3.Error, ValueError) as exc:
+            # Reconnect next time: the file may have been replaced, or a lock may have ended.
+            self._drop_connection()
             if not self._failing:
                 self._failing = True
                 source = "last good values" if self._loaded else "built-in defaults"
@@ -296,9 +298,9 @@ class SqliteSettings:
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self, busy_seconds: float | None = None) -> sqlite3.Connection:
         if self._conn is None:
-            conn = connect(self.path, timeout=self.timeout)
+            conn = connect(self.path, timeout=self.timeout if busy_seconds is None else busy_seconds)
             try:
                 migrate(conn, self.path, ["settings"])
             except BaseException:
@@ -307,9 +309,20 @@ class SqliteSettings:
             self._conn = conn
         return self._conn
 
+    def _drop_connection(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            # data_version counts per connection: a new connection's number means nothing to the old one.
+            self._data_version = None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
     @contextmanager
     def _busy_timeout(self, seconds: float) -> Iterator[None]:
-        conn = self._connection()
+        conn = self._connection(seconds)
         with translate_errors(self.path, "set the busy timeout"):
             conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
         try:
