@@ -267,7 +267,7 @@ class Setting:
             raise bad
         text = value.strip()
         if text and self.schemes:
-            scheme, _, rest = text.partition("//")
+            rest = text.partition("//")[2]
             if not text.lower().startswith(self.schemes) or not rest or any(c.isspace() for c in text):
                 raise bad
         return text

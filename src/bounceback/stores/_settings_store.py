@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -315,10 +315,8 @@ class SqliteSettings:
             # data_version counts per connection: a new connection's number means nothing to the old one.
             self._data_version = None
         if conn is not None:
-            try:
+            with suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
 
     @contextmanager
     def _busy_timeout(self, seconds: float) -> Iterator[None]:
