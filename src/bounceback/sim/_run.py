@@ -1,0 +1,272 @@
+"""The discrete-event loop: clients, their policy, and a service, on virtual time.
+
+Events sit in a heap ordered by (time, sequence number), so equal times run in the order they were
+scheduled and a run is a pure function of the model, the policy and the seed. Nothing sleeps: a backoff
+wait is an event in the future. The retry decision follows the engine's order (attempt limit, backoff
+delay, a breaker's "come back at" hint, deadline, budget), so what the simulation shows is what a
+:class:`bounceback.Policy` with the same settings would do.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from typing import Any
+
+from bounceback.core._budget import LocalLedger, RetryBudget
+from bounceback.core._classify import Classification, ErrorKind
+from bounceback.errors import BulkheadFull, CircuitOpenError
+from bounceback.sim._clock import VirtualClock
+from bounceback.sim._models import OK, Model
+from bounceback.sim._report import PolicyResult, percentile, recovery_seconds
+from bounceback.sim._spec import BreakerSpec, BudgetSpec, PolicySpec
+
+__all__ = ["breaker_factory", "simulate"]
+
+_ARRIVE = 0
+_ATTEMPT = 1
+_DONE = 2
+
+_FAILED = Classification(ErrorKind.TRANSIENT, "simulated failure")
+_OPERATION = "simulated"
+
+
+class _Request:
+    __slots__ = ("attempt", "client", "permit", "previous", "started", "token")
+
+    def __init__(self, client: int, started: float) -> None:
+        self.client = client
+        self.started = started
+        self.attempt = 1
+        self.previous = 0.0
+        self.token = 0
+        self.permit: Any = None
+
+
+def breaker_factory() -> tuple[str, Any]:
+    """Which breaker the simulation drives: ``("real", CircuitBreaker)`` or ``("model", ModelBreaker)``."""
+    try:
+        from bounceback.core._breaker import CircuitBreaker  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        from bounceback.sim._breaker_model import ModelBreaker
+
+        return "model", ModelBreaker
+    return "real", CircuitBreaker
+
+
+def _make_breakers(spec: BreakerSpec, n: int, clock: VirtualClock) -> list[Any]:
+    kind, cls = breaker_factory()
+    if kind == "model":
+        return [cls(f"client-{i}", clock, spec.options) for i in range(n)]
+    return [cls(f"client-{i}", clock=clock, **spec.options) for i in range(n)]
+
+
+def _make_budgets(spec: BudgetSpec, n: int, clock: VirtualClock) -> list[RetryBudget]:
+    def one(name: str) -> RetryBudget:
+        return RetryBudget(
+            spec.ratio,
+            min_per_second=spec.min_per_second,
+            window=spec.window,
+            name=name,
+            clock=clock,
+            ledger=LocalLedger(),
+        )
+
+    if spec.shared:
+        return [one("fleet")] * n
+    return [one(f"client-{i}") for i in range(n)]
+
+
+def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
+    """Run ``model``'s clients through ``spec`` once and measure it.
+
+    The same ``seed`` gives the same figures. Requests arrive from a random stream of their own, so every
+    policy run with one seed sees exactly the same requests (a fair comparison).
+
+    >>> from bounceback import Backoff
+    >>> from bounceback.sim import Contention, PolicySpec
+    >>> spec = PolicySpec("full", Backoff(initial=0.005, max_delay=2), attempts=None)
+    >>> result = simulate(Contention(clients=20), spec, seed=1)
+    >>> result.succeeded, result.calls > 20
+    (20, True)
+    """
+    clock = VirtualClock()
+    arrivals = random.Random(f"{seed}/arrivals")
+    rng = random.Random(f"{seed}/jitter")
+    service = model.build(spec.attempt_timeout)
+    begin = service.begin
+    finish = service.finish
+    n = model.clients
+    breakers = _make_breakers(spec.breaker, n, clock) if spec.breaker is not None else None
+    budgets = _make_budgets(spec.budget, n, clock) if spec.budget is not None else None
+
+    backoff_delay = spec.backoff.delay
+    attempts = spec.attempts if spec.attempts is not None else math.inf
+    deadline = spec.deadline
+    max_hint = spec.max_retry_after
+    width = model.bucket_seconds
+    incident = model.incident
+    inc_start, inc_end = incident if incident is not None else (math.inf, math.inf)
+    horizon = model.horizon
+
+    calls_series: list[int] = []
+    started_series: list[int] = []
+    first_ok_series: list[int] = []
+    latencies: list[float] = []
+    requests = succeeded = calls = rejected = refusals = openings = in_incident = 0
+    completion = 0.0
+
+    heap: list[tuple[float, int, int, _Request | None]] = []
+    push = heapq.heappush
+    pop = heapq.heappop
+    seq = 0
+
+    def bucket(series: list[int], t: float) -> int:
+        b = int(t / width)
+        if b >= len(series):
+            series.extend([0] * (b + 1 - len(series)))
+        return b
+
+    def retry_delay(req: _Request, t: float, hint: float | None) -> float | None:
+        """The engine's decision after a failed attempt: the wait, or None to give up."""
+        nonlocal refusals
+        if req.attempt >= attempts:
+            return None
+        delay = backoff_delay(req.attempt - 1, req.previous, rng)
+        if hint is not None:
+            hint = min(hint, max_hint)
+            delay = max(delay, hint)
+        if deadline != math.inf and (t - req.started) + delay >= deadline:
+            return None
+        if budgets is not None and not budgets[req.client].try_spend(_OPERATION):
+            refusals += 1
+            return None
+        req.previous = delay
+        return delay
+
+    def end(req: _Request, t: float, ok: bool) -> None:
+        nonlocal succeeded, completion
+        if ok:
+            succeeded += 1
+        latencies.append(t - req.started)
+        completion = max(completion, t)
+
+    if horizon <= 0:
+        # One burst: every client makes one request at time zero.
+        for client in range(n):
+            push(heap, (0.0, seq, _ATTEMPT, _Request(client, 0.0)))
+            seq += 1
+            requests += 1
+            if budgets is not None:
+                budgets[client].record_call(_OPERATION)
+        started_series.append(n)
+        first_ok_series.append(0)
+        peak = 0.0
+    else:
+        peak = max(model.request_rate(t) for t in _probe_times(model))
+        push(heap, (arrivals.expovariate(peak), seq, _ARRIVE, None))
+        seq += 1
+
+    while heap:
+        t, _, kind, req = pop(heap)
+        clock.now = t
+        if kind == _ARRIVE:
+            # Thinning: draw at the peak rate, keep a request with probability rate(t) / peak.
+            nxt = t + arrivals.expovariate(peak)
+            if nxt < horizon:
+                push(heap, (nxt, seq, _ARRIVE, None))
+                seq += 1
+            rate = model.request_rate(t)
+            if rate < peak and arrivals.random() * peak >= rate:
+                continue
+            req = _Request(arrivals.randrange(n), t)
+            requests += 1
+            b = bucket(started_series, t)
+            started_series[b] += 1
+            if budgets is not None:
+                budgets[req.client].record_call(_OPERATION)
+            kind = _ATTEMPT
+        assert req is not None
+        if kind == _ATTEMPT:
+            brk = breakers[req.client] if breakers is not None else None
+            if brk is not None:
+                try:
+                    req.permit = brk.acquire()
+                except (CircuitOpenError, BulkheadFull) as exc:
+                    rejected += 1
+                    hint = exc.retry_after if isinstance(exc, CircuitOpenError) else None
+                    first = req.attempt == 1
+                    if isinstance(exc, CircuitOpenError) and hint is None:
+                        delay = None  # forced open: only a person can close it; the engine gives up
+                    else:
+                        delay = retry_delay(req, t, hint)
+                    if first:
+                        bucket(first_ok_series, req.started)
+                    if delay is None:
+                        end(req, t, False)
+                    else:
+                        req.attempt += 1
+                        push(heap, (t + delay, seq, _ATTEMPT, req))
+                        seq += 1
+                    continue
+            calls += 1
+            calls_series[bucket(calls_series, t)] += 1
+            if inc_start <= t < inc_end:
+                in_incident += 1
+            done_at, req.token = begin(t)
+            push(heap, (done_at, seq, _DONE, req))
+            seq += 1
+            continue
+        # _DONE
+        outcome = finish(t, req.token)
+        ok = outcome == OK
+        if breakers is not None:
+            brk = breakers[req.client]
+            was_open = brk.state_name == "open"
+            brk.release(req.permit, None if ok else _FAILED)
+            if not was_open and brk.state_name == "open":
+                openings += 1
+            req.permit = None
+        if req.attempt == 1 and ok:
+            first_ok_series[bucket(first_ok_series, req.started)] += 1
+        if ok:
+            end(req, t, True)
+            continue
+        delay = retry_delay(req, t, None)
+        if delay is None:
+            end(req, t, False)
+        else:
+            req.attempt += 1
+            push(heap, (t + delay, seq, _ATTEMPT, req))
+            seq += 1
+
+    latencies.sort()
+    size = max(len(started_series), len(first_ok_series))
+    started_series.extend([0] * (size - len(started_series)))
+    first_ok_series.extend([0] * (size - len(first_ok_series)))
+    return PolicyResult(
+        label=spec.label,
+        description=spec.describe(),
+        requests=requests,
+        succeeded=succeeded,
+        calls=calls,
+        rejected=rejected,
+        budget_refusals=refusals,
+        completion=completion,
+        calls_during_incident=in_incident,
+        recovery_seconds=recovery_seconds(started_series, first_ok_series, width, incident),
+        latency_p50=percentile(latencies, 0.5),
+        latency_p99=percentile(latencies, 0.99),
+        breaker_openings=openings,
+        bucket_seconds=width,
+        calls_series=tuple(calls_series),
+    )
+
+
+def _probe_times(model: Model) -> list[float]:
+    """Times at which to sample the request rate for its peak: the model's rates are piecewise constant."""
+    times = [0.0]
+    if model.incident is not None:
+        times += list(model.incident)
+    return [t for t in times if t < model.horizon] or [0.0]

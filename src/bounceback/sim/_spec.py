@@ -1,0 +1,190 @@
+"""What a simulated client does: the policy under test, described as plain values.
+
+A :class:`PolicySpec` holds what a :class:`bounceback.Policy` would be built from (backoff, attempts,
+deadline, attempt timeout, breaker options, retry budget), so a simulation can build one breaker and one
+budget per client on virtual time. :meth:`PolicySpec.from_settings` reads the same ``retry.*``,
+``breaker.*`` and ``budget.*`` settings a policy reads, so an operation's current settings can be
+simulated before they are changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bounceback.core._backoff import Backoff
+from bounceback.core._budget import BudgetRule
+from bounceback.core._time import to_seconds
+from bounceback.errors import ConfigError
+
+__all__ = ["BREAKER_KEYS", "BreakerSpec", "BudgetSpec", "PolicySpec"]
+
+BREAKER_KEYS = (
+    "consecutive_failures",
+    "failure_rate",
+    "half_open_calls",
+    "min_calls",
+    "open_seconds",
+    "open_seconds_max",
+    "window",
+    "window_type",
+)
+"""The breaker options a simulation passes on (the ``breaker.*`` settings of the same names)."""
+
+
+@dataclass(frozen=True)
+class BreakerSpec:
+    """One circuit breaker per client, built with these options (``bounceback.CircuitBreaker`` keywords).
+
+    >>> BreakerSpec({"open_seconds": 10}).options["open_seconds"]
+    10
+    """
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.options) - set(BREAKER_KEYS))
+        if unknown:
+            raise ConfigError("breaker", unknown[0], "one of " + ", ".join(BREAKER_KEYS))
+
+    def describe(self) -> str:
+        """A short summary for tables."""
+        opts = self.options
+        parts = []
+        if "failure_rate" in opts:
+            parts.append(f"{opts['failure_rate']:g}%")
+        if "open_seconds" in opts:
+            parts.append(f"open {opts['open_seconds']:g}s")
+        return "breaker" + (f" ({', '.join(parts)})" if parts else "")
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """A retry budget (see :class:`bounceback.core._budget.RetryBudget`).
+
+    ``shared`` gives all clients one budget, as the workers of one process share theirs, or as a fleet
+    would share one through a store; otherwise each client has its own, and its floor
+    (``min_per_second * window``) applies to each client separately.
+
+    >>> BudgetSpec(ratio=0.1).rule.allowance(calls=100)
+    110.0
+    """
+
+    ratio: float = 0.2
+    min_per_second: float = 10.0
+    window: float = 10.0
+    shared: bool = True
+
+    def __post_init__(self) -> None:
+        BudgetRule(self.ratio, self.min_per_second, self.window)  # validates
+
+    @property
+    def rule(self) -> BudgetRule:
+        """The budget's limits."""
+        return BudgetRule(self.ratio, self.min_per_second, self.window)
+
+    def describe(self) -> str:
+        """A short summary for tables."""
+        scope = "" if self.shared else " per client"
+        return f"budget {self.ratio:.0%}{scope}"
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """The policy every simulated client uses, and its label in the report.
+
+    ``attempts`` None with an infinite ``deadline`` retries until success (as in Brooker's experiment);
+    ``attempt_timeout`` (seconds) replaces the model's client timeout when finite.
+
+    >>> spec = PolicySpec("full", Backoff(initial=0.005, max_delay=2, jitter="full"), attempts=None)
+    >>> spec.replace(label="none", backoff=Backoff(initial=0.005, max_delay=2, jitter="none")).label
+    'none'
+    """
+
+    label: str = "policy"
+    backoff: Backoff = field(default_factory=Backoff)
+    attempts: int | None = 5
+    deadline: float = math.inf
+    attempt_timeout: float = math.inf
+    max_retry_after: float = 300.0
+    breaker: BreakerSpec | None = None
+    budget: BudgetSpec | None = None
+
+    def __post_init__(self) -> None:
+        a = self.attempts
+        if a is not None and (isinstance(a, bool) or not isinstance(a, int) or a < 1):
+            raise ConfigError("attempts", a, "a whole number >= 1, or None for no limit")
+        for name in ("deadline", "attempt_timeout"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(name, value, "a number of seconds > 0, or math.inf for no limit")
+        to_seconds(self.max_retry_after, "max_retry_after")
+        if not isinstance(self.backoff, Backoff):
+            raise ConfigError("backoff", self.backoff, "a bounceback.Backoff")
+
+    def replace(self, **changes: Any) -> PolicySpec:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """A one-line summary: backoff, limits, breaker and budget."""
+        b = self.backoff
+        limit = "until success" if self.attempts is None else f"{self.attempts} attempts"
+        if self.deadline != math.inf:
+            limit += f", deadline {self.deadline:g}s"
+        parts = [
+            f"{b.kind.value} {b.initial:g}s..{b.max_delay:g}s jitter={b.jitter.value}",
+            limit,
+        ]
+        if self.breaker is not None:
+            parts.append(self.breaker.describe())
+        if self.budget is not None:
+            parts.append(self.budget.describe())
+        return ", ".join(parts)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any], label: str = "current") -> PolicySpec:
+        """The policy an operation's resolved settings describe (``settings.effective(operation)``).
+
+        >>> from bounceback.core._settings import StaticSettings
+        >>> spec = PolicySpec.from_settings(StaticSettings({"retry.jitter": "equal"}).effective("x"))
+        >>> spec.backoff.jitter.value, spec.attempts, spec.breaker is not None, spec.budget is None
+        ('equal', 5, True, True)
+        """
+
+        def get(key: str, default: Any) -> Any:
+            value = values.get(key, default)
+            return default if value is None and default is not None else value
+
+        backoff = Backoff(
+            get("retry.backoff", "exponential"),
+            initial=get("retry.initial_delay", 0.2),
+            max_delay=get("retry.max_delay", 30.0),
+            multiplier=get("retry.multiplier", 2.0),
+            jitter=get("retry.jitter", "full"),
+        )
+        breaker = None
+        if get("breaker.enabled", False):
+            breaker = BreakerSpec(
+                {k: values[f"breaker.{k}"] for k in BREAKER_KEYS if f"breaker.{k}" in values}
+            )
+        budget = None
+        if get("budget.enabled", False):
+            budget = BudgetSpec(
+                get("budget.ratio", 0.2), get("budget.min_per_second", 10.0), get("budget.window", 10.0)
+            )
+        deadline = values.get("retry.deadline")
+        timeout = values.get("retry.attempt_timeout")
+        return cls(
+            label,
+            backoff,
+            attempts=get("retry.max_attempts", 5),
+            deadline=math.inf if deadline is None else to_seconds(deadline, "retry.deadline"),
+            attempt_timeout=math.inf if timeout is None else to_seconds(timeout, "retry.attempt_timeout"),
+            max_retry_after=to_seconds(get("retry.max_retry_after", 300.0), "retry.max_retry_after"),
+            breaker=breaker,
+            budget=budget,
+        )

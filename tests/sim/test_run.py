@@ -1,0 +1,142 @@
+"""The event loop: determinism, bookkeeping invariants, the engine's limits, speed at scale."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bounceback import Backoff
+from bounceback.sim import (
+    BreakerSpec,
+    BudgetSpec,
+    Capacity,
+    Contention,
+    Outage,
+    PolicySpec,
+    VirtualClock,
+    compare,
+    simulate,
+    variants,
+)
+
+SMALL_OUTAGE = Outage(clients=100, outage_start=20, outage_seconds=60, after_seconds=40)
+SMALL_SURGE = Capacity(clients=100, surge_start=20, surge_seconds=20, after_seconds=60)
+
+
+@pytest.mark.parametrize("model", [Contention(clients=30), SMALL_OUTAGE, SMALL_SURGE], ids=lambda m: m.name)
+def test_same_seed_same_numbers_other_seed_other_numbers(model: object) -> None:
+    specs = variants(PolicySpec(breaker=BreakerSpec(), budget=BudgetSpec()), "all")
+    first = compare(model, specs, seed=7).to_dict()  # type: ignore[arg-type]
+    again = compare(model, specs, seed=7).to_dict()  # type: ignore[arg-type]
+    other = compare(model, specs, seed=8).to_dict()  # type: ignore[arg-type]
+    assert first == again
+    assert first != other
+
+
+def test_every_policy_of_one_seed_sees_the_same_requests() -> None:
+    report = compare(SMALL_OUTAGE, variants(PolicySpec(), "all"), seed=3)
+    assert len({r.requests for r in report.results}) == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    attempts=st.integers(1, 6),
+    jitter=st.sampled_from(["none", "full", "equal", "decorrelated"]),
+    breaker=st.booleans(),
+    budget=st.booleans(),
+    seed=st.integers(0, 1000),
+    model=st.sampled_from([Contention(clients=15), SMALL_OUTAGE, SMALL_SURGE]),
+)
+def test_bookkeeping_adds_up(
+    attempts: int, jitter: str, breaker: bool, budget: bool, seed: int, model: object
+) -> None:
+    spec = PolicySpec(
+        "p",
+        Backoff(initial=0.01, max_delay=1, jitter=jitter),
+        attempts=attempts,
+        breaker=BreakerSpec({"min_calls": 4, "open_seconds": 2}) if breaker else None,
+        budget=BudgetSpec(0.2, 1.0) if budget else None,
+    )
+    r = simulate(model, spec, seed=seed)  # type: ignore[arg-type]
+    assert sum(r.calls_series) == r.calls
+    assert 0 <= r.succeeded <= r.requests
+    # Every attempt either reached the service or was refused by the breaker; never more than allowed.
+    assert r.calls + r.rejected <= attempts * r.requests
+    assert r.calls >= r.requests - r.rejected
+    assert r.calls_during_incident <= r.calls
+    assert 0 <= r.latency_p50 <= r.latency_p99 <= r.completion
+    if not breaker:
+        assert r.rejected == 0 and r.breaker_openings == 0
+    if not budget:
+        assert r.budget_refusals == 0
+
+
+def test_deadline_bounds_every_request() -> None:
+    spec = PolicySpec("d", Backoff(initial=0.5, max_delay=10), attempts=None, deadline=4.0)
+    r = simulate(SMALL_OUTAGE, spec, seed=2)
+    # The last attempt starts before the deadline and takes at most the model's timeout.
+    assert r.latency_p99 <= 4.0 + SMALL_OUTAGE.timeout
+    assert r.succeeded < r.requests
+
+
+def test_attempt_timeout_replaces_the_models_timeout() -> None:
+    # Under the surge, answers come late: a shorter timeout gives up on them sooner (and retries more).
+    patient = simulate(SMALL_SURGE, PolicySpec("patient", attempts=1, attempt_timeout=5.0), seed=1)
+    hasty = simulate(SMALL_SURGE, PolicySpec("hasty", attempts=1, attempt_timeout=0.06), seed=1)
+    assert hasty.succeeded < patient.succeeded
+
+
+def test_an_outage_with_a_breaker_sends_far_fewer_calls_and_waits_for_probes() -> None:
+    plain = simulate(SMALL_OUTAGE, PolicySpec("plain"), seed=1)
+    guarded = simulate(SMALL_OUTAGE, PolicySpec("guarded", breaker=BreakerSpec({"open_seconds": 5})), seed=1)
+    assert guarded.breaker_openings > 0
+    assert guarded.rejected > 0
+    assert guarded.calls_during_incident < plain.calls_during_incident / 2
+    # Waiting for the breaker's next probe makes requests slower than giving up after 5 quick failures.
+    assert guarded.latency_p99 > plain.latency_p99
+
+
+def test_a_budget_cuts_calls_during_an_outage() -> None:
+    plain = simulate(SMALL_OUTAGE, PolicySpec("plain"), seed=1)
+    budget = simulate(SMALL_OUTAGE, PolicySpec("budget", budget=BudgetSpec(0.1, 0.1)), seed=1)
+    assert budget.calls_during_incident < plain.calls_during_incident / 2
+    assert budget.budget_refusals > 0
+
+
+def test_a_retry_storm_outlives_a_surge_unless_a_budget_damps_it() -> None:
+    # Metastable failure: after the surge, timed-out attempts keep the queue full with their retries.
+    model = Capacity(clients=300, surge_seconds=30, after_seconds=120)
+    plain = simulate(model, PolicySpec("plain"), seed=1)
+    damped = simulate(model, PolicySpec("budget", budget=BudgetSpec(0.1, 1.0)), seed=1)
+    assert plain.recovery_seconds == math.inf
+    assert damped.recovery_seconds is not None and damped.recovery_seconds < 60
+    assert damped.success_rate > plain.success_rate
+
+
+def test_contention_has_no_incident_and_ends_when_the_last_write_lands() -> None:
+    r = simulate(Contention(clients=10), PolicySpec(attempts=None), seed=1)
+    assert r.recovery_seconds is None
+    assert r.succeeded == r.requests == 10
+    assert r.completion > 0
+
+
+def test_a_thousand_clients_through_a_ten_minute_outage_in_a_few_seconds() -> None:
+    model = Outage(clients=1000, outage_seconds=600)
+    began = time.perf_counter()
+    r = simulate(model, PolicySpec("defaults"), seed=1)
+    elapsed = time.perf_counter() - began
+    assert r.requests > 90_000  # 100 requests/s for 960 s
+    assert r.calls_during_incident > 4 * 60_000  # five attempts each while down
+    assert elapsed < 5.0, f"took {elapsed:.2f} s"
+
+
+def test_the_virtual_clock_refuses_to_sleep() -> None:
+    clock = VirtualClock()
+    clock.now = 3.0
+    assert clock.monotonic() == 3.0
+    with pytest.raises(RuntimeError, match="schedules waits"):
+        clock.sleep(1.0)
