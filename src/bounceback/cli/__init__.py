@@ -4,7 +4,10 @@ Each command module attaches its commands to the root group in ``_app`` when imp
 import it below (one line) and keep the list sorted.
 """
 
-from bounceback.cli import _settings  # noqa: F401  (registers `bounceback settings`)
+from bounceback.cli import (
+    _settings,  # noqa: F401  (registers `bounceback settings`)
+    _simulate,  # noqa: F401  (registers `bounceback simulate`)
+)
 from bounceback.cli._app import cli, main
 
 __all__ = ["cli", "main"]
