@@ -22,22 +22,35 @@ from bounceback.stores._home import (
     transaction,
     translate_errors,
 )
+from bounceback.stores._redis import RedisBreakerStore, redis_client
+from bounceback.stores._redis_budget import RedisBudgetLedger
 from bounceback.stores._settings_rows import Change
 from bounceback.stores._settings_store import SqliteSettings
+from bounceback.stores._shared import breaker_store_from_settings, budget_ledger_from_settings, store_options
+from bounceback.stores._sqlite_breaker import SqliteBreakerStore
+from bounceback.stores._sqlite_budget import SqliteBudgetLedger
 
 __all__ = [
     "DATABASE_NAME",
     "HOME_ENV",
     "Change",
+    "RedisBreakerStore",
+    "RedisBudgetLedger",
+    "SqliteBreakerStore",
+    "SqliteBudgetLedger",
     "SqliteSettings",
+    "breaker_store_from_settings",
+    "budget_ledger_from_settings",
     "connect",
     "database_path",
     "home_dir",
     "migrate",
     "open_home",
+    "redis_client",
     "register_migrations",
     "registered_migrations",
     "schema_versions",
+    "store_options",
     "transaction",
     "translate_errors",
 ]

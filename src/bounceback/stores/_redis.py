@@ -1,0 +1,270 @@
+"""Breaker state in Redis or Valkey, shared by a fleet of machines (through redis-py).
+
+:class:`RedisBreakerStore` implements the :class:`~bounceback.core._breaker_store.BreakerStore` port with
+one Lua script call per method (see :mod:`bounceback.stores._redis_lua`): each recorded outcome, state
+change and probe permit is one atomic round trip, and nothing is locked while the user's call runs.
+
+The redis-py client is built for a breaker (:func:`redis_client`): short socket timeouts (0.5 s) and
+**no retries of its own**, because the breaker has its answer to an unreachable store (carry on with local
+state, say so, try again every ``store_retry_seconds``) and redis-py's retries would stack on top of
+bounceback's own, multiplying the wait of every call during an outage. Any failure becomes a
+:class:`~bounceback.errors.StoreError`; after a connection error the idle pooled connections are dropped so
+that the next attempt dials afresh (a restarted server is found at once).
+
+Times are the wall-clock seconds the breakers pass in (``shared = True``): the machines of a fleet must keep
+their clocks in sync (NTP); a skew of ``d`` seconds shifts leases and time-window buckets by ``d``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bounceback.core._breaker_store import SharedState, WindowSpec
+from bounceback.core._window import WindowCounts, time_buckets
+from bounceback.errors import ConfigError, StoreError
+from bounceback.stores._redis_lua import BREAKER_LUA, LuaScript
+
+__all__ = ["DEFAULT_REDIS_TIMEOUT", "RedisBreakerStore", "RedisLink", "redis_client"]
+
+DEFAULT_REDIS_TIMEOUT = 0.5
+"""Seconds to connect to, or wait for an answer from, Redis before the store reports it unavailable."""
+
+_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def redis_client(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT) -> Any:
+    """A redis-py client for ``url`` with short timeouts and no retries of its own.
+
+    >>> client = redis_client("redis://127.0.0.1:6379/0", timeout=0.2)   # connects on first use
+    >>> client.connection_pool.connection_kwargs["socket_timeout"]
+    0.2
+    """
+    if not isinstance(url, str) or not url.startswith(_SCHEMES):
+        raise ConfigError(
+            "store.redis_url",
+            url,
+            "a URL such as 'redis://127.0.0.1:6379/0' (redis://, rediss:// or unix://)",
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
+        raise ConfigError("timeout", timeout, "seconds from 0 (excluded) to 60, such as 0.5")
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError as exc:  # pragma: no cover - CI installs every extra
+        raise ConfigError(
+            "store.backend", "redis", "'memory' or 'sqlite' unless redis-py is installed",
+            hint="pip install 'bounceback[redis]'",
+        ) from exc  # fmt: skip
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        # Zero retries: one attempt, then the breaker decides (see the module docstring).
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+def _display_name(client: Any) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "rediss" if kwargs.get("ssl") or "ssl_cert_reqs" in kwargs else "redis"
+    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def _explain(exc: BaseException, timeout: float | None) -> str:
+    import redis
+
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, redis.TimeoutError):
+        return f"{text}: no answer within {timeout} s; check the server's load and the network"
+    if isinstance(exc, (redis.ConnectionError, OSError)):
+        return f"{text}: the server cannot be reached; check that it runs and that store.redis_url is right"
+    if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
+        return f"{text}: put the right user and password in store.redis_url (redis://user:pass@host)"
+    if "READONLY" in text:
+        return f"{text}: the URL points at a read-only replica; point store.redis_url at the primary"
+    return text
+
+
+class RedisLink:
+    """A redis-py client plus what every Redis store needs: its name and the translation of errors."""
+
+    __slots__ = ("_errors", "_reconnect_errors", "client", "name", "timeout")
+
+    def __init__(self, url: str | None = None, *, client: Any = None, timeout: float = DEFAULT_REDIS_TIMEOUT):
+        if client is None:
+            if url is None:
+                raise ConfigError("url", url, "a Redis URL such as 'redis://127.0.0.1:6379/0', or client=")
+            client = redis_client(url, timeout=timeout)
+        import redis
+
+        self.client = client
+        self.name = _display_name(client)
+        self.timeout = client.connection_pool.connection_kwargs.get("socket_timeout", timeout)
+        self._errors = (redis.RedisError, OSError)
+        self._reconnect_errors = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+    def run(self, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...], action: str) -> Any:
+        """Run ``script``; any failure becomes a StoreError that says what to do."""
+        try:
+            return script(self.client, keys, args)
+        except self._errors as exc:
+            if isinstance(exc, self._reconnect_errors):
+                # Idle pooled sockets to a dead server are dead too: let the next call dial afresh.
+                self.client.connection_pool.disconnect(inuse_connections=False)
+            raise StoreError(self.name, action, _explain(exc, self.timeout)) from exc
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _state(reply: Any, at: int = 0) -> SharedState | None:
+    if not reply or reply[at + 1] is None:
+        return None
+    until = reply[at + 3]
+    return SharedState(
+        _text(reply[at]),
+        int(reply[at + 1]),
+        float(reply[at + 2]),
+        None if until is None else float(until),
+        int(reply[at + 4]),
+        _text(reply[at + 5]),
+    )
+
+
+def _shape(spec: WindowSpec) -> tuple[str, int, str]:
+    """The window's size as the script compares it, and (time windows) its buckets and their width."""
+    if spec.kind == "count":
+        return str(int(spec.size)), 0, "0"
+    size = float(spec.size)
+    buckets = time_buckets(size)
+    return repr(size), buckets, repr(size / buckets)
+
+
+class RedisBreakerStore:
+    """A :class:`~bounceback.core._breaker_store.BreakerStore` in Redis or Valkey, shared by a fleet.
+
+    Give it a URL (``redis://host:6379/0``, ``rediss://`` for TLS, ``unix:///path``) or a redis-py
+    ``client`` you built yourself (then its timeouts and retries are yours: prefer :func:`redis_client`).
+    Keys start with ``prefix``. Scripts are loaded on first use and again after a server restart.
+
+    .. code-block:: text
+
+        store = RedisBreakerStore("redis://cache.internal:6379/0")
+        breaker = CircuitBreaker("payments-api", store=store, store_unavailable="fail-open")
+    """
+
+    __slots__ = ("_keys", "_link", "_script", "name", "prefix", "shared")
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: Any = None,
+        prefix: str = "bounceback:breaker:",
+        timeout: float = DEFAULT_REDIS_TIMEOUT,
+    ) -> None:
+        self._link = RedisLink(url, client=client, timeout=timeout)
+        self.prefix = prefix
+        self._script = LuaScript(BREAKER_LUA)
+        self._keys: dict[str, tuple[str, str, str, str]] = {}
+        self.name = self._link.name
+        """``redis://host:port/db`` (without the password), for events and errors."""
+        self.shared = True
+        """Always true: other processes may change the state."""
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client."""
+        return self._link.client
+
+    def _k(self, key: str) -> tuple[str, str, str, str]:
+        keys = self._keys.get(key)
+        if keys is None:
+            if len(self._keys) > 10_000:
+                self._keys.clear()  # names are few; this only bounds a pathological caller
+            base = f"{self.prefix}{{{key}}}"
+            keys = self._keys[key] = (base, base + ":ring", base + ":buckets", base + ":leases")
+        return keys
+
+    def _run(self, key: str, args: tuple[Any, ...], action: str) -> Any:
+        return self._link.run(self._script, self._k(key), args, f"{action} of breaker {key!r}")
+
+    def load(self, key: str) -> SharedState | None:
+        """The stored state of ``key``, or None when nothing is stored yet."""
+        return _state(self._run(key, ("load",), "read the state"))
+
+    def record(
+        self, key: str, spec: WindowSpec, successes: int, outcome: int, now: float
+    ) -> tuple[WindowCounts, SharedState | None]:
+        """Add ``successes`` then one ``outcome`` in one script call; return the counts and the state."""
+        size, buckets, width = _shape(spec)
+        reply = self._run(
+            key,
+            ("record", spec.kind, size, successes, outcome, repr(now), buckets, width),
+            "record an outcome",
+        )
+        counts = WindowCounts(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
+        return counts, _state(reply, 4)
+
+    def counts(self, key: str, spec: WindowSpec, now: float) -> WindowCounts:
+        """The window counts at ``now``, without recording anything."""
+        size, buckets, width = _shape(spec)
+        reply = self._run(key, ("counts", spec.kind, size, repr(now), buckets, width), "read the window")
+        return WindowCounts(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
+
+    def transition(self, key: str, expected: int, new: SharedState, clear: bool) -> SharedState:
+        """Write ``new`` (as version ``expected + 1``) if the stored version is ``expected``."""
+        until = "" if new.open_until is None else repr(float(new.open_until))
+        args = (
+            "transition", expected, new.state, repr(float(new.since)), until, new.reopens, new.reason,
+            "1" if clear else "0",
+        )  # fmt: skip
+        stored = _state(self._run(key, args, "change the state"))
+        if stored is None:  # pragma: no cover - the script always leaves a state behind
+            raise StoreError(self.name, f"change the state of breaker {key!r}", "the script stored nothing")
+        return stored
+
+    def acquire_probe(self, key: str, version: int, limit: int, now: float, lease: float) -> int | None:
+        """Reserve one of ``limit`` half-open permits for ``version``, valid until ``now + lease``."""
+        reply = self._run(key, ("acquire", version, limit, repr(now), repr(now + lease)), "reserve a probe")
+        return None if reply is None else int(reply)
+
+    def finish_probe(self, key: str, version: int, token: int, success: bool | None) -> int:
+        """Give a permit back, count it when ``success``; return the version's successes (-1 if stale)."""
+        return int(self._run(key, ("finish", version, token, "1" if success else "0"), "finish a probe"))
+
+    def probes(self, key: str, now: float) -> int:
+        """Permits held now (leases not yet run out) for the current version."""
+        return int(self._run(key, ("probes", repr(now)), "count the probes"))
+
+    def keys(self) -> list[str]:
+        """The names of every breaker stored under this prefix (a SCAN: for status output, not hot paths)."""
+        pattern = self.prefix.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+        try:
+            found = self.client.scan_iter(match=pattern + "{*}", count=500)
+            names = {_text(k)[len(self.prefix) + 1 : -1] for k in found}
+        except self._link._errors as exc:
+            raise StoreError(self.name, "list the breakers", _explain(exc, self._link.timeout)) from exc
+        return sorted(names)
+
+    def close(self) -> None:
+        """Close the client's connections (they reopen if the store is used again)."""
+        self._link.close()
+
+    def __enter__(self) -> RedisBreakerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RedisBreakerStore({self.name!r}, prefix={self.prefix!r})"

@@ -1,0 +1,118 @@
+"""Build the shared-state stores from settings: ``store.backend``, ``store.redis_url``, ``store.on_unavailable``.
+
+``memory`` keeps breaker state and budgets in this process; ``sqlite`` shares them with every process of
+the machine through the home database; ``redis`` shares them with a fleet. The breaker store and the
+budget ledger of one Redis URL share one connection pool.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore
+from bounceback.core._budget import BudgetLedger, LocalLedger
+from bounceback.core._settings_layers import defaults
+from bounceback.errors import ConfigError
+from bounceback.stores._redis import DEFAULT_REDIS_TIMEOUT, RedisBreakerStore, redis_client
+from bounceback.stores._redis_budget import RedisBudgetLedger
+from bounceback.stores._sqlite_breaker import SqliteBreakerStore
+from bounceback.stores._sqlite_budget import SqliteBudgetLedger
+
+__all__ = ["breaker_store_from_settings", "budget_ledger_from_settings", "store_options"]
+
+_BACKENDS = ("memory", "sqlite", "redis")
+_clients: dict[tuple[str, float], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _values(settings: Mapping[str, Any] | Any) -> Mapping[str, Any]:
+    if settings is None:
+        return defaults()
+    if isinstance(settings, Mapping):
+        return settings
+    if hasattr(settings, "effective"):
+        values: Mapping[str, Any] = settings.effective(None)
+        return values
+    raise ConfigError(
+        "settings", settings, "a mapping of settings keys, or a settings source such as SqliteSettings"
+    )
+
+
+def _backend(values: Mapping[str, Any]) -> tuple[str, str]:
+    backend = values.get("store.backend", "sqlite")
+    if backend not in _BACKENDS:
+        raise ConfigError("store.backend", backend, "one of " + ", ".join(repr(b) for b in _BACKENDS))
+    url = str(values.get("store.redis_url", "") or "")
+    if backend == "redis" and not url:
+        raise ConfigError(
+            "store.redis_url", url, "a URL such as 'redis://127.0.0.1:6379/0'",
+            hint="the redis backend needs it: bounceback settings set store.redis_url redis://host:6379/0",
+        )  # fmt: skip
+    return str(backend), url
+
+
+def _client(url: str, timeout: float) -> Any:
+    with _clients_lock:
+        client = _clients.get((url, timeout))
+        if client is None:
+            client = _clients[(url, timeout)] = redis_client(url, timeout=timeout)
+        return client
+
+
+def breaker_store_from_settings(
+    settings: Mapping[str, Any] | Any = None,
+    *,
+    path: str | Path | None = None,
+    timeout: float | None = None,
+) -> BreakerStore:
+    """The breaker store the settings ask for (default: the home database).
+
+    ``settings`` is a mapping of keys or a settings source (``SqliteSettings``); ``path`` overrides the
+    database file and ``timeout`` the busy timeout (SQLite) or socket timeout (Redis).
+
+    >>> breaker_store_from_settings({"store.backend": "memory"})
+    MemoryBreakerStore(shared=False, keys=0)
+    >>> breaker_store_from_settings({"store.backend": "redis", "store.redis_url": "redis://127.0.0.1:6379/0"})
+    RedisBreakerStore('redis://127.0.0.1:6379/0', prefix='bounceback:breaker:')
+    """
+    backend, url = _backend(_values(settings))
+    if backend == "memory":
+        return MemoryBreakerStore()
+    if backend == "sqlite":
+        return SqliteBreakerStore(path) if timeout is None else SqliteBreakerStore(path, timeout=timeout)
+    return RedisBreakerStore(client=_client(url, timeout or DEFAULT_REDIS_TIMEOUT))
+
+
+def budget_ledger_from_settings(
+    settings: Mapping[str, Any] | Any = None,
+    *,
+    path: str | Path | None = None,
+    timeout: float | None = None,
+) -> BudgetLedger:
+    """The retry-budget ledger the settings ask for: local, the home database, or Redis.
+
+    >>> budget_ledger_from_settings({"store.backend": "memory"})  # doctest: +ELLIPSIS
+    <bounceback.core._budget.LocalLedger object at ...>
+    """
+    backend, url = _backend(_values(settings))
+    if backend == "memory":
+        return LocalLedger()
+    if backend == "sqlite":
+        return SqliteBudgetLedger(path) if timeout is None else SqliteBudgetLedger(path, timeout=timeout)
+    return RedisBudgetLedger(client=_client(url, timeout or DEFAULT_REDIS_TIMEOUT))
+
+
+def store_options(settings: Mapping[str, Any] | Any = None) -> dict[str, Any]:
+    """Breaker keyword arguments from the ``store.*`` settings (``store_unavailable``).
+
+    >>> store_options({"store.on_unavailable": "fail-closed"})
+    {'store_unavailable': 'fail-closed'}
+    """
+    values = _values(settings)
+    choice = values.get("store.on_unavailable", "fail-open")
+    if choice not in ("fail-open", "fail-closed"):
+        raise ConfigError("store.on_unavailable", choice, "'fail-open' or 'fail-closed'")
+    return {"store_unavailable": choice}

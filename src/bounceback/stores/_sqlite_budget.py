@@ -1,0 +1,177 @@
+"""Retry budgets shared by the processes of one machine, in the home SQLite database.
+
+:class:`SqliteBudgetLedger` implements the :class:`~bounceback.core._budget.BudgetLedger` port: a budget
+spent by one worker process is felt by all of them. Each ``settle`` is one ``BEGIN IMMEDIATE``
+transaction. The window is a ring of ``slices`` slices, each a row keyed by its absolute index
+``floor(now / width)``, so old slices leave with one ``DELETE``.
+
+Time: the ``now`` a budget passes in is its own process's monotonic clock, which means nothing to other
+processes, so the ledger reads the wall clock (``clock.wall()``) itself, inside the transaction: readings
+taken under the write lock are in order across the processes of the machine.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+from bounceback.core._budget import BudgetReading, BudgetRule
+from bounceback.core._time import SYSTEM_CLOCK, Clock
+from bounceback.errors import ConfigError
+from bounceback.stores._home import register_migrations
+from bounceback.stores._sqlite_link import DEFAULT_BUSY_TIMEOUT, SqliteLink
+
+__all__ = ["SqliteBudgetLedger", "spread"]
+
+COMPONENT = "budgets"
+
+register_migrations(
+    COMPONENT,
+    [
+        """
+        CREATE TABLE budget_windows (
+            key     TEXT    PRIMARY KEY,
+            width   REAL    NOT NULL,
+            head    INTEGER NOT NULL,
+            calls   REAL    NOT NULL DEFAULT 0,
+            retries REAL    NOT NULL DEFAULT 0
+        );
+        CREATE TABLE budget_slices (
+            key     TEXT    NOT NULL,
+            slot    INTEGER NOT NULL,
+            calls   REAL    NOT NULL DEFAULT 0,
+            retries REAL    NOT NULL DEFAULT 0,
+            PRIMARY KEY (key, slot)
+        ) WITHOUT ROWID;
+        """
+    ],
+)
+
+_ADD = (
+    "INSERT INTO budget_slices (key, slot, calls, retries) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (key, slot) DO UPDATE SET calls = calls + excluded.calls, retries = retries + excluded.retries"
+)
+
+
+def spread(
+    calls: int, now: float, span: float, head: int, slices: int, width: float
+) -> list[tuple[int, float]]:
+    """Share ``calls`` made evenly over ``(now - span, now]`` among the slices still in the window.
+
+    Returns ``(slot, part)`` pairs; the part of the span older than the window is dropped, as in
+    :class:`~bounceback.core._budget.LocalLedger`.
+
+    >>> spread(10, now=10.0, span=2.0, head=10, slices=10, width=1.0)
+    [(8, 5.0), (9, 5.0)]
+    >>> spread(3, now=10.5, span=0.0, head=10, slices=10, width=1.0)
+    [(10, 3.0)]
+    """
+    start = now - span
+    if span <= 0 or start >= head * width:
+        return [(head, float(calls))]
+    rate = calls / span
+    oldest = (head - slices + 1) * width
+    start = max(start, oldest)
+    first = max(math.floor(start / width), head - slices + 1)
+    out = []
+    for i in range(first, head + 1):
+        part = rate * (min(now, (i + 1) * width) - max(start, i * width))
+        if part > 0:
+            out.append((i, part))
+    return out
+
+
+class SqliteBudgetLedger:
+    """A :class:`~bounceback.core._budget.BudgetLedger` in a SQLite file (default: the home database).
+
+    >>> import tempfile, pathlib
+    >>> from bounceback.core._budget import RetryBudget
+    >>> ledger = SqliteBudgetLedger(pathlib.Path(tempfile.mkdtemp()) / "bounceback.db")
+    >>> budget = RetryBudget(0.5, min_per_second=0, name="payments", ledger=ledger)
+    >>> for _ in range(4):
+    ...     budget.record_call("pay")
+    >>> [budget.try_spend("pay") for _ in range(3)]
+    [True, True, False]
+    >>> ledger.close()
+    """
+
+    __slots__ = ("_clock", "_link", "slices")
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        slices: int = 10,
+        clock: Clock | None = None,
+        timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> None:
+        if isinstance(slices, bool) or not isinstance(slices, int) or not 1 <= slices <= 1000:
+            raise ConfigError("slices", slices, "a whole number from 1 to 1000")
+        self.slices = slices
+        self._clock = clock or SYSTEM_CLOCK
+        self._link = SqliteLink(path, components=[COMPONENT], timeout=timeout)
+
+    @property
+    def name(self) -> str:
+        """``sqlite:/path/to/bounceback.db``."""
+        return self._link.name
+
+    def settle(
+        self,
+        key: str,
+        rule: BudgetRule,
+        now: float,  # noqa: ARG002 - a process-local monotonic reading; the wall clock is used instead
+        calls: int,
+        span: float,
+        spend: bool,
+    ) -> BudgetReading:
+        """Record ``calls`` made over the last ``span`` seconds; spend one retry if ``spend`` and allowed."""
+        slices = self.slices
+        width = rule.window / slices
+
+        def body(conn: sqlite3.Connection) -> BudgetReading:
+            wall = self._clock.wall()
+            index = math.floor(wall / width)
+            row = conn.execute(
+                "SELECT width, head, calls, retries FROM budget_windows WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None or row[0] != width or index - row[1] >= slices:
+                # New, reshaped (the window setting changed) or idle for a whole window: start empty.
+                conn.execute("DELETE FROM budget_slices WHERE key = ?", (key,))
+                head, total_calls, total_retries = index, 0.0, 0.0
+            else:
+                head, total_calls, total_retries = row[1], row[2], row[3]
+                if index > head:
+                    for c, r in conn.execute(
+                        "DELETE FROM budget_slices WHERE key = ? AND slot <= ? RETURNING calls, retries",
+                        (key, index - slices),
+                    ).fetchall():
+                        total_calls -= c
+                        total_retries -= r
+                    # Repeated subtraction of fractions must not leave a negative crumb behind.
+                    total_calls, total_retries = max(0.0, total_calls), max(0.0, total_retries)
+                    head = index
+            if calls:
+                for slot, part in spread(calls, max(wall, head * width), span, head, slices, width):
+                    conn.execute(_ADD, (key, slot, part, 0.0))
+                    total_calls += part
+            allowance = rule.allowance(total_calls)
+            granted = spend and total_retries + 1.0 <= allowance + 1e-9
+            if granted:
+                conn.execute(_ADD, (key, head, 0.0, 1.0))
+                total_retries += 1.0
+            conn.execute(
+                "INSERT OR REPLACE INTO budget_windows (key, width, head, calls, retries) VALUES (?, ?, ?, ?, ?)",
+                (key, width, head, total_calls, total_retries),
+            )
+            return BudgetReading(granted, total_calls, total_retries, allowance)
+
+        return self._link.write(f"settle the retry budget {key!r}", body)
+
+    def close(self) -> None:
+        """Close the connection; the ledger reopens it if used again."""
+        self._link.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteBudgetLedger({str(self._link.path)!r}, slices={self.slices})"
