@@ -1,0 +1,13 @@
+"""Terminal displays of recovery, drawn with rich: live progress for every recovery in the process.
+
+>>> import io
+>>> from rich.console import Console
+>>> from bounceback.console import show_progress
+>>> with show_progress(console=Console(file=io.StringIO()), mode="plain"):
+...     pass
+"""
+
+from bounceback.console._progress import MODES, ProgressDisplay, describe_reason, show_progress
+from bounceback.console._text import one_line
+
+__all__ = ["MODES", "ProgressDisplay", "describe_reason", "one_line", "show_progress"]

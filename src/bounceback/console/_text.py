@@ -1,0 +1,86 @@
+"""Text helpers shared by the terminal displays: untrusted text made safe, durations and times made short.
+
+Error messages come from remote services and other programs: they may hold newlines, terminal escape
+sequences or rich markup. :func:`one_line` makes them a single printable line; callers put the result in
+a ``rich.text.Text`` (never in a markup string), so ``[bold]`` stays literal text too.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+__all__ = ["badge_style", "clock_time", "countdown", "one_line", "seconds"]
+
+# C0 controls (tab and newline included: they are collapsed first), DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SPACE = re.compile(r"\s+")
+
+_BADGE_STYLES = {
+    "closed": "green",
+    "open": "bold red",
+    "half_open": "yellow",
+    "forced_open": "bold white on red",
+    "disabled": "dim",
+}
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` as one printable line: whitespace collapsed, control characters shown as ``\\xNN``.
+
+    >>> one_line("refused\\n  by peer")
+    'refused by peer'
+    >>> one_line("\\x1b[2Jboom")
+    '\\\\x1b[2Jboom'
+    >>> one_line("x" * 10, limit=5)
+    'xxxx…'
+    """
+    flat = _SPACE.sub(" ", text).strip()
+    safe = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", flat)
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
+
+
+def seconds(value: float) -> str:
+    """A duration for people: ``0.25 s``, ``5.4 s``, ``42.2 s``, ``3 min 20 s``, ``2 h 5 min``.
+
+    >>> [seconds(v) for v in (0.25, 0.01, 5.44, 42.2, 200, 7500)]
+    ['0.25 s', '0.01 s', '5.4 s', '42.2 s', '3 min 20 s', '2 h 5 min']
+    """
+    value = max(0.0, value)
+    if value < 1:
+        return f"{value:.2g} s"
+    if value < 60:
+        return f"{value:.1f} s"
+    if value < 3600:
+        minutes, rest = divmod(round(value), 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(round(value) // 60, 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def countdown(value: float) -> str:
+    """A duration that moves every tenth of a second: one decimal under a minute, so the width is steady.
+
+    >>> [countdown(v) for v in (0.096, 1.0, 42.25, 200)]
+    ['0.1 s', '1.0 s', '42.2 s', '3 min 20 s']
+    """
+    value = max(0.0, value)
+    return f"{value:.1f} s" if value < 60 else seconds(value)
+
+
+def clock_time(wall: float) -> str:
+    """The local time of day of wall time ``wall``: ``HH:MM:SS``.
+
+    >>> len(clock_time(0.0))
+    8
+    """
+    return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
+def badge_style(state: str) -> str:
+    """The rich style of a breaker state's badge.
+
+    >>> badge_style("open")
+    'bold red'
+    """
+    return _BADGE_STYLES.get(state, "")
