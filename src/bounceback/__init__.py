@@ -52,6 +52,7 @@ from bounceback.core._policy import Policy, RetryAgain, retry
 from bounceback.core._registry import Registry, registry
 from bounceback.core._retry import AttemptRecord, GiveUp, RetryConfig
 from bounceback.core._retry_after import parse_retry_after
+from bounceback.core._settings import SettingsSource, StaticSettings
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, SystemClock, parse_duration
 from bounceback.errors import (
     AttemptTimeout,
@@ -114,7 +115,9 @@ __all__ = [
     "Rule",
     "SYSTEM_CLOCK",
     "SettingsChanged",
+    "SettingsSource",
     "SharedState",
+    "StaticSettings",
     "StoreError",
     "StoreRecovered",
     "StoreUnavailable",

@@ -20,7 +20,13 @@ from typing import Any, Literal
 from bounceback.core._time import parse_duration
 from bounceback.errors import ConfigError
 
-__all__ = ["MAX_SECONDS", "Kind", "Setting", "has_control_chars", "seconds_text"]
+__all__ = [
+    "Kind",
+    "MAX_SECONDS",
+    "Setting",
+    "has_control_chars",
+    "seconds_text",
+]
 
 Kind = Literal["int", "float", "percent", "duration", "bool", "choice", "text", "codes"]
 """The type of a setting's value."""

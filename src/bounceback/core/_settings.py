@@ -41,10 +41,10 @@ from bounceback.core._settings_layers import (
 from bounceback.core._settings_schema import SCHEMA, lookup
 
 __all__ = [
-    "SCHEMA",
     "Format",
     "Kind",
     "Resolved",
+    "SCHEMA",
     "Setting",
     "SettingsLayers",
     "SettingsSource",

@@ -31,9 +31,9 @@ from bounceback.stores._sqlite_breaker import SqliteBreakerStore
 from bounceback.stores._sqlite_budget import SqliteBudgetLedger
 
 __all__ = [
+    "Change",
     "DATABASE_NAME",
     "HOME_ENV",
-    "Change",
     "RedisBreakerStore",
     "RedisBudgetLedger",
     "SqliteBreakerStore",
