@@ -1,0 +1,46 @@
+"""Integrations with other libraries, each imported only when first used (they are optional extras).
+
+>>> from bounceback.integrations import RecoveringTransport   # needs the ``http`` extra (httpx)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module that defines it; the module is imported on first access, so a missing extra only
+# matters to the program that uses it.
+_LAZY = {
+    "AsyncRecoveringTransport": "bounceback.integrations._httpx",
+    "HTTPX_CLASSIFIER": "bounceback.integrations._httpx",
+    "RecoveringTransport": "bounceback.integrations._httpx",
+    "REQUESTS_CLASSIFIER": "bounceback.integrations._requests",
+    "RecoveringAdapter": "bounceback.integrations._requests",
+    "RetryableResponse": "bounceback.integrations._http",
+    "classify_status": "bounceback.integrations._http",
+    "redact_url": "bounceback.integrations._http",
+}
+
+__all__ = [
+    "HTTPX_CLASSIFIER",
+    "REQUESTS_CLASSIFIER",
+    "AsyncRecoveringTransport",
+    "RecoveringAdapter",
+    "RecoveringTransport",
+    "RetryableResponse",
+    "classify_status",
+    "redact_url",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bounceback.integrations' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
