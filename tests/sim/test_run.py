@@ -140,3 +140,17 @@ def test_the_virtual_clock_refuses_to_sleep() -> None:
     assert clock.monotonic() == 3.0
     with pytest.raises(RuntimeError, match="schedules waits"):
         clock.sleep(1.0)
+
+
+def test_the_real_circuit_breaker_runs_on_virtual_time_and_stays_private() -> None:
+    from bounceback.core._registry import registry
+
+    before = dict(registry._breakers)
+    options = {"consecutive_failures": 3, "open_seconds": 2, "open_seconds_max": 4, "half_open_calls": 1}
+    spec = PolicySpec("b", breaker=BreakerSpec(options))
+    r = simulate(Outage(clients=20, outage_start=10, outage_seconds=30, after_seconds=60), spec, seed=1)
+    # Opened during the outage, probed every few (virtual) seconds, closed again afterwards.
+    assert r.breaker_openings >= 20
+    assert r.rejected > 0
+    assert r.recovery_seconds is not None and r.recovery_seconds < 30
+    assert registry._breakers == before  # the simulated breakers are not the program's breakers

@@ -14,15 +14,17 @@ import math
 import random
 from typing import Any
 
+from bounceback.core._breaker import CircuitBreaker
 from bounceback.core._budget import LocalLedger, RetryBudget
 from bounceback.core._classify import Classification, ErrorKind
+from bounceback.core._events import EventBus
 from bounceback.errors import BulkheadFull, CircuitOpenError
 from bounceback.sim._clock import VirtualClock
 from bounceback.sim._models import OK, Model
 from bounceback.sim._report import PolicyResult, percentile, recovery_seconds
 from bounceback.sim._spec import BreakerSpec, BudgetSpec, PolicySpec
 
-__all__ = ["breaker_factory", "simulate"]
+__all__ = ["simulate"]
 
 _ARRIVE = 0
 _ATTEMPT = 1
@@ -44,22 +46,11 @@ class _Request:
         self.permit: Any = None
 
 
-def breaker_factory() -> tuple[str, Any]:
-    """Which breaker the simulation drives: ``("real", CircuitBreaker)`` or ``("model", ModelBreaker)``."""
-    try:
-        from bounceback.core._breaker import CircuitBreaker  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        from bounceback.sim._breaker_model import ModelBreaker
-
-        return "model", ModelBreaker
-    return "real", CircuitBreaker
-
-
-def _make_breakers(spec: BreakerSpec, n: int, clock: VirtualClock) -> list[Any]:
-    kind, cls = breaker_factory()
-    if kind == "model":
-        return [cls(f"client-{i}", clock, spec.options) for i in range(n)]
-    return [cls(f"client-{i}", clock=clock, **spec.options) for i in range(n)]
+def _make_breakers(spec: BreakerSpec, n: int, clock: VirtualClock) -> list[CircuitBreaker]:
+    # Unnamed, so a thousand simulated breakers stay out of the process-wide registry; a private bus,
+    # so a simulation does not flood the subscribers of the real program.
+    bus = EventBus()
+    return [CircuitBreaker(clock=clock, bus=bus, timers=False, **spec.options) for _ in range(n)]
 
 
 def _make_budgets(spec: BudgetSpec, n: int, clock: VirtualClock) -> list[RetryBudget]:

@@ -16,23 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bounceback.core._backoff import Backoff
+from bounceback.core._breaker_config import SETTINGS_KEYS
 from bounceback.core._budget import BudgetRule
 from bounceback.core._time import to_seconds
 from bounceback.errors import ConfigError
 
 __all__ = ["BREAKER_KEYS", "BreakerSpec", "BudgetSpec", "PolicySpec"]
 
-BREAKER_KEYS = (
-    "consecutive_failures",
-    "failure_rate",
-    "half_open_calls",
-    "min_calls",
-    "open_seconds",
-    "open_seconds_max",
-    "window",
-    "window_type",
-)
-"""The breaker options a simulation passes on (the ``breaker.*`` settings of the same names)."""
+BREAKER_KEYS = tuple(sorted(SETTINGS_KEYS.values()))
+"""The breaker options a simulation passes on: the ``breaker.*`` settings, by their keyword names."""
 
 
 @dataclass(frozen=True)
