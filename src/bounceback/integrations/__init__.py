@@ -22,9 +22,9 @@ _LAZY = {
 }
 
 __all__ = [
+    "AsyncRecoveringTransport",
     "HTTPX_CLASSIFIER",
     "REQUESTS_CLASSIFIER",
-    "AsyncRecoveringTransport",
     "RecoveringAdapter",
     "RecoveringTransport",
     "RetryableResponse",
