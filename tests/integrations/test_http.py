@@ -169,3 +169,28 @@ def test_status_classification_never_crashes_on_junk_headers(value: str) -> None
     verdict = classify_status(503, {"Retry-After": value})
     assert verdict is not None
     assert verdict.retry_after is None or verdict.retry_after >= 0
+
+
+def test_one_breaker_per_host_fails_fast_for_the_dead_host_only(script: Script, base: str) -> None:
+    from bounceback import CircuitBreaker, CircuitOpenError
+
+    clock = FakeClock()
+    made: list[str] = []
+
+    def factory(name: str) -> CircuitBreaker:
+        made.append(name)
+        return CircuitBreaker(name, min_calls=2, failure_rate=50, open_seconds=30, clock=clock)
+
+    script.plan("/ok", Reply(200, b"fine"))
+    dead = f"http://127.0.0.1:{closed_port()}/x"
+    transport = RecoveringTransport(clock=clock, attempts=2, deadline=10, breakers=factory, backoff=FAST)
+    with httpx.Client(transport=transport, timeout=2) as c:
+        with pytest.raises(httpx.ConnectError):
+            c.get(dead)
+        # the dead host's breaker is open now: the next call is refused without touching the network
+        with pytest.raises(CircuitOpenError) as info:
+            c.get(dead)
+        assert info.value.retry_after == pytest.approx(30, abs=1)
+        assert c.get(f"{base}/ok").text == "fine"
+    assert len(made) == 2
+    assert made[0].startswith("http:http://127.0.0.1:")
