@@ -17,7 +17,7 @@ import math
 import random
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from bounceback.core._attempts import Attempts
@@ -71,9 +71,35 @@ class RetryAgain:
 
     attempts: int | None = None
     deadline: float | None = None
+    on_outcome: Callable[[bool], None] | None = field(default=None, repr=False, compare=False)
+    """Told once whether the run again succeeded (True) or gave up too (False, before its fallback runs)."""
 
 
 Fallback = Callable[[GiveUp], Any]
+
+
+class _FollowUp:
+    """The fallback of a run again that reports its outcome: tells ``on_outcome(False)`` before handing
+    over to the original fallback, or ``on_outcome(True)`` through :meth:`succeeded`; once either way."""
+
+    __slots__ = ("fallback", "on_outcome", "told")
+
+    def __init__(self, fallback: Any, on_outcome: Callable[[bool], None]) -> None:
+        self.fallback = fallback
+        self.on_outcome = on_outcome
+        self.told = False
+
+    def __call__(self, info: GiveUp) -> Any:
+        self._tell(False)
+        return self.fallback(info) if callable(self.fallback) else self.fallback
+
+    def succeeded(self) -> None:
+        self._tell(True)
+
+    def _tell(self, ok: bool) -> None:
+        if not self.told:
+            self.told = True
+            self.on_outcome(ok)
 
 
 class Policy:
@@ -371,7 +397,11 @@ class Policy:
             exc, result = (value, None) if isinstance(value, BaseException) else (None, value)
         outcome = self._give_up(run, result)
         if isinstance(outcome, RetryAgain):
-            return self._again(outcome)._call_sync(fn, args, kwargs)
+            again = self._again(outcome)
+            value = again._call_sync(fn, args, kwargs)
+            if isinstance(again._fallback, _FollowUp):
+                again._fallback.succeeded()
+            return value
         return outcome
 
     # -- async ---------------------------------------------------------------------------------------
@@ -475,7 +505,11 @@ class Policy:
         if inspect.isawaitable(outcome):
             outcome = await outcome
         if isinstance(outcome, RetryAgain):
-            return await self._again(outcome)._call_async(fn, args, kwargs)
+            again = self._again(outcome)
+            value = await again._call_async(fn, args, kwargs)
+            if isinstance(again._fallback, _FollowUp):
+                again._fallback.succeeded()
+            return value
         return outcome
 
     # -- giving up -----------------------------------------------------------------------------------
@@ -500,6 +534,8 @@ class Policy:
             changes["attempts"] = again.attempts
         if again.deadline is not None:
             changes["deadline"] = again.deadline
+        if again.on_outcome is not None:
+            changes["fallback"] = _FollowUp(self._fallback, again.on_outcome)
         return self.replace(**changes)
 
     def close(self) -> None:
