@@ -1,0 +1,345 @@
+"""Run a command under a Policy: exit codes classified, a per-attempt timeout that stops the whole process group.
+
+The command inherits stdin, stdout and stderr, so its output passes through untouched; only bounceback's
+own display writes to stderr around it. Each attempt runs in a new process group, so a timeout (or a
+second Ctrl-C) stops the command *and* everything it started: SIGTERM to the group, then SIGKILL after
+``kill_grace`` seconds.
+
+Exit codes, in this order (settings ``run.permanent_codes``, ``run.transient_codes``,
+``run.unknown_codes``):
+
+1. a code listed as permanent (default 126 "cannot execute", 127 "not found") is not retried;
+2. a code listed as transient (default 75, ``EX_TEMPFAIL``) is retried;
+3. death by SIGTERM, SIGKILL or SIGHUP (or a shell's ``128 + N`` for them) is transient: the command was
+   stopped from outside, not wrong;
+4. anything else follows ``run.unknown_codes`` (default transient).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bounceback.core._classify import Classification, ErrorKind
+from bounceback.core._policy import Policy
+from bounceback.core._time import SYSTEM_CLOCK, Clock
+from bounceback.errors import AttemptTimeout, ConfigError
+
+__all__ = [
+    "TIMEOUT_EXIT_CODE",
+    "CommandFailed",
+    "CommandResult",
+    "CommandRunner",
+    "ExitCodes",
+    "exit_code_of",
+    "run_command",
+]
+
+TIMEOUT_EXIT_CODE = 124
+"""The exit code reported for an attempt stopped by its timeout (as GNU ``timeout`` does)."""
+
+_TRANSIENT_SIGNALS = frozenset({signal.SIGTERM, signal.SIGKILL, signal.SIGHUP})
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExitCodes:
+    """How a command's exit code is classified; see the module docstring for the order of the rules.
+
+    >>> codes = ExitCodes()
+    >>> codes.classify(75).kind, codes.classify(127).kind, codes.classify(-15).kind
+    (<ErrorKind.TRANSIENT: 'transient'>, <ErrorKind.PERMANENT: 'permanent'>, <ErrorKind.TRANSIENT: 'transient'>)
+    >>> ExitCodes(unknown="permanent").classify(1).reason
+    'exit code 1 is not listed; run.unknown_codes says permanent'
+    """
+
+    transient: frozenset[int] = frozenset({75})
+    permanent: frozenset[int] = frozenset({126, 127})
+    unknown: ErrorKind | str = ErrorKind.TRANSIENT
+    transient_signals: frozenset[int] = field(default=_TRANSIENT_SIGNALS)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transient", frozenset(self.transient))
+        object.__setattr__(self, "permanent", frozenset(self.permanent))
+        try:
+            object.__setattr__(self, "unknown", ErrorKind(str(getattr(self.unknown, "value", self.unknown))))
+        except ValueError:
+            raise ConfigError("run.unknown_codes", self.unknown, "'transient' or 'permanent'") from None
+        for name in ("transient", "permanent"):
+            bad = [
+                c
+                for c in getattr(self, name)
+                if isinstance(c, bool) or not isinstance(c, int) or not 0 < c < 256
+            ]
+            if bad:
+                raise ConfigError(f"run.{name}_codes", sorted(bad), "exit codes between 1 and 255")
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> ExitCodes:
+        """Read ``run.transient_codes``, ``run.permanent_codes`` and ``run.unknown_codes``.
+
+        >>> ExitCodes.from_settings({"run.transient_codes": (75, 111)}).transient == {75, 111}
+        True
+        """
+        return cls(
+            transient=frozenset(values.get("run.transient_codes", (75,))),
+            permanent=frozenset(values.get("run.permanent_codes", (126, 127))),
+            unknown=values.get("run.unknown_codes", "transient"),
+        )
+
+    def classify(self, returncode: int) -> Classification:
+        """The verdict on one exit code (negative: killed by that signal, as ``subprocess`` reports it)."""
+        if returncode in self.permanent:
+            return Classification(
+                ErrorKind.PERMANENT, f"exit code {returncode} is listed in run.permanent_codes"
+            )
+        if returncode in self.transient:
+            return Classification(
+                ErrorKind.TRANSIENT, f"exit code {returncode} is listed in run.transient_codes"
+            )
+        if returncode < 0 and -returncode in self.transient_signals:
+            return Classification(ErrorKind.TRANSIENT, f"stopped by {_signal_name(-returncode)} from outside")
+        if returncode > 128 and returncode - 128 in self.transient_signals:
+            name = _signal_name(returncode - 128)
+            return Classification(ErrorKind.TRANSIENT, f"exit code {returncode}: a shell reporting {name}")
+        kind = ErrorKind(str(getattr(self.unknown, "value", self.unknown)))
+        what = f"killed by {_signal_name(-returncode)}" if returncode < 0 else f"exit code {returncode}"
+        return Classification(kind, f"{what} is not listed; run.unknown_codes says {kind.value}")
+
+
+class CommandFailed(subprocess.CalledProcessError):
+    """A command ended with a non-zero exit code; ``verdict`` says whether that is worth another try.
+
+    It carries its classification (``bounceback_kind``), so any Policy classifies it the same way.
+
+    >>> err = CommandFailed(75, ["sync"], ExitCodes().classify(75))
+    >>> str(err)
+    "command ['sync'] exited with code 75 (transient: exit code 75 is listed in run.transient_codes)"
+    """
+
+    def __init__(
+        self, returncode: int, cmd: Sequence[str], verdict: Classification, detail: str = ""
+    ) -> None:
+        super().__init__(returncode, list(cmd))
+        self.verdict = verdict
+        self.detail = detail
+        self.bounceback_kind = verdict.kind
+
+    def __str__(self) -> str:
+        if self.detail:
+            what = self.detail
+        elif self.returncode < 0:
+            what = f"was killed by {_signal_name(-self.returncode)}"
+        else:
+            what = f"exited with code {self.returncode}"
+        return f"command {self.cmd!r} {what} ({self.verdict.kind.value}: {self.verdict.reason})"
+
+
+def exit_code_of(error: BaseException | None) -> int:
+    """The exit code a wrapper should pass on for the error that ended the last attempt.
+
+    Killed by signal N: ``128 + N`` (the shell's convention); timed out: 124; none: 0.
+
+    >>> exit_code_of(None), exit_code_of(CommandFailed(-15, ["x"], ExitCodes().classify(-15)))
+    (0, 143)
+    """
+    if error is None:
+        return 0
+    if isinstance(error, subprocess.CalledProcessError):
+        code = int(error.returncode)
+        return 128 - code if code < 0 else code
+    if isinstance(error, AttemptTimeout):
+        return TIMEOUT_EXIT_CODE
+    return 1
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """How a command run under a policy ended: ``returncode`` of the last attempt, ``attempts`` made."""
+
+    returncode: int
+    attempts: int
+
+
+class CommandRunner:
+    """Runs attempts of one command; :meth:`attempt` is the function a Policy calls.
+
+    ``timeout`` bounds each attempt (seconds, None for none) and ``deadline`` the whole run from the start
+    of the first attempt, so an attempt is also stopped when the deadline passes. ``around_attempt``
+    returns a context manager entered around each attempt (the CLI clears its live display with it).
+
+    >>> runner = CommandRunner(["true"])
+    >>> runner.attempt(), runner.attempts
+    (0, 1)
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        operation: str = "command",
+        codes: ExitCodes | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        kill_grace: float = 2.0,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        around_attempt: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise ConfigError(
+                "argv", argv, "a command and its arguments as strings, such as ['rsync', '-a', ...]"
+            )
+        self.argv = list(argv)
+        self.operation = operation
+        self.codes = codes or ExitCodes()
+        self.timeout = math.inf if timeout is None else float(timeout)
+        self.deadline = math.inf if deadline is None else float(deadline)
+        self.kill_grace = kill_grace
+        self.cwd = cwd
+        self.env = dict(env) if env is not None else None
+        self.around_attempt = around_attempt
+        self.clock = clock
+        self.attempts = 0
+        self.last_error: BaseException | None = None
+        self._started: float | None = None
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- one attempt ---------------------------------------------------------------------------------
+
+    def attempt(self) -> int:
+        """Run the command once; return 0, or raise CommandFailed / AttemptTimeout."""
+        now = self.clock.monotonic()
+        if self._started is None:
+            self._started = now
+        self.attempts += 1
+        budget = min(self.timeout, self.deadline - (now - self._started))
+        cm = self.around_attempt() if self.around_attempt is not None else contextlib.nullcontext()
+        with cm:
+            self.last_error = None
+            try:
+                self._run(max(0.0, budget))
+            except BaseException as exc:
+                self.last_error = exc
+                raise
+        return 0
+
+    def _run(self, budget: float) -> None:
+        try:
+            # A group of its own: a timeout stops the command and everything it started.
+            proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, process_group=0)
+        except FileNotFoundError as exc:
+            raise CommandFailed(
+                127, self.argv, self.codes.classify(127), f"was not found ({exc.strerror})"
+            ) from exc
+        except PermissionError as exc:
+            raise CommandFailed(
+                126, self.argv, self.codes.classify(126), f"cannot be run ({exc.strerror})"
+            ) from exc
+        with self._lock:
+            self._proc = proc
+        try:
+            try:
+                code = proc.wait(None if budget == math.inf else budget)
+            except subprocess.TimeoutExpired:
+                self._stop(proc)
+                raise AttemptTimeout(self.operation, budget) from None
+        except BaseException:
+            # KeyboardInterrupt (second Ctrl-C) or anything else: leave no command running behind us.
+            if proc.poll() is None:
+                self._stop(proc, grace=0.0)
+            raise
+        finally:
+            with self._lock:
+                self._proc = None
+        if code != 0:
+            raise CommandFailed(code, self.argv, self.codes.classify(code))
+
+    def _stop(self, proc: subprocess.Popen[bytes], grace: float | None = None) -> None:
+        """SIGTERM to the group, then SIGKILL after the grace period."""
+        grace = self.kill_grace if grace is None else grace
+        if grace > 0:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    # -- from other threads (signal handlers) -------------------------------------------------------------
+
+    @property
+    def running_pid(self) -> int | None:
+        """The process id (and group id) of the attempt running now, if any."""
+        with self._lock:
+            return self._proc.pid if self._proc is not None else None
+
+    def send_signal(self, sig: int) -> bool:
+        """Send ``sig`` to the running attempt's process group; False when none is running."""
+        pid = self.running_pid
+        if pid is None:
+            return False
+        return _signal_group(pid, sig)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def run_command(
+    argv: Sequence[str],
+    policy: Policy,
+    *,
+    codes: ExitCodes | None = None,
+    timeout: float | None = None,
+    kill_grace: float = 2.0,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    around_attempt: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> CommandResult:
+    """Run ``argv`` under ``policy`` until it exits 0 or recovery gives up (then the last error is raised).
+
+    The policy's deadline bounds every attempt too; ``timeout`` bounds each one. ``clock`` should be the
+    policy's clock (both measure the deadline).
+
+    >>> from bounceback import Policy
+    >>> run_command(["true"], Policy("docs-true", attempts=2))
+    CommandResult(returncode=0, attempts=1)
+    """
+    deadline = policy.config.deadline
+    runner = CommandRunner(
+        argv,
+        operation=policy.operation or "command",
+        codes=codes,
+        timeout=timeout,
+        deadline=None if deadline == math.inf else deadline,
+        kill_grace=kill_grace,
+        cwd=cwd,
+        env=env,
+        around_attempt=around_attempt,
+        clock=clock,
+    )
+    policy.call(runner.attempt)
+    return CommandResult(0, runner.attempts)
