@@ -61,7 +61,7 @@ def test_exit_codes_from_settings_and_refusals() -> None:
     assert codes.classify(3).kind is ErrorKind.PERMANENT
     # Listed as both: permanent wins (never retry what someone said cannot work).
     assert ExitCodes(transient={5}, permanent={5}).classify(5).kind is ErrorKind.PERMANENT
-    with pytest.raises(ValueError, match="run.unknown_codes: got 'maybe'"):
+    with pytest.raises(ValueError, match=r"run\.unknown_codes: got 'maybe'"):
         ExitCodes(unknown="maybe")
     with pytest.raises(ValueError, match=r"run.transient_codes: got \[0, 300\]"):
         ExitCodes(transient={0, 300, 75})
