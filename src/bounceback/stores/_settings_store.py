@@ -1,33 +1,22 @@
-"""Settings persisted in the home SQLite database, seen live by every running program.
+"""Settings persisted in the home SQLite database: explicit reads, and writes with a history.
 
-:class:`SqliteSettings` is a ``SettingsSource``: ``effective()`` answers from memory, and a daemon thread
-(started by the first ``subscribe``) polls ``PRAGMA data_version`` about four times a second, so a change
-made by another process reaches subscribers within a second while the calls a policy protects never query
-the database. The reading side never fails: when the database is locked, corrupt, unreadable or newer
-than this code, it keeps the last good values (or the defaults) and logs a warning. The writing side
-(``set``, ``reset``, ``undo``, ``import_document``) runs each change in one ``BEGIN IMMEDIATE``
+:class:`SqliteSettings` reads like its base ``WatchedSettings`` (from memory, live, never failing). Its
+explicit reads (``layers``, ``get``, ``history``, ``export``) raise StoreError, for the CLI and the
+dashboard. Each write (``set``, ``reset``, ``undo``, ``import_document``) is one ``BEGIN IMMEDIATE``
 transaction that re-reads the stored values first, so concurrent writers lose nothing, a refused change
 writes nothing, and every change lands in the history.
 """
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-import threading
-import weakref
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from pathlib import Path
-from types import MappingProxyType
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from bounceback.core._events import EventBus, SettingsChanged, default_bus
 from bounceback.core._settings import (
     Format,
     Resolved,
     SettingsLayers,
-    Subscribers,
     check_operation,
     layers_from_document,
     lookup,
@@ -35,12 +24,8 @@ from bounceback.core._settings import (
     render_document,
     split_key,
 )
-from bounceback.core._time import SYSTEM_CLOCK, Clock
-from bounceback.errors import ConfigError, StoreError
+from bounceback.errors import ConfigError
 from bounceback.stores._home import (
-    connect,
-    database_path,
-    migrate,
     transaction,
     translate_errors,
 )
@@ -48,21 +33,17 @@ from bounceback.stores._settings_rows import (
     Change,
     Stamp,
     check_version,
-    current_user,
     encode,
     fetch_changes,
     read_layers,
     write_diff,
 )
+from bounceback.stores._settings_watch import WatchedSettings
 
 __all__ = ["SqliteSettings"]
 
-_log = logging.getLogger("bounceback.settings")
-# Polling reads must not stall a running program: wait this long for a lock, then keep the last values.
-_POLL_BUSY_SECONDS = 0.2
 
-
-class SqliteSettings:
+class SqliteSettings(WatchedSettings):
     """User settings in the home database (``path``, default ``<home>/bounceback.db``).
 
     >>> import tempfile, pathlib
@@ -73,103 +54,10 @@ class SqliteSettings:
     >>> settings.effective("any-operation")["retry.max_attempts"]
     7
     >>> settings.close()
+
+    Settings set through one object reach its own subscribers at once and other processes' within a
+    second (see ``WatchedSettings``).
     """
-
-    def __init__(
-        self,
-        path: str | Path | None = None,
-        *,
-        home: str | Path | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-        poll_interval: float = 0.25,
-        timeout: float = 5.0,
-        bus: EventBus | None = None,
-        who: str | None = None,
-    ) -> None:
-        self.path = Path(path) if path is not None else database_path(home)
-        self.poll_interval = poll_interval
-        self.timeout = timeout
-        self.who = who or current_user()
-        self._clock = clock
-        self._bus = bus or default_bus
-        self._lock = threading.RLock()  # guards the connection and the loaded state
-        self._conn: sqlite3.Connection | None = None
-        self._layers = SettingsLayers()
-        self._cache: dict[str | None, Mapping[str, Any]] = {}
-        self._loaded = False
-        self._data_version: int | None = None
-        self._last_change = 0
-        self._checked_at = -float("inf")
-        self._failing = False
-        self._subscribers = Subscribers()
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
-
-    def __repr__(self) -> str:
-        return f"SqliteSettings({str(self.path)!r})"
-
-    # -- the reading side (SettingsSource): never raises for store problems ------------------------
-
-    def effective(self, operation: str | None = None) -> Mapping[str, Any]:
-        """Every key's value for ``operation``, from memory (read-only; kept fresh by the watcher).
-
-        Without a watcher, the database is checked at most once per ``poll_interval``.
-        """
-        if self._watcher is None and self._clock.monotonic() - self._checked_at >= self.poll_interval:
-            self.refresh()
-        cached = self._cache.get(operation)
-        if cached is None:
-            cached = MappingProxyType(self._layers.effective(operation))
-            self._cache[operation] = cached
-        return cached
-
-    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback()`` (from the watcher thread) after each change; returns the unsubscriber."""
-        remove = self._subscribers.add(callback)
-        if not self._loaded:
-            self.refresh()
-        self._start_watcher()
-        return remove
-
-    def refresh(self) -> bool:
-        """Look for changes now; True if values changed. Store problems are logged, never raised."""
-        try:
-            with self._lock:
-                self._checked_at = self._clock.monotonic()
-                with self._busy_timeout(_POLL_BUSY_SECONDS):
-                    changes = self._reload_if_changed()
-        except (StoreError, sqlite3.Error, ValueError) as exc:
-            # Reconnect next time: the file may have been replaced, or a lock may have ended.
-            self._drop_connection()
-            if not self._failing:
-                self._failing = True
-                source = "last good values" if self._loaded else "built-in defaults"
-                _log.warning("cannot read settings from %s (%s); using the %s", self.path, exc, source)
-            return False
-        if self._failing:
-            self._failing = False
-            _log.warning("settings in %s are readable again", self.path)
-        if changes is None:
-            return False
-        self._announce(changes)
-        return True
-
-    def close(self) -> None:
-        """Stop the watcher and close the database connection."""
-        self._stop.set()
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None and watcher is not threading.current_thread():
-            watcher.join(timeout=2)
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> SqliteSettings:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- explicit reads: raise StoreError (for the CLI and the dashboard) --------------------------
 
@@ -296,73 +184,6 @@ class SqliteSettings:
 
         return self._write(change, "import", f"import settings from {source}")
 
-    # -- internals ----------------------------------------------------------------------------------
-
-    def _connection(self, busy_seconds: float | None = None) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = connect(self.path, timeout=self.timeout if busy_seconds is None else busy_seconds)
-            try:
-                migrate(conn, self.path, ["settings"])
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        with self._lock:
-            conn, self._conn = self._conn, None
-            # data_version counts per connection: a new connection's number means nothing to the old one.
-            self._data_version = None
-        if conn is not None:
-            with suppress(sqlite3.Error):
-                conn.close()
-
-    @contextmanager
-    def _busy_timeout(self, seconds: float) -> Iterator[None]:
-        conn = self._connection(seconds)
-        with translate_errors(self.path, "set the busy timeout"):
-            conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
-        try:
-            yield
-        finally:
-            if self._conn is not None:
-                self._conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-
-    def _reload_if_changed(self) -> list[Change] | None:
-        conn = self._connection()
-        with translate_errors(self.path, "read the settings"):
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if self._loaded and version == self._data_version:
-                return None
-            conn.execute("BEGIN")
-            try:
-                check_version(conn, self.path)
-                layers = read_layers(conn)
-                changes = fetch_changes(conn, after=self._last_change)
-            finally:
-                conn.execute("COMMIT")
-        first = not self._loaded
-        self._data_version = version
-        if first:
-            # The first load is not a change: history before it is old news.
-            changes = []
-        same = layers == self._layers
-        self._install(layers)
-        if changes:
-            self._last_change = changes[0].id
-        elif first:
-            self._last_change = conn.execute("SELECT coalesce(max(id), 0) FROM settings_history").fetchone()[
-                0
-            ]
-        return None if same and not changes else changes
-
-    def _install(self, layers: SettingsLayers) -> None:
-        if layers != self._layers or not self._loaded:
-            self._layers = layers
-            self._cache = {}
-        self._loaded = True
-
     def _write(
         self,
         change: Callable[[sqlite3.Connection, SettingsLayers], SettingsLayers],
@@ -381,8 +202,6 @@ class SqliteSettings:
                 # Changes by others since the last poll are announced too (they are in ``before``).
                 since = self._last_change if self._loaded else min(new_ids, default=1) - 1
                 changes = fetch_changes(conn, after=since) if new_ids else []
-            if not self._loaded:
-                self._data_version = None  # our own commit does not move data_version; read it next
             self._install(after)
             if changes:
                 self._last_change = max(self._last_change, changes[0].id)
@@ -390,36 +209,3 @@ class SqliteSettings:
         if changes:
             self._announce(changes)
         return sorted(own, key=lambda c: c.id)
-
-    def _announce(self, changes: list[Change]) -> None:
-        # History is newest first; events go out in the order the changes were made.
-        if self._bus.listening:
-            for change in reversed(changes):
-                old = change.old if change.old_set else None
-                new = change.new if change.new_set else None
-                event = SettingsChanged(change.operation or "", change.at, change.key, old, new, change.who)
-                self._bus.emit(event)
-        self._subscribers.notify()
-
-    def _start_watcher(self) -> None:
-        with self._lock:
-            if self._watcher is not None or self._stop.is_set():
-                return
-            # The thread holds only a weak reference, so dropping the settings object ends it.
-            ref = weakref.ref(self)
-            self._watcher = threading.Thread(
-                target=_watch,
-                args=(ref, self._stop, self.poll_interval),
-                name="bounceback-settings",
-                daemon=True,
-            )
-            self._watcher.start()
-
-
-def _watch(ref: weakref.ref[SqliteSettings], stop: threading.Event, interval: float) -> None:
-    while not stop.wait(interval):
-        settings = ref()
-        if settings is None:
-            return
-        settings.refresh()
-        del settings
