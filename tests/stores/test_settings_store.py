@@ -504,7 +504,7 @@ def test_a_reader_starting_while_the_database_is_locked_uses_defaults_then_catch
                 started = time.monotonic()
                 assert reader.effective()["retry.max_attempts"] == 5
                 reader.subscribe(changed.set)
-                assert time.monotonic() - started < 1.0  # short lock waits, never the 5 s busy timeout
+                assert time.monotonic() - started < 2.5  # short lock waits, never the 5 s busy timeout
                 assert "built-in defaults" in caplog.text
             assert wait_until(lambda: reader.effective()["retry.max_attempts"] == 7, 1.0)
         assert changed.is_set()
