@@ -8,6 +8,15 @@
 """
 
 from bounceback.console._progress import MODES, ProgressDisplay, describe_reason, show_progress
+from bounceback.console._prompt import TerminalPrompter, render_ticket
 from bounceback.console._text import one_line
 
-__all__ = ["MODES", "ProgressDisplay", "describe_reason", "one_line", "show_progress"]
+__all__ = [
+    "MODES",
+    "ProgressDisplay",
+    "TerminalPrompter",
+    "describe_reason",
+    "one_line",
+    "render_ticket",
+    "show_progress",
+]
