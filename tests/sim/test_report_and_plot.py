@@ -77,3 +77,10 @@ def test_the_plot_refuses_other_formats(report, tmp_path: Path) -> None:  # type
     with pytest.raises(ConfigError) as info:
         plot(report, tmp_path / "calls.jpg")
     assert info.value.field == "plot"
+
+
+def test_a_model_without_incident_leaves_out_the_incident_columns() -> None:
+    from bounceback.sim import Contention
+
+    text = compare(Contention(clients=5), [PolicySpec(attempts=None)]).table()
+    assert "recovery s" not in text and "calls in incident" not in text and "p99 s" in text

@@ -59,25 +59,31 @@ def plot(
     longest = max((len(r.calls_series) for r in report.results), default=0)
     if smoothing is None:
         smoothing = max(1, longest // 200)
-    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(11, 5.2), dpi=110)
     try:
+        # Policies often coincide (jitter hardly matters during an outage): vary the dash as well as the
+        # colour, and draw later lines thinner, so every line stays visible where they overlap.
         styles = ["-", "--", "-.", ":"]
+        top = 0.0
+        count = len(report.results)
         for i, result in enumerate(report.results):
             rates = smooth(result.rates(), smoothing)
+            top = max(top, max(rates, default=0.0))
             times = [(b + 0.5) * result.bucket_seconds for b in range(len(rates))]
-            ax.plot(times, rates, styles[(i // 10) % len(styles)], linewidth=1.4, label=result.label)
+            width = 2.4 - 1.2 * i / max(1, count - 1)
+            ax.plot(times, rates, linestyle=styles[i % len(styles)], linewidth=width, label=result.label)
         if report.incident is not None:
             start, end = report.incident
-            label = "outage" if report.model == "outage" else "incident"
-            ax.axvspan(start, end, color="0.85", zorder=0, label=label)
+            label = {"outage": "outage", "capacity": "surge"}.get(report.model, "incident")
+            ax.axvspan(start, end, color="0.88", zorder=0, label=label)
         ax.set_xlabel("virtual time (s)")
         ax.set_ylabel("calls per second reaching the service")
         ax.set_title(title or report.model_description, fontsize=10)
-        top = max((max(r.rates(), default=0.0) for r in report.results), default=0.0)
         if top > 0 and math.isfinite(top):
             ax.set_ylim(0, top * 1.08)
+        ax.set_xlim(left=0)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, framealpha=0.9)
         fig.tight_layout()
         target.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(target, format=target.suffix[1:].lower())

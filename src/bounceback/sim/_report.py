@@ -184,6 +184,9 @@ _COLUMNS = (
 )
 
 
+_INCIDENT = (5, 6)  # "calls in incident" and "recovery s"
+
+
 def _row(r: PolicyResult) -> list[str]:
     if r.recovery_seconds is None:
         recovery = "-"
@@ -212,11 +215,14 @@ def _seconds(value: float) -> str:
 
 def render_table(report: SimReport, markdown: bool = False) -> str:
     """Render ``report`` as a table, one row per policy."""
-    heads = [name for name, _ in _COLUMNS]
-    rows = [_row(r) for r in report.results]
+    # Without an incident (the contention model) its two columns would only hold dashes.
+    keep = [i for i, (name, _) in enumerate(_COLUMNS) if report.incident is not None or i not in _INCIDENT]
+    columns = [_COLUMNS[i] for i in keep]
+    heads = [name for name, _ in columns]
+    rows = [[row[i] for i in keep] for row in (_row(r) for r in report.results)]
     if markdown:
         lines = ["| " + " | ".join(heads) + " |"]
-        lines.append("|" + "|".join("---:" if a == ">" else "---" for _, a in _COLUMNS) + "|")
+        lines.append("|" + "|".join("---:" if a == ">" else "---" for _, a in columns) + "|")
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
@@ -224,7 +230,7 @@ def render_table(report: SimReport, markdown: bool = False) -> str:
     for cells in [heads, *rows]:
         parts = [
             c.ljust(w) if align == "<" else c.rjust(w)
-            for c, w, (_, align) in zip(cells, widths, _COLUMNS, strict=True)
+            for c, w, (_, align) in zip(cells, widths, columns, strict=True)
         ]
         out.append("  ".join(parts).rstrip())
     return "\n".join(out)
