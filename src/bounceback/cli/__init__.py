@@ -7,6 +7,7 @@ import it below (one line) and keep the list sorted.
 from bounceback.cli import (
     _settings,  # noqa: F401  (registers `bounceback settings`)
     _simulate,  # noqa: F401  (registers `bounceback simulate`)
+    _tickets,  # noqa: F401  (registers `bounceback tickets`)
 )
 from bounceback.cli._app import cli, main
 

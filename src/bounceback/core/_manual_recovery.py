@@ -200,7 +200,7 @@ class ManualRecovery:
             return self._prompt(ticket, info)
         if mode == "park":
             return self._park(ticket, info)
-        raise _required(ticket, "a person must decide what to do next") from info.error
+        raise _required(ticket, f"a person must decide what to do next (ticket {ticket.id})") from info.error
 
     def act(self, ticket: Ticket, resolution: Resolution, info: GiveUp) -> Any:
         """Carry out a decision: RetryAgain, the skip value, or the error (abort)."""
@@ -299,7 +299,7 @@ class ManualRecovery:
 
 
 def _required(ticket: Ticket, what: str) -> RecoveryRequired:
-    exc = RecoveryRequired(ticket, f"{ticket.summary}: {what} (ticket {ticket.id})")
+    exc = RecoveryRequired(ticket, f"{ticket.summary}: {what}")
     lines = [f"bounceback: ticket {ticket.id}: what to check"]
     lines += [f"  {n}. {step.text}" for n, step in enumerate(ticket.guidance, 1)]
     lines.append("  choices: " + ", ".join(f"{c.key} ({c.label})" for c in ticket.choices))
