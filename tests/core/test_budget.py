@@ -163,3 +163,46 @@ def test_never_more_retries_than_the_rule_allows(
                 assert recent <= ratio * in_window + floor * window + 1e-6
     # (Retries may outlive the calls that allowed them, so only the calls are bounded here.)
     assert budget.reading().calls <= len(calls) + 1e-6
+
+
+# -- through a Policy: every call counts, so retries follow the ratio ------------------------------------
+
+
+def _always_down() -> None:
+    raise ConnectionResetError("down")
+
+
+def test_a_policy_counts_its_calls_and_asks_before_each_retry() -> None:
+    import asyncio
+
+    from bounceback import Backoff, Policy
+
+    clock = FakeClock()
+    budget = RetryBudget(0.25, min_per_second=0, window=60, clock=clock)
+    policy = Policy(
+        "budgeted", attempts=10, backoff=Backoff(initial=0, max_delay=0), budget=budget, clock=clock
+    )
+    wrapped = policy(lambda: "ok")
+    for _ in range(6):
+        wrapped()  # the decorator's fast path
+    for _ in range(6):
+        policy.call(lambda: "ok")  # the call() path
+
+    async def ok() -> str:
+        return "ok"
+
+    for _ in range(4):
+        asyncio.run(policy.acall(ok))  # async
+    for _ in range(4):
+        for attempt in policy.attempts():  # the block form
+            with attempt:
+                pass
+    assert budget.reading().calls == 20
+    # 25% of 21 calls (these 20 and the failing one) allows 5 retries: 6 attempts, then "budget".
+    with pytest.raises(ConnectionResetError) as info:
+        policy.call(_always_down)
+    assert info.value.bounceback_reason == "budget"  # type: ignore[attr-defined]
+    assert len(info.value.bounceback_attempts) == 6  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionResetError) as info:
+        policy.call(_always_down)
+    assert len(info.value.bounceback_attempts) == 1  # type: ignore[attr-defined]

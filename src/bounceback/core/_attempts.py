@@ -116,6 +116,9 @@ class Attempts:
         eng = self._engine
         if self._run is None and self._started < 0:
             self._started = eng.clock.monotonic()
+            counted = getattr(eng.budget, "_calls", None)
+            if isinstance(counted, int):
+                eng.budget._calls = counted + 1  # type: ignore[union-attr]  # a retry budget's call count
         number = self._run.attempt if self._run is not None else 1
         if self._breaker is None:
             return Attempt(self, None, number)

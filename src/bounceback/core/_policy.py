@@ -303,6 +303,8 @@ class Policy:
         eng = self._engine
         brk = self._breaker
         started = eng.clock.monotonic()
+        if eng.budget is not None:
+            _count_call(eng.budget)
         if self._fast and (brk is None or brk._fast):
             try:
                 result = fn(*args, **kwargs)
@@ -410,6 +412,8 @@ class Policy:
         eng = self._engine
         brk = self._breaker
         started = eng.clock.monotonic()
+        if eng.budget is not None:
+            _count_call(eng.budget)
         cfg = eng.cfg
         if self._fast and (brk is None or brk._fast) and cfg.deadline == math.inf:
             try:
@@ -586,6 +590,8 @@ def _sync_wrapper(policy: Policy, fn: Callable[..., Any]) -> Callable[..., Any]:
     recover = policy._recover_sync
     slow = policy._call_sync
     classify = eng.classify
+    # A retry budget counts calls (its denominator); a policy's budget never changes, so look once.
+    counter: Any = eng.budget if isinstance(getattr(eng.budget, "_calls", None), int) else None
 
     # The fast path is inlined here: one clock read, two flag tests, the call.
     @functools.wraps(fn)
@@ -593,6 +599,8 @@ def _sync_wrapper(policy: Policy, fn: Callable[..., Any]) -> Callable[..., Any]:
         brk = policy._breaker
         if policy._fast and (brk is None or brk._fast):
             started = now()
+            if counter is not None:
+                counter._calls += 1
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
@@ -607,6 +615,12 @@ def _sync_wrapper(policy: Policy, fn: Callable[..., Any]) -> Callable[..., Any]:
 
     wrapper.policy = policy  # type: ignore[attr-defined]
     return wrapper
+
+
+def _count_call(budget: Any) -> None:
+    """Count one call for a retry budget that counts calls (``RetryBudget``: an integer ``_calls``)."""
+    if isinstance(getattr(budget, "_calls", None), int):
+        budget._calls += 1
 
 
 def _async_wrapper(policy: Policy, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
