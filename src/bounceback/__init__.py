@@ -13,6 +13,7 @@ from bounceback.core._backoff import Backoff, BackoffKind, Jitter
 from bounceback.core._breaker import BreakerMetrics, BreakerState, CircuitBreaker
 from bounceback.core._breaker_config import BreakerConfig
 from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, SharedState, WindowSpec
+from bounceback.core._budget import RetryBudget
 from bounceback.core._window import WindowCounts
 from bounceback.core._classify import (
     DEFAULT_CLASSIFIER,
@@ -110,6 +111,7 @@ __all__ = [
     "Registry",
     "RetriesExhausted",
     "RetryAgain",
+    "RetryBudget",
     "RetryConfig",
     "RetryScheduled",
     "Rule",
