@@ -36,15 +36,15 @@ def policy(attempts: int = 5, **kw: object) -> Policy:
 @pytest.mark.parametrize(
     ("code", "kind", "reason"),
     [
-        (75, "transient", "exit code 75 is listed in run.transient_codes"),
-        (126, "permanent", "exit code 126 is listed in run.permanent_codes"),
-        (127, "permanent", "exit code 127 is listed in run.permanent_codes"),
+        (75, "transient", "listed in run.transient_codes"),
+        (126, "permanent", "listed in run.permanent_codes"),
+        (127, "permanent", "listed in run.permanent_codes"),
         (-signal.SIGTERM, "transient", "stopped by SIGTERM from outside"),
         (-signal.SIGKILL, "transient", "stopped by SIGKILL from outside"),
         (-signal.SIGHUP, "transient", "stopped by SIGHUP from outside"),
-        (143, "transient", "exit code 143: a shell reporting SIGTERM"),
-        (1, "transient", "exit code 1 is not listed; run.unknown_codes says transient"),
-        (-signal.SIGSEGV, "transient", "killed by SIGSEGV is not listed; run.unknown_codes says transient"),
+        (143, "transient", "a shell reporting SIGTERM from outside"),
+        (1, "transient", "not listed; run.unknown_codes says transient"),
+        (-signal.SIGSEGV, "transient", "not listed; run.unknown_codes says transient"),
     ],
 )
 def test_default_exit_code_classification(code: int, kind: str, reason: str) -> None:

@@ -63,7 +63,7 @@ class ExitCodes:
     >>> codes.classify(75).kind, codes.classify(127).kind, codes.classify(-15).kind
     (<ErrorKind.TRANSIENT: 'transient'>, <ErrorKind.PERMANENT: 'permanent'>, <ErrorKind.TRANSIENT: 'transient'>)
     >>> ExitCodes(unknown="permanent").classify(1).reason
-    'exit code 1 is not listed; run.unknown_codes says permanent'
+    'not listed; run.unknown_codes says permanent'
     """
 
     transient: frozenset[int] = frozenset({75})
@@ -103,21 +103,16 @@ class ExitCodes:
     def classify(self, returncode: int) -> Classification:
         """The verdict on one exit code (negative: killed by that signal, as ``subprocess`` reports it)."""
         if returncode in self.permanent:
-            return Classification(
-                ErrorKind.PERMANENT, f"exit code {returncode} is listed in run.permanent_codes"
-            )
+            return Classification(ErrorKind.PERMANENT, "listed in run.permanent_codes")
         if returncode in self.transient:
-            return Classification(
-                ErrorKind.TRANSIENT, f"exit code {returncode} is listed in run.transient_codes"
-            )
+            return Classification(ErrorKind.TRANSIENT, "listed in run.transient_codes")
         if returncode < 0 and -returncode in self.transient_signals:
             return Classification(ErrorKind.TRANSIENT, f"stopped by {_signal_name(-returncode)} from outside")
         if returncode > 128 and returncode - 128 in self.transient_signals:
             name = _signal_name(returncode - 128)
-            return Classification(ErrorKind.TRANSIENT, f"exit code {returncode}: a shell reporting {name}")
+            return Classification(ErrorKind.TRANSIENT, f"a shell reporting {name} from outside")
         kind = ErrorKind(str(getattr(self.unknown, "value", self.unknown)))
-        what = f"killed by {_signal_name(-returncode)}" if returncode < 0 else f"exit code {returncode}"
-        return Classification(kind, f"{what} is not listed; run.unknown_codes says {kind.value}")
+        return Classification(kind, f"not listed; run.unknown_codes says {kind.value}")
 
 
 class CommandFailed(subprocess.CalledProcessError):
@@ -127,7 +122,9 @@ class CommandFailed(subprocess.CalledProcessError):
 
     >>> err = CommandFailed(75, ["sync"], ExitCodes().classify(75))
     >>> str(err)
-    "command ['sync'] exited with code 75 (transient: exit code 75 is listed in run.transient_codes)"
+    'sync exited with code 75 (listed in run.transient_codes)'
+    >>> err.cmd, err.verdict.kind.value
+    (['sync'], 'transient')
     """
 
     def __init__(
@@ -145,7 +142,7 @@ class CommandFailed(subprocess.CalledProcessError):
             what = f"was killed by {_signal_name(-self.returncode)}"
         else:
             what = f"exited with code {self.returncode}"
-        return f"command {self.cmd!r} {what} ({self.verdict.kind.value}: {self.verdict.reason})"
+        return f"{os.path.basename(self.cmd[0]) if self.cmd else 'command'} {what} ({self.verdict.reason})"
 
 
 def exit_code_of(error: BaseException | None) -> int:
