@@ -5,8 +5,10 @@ import it below (one line) and keep the list sorted.
 """
 
 from bounceback.cli import (
+    _run,  # noqa: F401  (registers `bounceback run`)
     _settings,  # noqa: F401  (registers `bounceback settings`)
     _simulate,  # noqa: F401  (registers `bounceback simulate`)
+    _status,  # noqa: F401  (registers `bounceback status`, `timeline`, `breaker`, `cancel`)
     _tickets,  # noqa: F401  (registers `bounceback tickets`)
 )
 from bounceback.cli._app import cli, main
