@@ -144,6 +144,9 @@ def build_config(values: Mapping[str, Any], labels: Mapping[str, str] | None = N
         out[name] = to_seconds(v[name], label(name), allow_zero=False)
     for name in ("probe_lease_seconds", "sync_seconds", "store_retry_seconds"):
         out[name] = to_seconds(v[name], label(name), allow_zero=False)
+    if "open_seconds_max" not in values:
+        # Only the default cap: a longer open time given alone raises the cap with it.
+        out["open_seconds_max"] = max(out["open_seconds_max"], out["open_seconds"])
     if out["open_seconds_max"] < out["open_seconds"]:
         raise ConfigError(
             label("open_seconds_max"),

@@ -129,6 +129,7 @@ class _BreakerCore:
         "_permits",
         "_plain",
         "_probes",
+        "_real",
         "_rejected",
         "_reopens",
         "_settings",

@@ -94,19 +94,40 @@ class _FormsMixin(_BreakerCore):
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate a function (sync or ``async def``) so every call goes through the breaker."""
+        classify = self._classifier.classify
         if inspect.iscoroutinefunction(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
+            acall = self.acall
 
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                return await self.acall(afn, *args, **kwargs)
+                if self._fast:
+                    try:
+                        result = await afn(*args, **kwargs)
+                    except Exception as exc:
+                        self.release(None, classify(exc))
+                        raise
+                    self._fast_successes += 1
+                    return result
+                return await acall(afn, *args, **kwargs)
 
             awrapper.breaker = self  # type: ignore[attr-defined]
             return awrapper
 
+        call = self.call
+
+        # The fast path of call() is inlined: a decorated function pays one flag test and a count.
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return self.call(fn, *args, **kwargs)
+            if self._fast:
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    self.release(None, classify(exc))
+                    raise
+                self._fast_successes += 1
+                return result
+            return call(fn, *args, **kwargs)
 
         wrapper.breaker = self  # type: ignore[attr-defined]
         return wrapper
