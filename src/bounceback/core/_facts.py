@@ -112,6 +112,10 @@ def _safe_attr(obj: object, name: str) -> Any:
         return None
 
 
+def _is_ssl(exc: BaseException) -> bool:
+    return any(cls.__name__ == "SSLError" for cls in type(exc).__mro__)
+
+
 def _status_of(exc: BaseException) -> int | None:
     for holder in (exc, _safe_attr(exc, "response")):
         if holder is None:
@@ -181,7 +185,7 @@ def _from_error(facts: dict[str, str], exc: BaseException, now: float) -> None:
     if url is not None:
         _from_url(facts, url)
     if isinstance(exc, OSError):
-        if exc.errno is not None and exc.errno > 0:
+        if exc.errno is not None and exc.errno > 0 and not _is_ssl(exc):
             _put(facts, "errno", errno.errorcode.get(exc.errno, str(exc.errno)))
         for name in ("filename", "filename2"):
             value = _safe_attr(exc, name)

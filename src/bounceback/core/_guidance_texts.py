@@ -82,12 +82,16 @@ def builtin_topic(error: BaseException | None, facts: Mapping[str, str], kind: E
     status = int(facts["status"]) if facts.get("status", "").isdigit() else None
     for exc in error_chain(error):
         names = _type_names(exc)
-        code = exc.errno if isinstance(exc, OSError) else None
+        # An SSL error's errno is the SSL library's own code, not an OS errno.
+        code = exc.errno if isinstance(exc, OSError) and "SSLError" not in names else None
         text = _safe_str(exc)
         if isinstance(exc, CircuitOpenError):
             return "breaker-open"
-        if status in (401, 407) or (status == 403 and not isinstance(exc, OSError)):
+        if status in (401, 403, 407):
             return "authentication"
+        is_tls = bool(names & {"SSLError", "SSLCertVerificationError", "CertificateError"})
+        if is_tls:
+            return "tls"
         if isinstance(exc, PermissionError) or code in _PERMISSION_ERRNOS:
             return "permission"
         if _AUTH.search(text):
@@ -98,9 +102,7 @@ def builtin_topic(error: BaseException | None, facts: Mapping[str, str], kind: E
             return "disk-full"
         if "gaierror" in names or _DNS.search(text):
             return "dns"
-        if names & {"SSLError", "SSLCertVerificationError", "CertificateError"} or (
-            not isinstance(exc, (TimeoutError, AttemptTimeout)) and _TLS.search(text)
-        ):
+        if not isinstance(exc, (TimeoutError, AttemptTimeout)) and _TLS.search(text):
             return "tls"
         if isinstance(exc, ConnectionRefusedError) or code in _REFUSED_ERRNOS or _REFUSED.search(text):
             return "connection-refused"
@@ -225,8 +227,8 @@ BUILTIN_STEPS: Mapping[str, tuple[Step, ...]] = {
         Step(
             "exists",
             "Check that {command} is installed and on PATH.",
-            "Check that {path} exists (it may have been moved or deleted).",
             "Check the address {url}: the service answered HTTP {status} ({status_text}).",
+            "Check that {path} exists (it may have been moved or deleted).",
             "Check that the resource the program asks for exists.",
         ),
         Step("config", "Check the name or path in the configuration of {operation}."),

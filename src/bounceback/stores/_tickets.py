@@ -238,6 +238,26 @@ class SqliteTickets:
                     conn.execute(_BUMP, (ticket.operation, ticket.topic, item, 1, int(succeeded), 0))
         return True
 
+    def follow_up(self, operation: str, succeeded: bool, *, within: float = 86400.0) -> str | None:
+        """Count the next run of ``operation`` as the follow-up of its latest retry resolution.
+
+        For programs that parked a ticket and exited: the next run after a person chose retry (within
+        ``within`` seconds of the resolution) is that choice's outcome. Returns the ticket id, or None when
+        no resolution awaits an outcome.
+        """
+        with self._lock:
+            conn = self._db()
+            with transaction(conn, self.path, f"record a follow-up of {operation}"):
+                row = conn.execute(
+                    "SELECT id FROM tickets WHERE operation = ? AND status = 'resolved' AND outcome IS NULL "
+                    "AND choice IN ('retry', 'retry-adjusted') AND resolved_at >= ? "
+                    "ORDER BY resolved_at DESC LIMIT 1",
+                    (operation, self._clock.wall() - within),
+                ).fetchone()
+            if row is None:
+                return None
+            return str(row[0]) if self.record_outcome(str(row[0]), succeeded) else None
+
     def mark_not_useful(self, ticket_id: str, steps: Iterable[str | int]) -> Ticket:
         """Mark guidance steps of a ticket (open or resolved) as not useful, by number or key."""
         ticket = self.get(ticket_id)
