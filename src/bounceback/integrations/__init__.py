@@ -19,16 +19,24 @@ _LAZY = {
     "RetryableResponse": "bounceback.integrations._http",
     "classify_status": "bounceback.integrations._http",
     "redact_url": "bounceback.integrations._http",
+    "OpenTelemetryExporter": "bounceback.integrations._otel",
+    "export_otel": "bounceback.integrations._otel",
+    "PrometheusExporter": "bounceback.integrations._prometheus",
+    "export_prometheus": "bounceback.integrations._prometheus",
 }
 
 __all__ = [
     "AsyncRecoveringTransport",
     "HTTPX_CLASSIFIER",
+    "OpenTelemetryExporter",
+    "PrometheusExporter",
     "REQUESTS_CLASSIFIER",
     "RecoveringAdapter",
     "RecoveringTransport",
     "RetryableResponse",
     "classify_status",
+    "export_otel",
+    "export_prometheus",
     "redact_url",
 ]
 

@@ -1,0 +1,104 @@
+"""The Prometheus exporter against the real prometheus_client: counters from events, live breaker gauges."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from bounceback import CircuitBreaker, CircuitOpenError, EventBus, Policy, Registry
+from bounceback.integrations import PrometheusExporter, export_prometheus
+from bounceback.testing import FakeClock
+
+
+@pytest.fixture
+def setup() -> tuple[CollectorRegistry, EventBus, Registry, FakeClock]:
+    return CollectorRegistry(), EventBus(), Registry(), FakeClock()
+
+
+def test_recovery_and_breaker_metrics(setup: tuple[CollectorRegistry, EventBus, Registry, FakeClock]) -> None:
+    reg, bus, breakers, clock = setup
+    exporter = PrometheusExporter(reg, bus=bus, breakers=breakers)
+    brk = CircuitBreaker(
+        "prom-db",
+        window=3,
+        min_calls=3,
+        open_seconds=10,
+        half_open_calls=1,
+        health_check=lambda: False,
+        clock=clock,
+        bus=bus,
+    )
+    breakers.add_breaker(brk)
+    policy = Policy("fetch", breaker=brk, attempts=3, clock=clock, bus=bus)
+    answers = [ConnectionResetError("reset"), "row"]
+
+    def fetch() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert policy.call(fetch) == "row"
+    sample = reg.get_sample_value
+    assert sample("bounceback_attempt_failures_total", {"operation": "fetch", "kind": "transient"}) == 1
+    assert sample("bounceback_retries_total", {"operation": "fetch", "reason": "backoff"}) == 1
+    assert (
+        sample("bounceback_recoveries_total", {"operation": "fetch", "outcome": "succeeded", "reason": ""})
+        == 1
+    )
+    assert sample("bounceback_recovery_seconds_count", {"operation": "fetch", "outcome": "succeeded"}) == 1
+    assert sample("bounceback_breaker_state", {"breaker": "prom-db", "state": "closed"}) == 1
+    assert sample("bounceback_breaker_window_calls", {"breaker": "prom-db"}) == 2
+    assert sample("bounceback_breaker_failure_rate_percent", {"breaker": "prom-db"}) == 50
+
+    def down() -> None:
+        raise ConnectionRefusedError("refused")
+
+    with pytest.raises(CircuitOpenError):
+        Policy("sync-job", breaker=brk, attempts=4, deadline=5, clock=clock, bus=bus).call(down)
+    assert (
+        sample(
+            "bounceback_breaker_transitions_total",
+            {"breaker": "prom-db", "from_state": "closed", "to_state": "open"},
+        )
+        == 1
+    )
+    assert sample("bounceback_breaker_rejected_calls_total", {"breaker": "prom-db", "state": "open"}) == 1
+    assert (
+        sample(
+            "bounceback_recoveries_total",
+            {"operation": "sync-job", "outcome": "exhausted", "reason": "breaker"},
+        )
+        == 1
+    )
+    assert sample("bounceback_breaker_state", {"breaker": "prom-db", "state": "open"}) == 1
+    assert sample("bounceback_breaker_state", {"breaker": "prom-db", "state": "closed"}) == 0
+    clock.advance(5)
+    brk.tick()
+    assert sample("bounceback_breaker_health_checks_total", {"breaker": "prom-db", "result": "failed"}) == 1
+    assert b"bounceback_breaker_in_flight_calls" in generate_latest(reg)
+
+    exporter.close()
+    assert sample("bounceback_breaker_state", {"breaker": "prom-db", "state": "open"}) is None
+    assert not bus.listening  # the exporter no longer listens
+
+
+def test_export_prometheus_uses_the_given_registry_and_namespace(
+    setup: tuple[CollectorRegistry, EventBus, Registry, FakeClock],
+) -> None:
+    reg, bus, _, clock = setup
+    exporter = export_prometheus(reg, namespace="myapp", bus=bus)
+    brk = CircuitBreaker("prom-forced", clock=clock, bus=bus)
+    brk.force_open()
+    with pytest.raises(CircuitOpenError):
+        brk.acquire()
+    assert (
+        reg.get_sample_value(
+            "myapp_breaker_rejected_calls_total", {"breaker": "prom-forced", "state": "forced_open"}
+        )
+        == 1
+    )
+    assert (
+        reg.get_sample_value("myapp_breaker_state", {"breaker": "prom-forced", "state": "forced_open"}) == 1
+    )
+    exporter.close()
