@@ -1,0 +1,127 @@
+"""Untrusted text made safe to show: decoded, stripped of control characters, secrets redacted, truncated,
+then escaped. Plus the small formatters (durations, times, countdowns) every view shares.
+
+Error messages come from remote services and from other programs: they may hold HTML, script, terminal
+escapes, megabytes of binary, or a URL with a password. Every piece of such text passes :func:`esc` (or
+:func:`clean` then ``html.escape``) before it reaches a page.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from typing import Any
+
+__all__ = [
+    "MAX_TEXT",
+    "clean",
+    "esc",
+    "fmt_clock",
+    "fmt_seconds",
+    "redact_secrets",
+]
+
+MAX_TEXT = 500
+"""The most characters of one untrusted text a page shows (the rest is counted, not shown)."""
+
+# scheme://user:password@host -> scheme://***@host (any userinfo is treated as a secret).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,20}://)[^\s/@?#]+@")
+# ?token=abc&password=x -> ?token=***&password=*** (names that commonly carry secrets).
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:access_token|api[_-]?key|apikey|auth|key|pass(?:word)?|pwd|secret|sig(?:nature)?|"
+    r"token|client_secret)=)[^&#\s]*"
+)
+# "Authorization: Bearer abc" / "password=abc" outside URLs.
+_SECRET_PAIR = re.compile(
+    r"(?i)\b(authorization:\s*(?:bearer|basic)\s+|(?:password|passwd|secret)\s*[=:]\s*)\S+"
+)
+# C0 and C1 controls except tab and newline, DEL, and lone surrogates: terminal escapes and binary junk.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with credentials in URLs, secret query parameters and ``password=...`` pairs masked.
+
+    >>> redact_secrets("GET https://ann:hunter2@api.example/v1?token=abc&page=2 failed")
+    'GET https://***@api.example/v1?token=***&page=2 failed'
+    >>> redact_secrets("Authorization: Bearer abc.def")
+    'Authorization: Bearer ***'
+    """
+    text = _USERINFO.sub(r"\1***@", text)
+    text = _SECRET_PARAM.sub(r"\1***", text)
+    return _SECRET_PAIR.sub(r"\1***", text)
+
+
+def clean(value: Any, limit: int = MAX_TEXT) -> str:
+    """Untrusted text (or bytes) as a short, printable, redacted string; not yet HTML-escaped.
+
+    Bytes are decoded as UTF-8 with replacement; control characters become ``\ufffd``; text longer than
+    ``limit`` is cut and says how much was left out. The cut is made before redaction would matter:
+    redaction runs on a slightly longer prefix, so a secret straddling the cut is never half-shown.
+
+    >>> clean("boom\\x1b[31m" + "x" * 600, limit=10)
+    'boom\ufffd[31mx… (599 more characters)'
+    >>> clean(b"\\xff\\xfeok")
+    '\ufffd\ufffdok'
+    """
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        # At most 4 bytes per character: this prefix holds every character that can be shown.
+        text = raw[: limit * 4 + 256].decode("utf-8", errors="replace")
+        whole, total, unit = len(raw) <= limit * 4 + 256, len(raw), "bytes"
+    else:
+        text = str(value)
+        whole, total, unit = True, len(text), "characters"
+    # Redact a bounded prefix only: a multi-megabyte message must not cost a regex pass over all of it.
+    head = redact_secrets(_CONTROL.sub("\ufffd", text[: limit + 256]))
+    if whole and len(text) <= limit:
+        return head
+    shown = head[:limit]
+    more = total - limit if unit == "characters" else total - len(shown.encode("utf-8", "replace"))
+    return f"{shown}… ({max(more, 1)} more {unit})"
+
+
+def esc(value: Any, limit: int = MAX_TEXT) -> str:
+    """:func:`clean` then HTML-escape (quotes too): safe in element content and in attribute values.
+
+    >>> esc("<script>alert(1)</script>")
+    '&lt;script&gt;alert(1)&lt;/script&gt;'
+    """
+    return html.escape(clean(value, limit), quote=True)
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A short human duration: ``850 ms``, ``12.5 s``, ``4 min 10 s``, ``3 h 5 min``.
+
+    >>> fmt_seconds(0.85), fmt_seconds(12.5), fmt_seconds(250), fmt_seconds(11100), fmt_seconds(None)
+    ('850 ms', '12.5 s', '4 min 10 s', '3 h 5 min', '-')
+    >>> fmt_seconds(0), fmt_seconds(-3)
+    ('0 s', '0 s')
+    """
+    if seconds is None:
+        return "-"
+    if seconds <= 0:
+        return "0 s"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s".replace(".0 s", " s")
+    if seconds < 3600:
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(round(seconds) // 60, 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def fmt_clock(at: float | None) -> str:
+    """Wall time as local ``HH:MM:SS`` (``-`` for None).
+
+    >>> len(fmt_clock(1_800_000_000.0))
+    8
+    """
+    if at is None:
+        return "-"
+    return time.strftime("%H:%M:%S", time.localtime(at))

@@ -1,0 +1,161 @@
+"""The timeline page: recent runs and their attempts on a time axis (inline SVG), filterable by operation.
+
+One lane per run, newest at the top: a bar from its first attempt to its end (or now), coloured by
+outcome; each attempt a dot (red failed, green succeeded) with its error in a tooltip; each wait that
+followed a failure a thin line as long as the wait. Colours come from CSS classes only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bounceback.web._html import attr
+from bounceback.web._model import RunView, Snapshot
+from bounceback.web._text import clean, esc, fmt_clock, fmt_seconds
+
+__all__ = ["MAX_LANES", "render_timeline", "tick_step", "timeline_body", "timeline_svg"]
+
+MAX_LANES = 40
+"""The most runs drawn at once (the newest)."""
+
+_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
+_W, _LABEL, _RIGHT, _LANE, _TOP, _AXIS = 980, 190, 20, 24, 8, 30
+
+
+def tick_step(span: float, wanted: int = 6) -> float:
+    """A round tick interval in seconds giving about ``wanted`` ticks over ``span`` seconds.
+
+    >>> tick_step(60), tick_step(3600), tick_step(3)
+    (10, 600, 0.5)
+    """
+    for step in _STEPS:
+        if span / step <= wanted:
+            return step
+    return _STEPS[-1]
+
+
+def _tip(*lines: str) -> str:
+    return "<title>" + esc("\n".join(lines), 600) + "</title>"
+
+
+def timeline_svg(runs: Sequence[RunView], snapshot: Snapshot) -> str:
+    """The SVG of ``runs`` (drawn newest first) with their attempts from ``snapshot``."""
+    now = snapshot.now
+    shown = sorted(runs, key=lambda r: r.started_at, reverse=True)[:MAX_LANES]
+    if not shown:
+        return ""
+    start = min(r.started_at for r in shown)
+    end = max(now, *(r.ended_at or r.updated_at for r in shown))
+    span = max(end - start, 1.0)
+    start -= span * 0.02
+    end += span * 0.02
+    span = end - start
+    plot_w = _W - _LABEL - _RIGHT
+    height = _TOP + _LANE * len(shown) + _AXIS
+
+    def x(at: float) -> float:
+        return _LABEL + plot_w * (min(max(at, start), end) - start) / span
+
+    parts = [
+        f'<svg class="timeline" viewBox="0 0 {_W} {height}" role="img" aria-label="Runs and attempts over time" '
+        'xmlns="http://www.w3.org/2000/svg">'
+    ]
+    step = tick_step(span)
+    tick = (start // step + 1) * step
+    axis_y = _TOP + _LANE * len(shown)
+    while tick < end:
+        label = fmt_clock(tick) if step >= 1 else f"{fmt_clock(tick)}.{round(tick % 1 * 10) % 10}"
+        parts.append(
+            f'<line class="grid" x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{_TOP}" y2="{axis_y}"/>'
+            f'<text class="tick" x="{x(tick):.1f}" y="{axis_y + 18}" text-anchor="middle">{esc(label)}</text>'
+        )
+        tick += step
+    parts.append(f'<line class="now" x1="{x(now):.1f}" x2="{x(now):.1f}" y1="{_TOP}" y2="{axis_y}"/>')
+    for lane, run in enumerate(shown):
+        y = _TOP + lane * _LANE
+        mid = y + _LANE / 2
+        finish = run.ended_at if run.ended_at is not None else (now if run.is_active else run.updated_at)
+        parts.append(
+            f'<g class="run status-{attr(run.status)}" data-run="{attr(run.run_id)}">'
+            f'<text class="lane-label" x="{_LABEL - 8}" y="{mid + 4:.1f}" text-anchor="end">'
+            f'{esc(clean(run.operation, 18))} <tspan class="lane-time">{esc(fmt_clock(run.started_at))}</tspan>'
+            "</text>"
+            f'<rect class="bar" x="{x(run.started_at):.1f}" y="{y + 6}" '
+            f'width="{max(x(finish) - x(run.started_at), 2.0):.1f}" height="{_LANE - 12}" rx="3">'
+            + _tip(
+                f"{run.operation} · {run.status}" + (f" ({run.reason})" if run.reason else ""),
+                f"{fmt_clock(run.started_at)} → {fmt_clock(finish)} · {run.attempts} attempts",
+            )
+            + "</rect>"
+        )
+        for att in snapshot.attempts.get(run.run_id, ()):
+            if att.delay:
+                parts.append(
+                    f'<line class="wait" x1="{x(att.at):.1f}" x2="{x(att.at + att.delay):.1f}" '
+                    f'y1="{mid:.1f}" y2="{mid:.1f}"/>'
+                )
+            outcome = "succeeded" if att.outcome == "succeeded" else "failed"
+            detail = f"{att.error_type or ''}: {att.error or ''}".strip(": ") if outcome == "failed" else "ok"
+            wait = f" · then waited {fmt_seconds(att.delay)}" if att.delay else ""
+            parts.append(
+                f'<circle class="attempt {outcome}" cx="{x(att.at):.1f}" cy="{mid:.1f}" r="4.5">'
+                + _tip(f"attempt {att.attempt} {outcome} at {fmt_clock(att.at)}{wait}", detail)
+                + "</circle>"
+            )
+        if run.is_active and run.next_try_at is not None:
+            nx = x(run.next_try_at)
+            parts.append(
+                f'<path class="next-try" d="M{nx:.1f},{mid - 5:.1f} l5,5 l-5,5 l-5,-5 z">'
+                + _tip(f"next try at {fmt_clock(run.next_try_at)}")
+                + "</path>"
+            )
+        parts.append("</g>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_timeline(snapshot: Snapshot, operation: str | None) -> dict[str, str]:
+    """The regions of the timeline page, for one operation or all (None).
+
+    >>> from bounceback.web._model import AttemptView, RunView
+    >>> run = RunView("r1", "fetch", "recovered", 100.0, 103.0, 103.0, 2, 5)
+    >>> att = AttemptView("r1", 1, 100.5, 0.5, "failed", "OSError", "<b>refused</b>", "transient", 2.0)
+    >>> svg = render_timeline(Snapshot(now=110.0, runs=(run,), attempts={"r1": (att,)}), None)["timeline"]
+    >>> svg.count("<circle"), "&lt;b&gt;refused" in svg
+    (1, True)
+    """
+    runs = [r for r in snapshot.runs if operation is None or r.operation == operation]
+    svg = timeline_svg(runs, snapshot)
+    scope = f" of {esc(operation)}" if operation else ""
+    if not svg:
+        body = f'<p class="empty">No recovery run{scope} in the last hour.</p>'
+    else:
+        more = len(runs) - MAX_LANES
+        note = f'<p class="sub">{more} older runs not drawn.</p>' if more > 0 else ""
+        body = (
+            f"{svg}{note}"
+            '<p class="legend"><span class="key ok"></span> succeeded <span class="key failed"></span> failed '
+            '<span class="key wait"></span> wait <span class="key next"></span> next try '
+            f"· {len(runs[:MAX_LANES])} run{'s' if len(runs) != 1 else ''}{scope}</p>"
+        )
+    options = ['<option value="">all operations</option>']
+    names = set(snapshot.operations) | ({operation} if operation else set())
+    options.extend(
+        f'<option value="{attr(n)}"{" selected" if n == operation else ""}>{esc(n)}</option>'
+        for n in sorted(names)
+    )
+    filters = (
+        '<form method="get" action="/timeline" class="filter" data-autosubmit>'
+        f'<label>operation <select name="op">{"".join(options)}</select></label>'
+        "<noscript><button>Show</button></noscript></form>"
+    )
+    return {"timeline-filter": filters, "timeline": body}
+
+
+def timeline_body(regions: dict[str, str]) -> str:
+    """Lay the timeline regions out."""
+    return (
+        "<h1>Timeline</h1>"
+        f'<div id="timeline-filter" data-live>{regions["timeline-filter"]}</div>'
+        f'<div id="timeline" data-live>{regions["timeline"]}</div>'
+    )
