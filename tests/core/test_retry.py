@@ -439,3 +439,17 @@ def test_cancelling_the_policy_token_reaches_runs_with_their_own_tokens() -> Non
     finally:
         run_controls.disable()
     assert parent._children == []
+
+
+def test_give_up_names_the_failure_behind_a_breaker_refusal() -> None:
+    from bounceback import CircuitOpenError
+
+    errors = iter([ConnectionRefusedError(111, "refused"), CircuitOpenError("b", "open", None, 5.0)])
+    seen: list[GiveUp] = []
+
+    def fn() -> None:
+        raise next(errors)
+
+    Policy("c", attempts=2, clock=FakeClock(), fallback=seen.append).call(fn)
+    assert isinstance(seen[0].error, CircuitOpenError)
+    assert isinstance(seen[0].cause, ConnectionRefusedError)

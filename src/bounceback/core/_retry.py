@@ -26,7 +26,7 @@ from bounceback.core._events import (
     RetryScheduled,
 )
 from bounceback.core._time import CancelToken, Clock
-from bounceback.errors import AttemptTimeout, CircuitOpenError, ConfigError
+from bounceback.errors import AttemptTimeout, BulkheadFull, CircuitOpenError, ConfigError
 
 __all__ = [
     "AttemptRecord",
@@ -188,6 +188,9 @@ class GiveUp:
     elapsed: float
     breaker_state: str | None
     result: Any = None
+    cause: BaseException | None = None
+    """The last error from the dependency itself: when the final attempts were refused by an open breaker,
+    ``error`` is that refusal and ``cause`` the failure that opened it (what a person must fix)."""
 
 
 class Engine:
@@ -391,7 +394,15 @@ class Engine:
             self.clock.monotonic() - run.started,
             brk.state_name if brk is not None else None,
             result,
+            _cause(run),
         )
+
+
+def _cause(run: Run) -> BaseException | None:
+    for _, exc, _, _, _ in reversed(run.history):
+        if exc is not None and not isinstance(exc, (CircuitOpenError, BulkheadFull)):
+            return exc
+    return run.last_error
 
 
 def _message(exc: BaseException | None) -> str:

@@ -11,6 +11,7 @@ Time is scaled by ``speed`` (the demo's ``--fast`` uses a larger one) so the who
 from __future__ import annotations
 
 import json
+import math
 import socket
 import struct
 import threading
@@ -170,7 +171,8 @@ class Fleet:
                     state.throttled_until = now + self.retry_after / self.speed
                 waiting = state.throttled_until - now
             if waiting > 0:
-                seconds = max(1, round(waiting * self.speed))
+                # Retry-After speaks whole seconds of real time.
+                seconds = max(1, math.ceil(waiting))
                 return "send", 429, {"Retry-After": str(seconds)}, _json({"error": "too many requests"})
         elif fault == "outage" and since_first < self.outage_seconds:
             # The first part of the outage answers 503; after that the device drops connections.

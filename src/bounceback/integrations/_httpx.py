@@ -15,7 +15,14 @@ from typing import Any
 
 import httpx
 
-from bounceback.core._classify import DEFAULT_CLASSIFIER, Classifier, ErrorKind, on_predicate
+from bounceback.core._classify import (
+    DEFAULT_CLASSIFIER,
+    Classification,
+    Classifier,
+    ErrorKind,
+    Rule,
+    on_predicate,
+)
 from bounceback.integrations._http import (
     IDEMPOTENT_METHODS,
     HttpRecovery,
@@ -39,7 +46,19 @@ def _dns_not_found(exc: BaseException) -> bool:
     return False
 
 
+def _status_error(exc: BaseException) -> Classification | None:
+    """``response.raise_for_status()`` errors, by the status of their response."""
+    if not isinstance(exc, httpx.HTTPStatusError):
+        return None
+    response = exc.response
+    verdict = classify_status(response.status_code, response.headers)
+    if verdict is not None:
+        return verdict
+    return Classification(ErrorKind.PERMANENT, f"HTTP {response.status_code}: an answer, not a fault to wait out")
+
+
 HTTPX_CLASSIFIER: Classifier = DEFAULT_CLASSIFIER.with_rules(
+    Rule("httpx:status", _status_error),
     on_predicate(
         lambda e: isinstance(e, httpx.ConnectError) and _dns_not_found(e),
         kind="permanent",

@@ -1,0 +1,65 @@
+"""The demo end to end: the real CLI in a subprocess, against the real fleet, on a fresh home database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _bounceback(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BOUNCEBACK_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "bounceback", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_demo_fast_recovers_what_it_can_and_parks_tickets(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = _bounceback(tmp_path, "demo", "--fast", "--json")
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    by_fault = {d["fault"]: d for d in summary["devices"]}
+    assert by_fault["healthy"]["outcome"] == "ok"
+    assert by_fault["slow"]["outcome"] == "ok"
+    assert by_fault["flapping"] == {**by_fault["flapping"], "outcome": "recovered", "attempts": 3}
+    assert by_fault["throttling"]["outcome"] == "recovered"
+    assert by_fault["outage"]["outcome"] == "recovered"
+    assert by_fault["outage"]["attempts"] >= 4  # it waited for the breaker's probes
+    assert by_fault["cut"]["outcome"] == "recovered"
+    refusing, auth = by_fault["refusing"], by_fault["auth"]
+    assert (refusing["outcome"], refusing["detail"]) == ("ticket", "connection-refused")
+    assert (auth["outcome"], auth["detail"], auth["attempts"]) == ("ticket", "authentication", 1)
+    assert "credentials" in auth["guidance"]
+    assert sorted(summary["tickets"]) == sorted([refusing["ticket"], auth["ticket"]])
+    assert took < 60
+
+    # Without a terminal the tickets are parked in the home database, for the CLI (and dashboard) to resolve.
+    listed = json.loads(_bounceback(tmp_path, "tickets", "list", "--json").stdout)
+    assert {t["id"] for t in listed} >= set(summary["tickets"])
+
+    # The breaker of the device that was down opened, probed and closed; other processes see it.
+    status = json.loads(_bounceback(tmp_path, "status", "--json").stdout)
+    text = json.dumps(status)
+    assert "device/boiler-05" in text
+    assert "pull-config/mixer-03" in text
+
+
+def test_demo_prints_a_summary_table_and_next_steps(tmp_path: Path) -> None:
+    done = _bounceback(tmp_path, "demo", "--fast", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "pulled configuration from 8 devices" in done.stdout
+    for device in ("press-01", "boiler-05", "valve-06", "sensor-07"):
+        assert device in done.stdout
+    assert "bounceback tickets show" in done.stderr
+    assert "\x1b[" not in done.stderr  # no terminal: plain text
