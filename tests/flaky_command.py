@@ -1,12 +1,13 @@
 """A command that fails a set number of times, for the subprocess and CLI tests.
 
     python flaky_command.py COUNTER FAILURES [--code N | --signal NAME | --hang] [--out TEXT] [--err TEXT]
-        [--child-pid FILE] [--then-code N]
+        [--child-pid FILE] [--then-code N] [--hang-on N] [--ignore-sigint]
 
 Each run adds one to the number in the file COUNTER. While that number is at most FAILURES the run fails
 (exit code ``--code``, default 75; or kills itself with ``--signal``; or hangs with ``--hang``, after
 writing the pid of a grandchild it started to ``--child-pid``). After that it prints ``--out`` on stdout
-and ``--err`` on stderr and exits with ``--then-code`` (default 0).
+and ``--err`` on stderr and exits with ``--then-code`` (default 0). ``--hang-on N`` makes the Nth run hang whatever FAILURES
+says; ``--ignore-sigint`` makes a run ignore Ctrl-C.
 """
 
 from __future__ import annotations
@@ -32,10 +33,16 @@ def main() -> int:
     parser.add_argument("--err", default="")
     parser.add_argument("--fail-out", default="")
     parser.add_argument("--then-code", type=int, default=0)
+    parser.add_argument("--hang-on", type=int, default=0)
+    parser.add_argument("--ignore-sigint", action="store_true")
     args = parser.parse_args()
+    if args.ignore_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     count = int(args.counter.read_text() or 0) + 1 if args.counter.exists() else 1
     args.counter.write_text(str(count))
-    if count <= args.failures:
+    if count == args.hang_on:
+        args.hang = True
+    if count <= args.failures or count == args.hang_on:
         if args.fail_out:
             print(args.fail_out, flush=True)
         if args.signal:

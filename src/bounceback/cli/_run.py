@@ -64,6 +64,9 @@ class _Tracker:
 
     def __init__(self) -> None:
         self.run_id: str | None = None
+        """The run going on now (None between runs)."""
+        self.last_run_id: str | None = None
+        """The run that ended last."""
         self.started_at = 0.0
         self.started = 0.0
         self.attempts = 0
@@ -75,7 +78,7 @@ class _Tracker:
                 self.started_at = event.at - event.elapsed
             self.attempts = event.attempt
         elif isinstance(event, (RecoveryExhausted, RecoverySucceeded)) and event.run_id == self.run_id:
-            self.run_id = None
+            self.last_run_id, self.run_id = self.run_id, None
 
 
 def _say(text: str) -> None:
@@ -297,7 +300,7 @@ def _after_give_up(
             attempts=attempts,
             exit_code=default,
             error=error,
-            run_id=tracker.run_id,
+            run_id=tracker.run_id or tracker.last_run_id,
             attended=sys.stdin.isatty() and sys.stderr.isatty(),
             settings=settings,
             rerun=rerun,
