@@ -16,7 +16,9 @@ network does), ``latency`` (each chunk delayed), ``bandwidth`` (bytes per second
 sliced), and ``cut`` (the answer is cut after ``after_bytes`` bytes and the connection reset).
 
 A schedule moves from one fault to the next after a number of accepted connections or after real seconds
-(``recover`` is the common case: a fault for a while, then ``passing``). :attr:`FaultProxy.stats` counts
+(the common case: a fault for a while, then ``passing``). A connection keeps the fault it met when it was
+accepted, except that :meth:`FaultProxy.set` and a timed step reach open connections too (so a stall that
+ends delivers what it held). :attr:`FaultProxy.stats` counts
 connections accepted, refused, reset, cut and bytes in each direction.
 """
 
@@ -99,8 +101,9 @@ class ProxyStats:
 class _Conn:
     """One client connection and its upstream twin."""
 
-    def __init__(self, client: asyncio.StreamWriter) -> None:
+    def __init__(self, client: asyncio.StreamWriter, fault: Fault) -> None:
         self.client = client
+        self.fault = fault
         self.upstream: asyncio.StreamWriter | None = None
         self.down_bytes = 0
         self.closed = False
@@ -273,21 +276,28 @@ class FaultProxy:
     async def _set(self, fault: Fault, drop_plan: bool = False) -> None:
         if drop_plan:
             self._drop_plan()
-        self._apply(fault)
+        self._apply(fault, everyone=True)
         if fault.kind != "refuse" and self._server is None:
             await self._listen()
 
-    def _apply(self, fault: Fault) -> None:
-        """Put ``fault`` in force (synchronously, so no connection slips in between)."""
+    def _apply(self, fault: Fault, *, everyone: bool) -> None:
+        """Put ``fault`` in force (synchronously, so no connection slips in between).
+
+        ``everyone``: open connections take it too (a set, or a timed step: a stall that ends releases
+        what it held); otherwise only new connections do (a step counted in connections).
+        """
         before = self._fault
         self._fault = fault
+        if everyone:
+            for conn in self._conns:
+                conn.fault = fault
         self.stats.faults.append(fault.kind)
         if fault.kind == "refuse" and self._server is not None:
             self._server.close()
             self._server = None
             self.stats.refused_windows += 1
             self._reset_all()
-        if fault.kind == "reset" and before.kind != "reset":
+        if fault.kind == "reset" and before.kind != "reset" and everyone:
             self._reset_all()
         assert self._changed is not None
         # Wake every pump waiting on a stall; a fresh event for the next wait.
@@ -324,7 +334,7 @@ class FaultProxy:
         if not self._plan:
             return
         fault = self._plan.pop(0)
-        self._apply(fault)
+        self._apply(fault, everyone=self._plan_seconds is not None)
         self._arm()
         if fault.kind != "refuse" and self._server is None:
             assert self._loop is not None
@@ -342,9 +352,9 @@ class FaultProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.accepted += 1
-        conn = _Conn(writer)
-        self._conns.add(conn)
         fault = self._fault
+        conn = _Conn(writer, fault)
+        self._conns.add(conn)
         # A connection-count schedule moves on once enough connections have met the current fault.
         if (
             self._step_connections is not None
@@ -358,8 +368,9 @@ class FaultProxy:
                 return
             if fault.kind == "stall":
                 self.stats.stalled += 1
-                await self._wait_change()
-                if self._fault.kind in ("reset", "refuse") or conn.closed:
+                while conn.fault.kind == "stall" and not conn.closed:
+                    await self._wait_change()
+                if conn.fault.kind in ("reset", "refuse") or conn.closed:
                     conn.abort()
                     return
             try:
@@ -391,9 +402,9 @@ class FaultProxy:
                         if writer.can_write_eof():
                             writer.write_eof()
                     return
-                while self._fault.kind == "stall" and not conn.closed:
+                while conn.fault.kind == "stall" and not conn.closed:
                     await self._wait_change()
-                fault = self._fault
+                fault = conn.fault
                 if fault.kind in ("reset", "refuse"):
                     self.stats.reset += 1
                     conn.abort()
