@@ -398,6 +398,11 @@ class _BreakerCore:
         self._after(change)
 
 
+def is_warm(cfg: BreakerConfig, counts: WindowCounts) -> bool:
+    """True when a success can no longer trip the breaker (so successes may skip the window for now)."""
+    return counts.calls >= cfg.min_calls_in_window or not (counts.failures or counts.slow)
+
+
 def _fields(state: SharedState, version: int) -> dict[str, Any]:
     return {
         "state": state.state,
