@@ -531,3 +531,15 @@ def test_metrics_snapshot() -> None:
     assert (m.state, m.time_in_state, m.retry_after, m.opens) == ("open", 12.0, 18.0, 1)
     assert m.store == "memory" and m.store_available
     assert not math.isnan(m.failure_rate)
+
+
+def test_every_breaker_setting_key_exists_in_the_schema_with_the_same_default() -> None:
+    from bounceback.core._breaker_config import SETTINGS_KEYS, BreakerConfig
+    from bounceback.core._settings import SCHEMA
+
+    base = BreakerConfig()
+    for key, field in SETTINGS_KEYS.items():
+        assert key in SCHEMA, key
+        assert SCHEMA[key].default == getattr(base, field), key
+    breaker_keys = {k for k in SCHEMA if k.startswith("breaker.")} - {"breaker.enabled"}
+    assert breaker_keys == set(SETTINGS_KEYS)
