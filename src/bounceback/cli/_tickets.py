@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from bounceback.cli._app import EXIT_USAGE, AppContext, cli, echo_json, pass_app
+from bounceback.cli._run_support import manual_handler, set_manual_handler
+from bounceback.cli._tickets_run import ticket_step
 from bounceback.core._facts import clean_text, format_clock_time
 from bounceback.core._manual import ChoiceKind, Ticket
 from bounceback.core._manual_recovery import current_person
@@ -252,3 +254,8 @@ def prune_tickets(app: AppContext, as_json: bool) -> None:
         echo_json({"deleted": count, "retention": store.retention})
     else:
         click.echo(f"deleted {count} resolved ticket(s) older than {store.retention:g} s")
+
+
+# `bounceback run` hands a command that gave up to the ticket step (unless a program installed its own).
+if manual_handler() is None:
+    set_manual_handler(ticket_step)

@@ -335,11 +335,13 @@ def open_ticket(
     can_skip: bool = False,
     ticket_id: str | None = None,
     topic: str | None = None,
+    context: Mapping[str, str] | None = None,
 ) -> Ticket:
     """Open a ticket for a recovery that gave up (``now`` is the wall time).
 
     ``stats`` are the recorded outcomes for this operation and topic (see :func:`rank`); ``can_skip``
-    offers the skip choice (the program has a fallback value).
+    offers the skip choice (the program has a fallback value). ``context`` adds facts the error does not
+    carry (such as the ``command`` a wrapper ran); facts read from the error take precedence.
     """
     cat = catalog or default_guidance
     verdict = info.classification
@@ -347,6 +349,8 @@ def open_ticket(
     if info.error is None:
         facts["error_type"] = "rejected result"
         facts["result"] = clean_text(repr(info.result))
+    for key, value in (context or {}).items():
+        facts.setdefault(key, clean_text(value))
     n = len(info.attempts)
     facts.update(
         reason=info.reason,
