@@ -44,8 +44,8 @@ def test_eight_threads_run_in_parallel_not_one_at_a_time(limits: dict[str, objec
     elapsed = time.perf_counter() - started
     assert errors == []
     assert brk.metrics().calls == 40
-    # Serialised would be >= 0.4 s; parallel is ~0.05 s. Allow generous room for a busy 2-core CI box.
-    assert elapsed < 0.2, f"40 calls of 10 ms on 8 threads took {elapsed:.3f} s"
+    # Serialised would be >= 0.4 s; parallel is ~0.05 s. The bound leaves room for a busy 2-core CI box.
+    assert elapsed < 0.3, f"40 calls of 10 ms on 8 threads took {elapsed:.3f} s"
 
 
 class Dependency:
