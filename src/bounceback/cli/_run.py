@@ -314,8 +314,8 @@ def _after_give_up(
             f"{operation}: automatic recovery stopped ({why}) after {attempts} attempt(s); nothing is "
             f"running now. Run the same command again when ready (exit code {EXIT_STOPPED})."
         )
-    elif reason == "breaker":
-        _say(f"{operation}: gave up: {error}")
+    elif isinstance(error, CircuitOpenError):
+        _say(_open_message(operation, error).replace("; the command was not run", ""))
     return default
 
 
