@@ -21,7 +21,7 @@ __all__ = ["render_timeline"]
 _RUN_STYLE = {"recovered": "green", "gave-up": "red", "running": "yellow", "abandoned": "dim"}
 _STATE_CHAR = {"closed": "━", "open": "█", "half_open": "▒", "forced_open": "▓", "disabled": "┄"}
 _LABEL = 26
-_SUMMARY = 36
+_SUMMARY = 48
 
 
 def _label(text: str) -> str:
@@ -77,7 +77,7 @@ def render_timeline(
 
 def _axis(since: float, until: float, cols: int) -> Text:
     line = [" "] * cols
-    ticks = 4 if cols >= 50 else 2
+    ticks = min(4, max(1, cols // 12))  # labels are 8 wide: keep them apart
     for i in range(ticks + 1):
         pos = round(i * (cols - 1) / ticks)
         stamp = clock_time(since + (until - since) * pos / max(cols - 1, 1))
