@@ -33,11 +33,11 @@ from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.errors import AttemptTimeout, ConfigError
 
 __all__ = [
-    "TIMEOUT_EXIT_CODE",
     "CommandFailed",
     "CommandResult",
     "CommandRunner",
     "ExitCodes",
+    "TIMEOUT_EXIT_CODE",
     "exit_code_of",
     "run_command",
 ]
