@@ -14,7 +14,6 @@ from bounceback.core._breaker import BreakerMetrics, BreakerState, CircuitBreake
 from bounceback.core._breaker_config import BreakerConfig
 from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, SharedState, WindowSpec
 from bounceback.core._budget import RetryBudget
-from bounceback.core._window import WindowCounts
 from bounceback.core._classify import (
     DEFAULT_CLASSIFIER,
     Classification,
@@ -48,13 +47,18 @@ from bounceback.core._events import (
     TicketResolved,
     default_bus,
 )
+from bounceback.core._guidance import GuidanceCatalog, Step, default_guidance
 from bounceback.core._log import event_fields, log_events
+from bounceback.core._manual import Choice, ChoiceKind, GuidanceStep, Record, Resolution, Ticket, open_ticket
+from bounceback.core._manual_ports import MemoryTickets, TicketPrompter, TicketStore
+from bounceback.core._manual_recovery import PASS, ManualRecovery, chain
 from bounceback.core._policy import Policy, RetryAgain, retry
 from bounceback.core._registry import Registry, registry
 from bounceback.core._retry import AttemptRecord, GiveUp, RetryConfig
 from bounceback.core._retry_after import parse_retry_after
 from bounceback.core._settings import SettingsSource, StaticSettings
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, SystemClock, parse_duration
+from bounceback.core._window import WindowCounts
 from bounceback.errors import (
     AttemptTimeout,
     BouncebackError,
@@ -89,6 +93,8 @@ __all__ = [
     "BulkheadFull",
     "CallRejected",
     "CancelToken",
+    "Choice",
+    "ChoiceKind",
     "CircuitBreaker",
     "CircuitOpenError",
     "Classification",
@@ -100,15 +106,22 @@ __all__ = [
     "Event",
     "EventBus",
     "GiveUp",
+    "GuidanceCatalog",
+    "GuidanceStep",
     "HealthChecked",
     "Jitter",
+    "ManualRecovery",
     "MemoryBreakerStore",
+    "MemoryTickets",
+    "PASS",
     "Policy",
+    "Record",
     "RecoveryCancelled",
     "RecoveryExhausted",
     "RecoveryRequired",
     "RecoverySucceeded",
     "Registry",
+    "Resolution",
     "RetriesExhausted",
     "RetryAgain",
     "RetryBudget",
@@ -120,17 +133,23 @@ __all__ = [
     "SettingsSource",
     "SharedState",
     "StaticSettings",
+    "Step",
     "StoreError",
     "StoreRecovered",
     "StoreUnavailable",
     "SystemClock",
+    "Ticket",
     "TicketOpened",
+    "TicketPrompter",
     "TicketResolved",
+    "TicketStore",
     "WindowCounts",
     "WindowSpec",
     "__version__",
+    "chain",
     "classify",
     "default_bus",
+    "default_guidance",
     "event_fields",
     "log_events",
     "mark",
@@ -138,6 +157,7 @@ __all__ = [
     "on_message",
     "on_predicate",
     "on_type",
+    "open_ticket",
     "parse_duration",
     "parse_retry_after",
     "registry",
