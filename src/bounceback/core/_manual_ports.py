@@ -1,6 +1,6 @@
 """The ports of manual recovery: where tickets are kept (a store) and how a person is asked (a prompter).
 
-``bounceback.stores.SqliteTickets`` and :class:`MemoryTickets` implement :class:`TicketStore`;
+``SqliteTickets`` (``bounceback.stores._tickets``) and :class:`MemoryTickets` implement :class:`TicketStore`;
 ``bounceback.console.TerminalPrompter`` implements :class:`TicketPrompter`.
 """
 

@@ -133,7 +133,9 @@ class ManualRecovery:
             )
         if mode == "park" and store is None:
             raise ConfigError(
-                "store", None, "a ticket store for mode 'park' (bounceback.stores.SqliteTickets)"
+                "store",
+                None,
+                "a ticket store for mode 'park' (SqliteTickets from bounceback.stores._tickets)",
             )
         self.mode = mode
         self.store = store
