@@ -134,6 +134,7 @@ class Policy:
         "_explicit",
         "_fallback",
         "_fast",
+        "_mode",
         "_result_check",
         "_settings",
         "_unsubscribe",
@@ -222,7 +223,12 @@ class Policy:
         )
 
     def _compute_fast(self) -> bool:
-        return self._engine.cfg.attempt_timeout == math.inf and self._result_check is None
+        cfg = self._engine.cfg
+        fast = cfg.attempt_timeout == math.inf and self._result_check is None
+        # The wrappers' one-look summary: 0 slow path; 1 fast, no deadline (the clock is read only on a
+        # failure); 2 fast with a deadline (the clock is read before the first attempt).
+        self._mode = 0 if not fast else (2 if cfg.deadline != math.inf else 1)
+        return fast
 
     def reload(self) -> None:
         """Re-read the settings now (done by itself when the settings source reports a change).
@@ -592,26 +598,47 @@ def _sync_wrapper(policy: Policy, fn: Callable[..., Any]) -> Callable[..., Any]:
     classify = eng.classify
     # A retry budget counts calls (its denominator); a policy's budget never changes, so look once.
     counter: Any = eng.budget if isinstance(getattr(eng.budget, "_calls", None), int) else None
+    brk = policy._breaker
 
-    # The fast path is inlined here: one clock read, two flag tests, the call.
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        brk = policy._breaker
-        if policy._fast and (brk is None or brk._fast):
-            started = now()
-            if counter is not None:
-                counter._calls += 1
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                verdict = classify(exc)
-                if brk is not None:
+    # The fast path is inlined: a flag test, the call, and the clock only when a deadline needs it (without
+    # one, a failure reads the clock and the first attempt's own duration is left out of ``elapsed``).
+    if brk is None:
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            mode = policy._mode
+            if mode:
+                started = now() if mode == 2 else -1.0
+                if counter is not None:
+                    counter._calls += 1
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:
+                    if started < 0:
+                        started = now()
+                    return recover(fn, args, kwargs, started, exc, classify(exc), None)
+            return slow(fn, args, kwargs)
+
+    else:
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            mode = policy._mode
+            if mode and brk._fast:
+                started = now() if mode == 2 else -1.0
+                if counter is not None:
+                    counter._calls += 1
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    if started < 0:
+                        started = now()
+                    verdict = classify(exc)
                     brk.release(None, verdict)
-                return recover(fn, args, kwargs, started, exc, verdict, None)
-            if brk is not None:
+                    return recover(fn, args, kwargs, started, exc, verdict, None)
                 brk._fast_successes += 1
-            return result
-        return slow(fn, args, kwargs)
+                return result
+            return slow(fn, args, kwargs)
 
     wrapper.policy = policy  # type: ignore[attr-defined]
     return wrapper
