@@ -192,7 +192,8 @@ def test_a_step_whose_facts_are_unknown_uses_its_general_wording_or_is_left_out(
 def test_guidance_never_shows_raw_placeholders_or_control_characters(message: str, kind: type) -> None:
     ticket = open_ticket(give_up(kind(message)), now=NOW)
     for step in ticket.guidance:
-        assert "{" not in step.text.replace(message, "")
+        leftover = re.findall(r"\{([a-z_]+)\}", step.text)
+        assert all(f"{{{name}}}" in message for name in leftover)  # only what the message itself said
         assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", step.text)
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", ticket.error_message.replace("\n", ""))
 
@@ -602,3 +603,15 @@ def test_retry_again_reports_its_outcome_exactly_once() -> None:
 
     assert Policy("x", attempts=2, clock=FakeClock(), fallback=fallback).call(flaky) == "ok"
     assert told == [False, False, True]
+
+
+def test_a_store_that_cannot_park_still_hands_the_ticket_over(tmp_path: Any) -> None:
+    from bounceback.stores._tickets import SqliteTickets
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the home folder should be")
+    recovery = ManualRecovery("park", store=SqliteTickets(blocker / "bounceback.db"))
+    with pytest.raises(RecoveryRequired, match="could not be parked") as caught:
+        Policy("sync", attempts=2, clock=FakeClock(), fallback=recovery).call(Flaky(9))
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+    assert caught.value.ticket.guidance

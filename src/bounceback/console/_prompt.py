@@ -282,8 +282,6 @@ class TerminalPrompter:
         not_useful: list[str],
         note: str = "",
     ) -> Resolution:
-        if choice is ChoiceKind.ABORT and all(c.kind is not ChoiceKind.ABORT for c in ticket.choices):
-            raise ConfigError("choice", "abort", "a ticket that offers abort")
         resolution = ticket.decide(
             choice,
             by=self.who or current_person(),

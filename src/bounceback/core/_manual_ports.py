@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Protocol
 
+from bounceback.core._facts import format_clock_time
 from bounceback.core._manual import Record, Resolution, Ticket, choice_item, rank, step_item
 from bounceback.errors import ConfigError
 
@@ -133,7 +134,8 @@ class MemoryTickets:
             if ticket is None:
                 raise unknown_ticket(ticket_id)
             if not ticket.is_open:
-                raise already_resolved(ticket, f"{ticket.resolution.at if ticket.resolution else 0:.3f}")
+                at = ticket.resolution.at if ticket.resolution else 0.0
+                raise already_resolved(ticket, format_clock_time(at))
             ticket = replace(ticket, status="resolved", resolution=resolution)
             self._tickets[ticket_id] = ticket
             for key in resolution.not_useful:

@@ -31,7 +31,7 @@ from bounceback.core._manual_ports import TicketPrompter, TicketStore
 from bounceback.core._policy import RetryAgain
 from bounceback.core._retry import GiveUp
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
-from bounceback.errors import ConfigError, RecoveryCancelled, RecoveryRequired, RetriesExhausted
+from bounceback.errors import ConfigError, RecoveryCancelled, RecoveryRequired, RetriesExhausted, StoreError
 
 __all__ = ["MODES", "ManualRecovery", "PASS", "chain", "current_person"]
 
@@ -250,7 +250,13 @@ class ManualRecovery:
 
     def _park(self, ticket: Ticket, info: GiveUp) -> Any:
         assert self.store is not None
-        ticket = self.store.park(ticket)
+        try:
+            ticket = self.store.park(ticket)
+        except Exception as exc:
+            # The person still gets the ticket, in the error; only keeping it failed.
+            raise _required(
+                ticket, f"the ticket could not be parked ({exc}); a person must decide"
+            ) from info.error
         if self.wait > 0:
             resolved = self._wait_for(ticket.id)
             if resolved is not None and resolved.resolution is not None:
@@ -275,9 +281,14 @@ class ManualRecovery:
         clock = self.clock
         end = clock.monotonic() + self.wait
         while True:
-            ticket = self.store.get(ticket_id)
-            if not ticket.is_open:
-                return ticket
+            try:
+                ticket = self.store.get(ticket_id)
+            except StoreError:
+                # A busy or briefly unreachable database: keep waiting, within the same time limit.
+                _log.warning("could not read ticket %s; trying again", ticket_id, exc_info=True)
+            else:
+                if not ticket.is_open:
+                    return ticket
             left = end - clock.monotonic()
             if left <= 0:
                 return None
