@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_server import _session_redis, own_redis_server, redis_server  # noqa: F401  (fixtures)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(

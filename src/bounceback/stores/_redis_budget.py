@@ -4,6 +4,9 @@
 window is one hash (``<prefix>{name}``) holding a ring of ``slices`` slices keyed by absolute index, and
 it expires by itself two windows after its last use, so idle budgets leave nothing behind.
 
+When Redis cannot be reached, budgets count locally for a while instead of failing the user's call
+(:class:`~bounceback.stores._ledger_fallback.LedgerFallback`).
+
 Time: the ``now`` a budget passes in is its process's monotonic clock, which means nothing on another
 machine, so the ledger sends the wall clock (``clock.wall()``) instead; the machines of a fleet must keep
 their clocks in sync (NTP).
@@ -15,8 +18,10 @@ import math
 from typing import Any
 
 from bounceback.core._budget import BudgetReading, BudgetRule
+from bounceback.core._events import EventBus
 from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.errors import ConfigError
+from bounceback.stores._ledger_fallback import LedgerFallback
 from bounceback.stores._redis import DEFAULT_REDIS_TIMEOUT, RedisLink
 from bounceback.stores._redis_lua import BUDGET_LUA, LuaScript
 
@@ -32,7 +37,7 @@ class RedisBudgetLedger:
         budget = RetryBudget(0.1, name="payments-api", ledger=ledger)
     """
 
-    __slots__ = ("_clock", "_link", "_script", "prefix", "slices")
+    __slots__ = ("_clock", "_fallback", "_link", "_script", "name", "prefix", "slices")
 
     def __init__(
         self,
@@ -43,6 +48,8 @@ class RedisBudgetLedger:
         slices: int = 10,
         clock: Clock | None = None,
         timeout: float = DEFAULT_REDIS_TIMEOUT,
+        bus: EventBus | None = None,
+        retry_seconds: float = 5.0,
     ) -> None:
         if isinstance(slices, bool) or not isinstance(slices, int) or not 1 <= slices <= 1000:
             raise ConfigError("slices", slices, "a whole number from 1 to 1000")
@@ -51,11 +58,14 @@ class RedisBudgetLedger:
         self._clock = clock or SYSTEM_CLOCK
         self.prefix = prefix
         self.slices = slices
+        self.name = self._link.name
+        """``redis://host:port/db`` (without the password)."""
+        self._fallback = LedgerFallback(self.name, self._clock, bus, retry_seconds)
 
     @property
-    def name(self) -> str:
-        """``redis://host:port/db`` (without the password)."""
-        return self._link.name
+    def available(self) -> bool:
+        """False while Redis cannot be reached and budgets count locally (see ``LedgerFallback``)."""
+        return self._fallback.available
 
     def settle(
         self,
@@ -72,10 +82,13 @@ class RedisBudgetLedger:
             repr(width), self.slices, repr(self._clock.wall()), calls, repr(float(span)), "1" if spend else "0",
             repr(float(rule.ratio)), repr(rule.floor), math.ceil(rule.window * 2000) + 1000,
         )  # fmt: skip
-        reply = self._link.run(
-            self._script, (f"{self.prefix}{{{key}}}",), args, f"settle the retry budget {key!r}"
-        )
-        return BudgetReading(bool(int(reply[0])), float(reply[1]), float(reply[2]), float(reply[3]))
+        keys = (f"{self.prefix}{{{key}}}",)
+
+        def shared() -> BudgetReading:
+            reply = self._link.run(self._script, keys, args, f"settle the retry budget {key!r}")
+            return BudgetReading(bool(int(reply[0])), float(reply[1]), float(reply[2]), float(reply[3]))
+
+        return self._fallback.settle(shared, key, rule, calls, span, spend)
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -156,7 +156,15 @@ elseif op == 'counts' then
   local kind, size, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
   local w = redis.call('HMGET', H, 'kind', 'size', 'head', 'calls', 'failures', 'slow', 'consec')
   local consec = tonumber(w[7]) or 0
-  if w[1] ~= kind or w[2] ~= size then return {0, 0, 0, consec} end
+  if w[1] ~= kind or w[2] ~= size then
+    if redis.call('HEXISTS', H, 'version') == 1 then
+      -- Read right after a reconfiguration: the window starts anew in the new shape.
+      redis.call('DEL', RING, BUCKETS)
+      redis.call('HSET', H, 'kind', kind, 'size', size, 'calls', 0, 'failures', 0, 'slow', 0)
+      redis.call('HDEL', H, 'head')
+    end
+    return {0, 0, 0, consec}
+  end
   local head = tonumber(w[3])
   local calls, failures, slow = tonumber(w[4]), tonumber(w[5]), tonumber(w[6])
   if kind == 'count' or head == nil then return {calls, failures, slow, consec} end

@@ -137,12 +137,12 @@ class SqliteBreakerStore:
     def counts(self, key: str, spec: WindowSpec, now: float) -> WindowCounts:
         """The window counts at ``now``, without recording anything."""
 
-        def body(conn: sqlite3.Connection) -> WindowCounts:
+        def body(conn: sqlite3.Connection) -> WindowCounts | None:
             row = conn.execute(_ROW, (key,)).fetchone()
             if row is None:
                 return WindowCounts()
             if not _fits(row, spec):
-                return WindowCounts(0, 0, 0, row[14])
+                return None  # reconfigured: the window must restart, which is a write
             if spec.kind == "count":
                 return WindowCounts(row[11], row[12], row[13], row[14])
             calls, failures, slow = time_window_counts(
@@ -150,7 +150,19 @@ class SqliteBreakerStore:
             )
             return WindowCounts(calls, failures, slow, row[14])
 
-        return self._link.read(f"read the window of breaker {key!r}", body)
+        def reshape(conn: sqlite3.Connection) -> WindowCounts | None:
+            row = conn.execute(_ROW, (key,)).fetchone()
+            if row is not None and not _fits(row, spec):
+                clear_window(conn, key)
+                conn.execute(_SAVE_WINDOW, (spec.kind, float(spec.size), None, 0, 0, 0, row[14], key))
+                return WindowCounts(0, 0, 0, row[14])
+            return body(conn)  # another process reshaped it meanwhile
+
+        counts = self._link.read(f"read the window of breaker {key!r}", body)
+        if counts is None:
+            # A breaker reads its counts right after a reconfiguration: the shared window starts anew.
+            counts = self._link.write(f"restart the window of breaker {key!r}", reshape)
+        return counts or WindowCounts()
 
     def transition(self, key: str, expected: int, new: SharedState, clear: bool) -> SharedState:
         """Write ``new`` (as version ``expected + 1``) if the stored version is ``expected``."""

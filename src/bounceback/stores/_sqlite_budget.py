@@ -5,6 +5,9 @@ spent by one worker process is felt by all of them. Each ``settle`` is one ``BEG
 transaction. The window is a ring of ``slices`` slices, each a row keyed by its absolute index
 ``floor(now / width)``, so old slices leave with one ``DELETE``.
 
+When the database cannot be used (locked past the busy timeout, corrupt, read-only), budgets count locally
+for a while instead of failing the user's call (:class:`~bounceback.stores._ledger_fallback.LedgerFallback`).
+
 Time: the ``now`` a budget passes in is its own process's monotonic clock, which means nothing to other
 processes, so the ledger reads the wall clock (``clock.wall()``) itself, inside the transaction: readings
 taken under the write lock are in order across the processes of the machine.
@@ -17,9 +20,11 @@ import sqlite3
 from pathlib import Path
 
 from bounceback.core._budget import BudgetReading, BudgetRule
+from bounceback.core._events import EventBus
 from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.errors import ConfigError
 from bounceback.stores._home import register_migrations
+from bounceback.stores._ledger_fallback import LedgerFallback
 from bounceback.stores._sqlite_link import DEFAULT_BUSY_TIMEOUT, SqliteLink
 
 __all__ = ["SqliteBudgetLedger", "spread"]
@@ -96,7 +101,7 @@ class SqliteBudgetLedger:
     >>> ledger.close()
     """
 
-    __slots__ = ("_clock", "_link", "slices")
+    __slots__ = ("_clock", "_fallback", "_link", "name", "slices")
 
     def __init__(
         self,
@@ -105,17 +110,22 @@ class SqliteBudgetLedger:
         slices: int = 10,
         clock: Clock | None = None,
         timeout: float = DEFAULT_BUSY_TIMEOUT,
+        bus: EventBus | None = None,
+        retry_seconds: float = 5.0,
     ) -> None:
         if isinstance(slices, bool) or not isinstance(slices, int) or not 1 <= slices <= 1000:
             raise ConfigError("slices", slices, "a whole number from 1 to 1000")
         self.slices = slices
         self._clock = clock or SYSTEM_CLOCK
         self._link = SqliteLink(path, components=[COMPONENT], timeout=timeout)
+        self.name = self._link.name
+        """``sqlite:/path/to/bounceback.db``."""
+        self._fallback = LedgerFallback(self.name, self._clock, bus, retry_seconds)
 
     @property
-    def name(self) -> str:
-        """``sqlite:/path/to/bounceback.db``."""
-        return self._link.name
+    def available(self) -> bool:
+        """False while the database cannot be used and budgets count locally (see ``LedgerFallback``)."""
+        return self._fallback.available
 
     def settle(
         self,
@@ -167,7 +177,10 @@ class SqliteBudgetLedger:
             )
             return BudgetReading(granted, total_calls, total_retries, allowance)
 
-        return self._link.write(f"settle the retry budget {key!r}", body)
+        def shared() -> BudgetReading:
+            return self._link.write(f"settle the retry budget {key!r}", body)
+
+        return self._fallback.settle(shared, key, rule, calls, span, spend)
 
     def close(self) -> None:
         """Close the connection; the ledger reopens it if used again."""

@@ -20,6 +20,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -33,6 +34,14 @@ DEFAULT_BUSY_TIMEOUT = 1.0
 """Seconds a shared-state store waits for another process's write lock before giving up."""
 
 T = TypeVar("T")
+
+
+def _is_busy(exc: StoreError) -> bool:
+    cause = exc.__cause__
+    if not isinstance(cause, sqlite3.OperationalError):
+        return False
+    text = str(cause).lower()
+    return "locked" in text or "busy" in text
 
 
 class SqliteLink:
@@ -72,7 +81,17 @@ class SqliteLink:
         # A connection inherited through fork belongs to the parent: leave it alone (closing it here
         # could release the parent's locks) and open our own.
         self._conn = None
-        conn = connect(self.path, timeout=self.timeout)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                conn = connect(self.path, timeout=self.timeout)
+                break
+            except StoreError as exc:
+                # Processes opening a new database at once all switch it to WAL; SQLite refuses all but
+                # one at once, without waiting (two lock upgrades would deadlock). Back off, try again.
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
         try:
             if self.components:
                 migrate(conn, self.path, self.components)
@@ -110,11 +129,8 @@ class SqliteLink:
                 raise
 
     def _after_error(self, exc: StoreError) -> None:
-        cause = exc.__cause__
-        if isinstance(cause, sqlite3.OperationalError):
-            text = str(cause).lower()
-            if "locked" in text or "busy" in text:
-                return  # another process is busy: the connection itself is fine
+        if _is_busy(exc):
+            return  # another process is busy: the connection itself is fine
         conn, self._conn = self._conn, None
         if conn is not None and self._pid == os.getpid():
             # Closing a broken handle may complain; it is being dropped anyway.
