@@ -48,6 +48,19 @@ def open_breaker(db: Path, name: str = "payments-db", open_seconds: float = 30.0
     return written
 
 
+def toggle_breaker(db: Path, name: str = "payments-db", times: int = 6, gap: float = 0.3) -> None:
+    """Force breaker ``name`` open and closed in turn; print each state and the wall time of its write."""
+    with SqliteBreakerStore(db) as store:
+        brk = CircuitBreaker(name, store=store, bus=EventBus(), timers=False)
+        for i in range(times):
+            if i % 2 == 0:
+                brk.force_open("forced open by the latency probe")
+            else:
+                brk.force_close("closed by the latency probe")
+            print(json.dumps({"state": brk.state.value, "written": time.time()}), flush=True)
+            time.sleep(gap)
+
+
 def seed_history(db: Path, minutes_ago: float = 12.0) -> None:
     """A few finished runs (recovered and gave up) in the recent past, through Policy and the journal."""
     bus = EventBus()
@@ -176,6 +189,8 @@ if __name__ == "__main__":
         running_recovery(path, *rest)
     elif command == "follow":
         follow_setting(path, *rest)
+    elif command == "toggle":
+        toggle_breaker(path, rest[0], int(rest[1]), float(rest[2]))
     elif command == "park":
         parked_ticket(path, *rest)
     elif command == "seed":

@@ -14,7 +14,7 @@ a check:
    host, and no ``Sec-Fetch-Site: cross-site``. A Bearer request needs neither: a browser never adds
    that header on its own, so a cross-site page cannot forge one. Bodies over 256 KiB get ``413``.
 4. **Headers** on every response: a strict Content-Security-Policy (scripts and styles from files of this
-   origin only, no inline code, no framing), ``nosniff``, ``no-referrer``, ``no-store``.
+   origin only, no inline code, no framing), ``nosniff``, ``Referrer-Policy: same-origin``, ``no-store``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ _HEADERS = (
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # Not "no-referrer": with it, browsers send "Origin: null" on form posts, and the origin check needs
+    # the real one. Same-origin only, and the token never stays in a URL anyway.
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),

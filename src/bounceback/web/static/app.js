@@ -118,7 +118,7 @@
       text.textContent = n.body ? " " + n.body : "";
       const link = document.createElement("a");
       link.href = n.link && n.link.charAt(0) === "/" ? n.link : "/";
-      link.textContent = " show";
+      link.textContent = "show";
       const close = document.createElement("button");
       close.type = "button";
       close.className = "quiet";

@@ -1,0 +1,54 @@
+"""``bounceback dashboard``: serve the live web dashboard of this machine's home database."""
+
+from __future__ import annotations
+
+import webbrowser
+
+import click
+
+from bounceback.cli._app import AppContext, cli, pass_app
+from bounceback.web import DashboardServer
+
+__all__ = ["dashboard"]
+
+
+@cli.command("dashboard")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a non-loopback --host. The access token is still required; put TLS in front of it.",
+)
+@click.option("--no-open", is_flag=True, help="Do not open a browser; just print the URL.")
+@click.option(
+    "--no-hooks", is_flag=True, help="Do not run the notify.command / notify.webhook hooks from here."
+)
+@pass_app
+def dashboard(
+    app: AppContext, host: str, port: int, allow_remote: bool, no_open: bool, no_hooks: bool
+) -> None:
+    """Serve the live dashboard: breakers, active recoveries, timeline, settings and tickets.
+
+    Prints a URL carrying a fresh access token; every request needs it (the browser keeps it in a
+    cookie after the first visit). Stop with Ctrl-C.
+    """
+    server = DashboardServer(
+        app.database, host=host, port=port, allow_remote=allow_remote, hooks=not no_hooks
+    )
+    click.echo(f"bounceback dashboard for {app.database}", err=True)
+    click.echo(server.url)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}; anyone who has the URL can change breakers", err=True)
+    if not no_open:
+        webbrowser.open(server.url)
+    try:
+        server.run()
+    finally:
+        click.echo("dashboard stopped", err=True)
