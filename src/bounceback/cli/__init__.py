@@ -5,6 +5,7 @@ import it below (one line) and keep the list sorted.
 """
 
 from bounceback.cli import (
+    _dashboard,  # noqa: F401  (registers `bounceback dashboard`)
     _demo,  # noqa: F401  (registers `bounceback demo`)
     _run,  # noqa: F401  (registers `bounceback run`)
     _settings,  # noqa: F401  (registers `bounceback settings`)
