@@ -156,9 +156,37 @@ def connect(path: str | Path, *, timeout: float = 5.0, create: bool = True) -> s
             _use_wal(conn)
             # Reading the schema reads the file header: a corrupt file fails here, not on first use.
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if not (create and "readonly" in str(exc).lower() and path.is_file()):
+                raise
+            conn = _open_immutable(path, timeout)
         except BaseException:
             conn.close()
             raise
+    return conn
+
+
+def _open_immutable(path: Path, timeout: float) -> sqlite3.Connection:
+    """Read a WAL database whose folder we may not write (a read-only home).
+
+    SQLite cannot create the ``-shm`` file there, so even reading fails. Opened as immutable (no locks,
+    no ``-shm``), the stored settings and state can still be read; every write fails with SQLite's
+    "readonly" error, which :func:`explain` turns into "fix the permissions". Nothing can be written
+    through this connection anyway; changes others make to the file meanwhile are not seen.
+    """
+    conn = sqlite3.connect(
+        f"{path.absolute().as_uri()}?mode=ro&immutable=1",
+        timeout=timeout,
+        isolation_level=None,
+        check_same_thread=False,
+        uri=True,
+    )
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
