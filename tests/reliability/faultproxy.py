@@ -266,7 +266,11 @@ class FaultProxy:
             conn.abort()
         if self._server is not None:
             self._server.close()
-        await asyncio.sleep(0)
+        # Connection handlers still waiting (a stall, a pump) end here, not as "destroyed pending" tasks.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self) -> None:
         server = await asyncio.start_server(self._accept, "127.0.0.1", self._port, reuse_address=True)

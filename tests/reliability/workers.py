@@ -1,0 +1,249 @@
+"""Processes the fault tests start, kill and inspect: ``python -m tests.reliability.workers <command> ...``.
+
+``hold-lock DB``
+    Open the database, take its write lock (``BEGIN IMMEDIATE``, a row written), print ``locked``, and keep
+    the transaction open until a line arrives on stdin (or 60 s pass); then roll back and print ``released``.
+``churn DB SEED``
+    Do everything bounceback persists, over and over, printing ``tick N`` after each round: recoveries
+    journalled by a JournalWriter, a give-up parked as a ticket (a quarter of them resolved), settings
+    written, a breaker on the SQLite store recording outcomes and opening. Meant to be SIGKILLed.
+``read-only DB``
+    Drop root's file-permission override, then use every part against a home it may not write and print
+    what happened, as JSON.
+``use DB``
+    After a crash: open every store, use each once, and print ``ok`` (exit 0) when all of them work.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+from bounceback import Backoff, CircuitBreaker, CircuitOpenError, EventBus, Policy, RecoveryRequired
+from bounceback.core._manual_recovery import ManualRecovery
+from bounceback.stores import SqliteBreakerStore, SqliteSettings
+from bounceback.stores._journal_writer import JournalWriter
+from bounceback.stores._tickets import SqliteTickets
+
+__all__ = ["SETTING_VALUES", "main"]
+
+SETTING_VALUES = {
+    "retry.max_attempts": [2, 3, 4, 5, 7],
+    "retry.initial_delay": ["0.1", "0.25", "1", "2s"],
+    "breaker.failure_rate": [20, 30, 50, 75],
+}
+"""The settings ``churn`` writes (valid values only: the crash, not the value, is under test)."""
+
+
+def hold_lock(db: str) -> None:
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS reliability_scratch (n INTEGER)")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO reliability_scratch VALUES (1)")
+    print("locked", flush=True)
+    ready = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), ready.set()), daemon=True).start()
+    ready.wait(60)
+    conn.execute("ROLLBACK")
+    conn.close()
+    print("released", flush=True)
+
+
+class Flaky(ConnectionError):
+    """A transient failure of the churned operation."""
+
+
+def churn(db: str, seed: int) -> None:
+    rng = random.Random(seed)
+    bus = EventBus()
+    path = Path(db)
+    settings = SqliteSettings(path, timeout=5)
+    tickets = SqliteTickets(path)
+    breaker = CircuitBreaker(
+        "churn-db",
+        store=SqliteBreakerStore(path),
+        window=10,
+        min_calls=5,
+        open_seconds=0.05,
+        half_open_calls=1,
+        bus=bus,
+        timers=False,
+    )
+    manual = ManualRecovery("park", store=tickets, bus=bus)
+    quick = Backoff(initial=0.0001, max_delay=0.0005, jitter="none")
+    with JournalWriter(path, bus=bus, flush_interval=0.005):
+        for tick in range(1, 100_000):
+            fails = rng.randint(0, 3)
+            left = [fails]
+
+            def flaky(left: list[int] = left) -> str:
+                if left[0] > 0:
+                    left[0] -= 1
+                    raise Flaky(f"reset by peer (tick {tick})")
+                return "ok"
+
+            policy = Policy(f"churn-{tick % 3}", attempts=3, backoff=quick, bus=bus, fallback=manual)
+            try:
+                policy.call(flaky)
+            except RecoveryRequired as exc:
+                if rng.random() < 0.25:
+                    tickets.decide(exc.ticket.id, "abort", by="churn")
+            key = rng.choice(sorted(SETTING_VALUES))
+            settings.set(key, rng.choice(SETTING_VALUES[key]), operation=rng.choice([None, "churn-1"]))
+            try:
+                breaker.call(lambda: (_ for _ in ()).throw(Flaky("down")) if rng.random() < 0.5 else None)
+            except (Flaky, CircuitOpenError):
+                pass
+            print(f"tick {tick}", flush=True)
+
+
+def use(db: str) -> None:
+    path = Path(db)
+    bus = EventBus()
+    with SqliteSettings(path, timeout=5) as settings:
+        settings.set("retry.max_attempts", 6, operation="after-crash")
+        assert settings.effective("after-crash")["retry.max_attempts"] == 6
+    breaker = CircuitBreaker(
+        "churn-db", store=SqliteBreakerStore(path), bus=bus, open_seconds=0.05, timers=False
+    )
+    try:
+        breaker.call(lambda: None)
+    except CircuitOpenError:
+        pass  # it may have been left open; refusing is a sane answer, a crash is not
+    tickets = SqliteTickets(path)
+    for ticket in tickets.list(status="open", limit=5):
+        tickets.decide(ticket.id, "abort", by="after-crash")
+    with JournalWriter(path, bus=bus, flush_interval=0.005) as writer:
+        tries = [0]
+
+        def once() -> None:
+            tries[0] += 1
+            if tries[0] == 1:
+                raise Flaky("after the crash")
+
+        Policy("after-crash", attempts=2, backoff=Backoff(initial=0.0001, jitter="none"), bus=bus).call(once)
+        writer.flush()
+    print("ok", flush=True)
+
+
+def drop_file_privileges() -> None:
+    """Give up root's right to ignore file permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER),
+    so a read-only file is read-only for this process even when the tests run as root."""
+    import ctypes
+    import os
+
+    if os.geteuid() != 0:
+        return
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [
+            ("effective", ctypes.c_uint32),
+            ("permitted", ctypes.c_uint32),
+            ("inheritable", ctypes.c_uint32),
+        ]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    for word in data:
+        word.effective &= ~0b1110 & 0xFFFFFFFF
+        word.permitted &= ~0b1110 & 0xFFFFFFFF
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def read_only(db: str) -> None:
+    """Run against a home the process may not write; print what each part did, as JSON."""
+    import json
+    import logging
+
+    from bounceback.core._events import StoreUnavailable
+    from bounceback.errors import StoreError
+    from bounceback.testing import RecordingSink
+
+    drop_file_privileges()
+    logging.basicConfig(level=logging.CRITICAL)
+    path = Path(db)
+    seen: dict[str, object] = {}
+    try:
+        open(path, "ab").close()
+        seen["file_writable"] = True
+    except PermissionError:
+        seen["file_writable"] = False
+    bus = EventBus()
+    sink = RecordingSink(bus)
+    settings = SqliteSettings(path, timeout=0.5, bus=bus)
+    seen["effective"] = settings.effective("meter")["retry.max_attempts"]
+    try:
+        settings.set("retry.max_attempts", 9, operation="meter")
+        seen["set"] = "stored"
+    except StoreError as exc:
+        seen["set"] = str(exc)
+    seen["effective_after"] = settings.effective("meter")["retry.max_attempts"]
+    breaker = CircuitBreaker("ro-db", store=SqliteBreakerStore(path, timeout=0.2), bus=bus, timers=False)
+    results = []
+    for i in range(20):
+        try:
+            results.append(breaker.call(lambda i=i: i))
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            results.append(f"{type(exc).__name__}: {exc}")
+    seen["breaker_results"] = results
+    seen["store_unavailable"] = len(sink.of(StoreUnavailable))
+    try:
+        writer = JournalWriter(path, bus=bus, flush_interval=0.01).start()
+        seen["journal_start"] = "started"
+    except StoreError as exc:
+        writer = None
+        seen["journal_start"] = str(exc)
+    left = [1]
+
+    def flaky() -> str:
+        if left[0]:
+            left[0] -= 1
+            raise Flaky("reset by peer")
+        return "ok"
+
+    seen["policy"] = Policy(
+        "meter", attempts=3, backoff=Backoff(initial=0.0001, jitter="none"), bus=bus
+    ).call(flaky)
+    if writer is not None:
+        seen["journal_flush"] = writer.flush()
+        seen["journal_queued"] = writer.queued
+        writer.close()
+    tickets = SqliteTickets(path, timeout=0.2)
+    manual = ManualRecovery("park", store=tickets, bus=bus)
+
+    def broken() -> None:
+        raise Flaky("meter down")
+
+    try:
+        Policy("meter", attempts=1, bus=bus, fallback=manual).call(broken)
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        seen["park"] = f"{type(exc).__name__}: {exc}"
+    print(json.dumps(seen), flush=True)
+
+
+def main(argv: list[str]) -> None:
+    command, *args = argv
+    if command == "hold-lock":
+        hold_lock(args[0])
+    elif command == "churn":
+        churn(args[0], int(args[1]))
+    elif command == "use":
+        use(args[0])
+    elif command == "read-only":
+        read_only(args[0])
+    else:
+        raise SystemExit(f"unknown command {command!r}: use hold-lock, churn or use")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
