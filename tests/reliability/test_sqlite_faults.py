@@ -50,6 +50,7 @@ def _prepare(db: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "tests.reliability.workers", "use", str(db)],
         cwd=ROOT,
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
@@ -172,6 +173,7 @@ def test_a_read_only_home_keeps_working_and_says_why(
         run = subprocess.run(
             [sys.executable, "-m", "tests.reliability.workers", "read-only", str(db)],
             cwd=ROOT,
+            check=False,
             capture_output=True,
             text=True,
             timeout=60,
@@ -234,6 +236,7 @@ def test_sigkill_mid_recovery_leaves_every_table_consistent(
         after = subprocess.run(
             [sys.executable, "-m", "tests.reliability.workers", "use", str(db)],
             cwd=ROOT,
+            check=False,
             capture_output=True,
             text=True,
             timeout=60,
