@@ -7,6 +7,7 @@ import re
 import signal
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,8 @@ def test_bad_flags_and_settings_exit_2_and_run_nothing(fast: Path, tmp_path: Pat
 def test_fail_fast_across_invocations_then_the_half_open_probe(fast: Path, tmp_path: Path) -> None:
     configure(
         fast,
-        {"breaker.consecutive_failures": 2, "breaker.open_seconds": 1.0, "breaker.half_open_calls": 1},
+        # Open long enough for the next process to start on a busy machine, short enough to wait out.
+        {"breaker.consecutive_failures": 2, "breaker.open_seconds": 3.0, "breaker.half_open_calls": 1},
         operation="remote",
     )
     counter = tmp_path / "n"
@@ -224,7 +226,7 @@ def test_a_second_ctrl_c_aborts_the_running_command(home: Path, tmp_path: Path) 
     assert "aborted by a second Ctrl-C; the command was stopped" in err
     assert wait_for(lambda: _zombie(grandchild), seconds=10)
     db = home / "bounceback.db"
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     [run] = Journal(db).runs()
     assert (run.status, run.reason, run.attempts) == ("gave-up", "aborted", 1)

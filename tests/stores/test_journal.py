@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,7 @@ def test_retention_prunes_old_entries_from_settings(db: Path) -> None:
     journal = Journal(db)
     assert [r.operation for r in journal.runs()] == ["new"]
     assert journal.breaker_changes() == []
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         ops = {row[0] for row in conn.execute("SELECT operation FROM journal_attempts")}
     assert ops == {"new"}
     with pytest.raises(ValueError, match="retention"):
@@ -318,15 +319,20 @@ def test_sigkill_leaves_no_half_written_rows(db: Path, tmp_path: Path) -> None:
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "busy"
-        time.sleep(0.2)  # let it commit a few batches, then kill it mid-stream
-        os.kill(child.pid, signal.SIGKILL)
+
+        def committed_runs() -> int:
+            with closing(sqlite3.connect(db)) as conn:
+                return int(conn.execute("SELECT count(*) FROM journal_runs").fetchone()[0])
+
+        _wait_for(lambda: committed_runs() > 5)  # a few batches are in; it keeps writing ...
+        os.kill(child.pid, signal.SIGKILL)  # ... and is killed mid-stream
         child.wait(timeout=10)
     finally:
         child.kill()
         child.wait()
         assert child.stdout is not None
         child.stdout.close()
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         rows = conn.execute(
             "SELECT r.run_id, r.attempts, count(a.attempt), max(a.attempt) FROM journal_runs r "
