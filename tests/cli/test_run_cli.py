@@ -253,3 +253,23 @@ def test_the_manual_fallback_hook_decides_and_can_run_again(fast: Path, tmp_path
     assert (step.operation, step.reason, step.attempts, step.exit_code) == ("manual", "attempts", 2, 75)
     assert step.run_id is not None and step.attended is False
     assert result.exit_code == 0 and count(counter) == 4
+
+
+def test_sigterm_to_bounceback_stops_the_command_too(home: Path, tmp_path: Path) -> None:
+    configure(home, FAST)
+    counter, grandchild = tmp_path / "n", tmp_path / "child"
+    proc = bb_start(
+        "run", "--op", "supervised", "--", *flaky(counter, 9, "--hang", "--child-pid", str(grandchild))
+    )
+    try:
+        assert wait_for(lambda: grandchild.exists() and grandchild.read_text())
+        proc.send_signal(signal.SIGTERM)  # a supervisor (systemd, a cron timeout) stops bounceback run
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 143, err
+    assert "supervised: stopped by SIGTERM" in err
+    assert count(counter) == 1  # no retry after being told to stop
+    # The signal went to the command's whole process group: nothing it started is left running.
+    assert wait_for(lambda: _zombie(grandchild), seconds=10)

@@ -10,6 +10,7 @@ are listed in ``_run_support``.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -123,7 +124,7 @@ def _breaker(app: AppContext, settings: Any, operation: str, values: Any) -> Cir
     context_settings={"allow_interspersed_args": False},
     epilog="Exit codes: 0 success; the command's own code when recovery gave up (124 timed out, "
     "128+N killed by signal N); 2 bad flag, setting or database; 3 stopped by Ctrl-C or Cancel; "
-    "69 circuit open, not run; 130 aborted by a second Ctrl-C.",
+    "69 circuit open, not run; 130 aborted by a second Ctrl-C; 143 stopped by SIGTERM.",
 )
 @click.option(
     "--op", "operation", required=True, metavar="NAME", help="The operation: its settings and breaker."
@@ -248,12 +249,19 @@ def _run(
         code, error = execute(explicit)
         if error is None:
             return 0
+        if interrupts.terminated is not None:
+            # Stopped by a supervisor (SIGTERM) or a closed terminal (SIGHUP): nobody to hand over to.
+            _say(f"{operation}: stopped by {signal.Signals(interrupts.terminated).name}")
+            return 128 + interrupts.terminated
         return _after_give_up(
             operation, argv, settings, code, error, tracker, holder, interrupts, execute, explicit
         )
     except KeyboardInterrupt:
         display.stop()
-        _abort(operation, tracker)
+        if interrupts.terminated is not None:
+            _abort(operation, tracker, f"a second {signal.Signals(interrupts.terminated).name}")
+            return 128 + interrupts.terminated
+        _abort(operation, tracker, "a second Ctrl-C")
         return EXIT_ABORTED
     finally:
         interrupts.uninstall()
@@ -319,8 +327,8 @@ def _after_give_up(
     return default
 
 
-def _abort(operation: str, tracker: _Tracker) -> None:
-    """A second Ctrl-C: the runner already stopped the command; close the journal entry as aborted."""
+def _abort(operation: str, tracker: _Tracker, why: str) -> None:
+    """A second signal: the runner already stopped the command; close the journal entry as aborted."""
     if tracker.run_id is not None and default_bus.listening:
         elapsed = time.monotonic() - tracker.started
         default_bus.emit(
@@ -333,8 +341,8 @@ def _abort(operation: str, tracker: _Tracker) -> None:
                 tracker.started_at,
                 "aborted",
                 "KeyboardInterrupt",
-                "aborted by a second Ctrl-C",
+                f"aborted by {why}",
                 None,
             )
         )
-    _say(f"{operation}: aborted by a second Ctrl-C; the command was stopped (exit code {EXIT_ABORTED}).")
+    _say(f"{operation}: aborted by {why}; the command was stopped.")

@@ -16,6 +16,7 @@ code   meaning
        over to manual fallback
 69     the circuit for the operation is open: the command was not run (``EX_UNAVAILABLE``)
 130    aborted by a second Ctrl-C; the running command was stopped
+143    ``bounceback run`` got SIGTERM (129: SIGHUP); the signal was passed on to the command
 ====== ==========================================================================================
 """
 
@@ -96,39 +97,49 @@ def manual_handler() -> ManualHandler | None:
 
 
 class Interrupts:
-    """Ctrl-C for ``bounceback run``: the first stops automatic recovery at once, the second aborts.
+    """Signals for ``bounceback run``: the first stops automatic recovery at once, the second aborts.
+
+    Ctrl-C (SIGINT) hands the run over to manual fallback; SIGTERM and SIGHUP (a supervisor or a closed
+    terminal stopping ``bounceback run``) end it with ``128 + N`` and no manual step (``terminated``).
+    Either way the signal is passed on to the running command's process group, so the command is never
+    left running on its own.
 
     The signal handler itself only counts and hands the work to a helper thread through a
     ``queue.SimpleQueue`` (safe to use from a signal handler): cancelling takes locks that the
     interrupted main thread may hold at that very moment. The helper cancels ``token`` (the policy's
     parent token, which also stops a run that has not failed yet), every registered run
-    (``run_controls.cancel_all``), and passes SIGINT to the running command's process group through
-    ``forward``. The second Ctrl-C raises KeyboardInterrupt in the main thread.
+    (``run_controls.cancel_all``), and passes the signal to the command's process group through
+    ``forward``. The second signal raises KeyboardInterrupt in the main thread.
 
     >>> interrupts = Interrupts(CancelToken(), forward=lambda sig: False)
-    >>> interrupts.count
-    0
+    >>> interrupts.count, interrupts.terminated
+    (0, None)
     """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, token: CancelToken, forward: Callable[[int], bool]) -> None:
         self.token = token
         self.forward = forward
         self.count = 0
+        self.terminated: int | None = None
+        """SIGTERM or SIGHUP when one of them stopped the run."""
         self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._helper = threading.Thread(target=self._work, name="bounceback-interrupts", daemon=True)
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def install(self) -> Interrupts:
-        """Take over SIGINT (main thread only) and start the helper thread."""
+        """Take over SIGINT, SIGTERM and SIGHUP (main thread only) and start the helper thread."""
         self._helper.start()
-        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        for sig in self._SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
         return self
 
     def uninstall(self) -> None:
-        """Give SIGINT back and stop the helper."""
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        """Give the signals back and stop the helper."""
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
         self._queue.put(0)
 
     def rearm(self, token: CancelToken) -> None:
@@ -136,16 +147,25 @@ class Interrupts:
         self.token = token
         self.count = 0
 
-    def _on_sigint(self, _signum: int, _frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.count += 1
+        if signum != signal.SIGINT:
+            self.terminated = signum
         if self.count == 1:
-            self._queue.put(1)
+            self._queue.put(signum)
             return
         raise KeyboardInterrupt
 
     def _work(self) -> None:
-        while self._queue.get():
-            reason = "stopped by Ctrl-C"
+        while True:
+            signum = self._queue.get()
+            if not signum:
+                return
+            reason = (
+                "stopped by Ctrl-C"
+                if signum == signal.SIGINT
+                else f"stopped by {signal.Signals(signum).name}"
+            )
             self.token.cancel(reason)
             run_controls.cancel_all(reason)
-            self.forward(signal.SIGINT)
+            self.forward(signum)
