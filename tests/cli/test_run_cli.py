@@ -198,7 +198,7 @@ def test_ctrl_c_while_waiting_stops_recovery_at_once(home: Path, tmp_path: Path)
         proc.kill()
         proc.wait()
     assert proc.returncode == 3, err
-    assert took < 3  # not the 30 s wait
+    assert took < 5  # not the 30 s wait
     assert count(counter) == 1
     assert "automatic recovery stopped (stopped by Ctrl-C) after 1 attempt(s)" in err
     [run] = journal.runs()
