@@ -294,3 +294,18 @@ def test_run_at_a_terminal_shows_the_ticket_and_runs_again_with_more_attempts(
 def test_every_tickets_command_has_help(command: str) -> None:
     done = bb("tickets", *command.split()[:1], "--help")
     assert done.returncode == 0 and "--json" in done.stdout
+
+
+def test_a_successful_run_after_a_retry_choice_is_recorded_as_its_follow_up(
+    home: Path, tmp_path: Path
+) -> None:
+    from bounceback.cli._tickets_run import record_success
+
+    ticket_id = park(home)
+    assert record_success(home / "bounceback.db", "read-meter") is None  # nobody chose retry yet
+    assert bb("tickets", "resolve", ticket_id, "--choice", "retry").returncode == 0
+    assert record_success(home / "bounceback.db", "read-meter") == ticket_id
+    assert ok_json("tickets", "show", ticket_id)["resolution"]["outcome"] == "succeeded"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert record_success(blocker / "bounceback.db", "read-meter") is None  # store problems are not raised

@@ -37,7 +37,7 @@ from bounceback.errors import CircuitOpenError, ConfigError, RecoveryCancelled, 
 from bounceback.stores import database_path
 from bounceback.stores._tickets import SqliteTickets
 
-__all__ = ["EXIT_PARKED", "ticket_step"]
+__all__ = ["EXIT_PARKED", "record_success", "ticket_step"]
 
 EXIT_PARKED = 4
 """``bounceback run`` exit code: recovery gave up and the ticket was parked for a person (``manual.mode park``)."""
@@ -136,3 +136,16 @@ def _prompt(step: ManualStep, store: SqliteTickets, ticket: Ticket) -> int:
     if resolution.choice is ChoiceKind.ABORT:
         _say(f"{step.operation}: aborted by {resolution.by} (ticket {ticket.id})")
     return step.exit_code
+
+
+def record_success(database: Path, operation: str) -> str | None:
+    """After a successful ``bounceback run``: count it as the follow-up of a person's recent "retry".
+
+    Returns the ticket id whose outcome was recorded, or None. Never raises for store problems: a record
+    of learning must not change the exit code of a command that succeeded.
+    """
+    try:
+        with SqliteTickets(database) as store:
+            return store.follow_up(operation, True)
+    except StoreError:
+        return None
