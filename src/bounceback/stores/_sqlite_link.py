@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bounceback.errors import ConfigError, StoreError
-from bounceback.stores._home import connect, database_path, migrate, store_name, transaction, translate_errors
+from bounceback.stores._home import connect, database_path, explain, migrate, store_name
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteLink"]
 
@@ -36,8 +36,7 @@ DEFAULT_BUSY_TIMEOUT = 1.0
 T = TypeVar("T")
 
 
-def _is_busy(exc: StoreError) -> bool:
-    cause = exc.__cause__
+def _is_busy(cause: BaseException | None) -> bool:
     if not isinstance(cause, sqlite3.OperationalError):
         return False
     text = str(cause).lower()
@@ -89,7 +88,7 @@ class SqliteLink:
             except StoreError as exc:
                 # Processes opening a new database at once all switch it to WAL; SQLite refuses all but
                 # one at once, without waiting (two lock upgrades would deadlock). Back off, try again.
-                if not _is_busy(exc) or time.monotonic() >= deadline:
+                if not _is_busy(exc.__cause__) or time.monotonic() >= deadline:
                     raise
                 time.sleep(0.005)
         try:
@@ -103,33 +102,55 @@ class SqliteLink:
         return conn
 
     def write(self, action: str, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction; StoreError (saying ``action``) on failure."""
+        """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction; StoreError (saying ``action``) on failure.
+
+        IMMEDIATE takes the write lock first, so the read-modify-write inside cannot lose another process's
+        update. (Inlined rather than ``_home.transaction``: this runs once per protected call.)
+        """
         with self._lock:
             try:
-                conn = self._connection()
-                with transaction(conn, self.path, action):
-                    return body(conn)
-            except StoreError as exc:
+                conn = (
+                    self._conn if self._pid == os.getpid() and self._conn is not None else self._connection()
+                )
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = body(conn)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+            except (sqlite3.Error, OSError) as exc:
+                error = StoreError(self.name, action, explain(exc))
                 self._after_error(exc)
+                raise error from exc
+            except StoreError as exc:
+                self._after_error(exc.__cause__)
                 raise
 
     def read(self, action: str, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one read transaction (a consistent snapshot, no write lock)."""
         with self._lock:
             try:
-                conn = self._connection()
-                with translate_errors(self.path, action):
-                    conn.execute("BEGIN")
-                    try:
-                        return body(conn)
-                    finally:
-                        conn.execute("COMMIT")
-            except StoreError as exc:
+                conn = (
+                    self._conn if self._pid == os.getpid() and self._conn is not None else self._connection()
+                )
+                conn.execute("BEGIN")
+                try:
+                    return body(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except (sqlite3.Error, OSError) as exc:
+                error = StoreError(self.name, action, explain(exc))
                 self._after_error(exc)
+                raise error from exc
+            except StoreError as exc:
+                self._after_error(exc.__cause__)
                 raise
 
-    def _after_error(self, exc: StoreError) -> None:
-        if _is_busy(exc):
+    def _after_error(self, cause: BaseException | None) -> None:
+        if _is_busy(cause):
             return  # another process is busy: the connection itself is fine
         conn, self._conn = self._conn, None
         if conn is not None and self._pid == os.getpid():
