@@ -136,7 +136,7 @@ def test_refusals_exit_2_with_a_clear_message(home: Path) -> None:
 
 
 def test_two_people_resolving_at_once_one_wins(home: Path) -> None:
-    for _ in range(3):
+    for _ in range(2):
         ticket_id = park(home)
         procs = [
             subprocess.Popen(
