@@ -32,7 +32,11 @@ from bounceback.integrations._http import (
     transport_rules,
 )
 
-__all__ = ["HTTPX_CLASSIFIER", "AsyncRecoveringTransport", "RecoveringTransport"]
+__all__ = [
+    "AsyncRecoveringTransport",
+    "HTTPX_CLASSIFIER",
+    "RecoveringTransport",
+]
 
 
 def _dns_not_found(exc: BaseException) -> bool:
@@ -54,7 +58,9 @@ def _status_error(exc: BaseException) -> Classification | None:
     verdict = classify_status(response.status_code, response.headers)
     if verdict is not None:
         return verdict
-    return Classification(ErrorKind.PERMANENT, f"HTTP {response.status_code}: an answer, not a fault to wait out")
+    return Classification(
+        ErrorKind.PERMANENT, f"HTTP {response.status_code}: an answer, not a fault to wait out"
+    )
 
 
 HTTPX_CLASSIFIER: Classifier = DEFAULT_CLASSIFIER.with_rules(

@@ -17,15 +17,15 @@ from bounceback.errors import ConfigError
 
 __all__ = [
     "CONFLICT",
-    "DOWN",
-    "OK",
-    "OVERLOADED",
-    "TIMED_OUT",
     "Capacity",
     "Contention",
+    "DOWN",
     "Model",
+    "OK",
+    "OVERLOADED",
     "Outage",
     "Service",
+    "TIMED_OUT",
 ]
 
 OK = 0
