@@ -11,6 +11,13 @@ from typing import Any
 # name -> module that defines it; the module is imported on first access, so a missing extra only
 # matters to the program that uses it.
 _LAZY = {
+    "CommandFailed": "bounceback.integrations._subprocess",
+    "CommandResult": "bounceback.integrations._subprocess",
+    "CommandRunner": "bounceback.integrations._subprocess",
+    "ExitCodes": "bounceback.integrations._subprocess",
+    "TIMEOUT_EXIT_CODE": "bounceback.integrations._subprocess",
+    "exit_code_of": "bounceback.integrations._subprocess",
+    "run_command": "bounceback.integrations._subprocess",
     "AsyncRecoveringTransport": "bounceback.integrations._httpx",
     "HTTPX_CLASSIFIER": "bounceback.integrations._httpx",
     "RecoveringTransport": "bounceback.integrations._httpx",
@@ -27,6 +34,10 @@ _LAZY = {
 
 __all__ = [
     "AsyncRecoveringTransport",
+    "CommandFailed",
+    "CommandResult",
+    "CommandRunner",
+    "ExitCodes",
     "HTTPX_CLASSIFIER",
     "OpenTelemetryExporter",
     "PrometheusExporter",
@@ -34,10 +45,13 @@ __all__ = [
     "RecoveringAdapter",
     "RecoveringTransport",
     "RetryableResponse",
+    "TIMEOUT_EXIT_CODE",
     "classify_status",
+    "exit_code_of",
     "export_otel",
     "export_prometheus",
     "redact_url",
+    "run_command",
 ]
 
 

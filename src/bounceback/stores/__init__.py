@@ -22,6 +22,15 @@ from bounceback.stores._home import (
     transaction,
     translate_errors,
 )
+from bounceback.stores._journal import Journal, is_process_alive
+from bounceback.stores._journal_schema import (
+    AttemptEntry,
+    BreakerChange,
+    CancelRequest,
+    OperationCounts,
+    RunEntry,
+)
+from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._redis import RedisBreakerStore, redis_client
 from bounceback.stores._redis_budget import RedisBudgetLedger
 from bounceback.stores._settings_rows import Change
@@ -31,11 +40,18 @@ from bounceback.stores._sqlite_breaker import SqliteBreakerStore
 from bounceback.stores._sqlite_budget import SqliteBudgetLedger
 
 __all__ = [
+    "AttemptEntry",
+    "BreakerChange",
+    "CancelRequest",
     "Change",
     "DATABASE_NAME",
     "HOME_ENV",
+    "Journal",
+    "JournalWriter",
+    "OperationCounts",
     "RedisBreakerStore",
     "RedisBudgetLedger",
+    "RunEntry",
     "SqliteBreakerStore",
     "SqliteBudgetLedger",
     "SqliteSettings",
@@ -44,6 +60,7 @@ __all__ = [
     "connect",
     "database_path",
     "home_dir",
+    "is_process_alive",
     "migrate",
     "open_home",
     "redis_client",
