@@ -213,7 +213,13 @@ def test_the_settings_form_refuses_a_bad_value_inline_and_saves_a_good_one_live(
             assert settings.history() == []
             assert settings.resolve()["retry.max_attempts"].source == "default"
 
+        # the plot previews what is being typed, before anything is saved
+        page.locator('[name="v:retry.max_attempts"]').fill("3")
+        page.wait_for_function("() => document.querySelectorAll('#settings-plot rect.band').length === 2")
         page.locator('[name="v:retry.max_attempts"]').fill("7")
+        page.wait_for_function("() => document.querySelectorAll('#settings-plot rect.band').length === 6")
+        with SqliteSettings(database) as settings:
+            assert settings.history() == []
         page.click("text=Save changes")
         page.wait_for_selector("text=Settings saved")
         saved = time.time()

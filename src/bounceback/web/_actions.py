@@ -26,7 +26,7 @@ from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._settings_rows import current_user
 from bounceback.web._collect import Collector
 
-__all__ = ["BREAKER_ACTIONS", "Actions"]
+__all__ = ["Actions", "BREAKER_ACTIONS"]
 
 BREAKER_ACTIONS = {"open": "force_open", "close": "force_close", "reset": "reset"}
 """The breaker controls: ``open`` (force open), ``close`` (force close) and ``reset``."""

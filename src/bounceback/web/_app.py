@@ -5,6 +5,7 @@
 >>> app = create_app(pathlib.Path(tempfile.mkdtemp()) / "bounceback.db", AccessPolicy("t0k", port=8080))
 >>> sorted({r.path for r in app.routes} & {"/", "/events", "/api/openapi.json"})
 ['/', '/api/openapi.json', '/events']
+>>> app.state.dashboard.collector.close()
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from bounceback.web._model import (
     TicketView,
 )
 
-__all__ = ["RECENT_SECONDS", "Collector", "attempt_view", "run_view", "ticket_view"]
+__all__ = ["Collector", "RECENT_SECONDS", "attempt_view", "run_view", "ticket_view"]
 
 _log = logging.getLogger("bounceback.web")
 

@@ -15,10 +15,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from bounceback.core._settings import SCHEMA
 from bounceback.errors import ConfigError, StoreError
 from bounceback.web._context import dashboard_of, read_form
 from bounceback.web._pages import render_full
+from bounceback.web._plot import backoff_plot
 from bounceback.web._settings_edit import apply_form, message_of
+from bounceback.web._text import esc
+from bounceback.web._view_settings import layers_of
 
 __all__ = ["FLASH", "page_routes"]
 
@@ -217,6 +221,38 @@ async def ticket_not_useful(request: Request) -> Response:
     return _back("/tickets", "marked")
 
 
+PREVIEW_KEYS = (
+    "retry.max_attempts",
+    "retry.initial_delay",
+    "retry.max_delay",
+    "retry.multiplier",
+    "retry.backoff",
+    "retry.jitter",
+    "retry.deadline",
+)
+"""The settings the backoff plot depends on (the form previews them as a person types)."""
+
+
+async def settings_plot(request: Request) -> Response:
+    """GET /settings/plot?op=&retry.max_attempts=... : the backoff plot for values being typed (read-only)."""
+    board = dashboard_of(request)
+    try:
+        operation = _operation(request, request.query_params.get("op"))
+    except ConfigError as exc:
+        return HTMLResponse(f'<p class="field-error">{esc(message_of(exc))}</p>', status_code=400)
+    snapshot = await board.fresh()
+    values = dict(layers_of(snapshot).effective(operation))
+    for key in PREVIEW_KEYS:
+        text = request.query_params.get(key)
+        if text is None:
+            continue
+        try:
+            values[key] = SCHEMA[key].parse(text, key)
+        except ConfigError as exc:
+            return HTMLResponse(f'<p class="field-error">{esc(key)}: {esc(message_of(exc))}</p>')
+    return HTMLResponse(backoff_plot(values))
+
+
 def page_routes() -> list[Route]:
     """The routes of the pages and their forms."""
     return [
@@ -225,6 +261,7 @@ def page_routes() -> list[Route]:
         Route("/timeline", timeline, methods=["GET", "HEAD"]),
         Route("/settings", settings_page, methods=["GET", "HEAD"]),
         Route("/settings", settings_save, methods=["POST"]),
+        Route("/settings/plot", settings_plot, methods=["GET"]),
         Route("/settings/reset", settings_reset, methods=["POST"]),
         Route("/settings/undo", settings_undo, methods=["POST"]),
         Route("/tickets", tickets, methods=["GET", "HEAD"]),

@@ -31,9 +31,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 __all__ = [
+    "AccessPolicy",
     "CSP",
     "MAX_BODY",
-    "AccessPolicy",
     "SecurityMiddleware",
     "loopback_hosts",
     "new_token",

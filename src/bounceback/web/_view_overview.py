@@ -63,12 +63,15 @@ def _controls(brk: BreakerView, csrf: str) -> str:
 
 
 def _breaker_row(brk: BreakerView, now: float, csrf: str) -> str:
-    rate = f"{brk.failure_rate:.0f}%" if brk.calls else "-"
+    if brk.calls:
+        rate = f'{brk.failure_rate:.0f}%<span class="sub"> of {brk.calls} calls</span>'
+    else:
+        rate = '<span class="sub">no calls</span>'
     return (
         f'<tr data-breaker="{attr(brk.name)}" class="state-{attr(brk.state)}">'
         f"<th scope=row>{esc(brk.name)}</th>"
         f'<td class="state">{breaker_status(brk, now)}</td>'
-        f'<td class="num">{esc(rate)}<span class="sub"> of {brk.calls} calls</span></td>'
+        f'<td class="num">{rate}</td>'
         f'<td class="num">{brk.consecutive}</td>'
         f'<td class="num">{brk.rejected}</td>'
         f'<td class="reason">{esc(brk.reason, 200)}</td>'

@@ -220,7 +220,7 @@ def settings_body(regions: Mapping[str, str], operation: str | None) -> str:
         '<div class="columns"><section class="wide">'
         f'<div id="settings-form" data-live>{regions["settings-form"]}</div></section>'
         '<section class="side"><h2>Backoff schedule</h2>'
-        f'<div id="settings-plot" data-live>{regions["settings-plot"]}</div>'
+        f'<div id="settings-plot" data-live data-follows="settings-form">{regions["settings-plot"]}</div>'
         "<h2>History</h2>"
         f'<div id="settings-history" data-live>{regions["settings-history"]}</div></section></div>'
     )

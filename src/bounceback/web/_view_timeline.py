@@ -65,10 +65,12 @@ def timeline_svg(runs: Sequence[RunView], snapshot: Snapshot) -> str:
     axis_y = _TOP + _LANE * len(shown)
     while tick < end:
         label = fmt_clock(tick) if step >= 1 else f"{fmt_clock(tick)}.{round(tick % 1 * 10) % 10}"
-        parts.append(
-            f'<line class="grid" x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{_TOP}" y2="{axis_y}"/>'
-            f'<text class="tick" x="{x(tick):.1f}" y="{axis_y + 18}" text-anchor="middle">{esc(label)}</text>'
-        )
+        parts.append(f'<line class="grid" x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{_TOP}" y2="{axis_y}"/>')
+        # A label too close to the right edge would be cut off by the viewBox.
+        if x(tick) < _W - 30:
+            parts.append(
+                f'<text class="tick" x="{x(tick):.1f}" y="{axis_y + 18}" text-anchor="middle">{esc(label)}</text>'
+            )
         tick += step
     parts.append(f'<line class="now" x1="{x(now):.1f}" x2="{x(now):.1f}" y1="{_TOP}" y2="{axis_y}"/>')
     for lane, run in enumerate(shown):

@@ -61,7 +61,8 @@
     for (const [id, html] of Object.entries(msg.regions)) {
       const region = document.getElementById(id);
       if (!region || !region.hasAttribute("data-live")) continue;
-      if (isDirty(region)) {
+      const leader = region.dataset.follows && document.getElementById(region.dataset.follows);
+      if (isDirty(region) || (leader && isDirty(leader))) {
         // Someone is typing here: keep their input, say the stored values moved.
         region.dataset.stale = "true";
         continue;
@@ -143,8 +144,34 @@
     });
   }
 
+  // -- settings: preview the backoff plot for the values being typed -------------------------------
+  let previewTimer = null;
+  function previewPlot(form) {
+    const plot = document.getElementById("settings-plot");
+    if (!plot) return;
+    const params = new URLSearchParams();
+    const op = form.querySelector('input[name="op"]');
+    if (op && op.value) params.set("op", op.value);
+    form.querySelectorAll('[name^="v:retry."]').forEach(function (el) {
+      params.set(el.name.slice(2), el.value);
+    });
+    fetch("/settings/plot?" + params.toString(), { credentials: "same-origin" })
+      .then(function (r) { return r.text(); })
+      .then(function (html) { plot.innerHTML = html; plot.dataset.preview = "true"; })
+      .catch(function () { /* the stored plot stays */ });
+  }
+
   // -- small behaviours (re-wired after every region swap) ------------------------------------------
   function wire(root) {
+    root.querySelectorAll("form.settings").forEach(function (form) {
+      if (form.dataset.wired) return;
+      form.dataset.wired = "1";
+      form.addEventListener("input", function (ev) {
+        if (!ev.target.name || ev.target.name.indexOf("v:retry.") !== 0) return;
+        clearTimeout(previewTimer);
+        previewTimer = setTimeout(function () { previewPlot(form); }, 150);
+      });
+    });
     root.querySelectorAll("form[data-autosubmit] select").forEach(function (sel) {
       if (sel.dataset.wired) return;
       sel.dataset.wired = "1";
