@@ -9,7 +9,7 @@ from typing import Any
 
 from bounceback.core._settings import SCHEMA
 
-__all__ = ["consistency_problems", "snapshot"]
+__all__ = ["consistency_problems", "snapshot", "stored_data"]
 
 _STATES = {"closed", "open", "half_open", "forced_open", "disabled"}
 
@@ -32,6 +32,15 @@ def snapshot(path: Path, *, skip: tuple[str, ...] = ()) -> dict[str, list[tuple[
         return {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
     finally:
         conn.close()
+
+
+def stored_data(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows people and programs stored: :func:`snapshot` without empty tables and schema bookkeeping.
+
+    Opening a store may create its (empty) tables; that changes the schema, never what was stored.
+    """
+    skip = ("schema_migrations", "sqlite_sequence")
+    return {table: rows for table, rows in snapshot(path, skip=skip).items() if rows}
 
 
 def consistency_problems(path: Path) -> list[str]:
