@@ -286,3 +286,21 @@ def test_a_request_without_the_token_is_refused(browser: Browser, database: Path
             assert wrong is not None and wrong.status == 403
         finally:
             context.close()
+
+
+def test_a_page_of_a_restarted_dashboard_says_it_is_signed_out(browser: Browser, database: Path) -> None:
+    first = DashboardServer(database, hooks=False).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(first.url)
+        page.wait_for_selector('#live-status[data-state="live"]')
+        port = first.port
+        first.stop()
+        with DashboardServer(database, port=port, hooks=False):  # same address, new token
+            page.wait_for_function(
+                "() => document.getElementById('live-status').textContent.startsWith('signed out')",
+                timeout=8000,
+            )
+    finally:
+        context.close()

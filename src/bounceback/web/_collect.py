@@ -184,6 +184,10 @@ class Collector:
                     if isinstance(exc, sqlite3.Error) and self._conn is not None:
                         self._conn.close()
                         self._conn = None
+                except Exception as exc:
+                    # A row this version cannot understand must not blank every page.
+                    _log.exception("dashboard: reading the %s failed", name)
+                    problems.append(f"cannot read the {name}: {type(exc).__name__}: {exc}")
             settings, history = parts.get("settings", ({}, ()))
             runs, attempts = parts.get("journal", ((), {}))
             return Snapshot(

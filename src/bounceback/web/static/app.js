@@ -93,9 +93,15 @@
     source.addEventListener("open", function () { setStatus("live", "live"); });
     source.addEventListener("error", function () {
       setStatus("down", "reconnecting…");
-      if (source.readyState === EventSource.CLOSED) {
-        setTimeout(connect, 2000);
-      }
+      if (source.readyState !== EventSource.CLOSED) return; // the browser retries by itself
+      // Refused outright: signed out (the dashboard restarted with a new token), or the server is gone.
+      fetch("/api/openapi.json", { credentials: "same-origin" }).then(function (r) {
+        if (r.status === 401 || r.status === 403) {
+          setStatus("down", "signed out: open the link the dashboard printed");
+        } else {
+          setTimeout(connect, 2000);
+        }
+      }).catch(function () { setTimeout(connect, 2000); });
     });
     source.addEventListener("regions", function (ev) { applyRegions(JSON.parse(ev.data)); });
     source.addEventListener("notice", function (ev) {
