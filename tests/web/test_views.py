@@ -6,14 +6,11 @@ from __future__ import annotations
 import html
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bounceback.core._settings import SCHEMA
-from bounceback.stores import SqliteSettings
-from bounceback.web._live import notices_between
 from bounceback.web._model import (
     AttemptView,
     BreakerView,
@@ -25,7 +22,6 @@ from bounceback.web._model import (
 )
 from bounceback.web._pages import VIEWS, render_full, render_regions
 from bounceback.web._plot import backoff_plot
-from bounceback.web._settings_edit import apply_form, changed_fields
 from bounceback.web._text import MAX_TEXT, clean, esc, redact_secrets
 from bounceback.web._view_overview import render_overview
 from bounceback.web._view_runs import render_recoveries
@@ -386,68 +382,3 @@ def test_credentials_in_urls_are_redacted_on_the_page() -> None:
     for view in VIEWS:
         page = render_full(view, Snapshot(now=NOW, runs=(run,)), None, CSRF)
         assert "hunter2" not in page and "abc123" not in page and "swordfish" not in page
-
-
-# -- notices -------------------------------------------------------------------------------------------
-
-
-def test_notices_for_breaker_opened_gave_up_and_ticket_waiting() -> None:
-    closed = BreakerView("db", "closed", NOW - 100, None, "", 10, 0)
-    opened = BreakerView("db", "open", NOW, NOW + 30, "failure rate 60%", 10, 6)
-    reopened = BreakerView("db", "open", NOW + 31, NOW + 91, "probe failed", 10, 6)
-    running = RunView("r1", "sync", "running", NOW - 9, NOW - 1, None, 2, 3)
-    gave_up = RunView("r1", "sync", "gave-up", NOW - 9, NOW, NOW, 3, 3, reason="attempts",
-                      last_error_type="OSError", last_error="boom")  # fmt: skip
-    ticket = TicketView("t1", "sync", "open", NOW, "OSError", "boom")
-    before = Snapshot(now=NOW - 1, breakers=(closed,), runs=(running,))
-    after = Snapshot(now=NOW, breakers=(opened,), runs=(gave_up,), tickets=(ticket,))
-    found = notices_between(before, after)
-    assert [n.kind for n in found] == ["breaker-opened", "recovery-gave-up", "ticket-waiting"]
-    assert found[1].title == "Recovery of sync gave up after 3 attempts (attempts)"
-    assert notices_between(after, after) == []
-    again = notices_between(
-        after, Snapshot(now=NOW + 31, breakers=(reopened,), runs=(gave_up,), tickets=(ticket,))
-    )
-    assert [n.kind for n in again] == ["breaker-opened"]
-    assert notices_between(None, after) == []  # the state found at start is not news
-
-
-# -- the settings form against a real database -----------------------------------------------------
-
-
-def _form(values: dict[str, str], shown: dict[str, str], op: str = "") -> dict[str, str]:
-    form = {"csrf": CSRF, "op": op}
-    for key, text in shown.items():
-        form[f"o:{key}"] = text
-        form[f"v:{key}"] = values.get(key, text)
-    return form
-
-
-def test_apply_form_refuses_bad_values_and_stores_nothing(tmp_path: Path) -> None:
-    with SqliteSettings(tmp_path / "bounceback.db") as store:
-        shown = {"retry.max_attempts": "5", "retry.initial_delay": "200ms", "retry.max_delay": "30s"}
-        result = apply_form(
-            store, None, _form({"retry.max_attempts": "0", "retry.initial_delay": "1s"}, shown)
-        )
-        assert not result.ok and set(result.errors) == {"retry.max_attempts"}
-        assert "expected a whole number from 1" in result.errors["retry.max_attempts"]
-        assert store.history() == [] and store.resolve()["retry.initial_delay"].source == "default"
-        # a combination that cannot work is refused on the key the person touched
-        crossed = apply_form(store, None, _form({"retry.max_delay": "100ms"}, shown))
-        assert list(crossed.errors) == ["retry.max_delay"] and store.history() == []
-        # the page cannot choose a command to run
-        command = apply_form(store, None, _form({"notify.command": "rm -rf /"}, {"notify.command": ""}))
-        assert list(command.errors) == ["notify.command"] and store.history() == []
-
-
-def test_apply_form_stores_only_the_changed_fields(tmp_path: Path) -> None:
-    with SqliteSettings(tmp_path / "bounceback.db") as store:
-        shown = {"retry.max_attempts": "5", "retry.jitter": "full", "breaker.window": "100"}
-        result = apply_form(
-            store, "fetch", _form({"retry.max_attempts": " 7 ", "retry.jitter": "equal"}, shown)
-        )
-        assert result.ok and [c.key for c in result.changes] == ["retry.max_attempts", "retry.jitter"]
-        assert store.effective("fetch")["retry.max_attempts"] == 7
-        assert store.resolve("fetch")["breaker.window"].source == "default"  # untouched stays a default
-        assert store.effective(None)["retry.max_attempts"] == 5
-        assert changed_fields(_form({}, shown), None) == {}
