@@ -30,6 +30,7 @@ from bounceback.integrations._httpx import RecoveringTransport
 from bounceback.stores import SqliteSettings
 from bounceback.stores._tickets import SqliteTickets
 from bounceback.testing import FakeClock
+from tests.core.settings_strategies import values
 from tests.http_server import Reply, Script, serve
 from tests.reliability.conftest import ROOT, Figures, soak_size
 from tests.reliability.dbcheck import consistency_problems, stored_data
@@ -49,6 +50,18 @@ WILD_VALUE = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(WILD_TEXT, inner, max_size=3),
     max_leaves=6,
 )
+
+
+def _near_valid(key: str) -> st.SearchStrategy[Any]:
+    """Valid values of ``key`` (typed and as text), and wild ones."""
+    setting = SCHEMA[key]
+    valid = values(setting)
+    return valid | valid.map(setting.to_text) | WILD_VALUE
+
+
+KEY_AND_VALUE = st.sampled_from(sorted(SCHEMA)).flatmap(
+    lambda k: st.tuples(st.just(k), _near_valid(k))
+) | st.tuples(WILD_TEXT, WILD_VALUE)
 OPERATIONS = st.none() | st.sampled_from(["fetch", "pay-ment.v2", "", " ", "a" * 201, "x\ny", "\x1b[31m"])
 
 
@@ -71,9 +84,10 @@ def test_settings_values_refused_cleanly_and_nothing_stored(
     store.set("retry.max_attempts", 4)
     tally = {"stored": 0, "refused": 0}
 
-    @given(key=st.sampled_from(sorted(SCHEMA)) | WILD_TEXT, value=WILD_VALUE, operation=OPERATIONS)
+    @given(pair=KEY_AND_VALUE, operation=OPERATIONS)
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=FIXTURE_OK)
-    def check(key: str, value: Any, operation: str | None) -> None:
+    def check(pair: tuple[str, Any], operation: str | None) -> None:
+        key, value = pair
         before = stored_data(db)
         try:
             change = store.set(key, value, operation=operation)
@@ -197,7 +211,24 @@ _WORDS = [
     "3", "-1", "0", "off", "nan", "1e400", "250ms", "toml", "json", "yaml", "abcd1234", "retry", "skip",
     "abort", "", " ", "--", "=", "x" * 300, "\x1b[2J", "ünïcödé", "1;rm -rf /",
 ]  # fmt: skip
-ARGV = st.lists(st.sampled_from(_WORDS) | st.text(max_size=12), min_size=0, max_size=7)
+_KEY = st.sampled_from(sorted(SCHEMA)) | st.sampled_from(_WORDS)
+_VALUE_TEXT = (
+    st.sampled_from(sorted(SCHEMA)).flatmap(lambda k: values(SCHEMA[k]).map(SCHEMA[k].to_text)) | WILD_TEXT
+)
+_OP = st.sampled_from([[], ["--operation", "fetch"], ["-o", ""], ["--operation", "x" * 300]])
+ARGV = (
+    st.lists(st.sampled_from(_WORDS) | st.text(max_size=12), min_size=0, max_size=7)
+    | st.tuples(st.just(["settings", "set"]), _KEY, _VALUE_TEXT, _OP).map(
+        lambda t: [*t[0], t[1], t[2], *t[3]]
+    )
+    | st.tuples(st.sampled_from(["get", "reset"]), _KEY, _OP).map(lambda t: ["settings", t[0], t[1], *t[2]])
+    | st.sampled_from(
+        [["settings", "list", "--json"], ["status", "--json"], ["tickets", "list"], ["timeline"]]
+    )
+    | st.tuples(st.sampled_from(["undo", "history"]), st.integers(-3, 10).map(str)).map(
+        lambda t: ["settings", *t]
+    )
+)
 
 
 def test_random_cli_arguments_exit_cleanly_and_refusals_change_nothing(
