@@ -63,3 +63,12 @@ def test_demo_prints_a_summary_table_and_next_steps(tmp_path: Path) -> None:
         assert device in done.stdout
     assert "bounceback tickets show" in done.stderr
     assert "\x1b[" not in done.stderr  # no terminal: plain text
+
+
+def test_demo_serves_the_dashboard_beside_it(tmp_path: Path) -> None:
+    done = _bounceback(tmp_path, "demo", "--fast", "--dashboard", "--json")
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stderr.splitlines() if x.startswith("dashboard: "))
+    assert line.startswith("dashboard: http://127.0.0.1:")
+    assert "token=" in line
+    assert len(json.loads(done.stdout)["devices"]) == 8

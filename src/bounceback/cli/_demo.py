@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+import sys
+import time
 from typing import Any
 
 import click
@@ -63,14 +64,15 @@ def demo_command(
                 speed=scale,
                 prompter=prompter if prompter.is_attended() else None,
             )
+        if as_json:
+            echo_json(_as_json(result))
+        else:
+            _summary(result, Console(highlight=False))
+            _next_steps(result, err)
+        _keep_serving(server, err)
     finally:
         if server is not None:
             server.stop()
-    if as_json:
-        echo_json(_as_json(result))
-    else:
-        _summary(result, Console(highlight=False))
-        _next_steps(result, err)
 
 
 def _as_json(result: DemoResult) -> dict[str, Any]:
@@ -124,23 +126,25 @@ def _next_steps(result: DemoResult, console: Console) -> None:
     )
 
 
-class _Dashboard:
-    def __init__(self, server: Any, thread: threading.Thread) -> None:
-        self.server = server
-        self.thread = thread
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
-
-
-def _start_dashboard(app: AppContext, port: int, console: Console) -> _Dashboard | None:
+def _start_dashboard(app: AppContext, port: int, console: Console) -> Any:
     """Serve the dashboard on 127.0.0.1 beside the demo (when the web extra is installed)."""
     try:
-        from bounceback.web import serve_in_thread
+        from bounceback.web import DashboardServer
     except ImportError as exc:  # the dashboard is an optional extra
         console.print(Text(f"dashboard not available ({exc}); install bounceback[web]", style="yellow"))
         return None
-    server, thread, url = serve_in_thread(database=app.database, host="127.0.0.1", port=port)
-    console.print(Text.assemble(("dashboard: ", "bold"), url))
-    return _Dashboard(server, thread)
+    server = DashboardServer(app.database, host="127.0.0.1", port=port).start()
+    console.print(Text.assemble(("dashboard: ", "bold"), server.url))
+    return server
+
+
+def _keep_serving(server: Any, console: Console) -> None:
+    """After the job, keep the dashboard up for a person at the terminal until Ctrl-C."""
+    if server is None or not (sys.stdin.isatty() and console.is_terminal):
+        return
+    console.print(Text(f"the dashboard stays up at {server.url}; press Ctrl-C to stop", style="bold"))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print()
