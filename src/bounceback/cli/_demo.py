@@ -134,7 +134,7 @@ def _start_dashboard(app: AppContext, port: int, console: Console) -> Any:
         console.print(Text(f"dashboard not available ({exc}); install bounceback[web]", style="yellow"))
         return None
     server = DashboardServer(app.database, host="127.0.0.1", port=port).start()
-    console.print(Text.assemble(("dashboard: ", "bold"), server.url))
+    console.print(Text.assemble(("dashboard: ", "bold"), server.url), soft_wrap=True)
     return server
 
 
