@@ -11,6 +11,9 @@ from typing import Any
 # name -> module that defines it; the module is imported on first access, so a missing extra only
 # matters to the program that uses it.
 _LAZY = {
+    "HookResult": "bounceback.integrations._notify",
+    "NotifyHooks": "bounceback.integrations._notify",
+    "event_payload": "bounceback.integrations._notify",
     "CommandFailed": "bounceback.integrations._subprocess",
     "CommandResult": "bounceback.integrations._subprocess",
     "CommandRunner": "bounceback.integrations._subprocess",
@@ -39,6 +42,8 @@ __all__ = [
     "CommandRunner",
     "ExitCodes",
     "HTTPX_CLASSIFIER",
+    "HookResult",
+    "NotifyHooks",
     "OpenTelemetryExporter",
     "PrometheusExporter",
     "REQUESTS_CLASSIFIER",
@@ -47,6 +52,7 @@ __all__ = [
     "RetryableResponse",
     "TIMEOUT_EXIT_CODE",
     "classify_status",
+    "event_payload",
     "exit_code_of",
     "export_otel",
     "export_prometheus",
