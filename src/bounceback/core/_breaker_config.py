@@ -14,7 +14,7 @@ from typing import Any
 from bounceback.core._time import to_seconds
 from bounceback.errors import ConfigError
 
-__all__ = ["BreakerConfig", "SETTINGS_KEYS", "build_config"]
+__all__ = ["SETTINGS_KEYS", "STORE_KEYS", "BreakerConfig", "build_config"]
 
 SETTINGS_KEYS: dict[str, str] = {
     "breaker.failure_rate": "failure_rate",
@@ -29,6 +29,9 @@ SETTINGS_KEYS: dict[str, str] = {
     "breaker.half_open_calls": "half_open_calls",
     "breaker.max_in_flight": "max_in_flight",
 }
+
+STORE_KEYS: dict[str, str] = {"store.on_unavailable": "store_unavailable"}
+"""Settings outside ``breaker.*`` that a breaker follows too: what to do while its shared store is away."""
 """Settings key → :class:`BreakerConfig` field."""
 
 _MAX_COUNT = 1_000_000

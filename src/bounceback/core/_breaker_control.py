@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from bounceback.core._breaker_config import SETTINGS_KEYS, BreakerConfig, build_config
+from bounceback.core._breaker_config import SETTINGS_KEYS, STORE_KEYS, BreakerConfig, build_config
 from bounceback.core._breaker_core import BreakerState, _BreakerCore, is_warm
 from bounceback.core._breaker_metrics import BreakerMetrics, HealthStats
 from bounceback.core._breaker_store import NO_OUTCOME, WindowSpec
@@ -50,7 +50,7 @@ class _ControlMixin(_BreakerCore):
             layers.append(src if isinstance(src, Mapping) else src.effective(self.name))
         layers.append(self._overlay)
         for layer in layers:
-            for key, field in SETTINGS_KEYS.items():
+            for key, field in (*SETTINGS_KEYS.items(), *STORE_KEYS.items()):
                 if key in layer:
                     values[field] = layer[key]
                     labels[field] = key

@@ -153,7 +153,7 @@ def connect(path: str | Path, *, timeout: float = 5.0, create: bool = True) -> s
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
-            _use_wal(conn)
+            _use_wal(conn, timeout)
             # Reading the schema reads the file header: a corrupt file fails here, not on first use.
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError as exc:
@@ -190,14 +190,22 @@ def _open_immutable(path: Path, timeout: float) -> sqlite3.Connection:
     return conn
 
 
-def _use_wal(conn: sqlite3.Connection) -> None:
-    try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    except sqlite3.OperationalError as exc:
-        # A read-only database can still be read in its current mode; writes will fail clearly later.
-        if "readonly" not in str(exc).lower():
-            raise
-        return
+def _use_wal(conn: sqlite3.Connection, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            # A read-only database can still be read in its current mode; writes will fail clearly later.
+            if "readonly" in text:
+                return
+            # Several processes switching a new file to WAL at once: SQLite refuses all but one at once
+            # (no busy handler, it would deadlock), so wait for the winner as a busy timeout would.
+            if "locked" not in text or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
     if str(mode).lower() == "wal":
         # WAL makes NORMAL durable enough (a power cut may lose the last commit, never corrupt).
         conn.execute("PRAGMA synchronous = NORMAL")
