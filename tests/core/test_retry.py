@@ -453,3 +453,22 @@ def test_give_up_names_the_failure_behind_a_breaker_refusal() -> None:
     Policy("c", attempts=2, clock=FakeClock(), fallback=seen.append).call(fn)
     assert isinstance(seen[0].error, CircuitOpenError)
     assert isinstance(seen[0].cause, ConnectionRefusedError)
+
+
+def test_a_retry_budget_is_built_from_the_settings_when_enabled() -> None:
+    from bounceback import RetryBudget
+
+    on = _Settings(
+        {"budget.enabled": True, "budget.ratio": 0.1, "budget.min_per_second": 0.0, "budget.window": 10.0}
+    )
+    clock = FakeClock()
+    policy = Policy("budgeted", settings=on, attempts=5, clock=clock)
+    budget = policy._engine.budget
+    assert isinstance(budget, RetryBudget)
+    assert budget.rule.ratio == 0.1
+    # With no recent calls and no floor, the budget refuses the first retry: one attempt only.
+    fn = Flaky(10)
+    with pytest.raises(ConnectionResetError) as info:
+        policy.call(fn)
+    assert info.value.bounceback_reason == "budget"  # type: ignore[attr-defined]
+    assert Policy("plain", settings=_Settings({}), clock=clock)._engine.budget is None

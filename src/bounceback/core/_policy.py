@@ -180,6 +180,8 @@ class Policy:
         self._fallback = fallback
         self._result_check = retry_if_result
         cfg = self._build_config()
+        if budget is None and settings is not None:
+            budget = _budget_from_settings(settings, operation, clock)
         self._engine = Engine(
             operation or "anonymous",
             cfg,
@@ -584,6 +586,22 @@ def _from_settings(settings: Any, operation: str | None) -> Mapping[str, Any]:
             jitter=values.get("retry.jitter", "full"),
         )
     return out
+
+
+def _budget_from_settings(settings: Any, operation: str | None, clock: Clock | None) -> BudgetPort | None:
+    """A local retry budget when ``budget.enabled`` is on for the operation (read once, at creation)."""
+    values = settings.effective(operation)
+    if not values.get("budget.enabled", False):
+        return None
+    from bounceback.core._budget import RetryBudget
+
+    return RetryBudget(
+        values.get("budget.ratio", 0.2),
+        min_per_second=values.get("budget.min_per_second", 10.0),
+        window=values.get("budget.window", 10.0),
+        name=operation or "retry-budget",
+        clock=clock,
+    )
 
 
 def _name_of(fn: Callable[..., Any]) -> str:
