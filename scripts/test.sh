@@ -24,10 +24,17 @@ fi
 .venv/bin/python -m pip install -q -e '.[test,bench]'
 
 export PATH="$PWD/.venv/bin:$PATH"
-echo "== ruff"
-ruff check src tests benchmarks
-ruff format --check src tests benchmarks
-echo "== mypy --strict"
-mypy
+# Every check runs even when an earlier one fails, so one run tells everything; any failure fails the script.
+failed=()
 echo "== pytest"
-python -m pytest "$@"
+python -m pytest "$@" || failed+=(pytest)
+echo "== ruff"
+ruff check src tests benchmarks scripts || failed+=("ruff check")
+ruff format --check src tests benchmarks scripts || failed+=("ruff format")
+echo "== mypy --strict"
+mypy || failed+=(mypy)
+if ((${#failed[@]})); then
+  echo "FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "all checks passed"

@@ -43,7 +43,6 @@ def _http_error(status: int, retry_after: str | None = None) -> urllib.error.HTT
         (ConnectionAbortedError(), T),
         (BrokenPipeError(), T),
         (TimeoutError(), T),
-        (TimeoutError(), T),
         (socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"), T),
         (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), P),
         (OSError(errno.EAGAIN, "again"), T),
