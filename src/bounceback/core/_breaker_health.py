@@ -19,6 +19,7 @@ from typing import Any
 from bounceback.core._breaker_core import BreakerState, Change, _BreakerCore
 from bounceback.core._breaker_metrics import HealthStats
 from bounceback.core._events import HealthChecked
+from bounceback.core._redact import redact
 
 __all__: list[str] = []
 
@@ -256,8 +257,8 @@ def _loop_running() -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+    text = redact(str(exc), 200)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _returned_false(result: Any) -> str | None:

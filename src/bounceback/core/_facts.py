@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bounceback.core._classify import Classification
+from bounceback.core._redact import redact
 from bounceback.errors import CircuitOpenError
 
 __all__ = ["clean_text", "error_chain", "error_facts", "format_clock_time", "format_duration"]
@@ -139,7 +140,8 @@ def _url_of(exc: BaseException) -> str | None:
 
 def _put(facts: dict[str, str], key: str, value: object) -> None:
     if key not in facts and value is not None and value != "":
-        text = clean_text(value)
+        # Redacted before it is cut, so a credential straddling the cut is never shown in part.
+        text = clean_text(redact(clean_text(value, 8000)))
         if text:
             facts[key] = text
 

@@ -32,6 +32,7 @@ from bounceback.core._manual_parts import (
     record_of,
     step_item,
 )
+from bounceback.core._redact import redact
 from bounceback.core._retry import AttemptRecord, GiveUp
 from bounceback.errors import ConfigError
 
@@ -350,7 +351,7 @@ def open_ticket(
         facts["error_type"] = "rejected result"
         facts["result"] = clean_text(repr(info.result))
     for key, value in (context or {}).items():
-        facts.setdefault(key, clean_text(value))
+        facts.setdefault(key, clean_text(redact(clean_text(value, 8000))))
     n = len(info.attempts)
     facts.update(
         reason=info.reason,
@@ -368,7 +369,9 @@ def open_ticket(
         operation=info.operation,
         reason=info.reason,
         error_type=facts["error_type"] if info.error is not None else "result",
-        error_message=clean_text(info.error, 4000) if info.error is not None else message,
+        error_message=clean_text(redact(clean_text(info.error, 8000)), 4000)
+        if info.error is not None
+        else message,
         kind=verdict.kind.value if verdict else None,
         kind_reason=verdict.reason if verdict else "",
         topic=name,

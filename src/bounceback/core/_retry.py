@@ -25,6 +25,7 @@ from bounceback.core._events import (
     RecoverySucceeded,
     RetryScheduled,
 )
+from bounceback.core._redact import redact
 from bounceback.core._time import CancelToken, Clock
 from bounceback.errors import AttemptTimeout, BulkheadFull, CircuitOpenError, ConfigError
 
@@ -412,8 +413,9 @@ def _message(exc: BaseException | None) -> str:
         text = str(exc)
     except Exception:
         text = "<unprintable error>"
-    # Remote error text can be huge; events and notes keep a bounded prefix.
-    return text if len(text) <= 500 else text[:500] + "…"
+    # Remote error text can be huge and may carry credentials: events and notes keep a bounded,
+    # redacted prefix (every subscriber, the journal and the logs read it from here).
+    return redact(text, 500)
 
 
 def attach_history(exc: BaseException, operation: str, run: Run, elapsed: float) -> None:
