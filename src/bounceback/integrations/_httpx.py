@@ -102,13 +102,30 @@ def _rebuild(response: httpx.Response, content: bytes, request: httpx.Request) -
     )
 
 
+def _drain(response: httpx.Response) -> bytes:
+    """The body as it came over the wire (still content-encoded: the client decodes it once, later)."""
+    try:
+        return b"".join(response.iter_raw())
+    finally:
+        response.close()
+
+
+async def _adrain(response: httpx.Response) -> bytes:
+    try:
+        return b"".join([chunk async for chunk in response.aiter_raw()])
+    finally:
+        await response.aclose()
+
+
 class RecoveringTransport(httpx.BaseTransport):
     """A sync httpx transport applying a policy per request.
 
     Keyword arguments not listed are :class:`bounceback.Policy` arguments (``attempts``, ``deadline``,
     ``backoff``, ``max_retry_after``, ``settings``, ``clock``, ``bus``, ...). ``breakers`` is True (one
     ``CircuitBreaker`` per host), False, or a factory ``name -> breaker``; ``breaker_per`` is ``host`` or
-    ``route``; ``methods`` the methods that may be retried.
+    ``route``; ``methods`` the methods that may be retried. ``read_body`` (default True) reads each answer
+    inside its attempt, so a connection cut in the middle of the body is retried too; set it to False
+    for streamed downloads (``client.stream``), whose bodies are then read, and may fail, after recovery.
 
     Give requests their own httpx timeouts: they bound each attempt.
 
@@ -125,8 +142,10 @@ class RecoveringTransport(httpx.BaseTransport):
         breaker_per: str = "host",
         methods: Iterable[str] = IDEMPOTENT_METHODS,
         classifier: Classifier = HTTPX_CLASSIFIER,
+        read_body: bool = True,
         **policy_options: Any,
     ) -> None:
+        self.read_body = read_body
         self._inner = transport or httpx.HTTPTransport()
         self.recovery = HttpRecovery(
             operation=operation,
@@ -144,15 +163,16 @@ class RecoveringTransport(httpx.BaseTransport):
         inner = self._inner
         wall = self.recovery.wall
 
+        read_body = self.read_body
+
         def attempt() -> httpx.Response:
             response = inner.handle_request(request)
             verdict = classify_status(response.status_code, response.headers, now=wall())
             if verdict is None:
-                return response
-            try:
-                content = response.read()
-            finally:
-                response.close()
+                # httpx reads the body after the transport returns, outside the policy: read it here
+                # so that a cut in the middle of the answer is an attempt that failed, and is retried.
+                return _rebuild(response, _drain(response), request) if read_body else response
+            content = _drain(response)
             raise RetryableResponse(
                 request.method,
                 redact_url(str(request.url)),
@@ -170,7 +190,8 @@ class RecoveringTransport(httpx.BaseTransport):
 
 
 class AsyncRecoveringTransport(httpx.AsyncBaseTransport):
-    """The asyncio twin of :class:`RecoveringTransport` (same arguments); attempt timeouts are enforced."""
+    """The asyncio twin of :class:`RecoveringTransport` (same arguments, ``read_body`` too); attempt
+    timeouts are enforced."""
 
     def __init__(
         self,
@@ -181,8 +202,10 @@ class AsyncRecoveringTransport(httpx.AsyncBaseTransport):
         breaker_per: str = "host",
         methods: Iterable[str] = IDEMPOTENT_METHODS,
         classifier: Classifier = HTTPX_CLASSIFIER,
+        read_body: bool = True,
         **policy_options: Any,
     ) -> None:
+        self.read_body = read_body
         self._inner = transport or httpx.AsyncHTTPTransport()
         self.recovery = HttpRecovery(
             operation=operation,
@@ -200,15 +223,14 @@ class AsyncRecoveringTransport(httpx.AsyncBaseTransport):
         inner = self._inner
         wall = self.recovery.wall
 
+        read_body = self.read_body
+
         async def attempt() -> httpx.Response:
             response = await inner.handle_async_request(request)
             verdict = classify_status(response.status_code, response.headers, now=wall())
             if verdict is None:
-                return response
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
+                return _rebuild(response, await _adrain(response), request) if read_body else response
+            content = await _adrain(response)
             raise RetryableResponse(
                 request.method,
                 redact_url(str(request.url)),
