@@ -28,6 +28,7 @@ from bounceback.cli._run_support import (
     ManualStep,
     manual_handler,
 )
+from bounceback.cli._tickets_run import record_success
 from bounceback.console._progress import ProgressDisplay
 from bounceback.console._text import clock_time
 from bounceback.core._breaker import BreakerState, CircuitBreaker
@@ -124,7 +125,8 @@ def _breaker(app: AppContext, settings: Any, operation: str, values: Any) -> Cir
     context_settings={"allow_interspersed_args": False},
     epilog="Exit codes: 0 success; the command's own code when recovery gave up (124 timed out, "
     "128+N killed by signal N); 2 bad flag, setting or database; 3 stopped by Ctrl-C or Cancel; "
-    "69 circuit open, not run; 130 aborted by a second Ctrl-C; 143 stopped by SIGTERM.",
+    "4 gave up, ticket parked for a person (manual.mode park); 69 circuit open, not run; "
+    "130 aborted by a second Ctrl-C; 143 stopped by SIGTERM.",
 )
 @click.option(
     "--op", "operation", required=True, metavar="NAME", help="The operation: its settings and breaker."
@@ -248,6 +250,7 @@ def _run(
     try:
         code, error = execute(explicit)
         if error is None:
+            record_success(app.database, operation)  # a person's "retry" on an earlier ticket worked
             return 0
         if interrupts.terminated is not None:
             # Stopped by a supervisor (SIGTERM) or a closed terminal (SIGHUP): nobody to hand over to.

@@ -14,6 +14,8 @@ code   meaning
 2      bounceback itself could not start: a bad flag, a bad setting, or the home database failed
 3      automatic recovery was stopped by a person (Ctrl-C, or Cancel from another process); handed
        over to manual fallback
+4      recovery gave up and its ticket was parked for a person (``manual.mode park``; see
+       ``bounceback tickets``)
 69     the circuit for the operation is open: the command was not run (``EX_UNAVAILABLE``)
 130    aborted by a second Ctrl-C; the running command was stopped
 143    ``bounceback run`` got SIGTERM (129: SIGHUP); the signal was passed on to the command
