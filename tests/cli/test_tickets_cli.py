@@ -238,6 +238,14 @@ def test_run_without_a_terminal_parks_a_ticket_and_keeps_the_commands_exit_code(
         == 75
     )
     assert ok_json("tickets", "show", ticket["id"])["resolution"]["outcome"] == "failed"
+    # that run parked a new ticket; a person chooses retry again, and the next run succeeds
+    [newest, _] = ok_json("tickets", "list", "--status", "all", "--op", "sync")
+    assert bb("tickets", "resolve", newest["id"], "--choice", "retry").returncode == 0
+    assert (
+        bb("run", "--op", "sync", "--", *flaky(tmp_path / "fresh", 0), stdin=subprocess.DEVNULL).returncode
+        == 0
+    )
+    assert ok_json("tickets", "show", newest["id"])["resolution"]["outcome"] == "succeeded"
 
 
 def test_run_with_manual_mode_park_exits_4(home: Path, tmp_path: Path) -> None:
