@@ -209,9 +209,11 @@ def _next_step(ticket: Ticket) -> None:
         return
     click.echo("a program waiting on this ticket carries on now; if none is waiting, run the operation again")
     command = ticket.facts.get("command")
-    if command:
+    if ticket.facts.get("via") == "bounceback run" and command:
         click.echo(f"  bounceback run --op {ticket.operation} -- {command}")
-    click.echo(f"then record how it went: bounceback tickets outcome {ticket.id} --succeeded|--failed")
+        click.echo("(bounceback run records how that run went by itself)")
+    else:
+        click.echo(f"then record how it went: bounceback tickets outcome {ticket.id} --succeeded|--failed")
 
 
 @tickets_group.command("outcome")

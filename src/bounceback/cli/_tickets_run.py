@@ -11,8 +11,9 @@ operation:
 - ``prompt``: ask at a terminal; without one, behave as ``raise``.
 - ``raise``: no ticket; ``bounceback run`` ends as it would without manual recovery.
 
-A run that gives up after a person chose "retry" on an earlier ticket of the operation counts as that
-choice's failed follow-up (see ``SqliteTickets.follow_up``).
+The next run after a person chose "retry" on an earlier ticket of the operation counts as that choice's
+follow-up (see ``SqliteTickets.follow_up``): a give-up here records a failure, and ``bounceback run``
+calls :func:`record_success` when it succeeds.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def _handle(step: ManualStep, store: SqliteTickets, mode: str) -> int | None:
     info = _give_up(step)
     if step.reason != "cancelled":
         store.follow_up(step.operation, False)
-    ticket = open_ticket(info, now=time.time(), context={"command": shlex.join(step.argv)})
+    ticket = open_ticket(
+        info, now=time.time(), context={"command": shlex.join(step.argv), "via": "bounceback run"}
+    )
     ticket = store.park(rank(ticket, store.stats(ticket.operation, ticket.topic)))
     if default_bus.listening:
         default_bus.emit(TicketOpened(ticket.operation, ticket.created_at, ticket.id, ticket.summary))
