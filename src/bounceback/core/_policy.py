@@ -10,34 +10,33 @@ The success path is a clock read, a flag test and a call: no events, no allocati
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import inspect
 import math
 import random
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from bounceback.core._attempts import Attempts
 from bounceback.core._backoff import Backoff
 from bounceback.core._classify import Classification, Classifier
 from bounceback.core._events import EventBus, default_bus
+from bounceback.core._policy_async import _AsyncCalls
+from bounceback.core._policy_parts import UNSET, RetryAgain, _FollowUp
+from bounceback.core._policy_settings import _budget_from_settings, _from_settings
+from bounceback.core._policy_wrap import _async_wrapper, _count_call, _name_of, _sync_wrapper
 from bounceback.core._registry import registry
 from bounceback.core._retry import (
     _RESULT,
     BreakerPort,
     BudgetPort,
     Engine,
-    GiveUp,
     RetryConfig,
     Run,
     call_with_timeout,
 )
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, to_seconds, waits_enabled
 from bounceback.errors import (
-    AttemptTimeout,
     BulkheadFull,
     CircuitOpenError,
     ConfigError,
@@ -51,58 +50,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class _Unset:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-UNSET: Any = _Unset()
-
-
-@dataclass(frozen=True, slots=True)
-class RetryAgain:
-    """Returned by a fallback handler to run the operation again, optionally with other limits.
-
-    >>> RetryAgain(attempts=10, deadline=120)
-    RetryAgain(attempts=10, deadline=120)
-    """
-
-    attempts: int | None = None
-    deadline: float | None = None
-    on_outcome: Callable[[bool], None] | None = field(default=None, repr=False, compare=False)
-    """Told once whether the run again succeeded (True) or gave up too (False, before its fallback runs)."""
-
-
-Fallback = Callable[[GiveUp], Any]
-
-
-class _FollowUp:
-    """The fallback of a run again that reports its outcome: tells ``on_outcome(False)`` before handing
-    over to the original fallback, or ``on_outcome(True)`` through :meth:`succeeded`; once either way."""
-
-    __slots__ = ("fallback", "on_outcome", "told")
-
-    def __init__(self, fallback: Any, on_outcome: Callable[[bool], None]) -> None:
-        self.fallback = fallback
-        self.on_outcome = on_outcome
-        self.told = False
-
-    def __call__(self, info: GiveUp) -> Any:
-        self._tell(False)
-        return self.fallback(info) if callable(self.fallback) else self.fallback
-
-    def succeeded(self) -> None:
-        self._tell(True)
-
-    def _tell(self, ok: bool) -> None:
-        if not self.told:
-            self.told = True
-            self.on_outcome(ok)
-
-
-class Policy:
+class Policy(_AsyncCalls):
     """How an operation recovers: attempts, deadline, per-attempt timeout, backoff, breaker and fallback.
 
     Use it as a decorator (sync or ``async def``), with :meth:`call` / :meth:`acall`, or as a block with
@@ -335,28 +283,46 @@ class Policy:
         self, fn: Callable[..., Any], args: Any, kwargs: Any, timeout: float
     ) -> tuple[bool, Any, Any]:
         """One attempt through breaker and timeout: (True, result, None) or (False, error|result, verdict)."""
-        eng = self._engine
-        brk = self._breaker
-        permit = None
-        if brk is not None:
-            try:
-                permit = brk.acquire()
-            except (CircuitOpenError, BulkheadFull) as exc:
-                return False, exc, eng.classify(exc)
+        permit, refused = self._admit()
+        if refused is not None:
+            return refused
         try:
             if timeout != math.inf:
-                result = call_with_timeout(fn, args, kwargs, timeout, eng.operation)
+                result = call_with_timeout(fn, args, kwargs, timeout, self._engine.operation)
             else:
                 result = fn(*args, **kwargs)
         except Exception as exc:
-            verdict = eng.classify(exc)
-            if brk is not None:
-                brk.release(permit, verdict)
-            return False, exc, verdict
+            return self._failed(permit, exc)
         except BaseException:
-            if brk is not None:
-                brk.abandon(permit)
+            self._abandon(permit)
             raise
+        return self._settle(permit, result)
+
+    # The parts of an attempt that do not depend on sync or async.
+
+    def _admit(self) -> tuple[Any, tuple[bool, Any, Any] | None]:
+        """Pass the breaker: (permit, None), or (None, a failed outcome) when it refuses."""
+        brk = self._breaker
+        if brk is None:
+            return None, None
+        try:
+            return brk.acquire(), None
+        except (CircuitOpenError, BulkheadFull) as exc:
+            return None, (False, exc, self._engine.classify(exc))
+
+    def _failed(self, permit: Any, exc: Exception) -> tuple[bool, Any, Any]:
+        verdict = self._engine.classify(exc)
+        if self._breaker is not None:
+            self._breaker.release(permit, verdict)
+        return False, exc, verdict
+
+    def _abandon(self, permit: Any) -> None:
+        if self._breaker is not None:
+            self._breaker.abandon(permit)
+
+    def _settle(self, permit: Any, result: Any) -> tuple[bool, Any, Any]:
+        """A returned result: rejected by ``retry_if_result`` (a failure) or a success."""
+        brk = self._breaker
         check = self._result_check
         if check is not None and check(result):
             if brk is not None:
@@ -416,114 +382,6 @@ class Policy:
 
     # -- async ---------------------------------------------------------------------------------------
 
-    async def _call_async(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
-        eng = self._engine
-        brk = self._breaker
-        started = eng.clock.monotonic()
-        if eng.budget is not None:
-            _count_call(eng.budget)
-        cfg = eng.cfg
-        if self._fast and (brk is None or brk._fast) and cfg.deadline == math.inf:
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                verdict = eng.classify(exc)
-                if brk is not None:
-                    brk.release(None, verdict)
-                return await self._recover_async(fn, args, kwargs, started, exc, verdict, None)
-            if brk is not None:
-                brk._fast_successes += 1
-            return result
-        # In async code the deadline bounds the first attempt too.
-        ok, value, verdict = await self._attempt_async(
-            fn, args, kwargs, min(cfg.attempt_timeout, cfg.deadline)
-        )
-        if ok:
-            return value
-        if isinstance(value, BaseException):
-            return await self._recover_async(fn, args, kwargs, started, value, verdict, None)
-        return await self._recover_async(fn, args, kwargs, started, None, verdict, value)
-
-    async def _attempt_async(
-        self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any, timeout: float
-    ) -> tuple[bool, Any, Any]:
-        eng = self._engine
-        brk = self._breaker
-        permit = None
-        if brk is not None:
-            try:
-                permit = brk.acquire()
-            except (CircuitOpenError, BulkheadFull) as exc:
-                return False, exc, eng.classify(exc)
-        try:
-            if timeout != math.inf:
-                try:
-                    async with asyncio.timeout(timeout):
-                        result = await fn(*args, **kwargs)
-                except TimeoutError as exc:
-                    # Ours only if our timer fired; a TimeoutError raised by fn itself stays as it is.
-                    if exc.__context__ is None or not isinstance(exc.__context__, asyncio.CancelledError):
-                        raise
-                    raise AttemptTimeout(eng.operation, timeout) from None
-            else:
-                result = await fn(*args, **kwargs)
-        except Exception as exc:
-            verdict = eng.classify(exc)
-            if brk is not None:
-                brk.release(permit, verdict)
-            return False, exc, verdict
-        except BaseException:
-            if brk is not None:
-                brk.abandon(permit)
-            raise
-        check = self._result_check
-        if check is not None and check(result):
-            if brk is not None:
-                brk.release(permit, _RESULT)
-            return False, result, _RESULT
-        if brk is not None:
-            brk.release(permit, None)
-        return True, result, None
-
-    async def _recover_async(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: Any,
-        kwargs: Any,
-        started: float,
-        exc: BaseException | None,
-        verdict: Classification,
-        result: Any,
-    ) -> Any:
-        eng = self._engine
-        run = eng.start(started)
-        attempt_started = started
-        while True:
-            delay = eng.after_failure(run, exc, verdict, attempt_started)
-            if delay is None:
-                break
-            if delay > 0 and waits_enabled():
-                await eng.clock.async_sleep(delay, run.cancel)
-            if eng.cancelled_during_wait(run):
-                break
-            run.attempt += 1
-            attempt_started = eng.clock.monotonic()
-            ok, value, verdict = await self._attempt_async(fn, args, kwargs, eng.attempt_budget(run))
-            if ok:
-                eng.succeeded(run)
-                return value
-            exc, result = (value, None) if isinstance(value, BaseException) else (None, value)
-        outcome = self._give_up(run, result)
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        if isinstance(outcome, RetryAgain):
-            again = self._again(outcome)
-            value = await again._call_async(fn, args, kwargs)
-            if isinstance(again._fallback, _FollowUp):
-                again._fallback.succeeded()
-            return value
-        return outcome
-
     # -- giving up -----------------------------------------------------------------------------------
 
     def _give_up(self, run: Run, result: Any) -> Any:
@@ -562,139 +420,6 @@ class Policy:
             f"Policy({self.operation!r}, attempts={cfg.attempts}, deadline={cfg.deadline:g}, "
             f"backoff={cfg.backoff!r}, breaker={getattr(self._breaker, 'name', None)!r})"
         )
-
-
-_SETTING_KEYS = {
-    "retry.max_attempts": "attempts",
-    "retry.deadline": "deadline",
-    "retry.attempt_timeout": "attempt_timeout",
-    "retry.max_retry_after": "max_retry_after",
-}
-
-
-def _from_settings(settings: Any, operation: str | None) -> Mapping[str, Any]:
-    if settings is None:
-        return {}
-    values = settings.effective(operation)
-    out: dict[str, Any] = {arg: values[key] for key, arg in _SETTING_KEYS.items() if key in values}
-    if "retry.initial_delay" in values:
-        out["backoff"] = Backoff(
-            values.get("retry.backoff", "exponential"),
-            initial=values["retry.initial_delay"],
-            max_delay=values.get("retry.max_delay", 30.0),
-            multiplier=values.get("retry.multiplier", 2.0),
-            jitter=values.get("retry.jitter", "full"),
-        )
-    return out
-
-
-def _budget_from_settings(settings: Any, operation: str | None, clock: Clock | None) -> BudgetPort | None:
-    """A local retry budget when ``budget.enabled`` is on for the operation (read once, at creation)."""
-    values = settings.effective(operation)
-    if not values.get("budget.enabled", False):
-        return None
-    from bounceback.core._budget import RetryBudget
-
-    return RetryBudget(
-        values.get("budget.ratio", 0.2),
-        min_per_second=values.get("budget.min_per_second", 10.0),
-        window=values.get("budget.window", 10.0),
-        name=operation or "retry-budget",
-        clock=clock,
-    )
-
-
-def _name_of(fn: Callable[..., Any]) -> str:
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-
-
-def _sync_wrapper(policy: Policy, fn: Callable[..., Any]) -> Callable[..., Any]:
-    eng = policy._engine
-    now = eng.clock.monotonic
-    recover = policy._recover_sync
-    slow = policy._call_sync
-    classify = eng.classify
-    # A retry budget counts calls (its denominator); a policy's budget never changes, so look once.
-    counter: Any = eng.budget if isinstance(getattr(eng.budget, "_calls", None), int) else None
-    brk = policy._breaker
-
-    # The fast path is inlined: a flag test, the call, and the clock only when a deadline needs it (without
-    # one, a failure reads the clock and the first attempt's own duration is left out of ``elapsed``).
-    if brk is None:
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            mode = policy._mode
-            if mode:
-                started = now() if mode == 2 else -1.0
-                if counter is not None:
-                    counter._calls += 1
-                try:
-                    return fn(*args, **kwargs)
-                except Exception as exc:
-                    if started < 0:
-                        started = now()
-                    return recover(fn, args, kwargs, started, exc, classify(exc), None)
-            return slow(fn, args, kwargs)
-
-    else:
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            mode = policy._mode
-            if mode and brk._fast:
-                started = now() if mode == 2 else -1.0
-                if counter is not None:
-                    counter._calls += 1
-                try:
-                    result = fn(*args, **kwargs)
-                except Exception as exc:
-                    if started < 0:
-                        started = now()
-                    verdict = classify(exc)
-                    brk.release(None, verdict)
-                    return recover(fn, args, kwargs, started, exc, verdict, None)
-                brk._fast_successes += 1
-                return result
-            return slow(fn, args, kwargs)
-
-    wrapper.policy = policy  # type: ignore[attr-defined]
-    return wrapper
-
-
-def _count_call(budget: Any) -> None:
-    """Count one call for a retry budget that counts calls (``RetryBudget``: an integer ``_calls``)."""
-    if isinstance(getattr(budget, "_calls", None), int):
-        budget._calls += 1
-
-
-def _async_wrapper(policy: Policy, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    eng = policy._engine
-    now = eng.clock.monotonic
-    recover = policy._recover_async
-    slow = policy._call_async
-    classify = eng.classify
-
-    # As in the sync wrapper, the fast path is inlined: no extra coroutine per call.
-    @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        brk = policy._breaker
-        if policy._fast and (brk is None or brk._fast) and eng.cfg.deadline == math.inf:
-            started = now()
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                verdict = classify(exc)
-                if brk is not None:
-                    brk.release(None, verdict)
-                return await recover(fn, args, kwargs, started, exc, verdict, None)
-            if brk is not None:
-                brk._fast_successes += 1
-            return result
-        return await slow(fn, args, kwargs)
-
-    wrapper.policy = policy  # type: ignore[attr-defined]
-    return wrapper
 
 
 @overload

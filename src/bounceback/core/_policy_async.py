@@ -1,0 +1,135 @@
+"""The asyncio half of :class:`~bounceback.core._policy.Policy`: the same decisions, awaited.
+
+Only the call and the wait differ from the sync path; admission by the breaker, classification, the
+result check and the retry decisions are the Policy's shared helpers and the engine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from bounceback.core._classify import Classification
+from bounceback.core._policy_parts import RetryAgain, _FollowUp
+from bounceback.core._policy_wrap import _count_call
+from bounceback.core._retry import BreakerPort, Engine, Run
+from bounceback.core._time import waits_enabled
+from bounceback.errors import AttemptTimeout
+
+if TYPE_CHECKING:
+    from bounceback.core._policy import Policy
+
+__all__: list[str] = []
+
+
+class _AsyncCalls:
+    """Mixed into Policy; relies on its ``_engine``, ``_breaker``, ``_fast`` and attempt helpers."""
+
+    __slots__ = ()
+    _engine: Engine
+    _breaker: BreakerPort | None
+    _fast: bool
+
+    if TYPE_CHECKING:  # provided by Policy
+
+        def _admit(self) -> tuple[Any, tuple[bool, Any, Any] | None]: ...
+        def _failed(self, permit: Any, exc: Exception) -> tuple[bool, Any, Any]: ...
+        def _abandon(self, permit: Any) -> None: ...
+        def _settle(self, permit: Any, result: Any) -> tuple[bool, Any, Any]: ...
+        def _give_up(self, run: Run, result: Any) -> Any: ...
+        def _again(self, again: Any) -> Policy: ...
+
+    async def _call_async(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
+        eng = self._engine
+        brk = self._breaker
+        started = eng.clock.monotonic()
+        if eng.budget is not None:
+            _count_call(eng.budget)
+        cfg = eng.cfg
+        if self._fast and (brk is None or brk._fast) and cfg.deadline == math.inf:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                verdict = eng.classify(exc)
+                if brk is not None:
+                    brk.release(None, verdict)
+                return await self._recover_async(fn, args, kwargs, started, exc, verdict, None)
+            if brk is not None:
+                brk._fast_successes += 1
+            return result
+        # In async code the deadline bounds the first attempt too.
+        ok, value, verdict = await self._attempt_async(
+            fn, args, kwargs, min(cfg.attempt_timeout, cfg.deadline)
+        )
+        if ok:
+            return value
+        if isinstance(value, BaseException):
+            return await self._recover_async(fn, args, kwargs, started, value, verdict, None)
+        return await self._recover_async(fn, args, kwargs, started, None, verdict, value)
+
+    async def _attempt_async(
+        self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any, timeout: float
+    ) -> tuple[bool, Any, Any]:
+        permit, refused = self._admit()
+        if refused is not None:
+            return refused
+        try:
+            if timeout != math.inf:
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await fn(*args, **kwargs)
+                except TimeoutError as exc:
+                    # Ours only if our timer fired; a TimeoutError raised by fn itself stays as it is.
+                    if exc.__context__ is None or not isinstance(exc.__context__, asyncio.CancelledError):
+                        raise
+                    raise AttemptTimeout(self._engine.operation, timeout) from None
+            else:
+                result = await fn(*args, **kwargs)
+        except Exception as exc:
+            return self._failed(permit, exc)
+        except BaseException:
+            self._abandon(permit)
+            raise
+        return self._settle(permit, result)
+
+    async def _recover_async(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: Any,
+        kwargs: Any,
+        started: float,
+        exc: BaseException | None,
+        verdict: Classification,
+        result: Any,
+    ) -> Any:
+        eng = self._engine
+        run = eng.start(started)
+        attempt_started = started
+        while True:
+            delay = eng.after_failure(run, exc, verdict, attempt_started)
+            if delay is None:
+                break
+            if delay > 0 and waits_enabled():
+                await eng.clock.async_sleep(delay, run.cancel)
+            if eng.cancelled_during_wait(run):
+                break
+            run.attempt += 1
+            attempt_started = eng.clock.monotonic()
+            ok, value, verdict = await self._attempt_async(fn, args, kwargs, eng.attempt_budget(run))
+            if ok:
+                eng.succeeded(run)
+                return value
+            exc, result = (value, None) if isinstance(value, BaseException) else (None, value)
+        outcome = self._give_up(run, result)
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if isinstance(outcome, RetryAgain):
+            again = self._again(outcome)
+            value = await again._call_async(fn, args, kwargs)
+            if isinstance(again._fallback, _FollowUp):
+                again._fallback.succeeded()
+            return value
+        return outcome

@@ -1,0 +1,62 @@
+"""Small parts shared by the sync and async halves of a Policy: the unset marker and RetryAgain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bounceback.core._retry import GiveUp
+
+__all__ = ["UNSET", "RetryAgain"]
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAgain:
+    """Returned by a fallback handler to run the operation again, optionally with other limits.
+
+    >>> RetryAgain(attempts=10, deadline=120)
+    RetryAgain(attempts=10, deadline=120)
+    """
+
+    attempts: int | None = None
+    deadline: float | None = None
+    on_outcome: Callable[[bool], None] | None = field(default=None, repr=False, compare=False)
+    """Told once whether the run again succeeded (True) or gave up too (False, before its fallback runs)."""
+
+
+Fallback = Callable[[GiveUp], Any]
+
+
+class _FollowUp:
+    """The fallback of a run again that reports its outcome: tells ``on_outcome(False)`` before handing
+    over to the original fallback, or ``on_outcome(True)`` through :meth:`succeeded`; once either way."""
+
+    __slots__ = ("fallback", "on_outcome", "told")
+
+    def __init__(self, fallback: Any, on_outcome: Callable[[bool], None]) -> None:
+        self.fallback = fallback
+        self.on_outcome = on_outcome
+        self.told = False
+
+    def __call__(self, info: GiveUp) -> Any:
+        self._tell(False)
+        return self.fallback(info) if callable(self.fallback) else self.fallback
+
+    def succeeded(self) -> None:
+        self._tell(True)
+
+    def _tell(self, ok: bool) -> None:
+        if not self.told:
+            self.told = True
+            self.on_outcome(ok)
