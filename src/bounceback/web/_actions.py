@@ -53,7 +53,8 @@ class Actions:
 
     def breaker(self, name: Any, action: Any) -> str:
         """Force open, force close or reset the breaker ``name``; returns what was done, in words."""
-        if action not in BREAKER_ACTIONS:
+        # A JSON body may hold any type here: a list or an object is not hashable, so check the type first.
+        if not isinstance(action, str) or action not in BREAKER_ACTIONS:
             raise ConfigError("action", action, "one of open, close, reset")
         if not isinstance(name, str) or not name:
             raise ConfigError("name", name, "the name of a breaker listed on the overview")
