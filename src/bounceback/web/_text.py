@@ -36,8 +36,9 @@ _SECRET_PARAM = re.compile(
 _SECRET_PAIR = re.compile(
     r"(?i)\b(authorization:\s*(?:bearer|basic)\s+|(?:password|passwd|secret)\s*[=:]\s*)\S+"
 )
-# C0 and C1 controls except tab and newline, DEL, and lone surrogates: terminal escapes and binary junk.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# C0 and C1 controls except tab and newline, DEL, and lone surrogates: terminal escapes and binary junk;
+# and the bidi controls, which reorder what a person reads ("\u202egnp.exe" shows as "exe.png").
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def redact_secrets(text: str) -> str:
