@@ -27,7 +27,9 @@ from tests.cli.run_helpers import (
     wait_for,
 )
 
-FAST = {"retry.initial_delay": 0.01, "retry.max_delay": 0.05, "retry.jitter": "none"}
+# Tiny waits, and no recovery ticket: these tests check the command's own exit codes, which a parked
+# ticket (exit 4, tested with the tickets) would replace.
+FAST = {"retry.initial_delay": 0.01, "retry.max_delay": 0.05, "retry.jitter": "none", "manual.mode": "raise"}
 
 
 @pytest.fixture

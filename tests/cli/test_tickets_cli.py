@@ -207,9 +207,7 @@ def test_prune_and_list_when_empty(home: Path) -> None:
 # -- bounceback run --------------------------------------------------------------------------------
 
 
-def test_run_without_a_terminal_parks_a_ticket_and_keeps_the_commands_exit_code(
-    home: Path, tmp_path: Path
-) -> None:
+def test_run_without_a_terminal_parks_a_ticket_and_exits_4(home: Path, tmp_path: Path) -> None:
     configure(home, FAST)
     counter = tmp_path / "n"
     done = bb(
@@ -222,7 +220,7 @@ def test_run_without_a_terminal_parks_a_ticket_and_keeps_the_commands_exit_code(
         *flaky(counter, 9, "--code", "75"),
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode == 75 and count(counter) == 2
+    assert done.returncode == 4 and count(counter) == 2  # 4: a person must look at the parked ticket
     [ticket] = ok_json("tickets", "list", "--op", "sync")
     assert f"parked as ticket {ticket['id']} for a person" in done.stderr
     assert f"bounceback tickets resolve {ticket['id']} --choice retry|retry-adjusted|abort" in done.stderr
@@ -235,7 +233,7 @@ def test_run_without_a_terminal_parks_a_ticket_and_keeps_the_commands_exit_code(
         bb(
             "run", "--op", "sync", "--attempts", "1", "--", *flaky(counter, 9), stdin=subprocess.DEVNULL
         ).returncode
-        == 75
+        == 4
     )
     assert ok_json("tickets", "show", ticket["id"])["resolution"]["outcome"] == "failed"
     # that run parked a new ticket; a person chooses retry again, and the next run succeeds

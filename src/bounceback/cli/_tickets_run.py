@@ -5,9 +5,10 @@ operation:
 
 - ``auto`` (default): at a terminal (stdin and stderr are terminals), show the ticket, its ranked guidance
   and the choices, and act on the answer (run again, with other limits, or abort). Without one, park the
-  ticket for ``bounceback tickets resolve`` / the dashboard and say so; the exit code stays the command's
-  own (3 when a person cancelled), so scripts that test it keep working.
-- ``park``: always park, and exit with :data:`EXIT_PARKED` (4): "a person must look at ticket X".
+  ticket for ``bounceback tickets resolve`` / the dashboard, say so, and exit with :data:`EXIT_PARKED`
+  (4): "a person must look at ticket X" (3 when a person cancelled). Scripts that want the command's own
+  exit code set ``manual.mode raise``.
+- ``park``: always park, and exit with :data:`EXIT_PARKED`.
 - ``prompt``: ask at a terminal; without one, behave as ``raise``.
 - ``raise``: no ticket; ``bounceback run`` ends as it would without manual recovery.
 
@@ -41,7 +42,7 @@ from bounceback.stores._tickets import SqliteTickets
 __all__ = ["EXIT_PARKED", "record_success", "ticket_step"]
 
 EXIT_PARKED = 4
-"""``bounceback run`` exit code: recovery gave up and the ticket was parked for a person (``manual.mode park``)."""
+"""``bounceback run`` exit code: recovery gave up and the ticket was parked for a person."""
 
 
 def _say(text: str) -> None:
@@ -110,7 +111,7 @@ def _handle(step: ManualStep, store: SqliteTickets, mode: str) -> int | None:
     )
     if step.reason == "cancelled":
         return None  # exit code 3 already means "stopped by a person, handed over to manual fallback"
-    return EXIT_PARKED if mode == "park" else None
+    return EXIT_PARKED
 
 
 def _prompt(step: ManualStep, store: SqliteTickets, ticket: Ticket) -> int:
