@@ -125,7 +125,7 @@ def _breaker(app: AppContext, settings: Any, operation: str, values: Any) -> Cir
     context_settings={"allow_interspersed_args": False},
     epilog="Exit codes: 0 success; the command's own code when recovery gave up (124 timed out, "
     "128+N killed by signal N); 2 bad flag, setting or database; 3 stopped by Ctrl-C or Cancel; "
-    "4 gave up, ticket parked for a person (manual.mode park); 69 circuit open, not run; "
+    "4 gave up, ticket parked for a person (no terminal, or manual.mode park); 69 circuit open, not run; "
     "130 aborted by a second Ctrl-C; 143 stopped by SIGTERM.",
 )
 @click.option(
