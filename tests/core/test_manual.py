@@ -615,3 +615,24 @@ def test_a_store_that_cannot_park_still_hands_the_ticket_over(tmp_path: Any) -> 
         Policy("sync", attempts=2, clock=FakeClock(), fallback=recovery).call(Flaky(9))
     assert isinstance(caught.value.__cause__, ConnectionRefusedError)
     assert caught.value.ticket.guidance
+
+
+def test_a_ticket_behind_an_open_breaker_guides_on_the_failure_that_opened_it() -> None:
+    from bounceback import CircuitOpenError
+
+    errors = iter(
+        [
+            ConnectionRefusedError(111, "Connect call failed ('10.0.0.9', 502)"),
+            CircuitOpenError("plc", "open", None, 4.0),
+        ]
+    )
+
+    def fn() -> None:
+        raise next(errors)
+
+    seen: list[GiveUp] = []
+    Policy("read-plc", attempts=2, clock=FakeClock(), fallback=seen.append).call(fn)
+    ticket = open_ticket(seen[0], now=1_800_000_000.0)
+    assert ticket.topic == "connection-refused"
+    assert ticket.error_type == "ConnectionRefusedError"
+    assert "10.0.0.9:502" in ticket.guidance[0].text

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bounceback.core._classify import classify
 from bounceback.core._facts import clean_text, error_facts, format_clock_time, format_duration
 from bounceback.core._guidance import GuidanceCatalog, default_guidance
 from bounceback.core._manual_parts import (
@@ -34,7 +35,7 @@ from bounceback.core._manual_parts import (
 )
 from bounceback.core._redact import redact
 from bounceback.core._retry import AttemptRecord, GiveUp
-from bounceback.errors import ConfigError
+from bounceback.errors import BulkheadFull, CircuitOpenError, ConfigError
 
 __all__ = [
     "Choice",
@@ -346,7 +347,21 @@ def open_ticket(
     """
     cat = catalog or default_guidance
     verdict = info.classification
-    facts = error_facts(info.error, verdict, now=now)
+    error = info.error
+    if (
+        isinstance(error, (CircuitOpenError, BulkheadFull))
+        and info.cause is not None
+        and info.cause is not error
+    ):
+        # The last attempts were refused by the breaker: the person must fix what opened it. Guidance and
+        # facts come from that failure; the refusal still adds its own facts (which breaker, when it probes).
+        error = info.cause
+        verdict = classify(error)
+        facts = error_facts(error, verdict, now=now)
+        for key, value in error_facts(info.error, info.classification, now=now).items():
+            facts.setdefault(key, value)
+    else:
+        facts = error_facts(error, verdict, now=now)
     if info.error is None:
         facts["error_type"] = "rejected result"
         facts["result"] = clean_text(repr(info.result))
@@ -361,17 +376,15 @@ def open_ticket(
     )
     if verdict is not None:
         facts.update(kind=verdict.kind.value, kind_reason=clean_text(verdict.reason))
-    name = topic or cat.topic_of(info.error, facts, verdict.kind if verdict else None)
-    steps = cat.guidance(info.operation, info.error, facts, topic=name, reason=info.reason)
-    message = facts.get("error", "") if info.error is not None else f"rejected result {facts['result']}"
+    name = topic or cat.topic_of(error, facts, verdict.kind if verdict else None)
+    steps = cat.guidance(info.operation, error, facts, topic=name, reason=info.reason)
+    message = facts.get("error", "") if error is not None else f"rejected result {facts['result']}"
     ticket = Ticket(
         id=ticket_id or new_ticket_id(),
         operation=info.operation,
         reason=info.reason,
-        error_type=facts["error_type"] if info.error is not None else "result",
-        error_message=clean_text(redact(clean_text(info.error, 8000)), 4000)
-        if info.error is not None
-        else message,
+        error_type=facts["error_type"] if error is not None else "result",
+        error_message=clean_text(redact(clean_text(error, 8000)), 4000) if error is not None else message,
         kind=verdict.kind.value if verdict else None,
         kind_reason=verdict.reason if verdict else "",
         topic=name,
