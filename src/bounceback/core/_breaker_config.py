@@ -14,7 +14,7 @@ from typing import Any
 from bounceback.core._time import to_seconds
 from bounceback.errors import ConfigError
 
-__all__ = ["SETTINGS_KEYS", "STORE_KEYS", "BreakerConfig", "build_config"]
+__all__ = ["BreakerConfig", "SETTINGS_KEYS", "STORE_KEYS", "build_config"]
 
 SETTINGS_KEYS: dict[str, str] = {
     "breaker.failure_rate": "failure_rate",
