@@ -8,7 +8,7 @@ from typing import Any
 
 from bounceback.core._retry import GiveUp
 
-__all__ = ["UNSET", "RetryAgain"]
+__all__ = ["RetryAgain", "UNSET"]
 
 
 class _Unset:
