@@ -33,8 +33,8 @@ from bounceback.core._retry import (
     Engine,
     RetryConfig,
     Run,
-    call_with_timeout,
 )
+from bounceback.core._retry_state import call_with_timeout
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, to_seconds, waits_enabled
 from bounceback.errors import (
     BulkheadFull,

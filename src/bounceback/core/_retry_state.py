@@ -1,0 +1,218 @@
+"""The state of a recovery run and what is handed out at its end: records, configuration, give-up info.
+
+Also the two helpers that act on a run's history: attaching it to the error that is re-raised, and
+running one sync attempt on a worker thread under a timeout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from bounceback.core._backoff import Backoff
+from bounceback.core._classify import Classification
+from bounceback.core._redact import redact
+from bounceback.core._time import CancelToken, Clock
+from bounceback.errors import AttemptTimeout, BulkheadFull, CircuitOpenError, ConfigError
+
+__all__ = [
+    "AttemptRecord",
+    "GiveUp",
+    "RetryConfig",
+    "Run",
+    "attach_history",
+    "call_with_timeout",
+]
+
+# Run ids: unique across processes and restarts (random prefix per process), cheap per run (a counter).
+_RUN_PREFIX = os.urandom(5).hex()
+_run_numbers = itertools.count(1)
+
+
+class AttemptRecord(NamedTuple):
+    """One failed attempt, as attached to the re-raised error (``exc.bounceback_attempts``)."""
+
+    attempt: int
+    error_type: str
+    error_message: str
+    kind: str
+    reason: str
+    duration: float
+    delay: float | None = None
+    """The wait that followed this attempt (None when it was the last)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """The limits of one policy, resolved and validated. Replaced whole when settings change."""
+
+    attempts: int | None = 5
+    deadline: float = math.inf
+    attempt_timeout: float = math.inf
+    backoff: Backoff = field(default_factory=Backoff)
+    max_retry_after: float = 300.0
+
+    def __post_init__(self) -> None:
+        a = self.attempts
+        if a is not None and (isinstance(a, bool) or not isinstance(a, int) or a < 1):
+            raise ConfigError("attempts", a, "a whole number >= 1, or None for no limit")
+        if a is None and self.deadline == math.inf:
+            raise ConfigError("attempts", a, "a limit: give attempts, a deadline, or both")
+
+
+class Run:
+    """The state of one call's recovery; created only when a first attempt fails.
+
+    ``history`` holds raw ``(attempt, error, verdict, duration, delay)`` tuples: turning them into
+    :class:`AttemptRecord` (and the error into text) waits until someone asks, usually never.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_number",
+        "attempt",
+        "cancel",
+        "history",
+        "last_classification",
+        "last_error",
+        "previous_delay",
+        "reason",
+        "started",
+    )
+
+    def __init__(self, started: float, number: int, clock: Clock) -> None:
+        self.started = started
+        self._number = number
+        self._clock = clock
+        self.cancel: CancelToken | None = None
+        self.attempt = 1
+        self.previous_delay = 0.0
+        self.history: list[tuple[int, BaseException | None, Classification, float, float | None]] = []
+        self.reason = ""
+        self.last_error: BaseException | None = None
+        self.last_classification: Classification | None = None
+
+    @property
+    def run_id(self) -> str:
+        """Unique across processes and restarts: a random per-process prefix and a counter."""
+        return f"{_RUN_PREFIX}-{self._number}"
+
+    @property
+    def started_wall(self) -> float:
+        """Wall time at which the first attempt started."""
+        clock = self._clock
+        return clock.wall() - (clock.monotonic() - self.started)
+
+    def records(self) -> tuple[AttemptRecord, ...]:
+        """The history as records."""
+        return tuple(
+            AttemptRecord(
+                n,
+                type(exc).__name__ if exc is not None else "result",
+                _message(exc),
+                verdict.kind.value,
+                verdict.reason,
+                duration,
+                delay,
+            )
+            for n, exc, verdict, duration, delay in self.history
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """What a fallback handler is told when automatic recovery ends without success."""
+
+    operation: str
+    error: BaseException | None
+    reason: str
+    attempts: tuple[AttemptRecord, ...]
+    classification: Classification | None
+    run_id: str
+    elapsed: float
+    breaker_state: str | None
+    result: Any = None
+    cause: BaseException | None = None
+    """The last error from the dependency itself: when the final attempts were refused by an open breaker,
+    ``error`` is that refusal and ``cause`` the failure that opened it (what a person must fix)."""
+
+
+def _cause(run: Run) -> BaseException | None:
+    for _, exc, _, _, _ in reversed(run.history):
+        if exc is not None and not isinstance(exc, (CircuitOpenError, BulkheadFull)):
+            return exc
+    return run.last_error
+
+
+def _message(exc: BaseException | None) -> str:
+    if exc is None:
+        return "rejected result"
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<unprintable error>"
+    # Remote error text can be huge and may carry credentials: events and notes keep a bounded,
+    # redacted prefix (every subscriber, the journal and the logs read it from here).
+    return redact(text, 500)
+
+
+def attach_history(exc: BaseException, operation: str, run: Run, elapsed: float) -> None:
+    """Add the attempt history to ``exc`` as notes and as ``exc.bounceback_attempts``."""
+    if getattr(exc, "bounceback_run_id", None) == run.run_id:
+        return
+    lines = [
+        f"bounceback: {operation}: gave up after {run.attempt} attempt(s) in {elapsed:.3g} s ({run.reason})"
+    ]
+    records = run.records()
+    shown = records[-10:]
+    if len(records) > len(shown):
+        lines.append(f"  ... {len(records) - len(shown)} earlier attempt(s) not shown")
+    for rec in shown:
+        wait = f", then waited {rec.delay:.3g} s" if rec.delay is not None else ""
+        lines.append(
+            f"  attempt {rec.attempt}: {rec.error_type} ({rec.kind}: {rec.reason}) after {rec.duration:.3g} s{wait}"
+        )
+    try:
+        exc.add_note("\n".join(lines))
+        exc.bounceback_attempts = records  # type: ignore[attr-defined]
+        exc.bounceback_reason = run.reason  # type: ignore[attr-defined]
+        exc.bounceback_run_id = run.run_id  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        # Some extension exceptions take no attributes; the error itself still propagates.
+        pass
+
+
+def call_with_timeout(fn: Callable[..., Any], args: Any, kwargs: Any, timeout: float, operation: str) -> Any:
+    """Run a sync ``fn`` on a worker thread and stop waiting for it after ``timeout`` seconds.
+
+    Python cannot stop a thread: on timeout the attempt is abandoned (its result is discarded) and
+    AttemptTimeout is raised, but the function keeps running until it returns by itself. Give blocking
+    calls their own timeouts (socket timeouts, ``subprocess`` timeouts) so abandoned attempts end too.
+    """
+    import contextvars
+
+    box: list[Any] = []
+    done = threading.Event()
+    ctx = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box.append((True, ctx.run(fn, *args, **kwargs)))
+        except BaseException as exc:  # handed back to the caller's thread below
+            box.append((False, exc))
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=target, name=f"bounceback-attempt-{operation}", daemon=True)
+    worker.start()
+    if not done.wait(timeout):
+        raise AttemptTimeout(operation, timeout)
+    ok, value = box[0]
+    if ok:
+        return value
+    raise value
