@@ -23,6 +23,7 @@ SCENARIO = {
 }
 
 
+@pytest.mark.soak
 @pytest.mark.parametrize("target", sorted(SCENARIO))
 def test_fuzz_target(target: str, tmp_path: Path, figures: Callable[[str], Figures]) -> None:
     fig = figures(SCENARIO[target])

@@ -154,6 +154,7 @@ def test_soak_policy_breaker_journal(home: Path, figures: Callable[[str], Figure
     )
 
 
+@pytest.mark.soak
 def test_ten_thousand_concurrent_asyncio_calls(home: Path, figures: Callable[[str], Figures]) -> None:
     fig = figures("concurrency-asyncio")
     tasks_n = 10_000
@@ -202,6 +203,7 @@ def test_ten_thousand_concurrent_asyncio_calls(home: Path, figures: Callable[[st
     )
 
 
+@pytest.mark.soak
 def test_sixteen_threads_through_one_policy(home: Path, figures: Callable[[str], Figures]) -> None:
     fig = figures("concurrency-threads")
     threads_n, per_thread = 16, soak_size(2_000, 20_000)

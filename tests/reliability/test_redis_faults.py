@@ -102,6 +102,7 @@ def test_proxy_faults_fall_back_to_local_state_and_resynchronise(
     )
 
 
+@pytest.mark.soak
 def test_redis_sigkill_and_restart_under_load(
     own_redis_server: RedisServer, figures: Callable[[str], Figures]
 ) -> None:

@@ -221,6 +221,7 @@ def _kill_at_random(db: Path, seed: int) -> int:
     return ticks
 
 
+@pytest.mark.soak
 def test_sigkill_mid_recovery_leaves_every_table_consistent(
     home: Path, figures: Callable[[str], Figures]
 ) -> None:
