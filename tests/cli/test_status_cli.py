@@ -13,7 +13,8 @@ import pytest
 from bounceback.stores._journal import Journal
 from tests.cli.run_helpers import bb, bb_start, configure, count, flaky, wait_for
 
-FAST = {"retry.initial_delay": 0.01, "retry.max_delay": 0.05, "retry.jitter": "none"}
+# Tiny waits, and no parked ticket (exit 4): these tests read the command's own exit codes.
+FAST = {"retry.initial_delay": 0.01, "retry.max_delay": 0.05, "retry.jitter": "none", "manual.mode": "raise"}
 
 
 def _status() -> dict[str, Any]:
@@ -109,7 +110,10 @@ def test_timeline_json_and_drawing(home: Path, tmp_path: Path) -> None:
 
 
 def test_breaker_commands_reach_a_running_program(home: Path, tmp_path: Path) -> None:
-    configure(home, {"retry.initial_delay": 1.5, "retry.max_delay": 1.5, "retry.jitter": "none"})
+    configure(
+        home,
+        {"retry.initial_delay": 1.5, "retry.max_delay": 1.5, "retry.jitter": "none", "manual.mode": "raise"},
+    )
     counter = tmp_path / "n"
     proc = bb_start("run", "--op", "svc", "--", *flaky(counter, 9))
     try:
