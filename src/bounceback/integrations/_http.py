@@ -130,7 +130,9 @@ def transport_rules(types: Iterable[tuple[tuple[type[BaseException], ...], Error
             return isinstance(exc, wanted)
 
         rules.append(
-            on_predicate(match, kind=kind, reason=reason, name=f"http:{'/'.join(t.__name__ for t in exc_types)}")
+            on_predicate(
+                match, kind=kind, reason=reason, name=f"http:{'/'.join(t.__name__ for t in exc_types)}"
+            )
         )
     return rules
 
