@@ -126,11 +126,13 @@ def test_open_time_ignores_wall_jumps_in_memory(figures: Callable[[str], Figures
 def test_open_time_ignores_wall_jumps_on_sqlite(home: Path, figures: Callable[[str], Figures]) -> None:
     fig = figures("wall-clock-jump")
     db = home / "bounceback.db"
+    stores: list[SqliteBreakerStore] = []
 
     def make(clock: FakeClock) -> CircuitBreaker:
+        stores.append(SqliteBreakerStore(db))
         return CircuitBreaker(
             "jump-sqlite",
-            store=SqliteBreakerStore(db),
+            store=stores[-1],
             window=4,
             min_calls=4,
             open_seconds=10,
@@ -140,6 +142,8 @@ def test_open_time_ignores_wall_jumps_on_sqlite(home: Path, figures: Callable[[s
         )
 
     states = _check_open_time(make, FakeClock())
+    for store in stores:
+        store.close()
     assert "closed" in states and set(states) <= {"closed", "half_open"}
     fig.tries += len(JUMPS)
     fig.result = "SQLite-shared breakers (two): open time unchanged by wall jumps in the store's view"
@@ -149,11 +153,13 @@ def test_open_time_ignores_wall_jumps_on_redis(
     redis_server: RedisServer, figures: Callable[[str], Figures]
 ) -> None:
     fig = figures("wall-clock-jump")
+    stores: list[RedisBreakerStore] = []
 
     def make(clock: FakeClock) -> CircuitBreaker:
+        stores.append(RedisBreakerStore(redis_server.url))
         return CircuitBreaker(
             "jump-redis",
-            store=RedisBreakerStore(redis_server.url),
+            store=stores[-1],
             window=4,
             min_calls=4,
             open_seconds=10,
@@ -163,6 +169,8 @@ def test_open_time_ignores_wall_jumps_on_redis(
         )
 
     states = _check_open_time(make, FakeClock())
+    for store in stores:
+        store.close()
     assert "closed" in states and set(states) <= {"closed", "half_open"}
     fig.tries += len(JUMPS)
     fig.result = "Redis-shared breakers (two): open time unchanged by wall jumps in the store's view"

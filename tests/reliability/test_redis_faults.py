@@ -95,6 +95,8 @@ def test_proxy_faults_fall_back_to_local_state_and_resynchronise(
     assert len(sink.of(StoreRecovered)) == 1
     assert _converged(breaker, direct)
     assert set(seen) <= {"ok", "boom", "refused"}
+    store.close()
+    direct.close()
     fig.tries = tries
     fig.result = (
         "stall, reset and refuse each announced once (StoreUnavailable), calls kept their own results; "
@@ -111,11 +113,12 @@ def test_redis_sigkill_and_restart_under_load(
     calls_each = soak_size(1500, 15000)
     bus = EventBus()
     sink = RecordingSink(bus)
+    # One store (one client, one pool) per breaker: as separate processes would have.
+    stores = [RedisBreakerStore(own_redis_server.url, timeout=0.2) for _ in range(threads_n)]
     breakers = [
-        # One store (one client, one pool) per breaker: as separate processes would have.
         CircuitBreaker(
             "redis-kill",
-            store=RedisBreakerStore(own_redis_server.url, timeout=0.2),
+            store=stores[i],
             window=100,
             min_calls=20,
             failure_rate=50,
@@ -125,7 +128,7 @@ def test_redis_sigkill_and_restart_under_load(
             bus=bus,
             timers=False,
         )
-        for _ in range(threads_n)
+        for i in range(threads_n)
     ]
     outcomes = {"ok": 0, "boom": 0, "refused": 0}
     leaked: list[BaseException] = []
@@ -193,6 +196,8 @@ def test_redis_sigkill_and_restart_under_load(
             break
         assert time.monotonic() < deadline, (states, [b._degraded for b in breakers])
         time.sleep(0.02)
+    for s in [*stores, check]:
+        s.close()
     fig.tries = total
     fig.result = (
         f"{kills} SIGKILLs + restarts during {total} calls on {threads_n} threads: only own errors "
