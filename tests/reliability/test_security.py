@@ -283,3 +283,58 @@ def test_hostile_error_text_is_shown_inert_and_bounded(
         f"{len(errors)} hostile errors (script, attribute breakout, terminal and bidi escapes, 1 MB, binary) "
         f"on {len(PAGES)} pages and the API: escaped, control characters removed, cut to a bounded size"
     )
+
+
+def test_hostile_error_text_runs_no_script_in_a_real_browser(
+    database: Path, client: Client, figures: Callable[[str], Figures]
+) -> None:
+    """The same hostile errors, opened in headless Chromium: no dialog, no injected element, no CSP breach."""
+    from playwright.sync_api import sync_playwright
+
+    fig = figures("dashboard-hostile-text")
+    bus = EventBus()
+    clock = FakeClock(wall_start=time.time() - 30)
+    tickets = SqliteTickets(database, clock=clock)
+    with JournalWriter(database, bus=bus, clock=clock) as writer:
+        for i, text in enumerate(HOSTILE[:3] + HOSTILE[4:]):
+
+            def fail(text: str = text) -> None:
+                raise Hostile(text)
+
+            with pytest.raises(RecoveryRequired):
+                manual = ManualRecovery("park", store=tickets, bus=bus, clock=clock)
+                Policy(f"hostile-{i}", attempts=2, clock=clock, bus=bus, fallback=manual).call(fail)
+        writer.flush()
+    tickets.close()
+    server = client.server
+    dialogs: list[str] = []
+    violations: list[str] = []
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"]
+        )
+        try:
+            page = chromium.new_page()
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on(
+                "console",
+                lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+            )
+            page.goto(server.policy.url("127.0.0.1"))  # the token link: becomes a cookie
+            for path in PAGES:
+                page.goto(f"http://127.0.0.1:{server.port}{path}")
+                page.wait_for_load_state("load")
+                injected = page.evaluate(
+                    "() => document.querySelectorAll('iframe, svg[onload], img[onerror], script:not([src])').length"
+                )
+                assert injected == 0, path
+                if path == "/recoveries":  # the hostile text is there, as text a person can read
+                    assert "<script>alert('x')</script>" in page.inner_text("body")
+        finally:
+            chromium.close()
+    assert dialogs == []
+    assert violations == []  # nothing even tried to run inline
+    fig.tries = len(PAGES)
+    fig.result = (
+        "in headless Chromium: the hostile text reads as text; no dialog, no injected element, no CSP report"
+    )
