@@ -6,6 +6,7 @@ stalls, slows and cuts real TCP connections on 127.0.0.1.
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -212,3 +213,22 @@ def test_demo_fleet_through_a_flaky_network(figures: Callable[[str], Figures]) -
     assert outcomes == expected
     fig.tries = sum(fleet.calls(d.name) for d in DEVICES) + proxy.stats.reset
     fig.result = "6 devices recovered through resets, 401 handed back at once, the switched-off valve refused"
+
+
+def test_compressed_answers_survive_cuts_and_give_ups(figures: Callable[[str], Figures]) -> None:
+    fig = figures("http-cut-mid-response")
+    body = b'{"reading": 42}' * 2000
+    script = Script()
+    script.plan("/z", Reply(200, gzip.compress(body), {"Content-Encoding": "gzip"}))
+    script.plan("/busy", Reply(503, gzip.compress(b"busy, try later"), {"Content-Encoding": "gzip"}))
+    with serve(script) as url, FaultProxy(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as proxy:
+        base = f"http://127.0.0.1:{proxy.port}"
+        proxy.plan(Fault.cut(500), Fault.passing(), after_connections=1)
+        with _client(FakeClock()) as client:
+            assert client.get(f"{base}/z").content == body  # cut mid-body, retried, decoded once
+        with _client(FakeClock(), attempts=2) as client:
+            # Given back after the last attempt: still a readable answer, not a DecodingError.
+            answer = client.get(f"{base}/busy")
+        assert (answer.status_code, answer.content) == (503, b"busy, try later")
+    fig.tries = 2
+    fig.result = "gzip answers: a cut one re-fetched and decoded once; a 503 handed back after giving up still readable"
