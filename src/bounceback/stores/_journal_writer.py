@@ -130,6 +130,8 @@ class JournalWriter:
         self._failing = False
         self.written = 0
         """Events written so far (for tests and metrics)."""
+        self.dropped = 0
+        """Events given up because the database stayed unwritable past ``max_queue`` queued events."""
 
     def __repr__(self) -> str:
         return f"JournalWriter({str(self.path)!r})"
@@ -231,7 +233,17 @@ class JournalWriter:
                     _log.warning("cannot write the journal to %s (%s); will try again", self.path, exc)
                 limit = self._queue.maxlen or 100_000
                 if len(batch) > limit:
-                    del batch[: len(batch) - limit]
+                    excess = len(batch) - limit
+                    del batch[:excess]
+                    # Memory stays bounded, so the oldest events go; a gap in the journal must not be silent.
+                    if not self.dropped:
+                        _log.warning(
+                            "the journal in %s stayed unwritable past %d queued events; dropping the oldest "
+                            "(JournalWriter.dropped counts them)",
+                            self.path,
+                            limit,
+                        )
+                    self.dropped += excess
                 return 0
             if self._failing:
                 self._failing = False
