@@ -254,3 +254,32 @@ def test_sigkill_mid_recovery_leaves_every_table_consistent(
         "abandoned; a new process used every store"
     )
     fig.note(rounds=rounds, abandoned_runs=len(abandoned))
+
+
+def test_a_journal_gap_past_the_queue_bound_is_counted_and_logged(
+    held: tuple[Path, subprocess.Popen[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past ``max_queue`` unwritten events the oldest go (memory stays bounded): never silently."""
+    db, holder = held
+    clock, bus = FakeClock(), EventBus()
+    writer = JournalWriter(db, bus=bus, clock=clock, timeout=0.05, flush_interval=3600, max_queue=50).start()
+    try:
+        for i in range(40):  # 3 events each (failed attempt, wait, recovered): 120 events for 50 places
+            left = [1]
+
+            def flaky(left: list[int] = left) -> int:
+                if left[0]:
+                    left[0] -= 1
+                    raise Flaky("reset by peer")
+                return 1
+
+            Policy(f"gap-{i}", attempts=2, backoff=QUICK, clock=clock, bus=bus).call(flaky)
+            if i % 10 == 9:
+                assert writer.flush() == 0  # still locked
+        assert writer.dropped > 0
+        assert any("dropping the oldest" in r.getMessage() for r in caplog.records)
+        _release(holder)
+        written = writer.flush()
+        assert written == 50 and written + writer.dropped == 120
+    finally:
+        writer.close()
