@@ -42,7 +42,7 @@ LIMITS = """\
   interval, 50 ms by default); the rows already written are whole, and its unfinished runs show as
   `abandoned`.
 - The journal writer keeps at most `max_queue` (100,000) unwritten events while the database is
-  unavailable; beyond that the oldest are dropped.
+  unavailable; beyond that the oldest are dropped, counted in `JournalWriter.dropped` and logged.
 """
 
 
