@@ -53,6 +53,7 @@ from bounceback.core._manual import Choice, ChoiceKind, GuidanceStep, Record, Re
 from bounceback.core._manual_ports import MemoryTickets, TicketPrompter, TicketStore
 from bounceback.core._manual_recovery import PASS, ManualRecovery, chain
 from bounceback.core._policy import Policy, RetryAgain, retry
+from bounceback.core._redact import redact
 from bounceback.core._registry import Registry, registry
 from bounceback.core._retry import AttemptRecord, GiveUp, RetryConfig
 from bounceback.core._retry_after import parse_retry_after
@@ -160,6 +161,7 @@ __all__ = [
     "open_ticket",
     "parse_duration",
     "parse_retry_after",
+    "redact",
     "registry",
     "retry",
 ]
