@@ -13,6 +13,8 @@ import re
 import time
 from typing import Any
 
+from bounceback.core._redact import redact
+
 __all__ = [
     "MAX_TEXT",
     "clean",
@@ -25,17 +27,6 @@ __all__ = [
 MAX_TEXT = 500
 """The most characters of one untrusted text a page shows (the rest is counted, not shown)."""
 
-# scheme://user:password@host -> scheme://***@host (any userinfo is treated as a secret).
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,20}://)[^\s/@?#]+@")
-# ?token=abc&password=x -> ?token=***&password=*** (names that commonly carry secrets).
-_SECRET_PARAM = re.compile(
-    r"(?i)([?&;](?:access_token|api[_-]?key|apikey|auth|key|pass(?:word)?|pwd|secret|sig(?:nature)?|"
-    r"token|client_secret)=)[^&#\s]*"
-)
-# "Authorization: Bearer abc" / "password=abc" outside URLs.
-_SECRET_PAIR = re.compile(
-    r"(?i)\b(authorization:\s*(?:bearer|basic)\s+|(?:password|passwd|secret)\s*[=:]\s*)\S+"
-)
 # C0 and C1 controls except tab and newline, DEL, and lone surrogates: terminal escapes and binary junk;
 # and the bidi controls, which reorder what a person reads ("\u202egnp.exe" shows as "exe.png").
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -49,9 +40,8 @@ def redact_secrets(text: str) -> str:
     >>> redact_secrets("Authorization: Bearer abc.def")
     'Authorization: Bearer ***'
     """
-    text = _USERINFO.sub(r"\1***@", text)
-    text = _SECRET_PARAM.sub(r"\1***", text)
-    return _SECRET_PAIR.sub(r"\1***", text)
+    # The same rules as everywhere else in bounceback: one place decides what counts as a secret.
+    return redact(text)
 
 
 def clean(value: Any, limit: int = MAX_TEXT) -> str:
