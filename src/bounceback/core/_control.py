@@ -30,21 +30,21 @@ class RunControls:
         self._lock = threading.Lock()
         self._runs: dict[str, tuple[CancelToken, CancelToken | None, str]] = {}
         self._users = 0
-
-    @property
-    def enabled(self) -> bool:
+        # A plain attribute, not a property: every recovery run reads it.
+        self.enabled = False
         """True while at least one controller uses the controls."""
-        return self._users > 0
 
     def enable(self) -> None:
         """A controller starts using the controls (counted; call :meth:`disable` once for each)."""
         with self._lock:
             self._users += 1
+            self.enabled = True
 
     def disable(self) -> None:
         """A controller stops using the controls."""
         with self._lock:
             self._users = max(0, self._users - 1)
+            self.enabled = self._users > 0
 
     def open(self, run_id: str, parent: CancelToken | None, operation: str = "") -> CancelToken:
         """Register a run; its token is cancelled by :meth:`cancel` or with ``parent``."""

@@ -257,7 +257,8 @@ class Engine:
 
     def succeeded(self, run: Run) -> None:
         """A later attempt of ``run`` succeeded."""
-        self.end(run)
+        if run.cancel is not self.cancel:
+            self.end(run)
         if self.bus.listening:
             self.bus.emit(
                 RecoverySucceeded(
