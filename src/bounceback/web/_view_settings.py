@@ -16,6 +16,7 @@ from bounceback.core._settings import SCHEMA, Resolved, Setting, SettingsLayers
 from bounceback.web._html import attr, post_button
 from bounceback.web._model import Snapshot
 from bounceback.web._plot import backoff_plot
+from bounceback.web._simplot import outage_plot
 from bounceback.web._text import esc, fmt_clock
 
 __all__ = ["READ_ONLY_KEYS", "layers_of", "render_settings", "settings_query"]
@@ -170,7 +171,7 @@ def render_settings(
     >>> from bounceback.web._model import Snapshot
     >>> regions = render_settings(Snapshot(now=0.0), None, "t0k", errors={"retry.max_attempts": "too <big>"})
     >>> sorted(regions), "too &lt;big&gt;" in regions["settings-form"]
-    (['settings-form', 'settings-history', 'settings-plot', 'settings-scope'], True)
+    (['settings-form', 'settings-history', 'settings-plot', 'settings-scope', 'settings-sim'], True)
     """
     errors = errors or {}
     submitted = submitted or {}
@@ -207,6 +208,7 @@ def render_settings(
         "settings-scope": _scope_nav(snapshot, operation),
         "settings-form": form,
         "settings-plot": backoff_plot(effective),
+        "settings-sim": outage_plot(effective),
         "settings-history": _history(snapshot, operation, csrf),
     }
 
@@ -221,6 +223,8 @@ def settings_body(regions: Mapping[str, str], operation: str | None) -> str:
         f'<div id="settings-form" data-live>{regions["settings-form"]}</div></section>'
         '<section class="side"><h2>Backoff schedule</h2>'
         f'<div id="settings-plot" data-live data-follows="settings-form">{regions["settings-plot"]}</div>'
+        "<h2>Through an outage (simulated)</h2>"
+        f'<div id="settings-sim" data-live data-follows="settings-form">{regions["settings-sim"]}</div>'
         "<h2>History</h2>"
         f'<div id="settings-history" data-live>{regions["settings-history"]}</div></section></div>'
     )
