@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.errors import ConfigError
-from bounceback.stores._home import connect, database_path, migrate, transaction, translate_errors
+from bounceback.stores._component import HomeComponent
+from bounceback.stores._home import transaction, translate_errors
 from bounceback.stores._journal_schema import (
     AttemptEntry,
     BreakerChange,
@@ -66,7 +66,7 @@ def is_process_alive(pid: int, host: str = HOST) -> bool:
     return True
 
 
-class Journal:
+class Journal(HomeComponent):
     """Read the journal of the home database (``path``, default ``<home>/bounceback.db``).
 
     >>> import tempfile, pathlib
@@ -76,6 +76,8 @@ class Journal:
     >>> journal.close()
     """
 
+    component = "journal"
+
     def __init__(
         self,
         path: str | Path | None = None,
@@ -84,38 +86,11 @@ class Journal:
         clock: Clock = SYSTEM_CLOCK,
         timeout: float = 5.0,
     ) -> None:
-        self.path = Path(path) if path is not None else database_path(home)
-        self.timeout = timeout
+        super().__init__(path, home=home, timeout=timeout)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-
-    def __repr__(self) -> str:
-        return f"Journal({str(self.path)!r})"
 
     def __enter__(self) -> Journal:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the database connection (it is opened again on the next query)."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = connect(self.path, timeout=self.timeout)
-            try:
-                migrate(conn, self.path, ["journal"])
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
 
     def _query(self, action: str, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

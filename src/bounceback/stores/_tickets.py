@@ -17,7 +17,6 @@ import json
 import os
 import socket
 import sqlite3
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -28,10 +27,8 @@ from bounceback.core._manual import Record, Resolution, Ticket, new_ticket_id, r
 from bounceback.core._manual_ports import already_resolved, outcome_items, unknown_ticket
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
 from bounceback.errors import ConfigError
+from bounceback.stores._component import HomeComponent
 from bounceback.stores._home import (
-    connect,
-    database_path,
-    migrate,
     register_migrations,
     transaction,
     translate_errors,
@@ -85,7 +82,7 @@ _PRUNE_EVERY = 3600.0
 _STATUSES = ("open", "resolved")
 
 
-class SqliteTickets:
+class SqliteTickets(HomeComponent):
     """Recovery tickets in the home database (``path``, default ``<home>/bounceback.db``).
 
     ``retention`` is how long resolved tickets are kept (seconds or a duration text; the setting
@@ -105,6 +102,8 @@ class SqliteTickets:
     >>> store.close()
     """
 
+    component = "tickets"
+
     def __init__(
         self,
         path: str | Path | None = None,
@@ -114,40 +113,13 @@ class SqliteTickets:
         clock: Clock = SYSTEM_CLOCK,
         retention: Any = 30 * 86400.0,
     ) -> None:
-        self.path = Path(path) if path is not None else database_path(home)
-        self.timeout = timeout
+        super().__init__(path, home=home, timeout=timeout)
         self.retention = to_seconds(retention, "manual.ticket_retention", allow_zero=False)
         self._clock = clock
-        self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
         self._pruned_at = -float("inf")
-
-    def __repr__(self) -> str:
-        return f"SqliteTickets({str(self.path)!r})"
 
     def __enter__(self) -> SqliteTickets:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the database connection (it reopens on the next use)."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = connect(self.path, timeout=self.timeout)
-            try:
-                migrate(conn, self.path, ["tickets"])
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -155,7 +127,7 @@ class SqliteTickets:
         """Keep an open ticket. An id already taken (a one-in-four-billion chance) gets a fresh one."""
         body = _body(ticket)
         with self._lock:
-            conn = self._db()
+            conn = self._connection()
             for _ in range(5):
                 try:
                     with transaction(conn, self.path, "park a ticket"):
@@ -187,7 +159,7 @@ class SqliteTickets:
         """
         data = json.dumps(resolution.to_dict(), default=str)
         with self._lock:
-            conn = self._db()
+            conn = self._connection()
             with transaction(conn, self.path, f"resolve ticket {ticket_id}"):
                 cur = conn.execute(
                     "UPDATE tickets SET status = 'resolved', choice = ?, resolved_by = ?, resolved_at = ?, "
@@ -222,7 +194,7 @@ class SqliteTickets:
         """
         outcome = "succeeded" if succeeded else "failed"
         with self._lock:
-            conn = self._db()
+            conn = self._connection()
             with transaction(conn, self.path, f"record the outcome of ticket {ticket_id}"):
                 cur = conn.execute(
                     "UPDATE tickets SET outcome = ?, outcome_at = ? WHERE id = ? AND status = 'resolved' "
@@ -246,7 +218,7 @@ class SqliteTickets:
         no resolution awaits an outcome.
         """
         with self._lock:
-            conn = self._db()
+            conn = self._connection()
             with transaction(conn, self.path, f"record a follow-up of {operation}"):
                 row = conn.execute(
                     "SELECT id FROM tickets WHERE operation = ? AND status = 'resolved' AND outcome IS NULL "
@@ -263,7 +235,7 @@ class SqliteTickets:
         ticket = self.get(ticket_id)
         keys = list(dict.fromkeys(ticket.step(s).key for s in steps))
         with self._lock:
-            conn = self._db()
+            conn = self._connection()
             with transaction(conn, self.path, f"mark steps of ticket {ticket_id}"):
                 for key in keys:
                     conn.execute(_BUMP, (ticket.operation, ticket.topic, step_item(key), 0, 0, 1))
@@ -273,7 +245,7 @@ class SqliteTickets:
         """Delete resolved tickets older than the retention; returns how many (the counters stay)."""
         cutoff = (self._clock.wall() if now is None else now) - self.retention
         with self._lock:
-            conn = self._db()
+            conn = self._connection()
             with transaction(conn, self.path, "prune old tickets"):
                 cur = conn.execute(
                     "DELETE FROM tickets WHERE status = 'resolved' AND resolved_at < ?", (cutoff,)
@@ -291,7 +263,7 @@ class SqliteTickets:
         """The ticket, ranked with the current records; ConfigError for an unknown id."""
         with self._lock, translate_errors(self.path, f"read ticket {ticket_id}"):
             row = (
-                self._db()
+                self._connection()
                 .execute(f"SELECT {_COLUMNS} FROM tickets WHERE id = ?", (str(ticket_id).strip(),))
                 .fetchone()
             )
@@ -320,14 +292,14 @@ class SqliteTickets:
         query += " ORDER BY created_at DESC, id LIMIT ?"
         args.append(limit)
         with self._lock, translate_errors(self.path, "list tickets"):
-            rows = self._db().execute(query, args).fetchall()
+            rows = self._connection().execute(query, args).fetchall()
         return [_ticket(row) for row in rows]
 
     def stats(self, operation: str, topic: str) -> Mapping[str, Record]:
         """The records of every step and choice for ``operation`` and ``topic``."""
         with self._lock, translate_errors(self.path, "read ticket outcomes"):
             rows = (
-                self._db()
+                self._connection()
                 .execute(
                     "SELECT item, tried, worked, not_useful FROM ticket_stats WHERE operation = ? AND topic = ?",
                     (operation, topic),
