@@ -27,7 +27,6 @@ from bounceback.core._policy_settings import _budget_from_settings, _from_settin
 from bounceback.core._policy_wrap import _async_wrapper, _count_call, _name_of, _sync_wrapper
 from bounceback.core._registry import registry
 from bounceback.core._retry import (
-    _RESULT,
     BreakerPort,
     BudgetPort,
     Engine,
@@ -37,8 +36,6 @@ from bounceback.core._retry import (
 from bounceback.core._retry_state import call_with_timeout
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, to_seconds, waits_enabled
 from bounceback.errors import (
-    BulkheadFull,
-    CircuitOpenError,
     ConfigError,
     RecoveryCancelled,
     RetriesExhausted,
@@ -297,40 +294,6 @@ class Policy(_AsyncCalls):
             self._abandon(permit)
             raise
         return self._settle(permit, result)
-
-    # The parts of an attempt that do not depend on sync or async.
-
-    def _admit(self) -> tuple[Any, tuple[bool, Any, Any] | None]:
-        """Pass the breaker: (permit, None), or (None, a failed outcome) when it refuses."""
-        brk = self._breaker
-        if brk is None:
-            return None, None
-        try:
-            return brk.acquire(), None
-        except (CircuitOpenError, BulkheadFull) as exc:
-            return None, (False, exc, self._engine.classify(exc))
-
-    def _failed(self, permit: Any, exc: Exception) -> tuple[bool, Any, Any]:
-        verdict = self._engine.classify(exc)
-        if self._breaker is not None:
-            self._breaker.release(permit, verdict)
-        return False, exc, verdict
-
-    def _abandon(self, permit: Any) -> None:
-        if self._breaker is not None:
-            self._breaker.abandon(permit)
-
-    def _settle(self, permit: Any, result: Any) -> tuple[bool, Any, Any]:
-        """A returned result: rejected by ``retry_if_result`` (a failure) or a success."""
-        brk = self._breaker
-        check = self._result_check
-        if check is not None and check(result):
-            if brk is not None:
-                brk.release(permit, _RESULT)
-            return False, result, _RESULT
-        if brk is not None:
-            brk.release(permit, None)
-        return True, result, None
 
     def _recover_sync(
         self,

@@ -1,4 +1,4 @@
-"""The asyncio half of :class:`~bounceback.core._policy.Policy`: the same decisions, awaited.
+"""The asyncio half of :class:`~bounceback.core._policy.Policy` and the attempt steps both halves share.
 
 Only the call and the wait differ from the sync path; admission by the breaker, classification, the
 result check and the retry decisions are the Policy's shared helpers and the engine's.
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from bounceback.core._classify import Classification
 from bounceback.core._policy_parts import RetryAgain, _FollowUp
 from bounceback.core._policy_wrap import _count_call
-from bounceback.core._retry import BreakerPort, Engine, Run
+from bounceback.core._retry import _RESULT, BreakerPort, Engine, Run
 from bounceback.core._time import waits_enabled
-from bounceback.errors import AttemptTimeout
+from bounceback.errors import AttemptTimeout, BulkheadFull, CircuitOpenError
 
 if TYPE_CHECKING:
     from bounceback.core._policy import Policy
@@ -25,20 +25,55 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 
-class _AsyncCalls:
-    """Mixed into Policy; relies on its ``_engine``, ``_breaker``, ``_fast`` and attempt helpers."""
+class _AttemptSteps:
+    """The steps of one attempt that do not depend on sync or async: admission, outcome, result check."""
 
     __slots__ = ()
     _engine: Engine
     _breaker: BreakerPort | None
+    _result_check: Callable[[Any], bool] | None
+
+    def _admit(self) -> tuple[Any, tuple[bool, Any, Any] | None]:
+        """Pass the breaker: (permit, None), or (None, a failed outcome) when it refuses."""
+        brk = self._breaker
+        if brk is None:
+            return None, None
+        try:
+            return brk.acquire(), None
+        except (CircuitOpenError, BulkheadFull) as exc:
+            return None, (False, exc, self._engine.classify(exc))
+
+    def _failed(self, permit: Any, exc: Exception) -> tuple[bool, Any, Any]:
+        verdict = self._engine.classify(exc)
+        if self._breaker is not None:
+            self._breaker.release(permit, verdict)
+        return False, exc, verdict
+
+    def _abandon(self, permit: Any) -> None:
+        if self._breaker is not None:
+            self._breaker.abandon(permit)
+
+    def _settle(self, permit: Any, result: Any) -> tuple[bool, Any, Any]:
+        """A returned result: rejected by ``retry_if_result`` (a failure) or a success."""
+        brk = self._breaker
+        check = self._result_check
+        if check is not None and check(result):
+            if brk is not None:
+                brk.release(permit, _RESULT)
+            return False, result, _RESULT
+        if brk is not None:
+            brk.release(permit, None)
+        return True, result, None
+
+
+class _AsyncCalls(_AttemptSteps):
+    """Mixed into Policy; relies on its ``_engine``, ``_breaker``, ``_fast`` and the attempt steps."""
+
+    __slots__ = ()
     _fast: bool
 
     if TYPE_CHECKING:  # provided by Policy
 
-        def _admit(self) -> tuple[Any, tuple[bool, Any, Any] | None]: ...
-        def _failed(self, permit: Any, exc: Exception) -> tuple[bool, Any, Any]: ...
-        def _abandon(self, permit: Any) -> None: ...
-        def _settle(self, permit: Any, result: Any) -> tuple[bool, Any, Any]: ...
         def _give_up(self, run: Run, result: Any) -> Any: ...
         def _again(self, again: Any) -> Policy: ...
 
