@@ -67,7 +67,11 @@ def demo_command(
         if as_json:
             echo_json(_as_json(result))
         else:
-            _summary(result, Console(highlight=False))
+            # Off a terminal rich would assume 80 columns and fold every cell; a log has room for the table.
+            out = Console(highlight=False)
+            if not out.is_terminal:
+                out = Console(highlight=False, width=110)
+            _summary(result, out)
             _next_steps(result, err)
         _keep_serving(server, err)
     finally:
