@@ -72,3 +72,27 @@ def test_demo_serves_the_dashboard_beside_it(tmp_path: Path) -> None:
     assert line.startswith("dashboard: http://127.0.0.1:")
     assert "token=" in line
     assert len(json.loads(done.stdout)["devices"]) == 8
+
+
+def test_demo_at_a_terminal_asks_about_each_ticket(home: Path) -> None:
+    import os
+
+    from tests.cli.run_helpers import PtyProcess
+
+    term = PtyProcess(["demo", "--fast"])
+    try:
+        answered = 0
+        deadline = time.monotonic() + 60
+        while answered < 2 and time.monotonic() < deadline:
+            term.pump()
+            if term.text().count("Choose 1-") > answered:
+                os.write(term.master, b"3\n")  # abort, for both tickets
+                answered += 1
+        assert answered == 2, term.text()[-2000:]
+        assert term.wait(60) == 0
+    finally:
+        term.close()
+    text = term.text()
+    assert "What to check" in text  # the ticket, with its guidance, was shown
+    assert "(abort)" in text  # and the summary records the person's decision
+    assert "waiting for a person" not in text

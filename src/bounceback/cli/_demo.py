@@ -94,6 +94,7 @@ def _as_json(result: DemoResult) -> dict[str, Any]:
                 "detail": o.detail,
                 "ticket": o.ticket_id,
                 "guidance": o.guidance,
+                "decision": o.decision,
             }
             for o in result.outcomes
         ],
@@ -110,7 +111,12 @@ def _summary(result: DemoResult, console: Console) -> None:
         table.add_row(
             o.device,
             o.fault,
-            Text(o.outcome + (f" {o.ticket_id}" if o.ticket_id else ""), style=_STYLE.get(o.outcome, "")),
+            Text(
+                o.outcome
+                + (f" {o.ticket_id}" if o.ticket_id else "")
+                + (f" ({o.decision})" if o.decision else ""),
+                style=_STYLE.get(o.outcome, ""),
+            ),
             str(o.attempts),
             f"{o.seconds:.2f} s",
             Text(o.detail),  # error text is untrusted: never markup
@@ -119,7 +125,7 @@ def _summary(result: DemoResult, console: Console) -> None:
 
 
 def _next_steps(result: DemoResult, console: Console) -> None:
-    parked = [o for o in result.outcomes if o.ticket_id and o.outcome == "ticket"]
+    parked = [o for o in result.outcomes if o.ticket_id and o.outcome == "ticket" and not o.decision]
     if parked:
         console.print(Text("Recovery tickets waiting for a person:", style="bold yellow"))
         for o in parked:

@@ -51,6 +51,8 @@ class DeviceOutcome:
     ticket_id: str | None = None
     guidance: str = ""
     """The first guidance step of the ticket, when one was opened."""
+    decision: str = ""
+    """What the person at the terminal chose for the ticket (empty: nobody decided yet)."""
 
 
 @dataclass(slots=True)
@@ -203,7 +205,9 @@ def _offer_tickets(
         ticket = tickets.get(outcome.ticket_id)
         resolution = prompter.ask(ticket)
         tickets.resolve(ticket.id, resolution)
+        outcome.decision = resolution.choice.value
         if resolution.choice.value in ("retry", "retry-adjusted"):
             retried = again(outcome.device)
             tickets.record_outcome(ticket.id, retried.outcome in ("ok", "recovered"))
+            retried.decision = resolution.choice.value
             result.outcomes[index] = retried
