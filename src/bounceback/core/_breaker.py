@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bounceback.core._breaker_config import trip_reason
 from bounceback.core._breaker_control import _ControlMixin
 from bounceback.core._breaker_core import BreakerState, Change, is_warm
 from bounceback.core._breaker_forms import _FormsMixin
@@ -41,7 +42,7 @@ from bounceback.core._classify import DEFAULT_CLASSIFIER, Classification, Classi
 from bounceback.core._events import CallRejected, EventBus, default_bus
 from bounceback.core._registry import registry
 from bounceback.core._time import SYSTEM_CLOCK, Clock, SystemClock
-from bounceback.core._window import FAILED, OK, SLOW, WindowCounts
+from bounceback.core._window import FAILED, OK, SLOW
 from bounceback.errors import BulkheadFull, CircuitOpenError, ConfigError, StoreError
 
 __all__ = ["BreakerMetrics", "BreakerState", "CircuitBreaker"]
@@ -352,28 +353,13 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
             if stored is not None and stored.version != self._epoch:
                 change = self._adopt(stored)
             elif self._epoch == epoch and self._state is _C:
-                reason = self._trip_reason(counts)
+                reason = trip_reason(self._cfg, counts)
                 if reason is not None:
                     change = self._move(_O, reason)
                 else:
                     self._warm = is_warm(self._cfg, counts)
                     self._reflags()
         self._after(change)
-
-    def _trip_reason(self, counts: WindowCounts) -> str | None:
-        cfg = self._cfg
-        limit = cfg.consecutive_failures
-        if limit and counts.consecutive_failures >= limit:
-            return f"{counts.consecutive_failures} failures in a row (limit {limit})"
-        calls = counts.calls
-        if calls and calls >= cfg.min_calls_in_window:
-            if counts.failures * 100 >= cfg.failure_rate * calls:
-                return f"failure rate {counts.failure_rate:.3g}% of {calls} calls >= {cfg.failure_rate:g}%"
-            if cfg.timed and counts.slow * 100 >= cfg.slow_call_rate * calls:
-                return (
-                    f"slow-call rate {counts.slow_call_rate:.3g}% of {calls} calls >= {cfg.slow_call_rate:g}%"
-                )
-        return None
 
     def _finish_probe(self, epoch: int, token: int, outcome: int) -> None:
         success = None if outcome < 0 else outcome == OK

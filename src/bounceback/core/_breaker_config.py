@@ -12,9 +12,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from bounceback.core._time import to_seconds
+from bounceback.core._window import WindowCounts
 from bounceback.errors import ConfigError
 
-__all__ = ["BreakerConfig", "SETTINGS_KEYS", "STORE_KEYS", "build_config"]
+__all__ = ["BreakerConfig", "SETTINGS_KEYS", "STORE_KEYS", "build_config", "trip_reason"]
 
 SETTINGS_KEYS: dict[str, str] = {
     "breaker.failure_rate": "failure_rate",
@@ -183,3 +184,17 @@ def build_config(values: Mapping[str, Any], labels: Mapping[str, str] | None = N
         raise ConfigError(label("record_permanent"), v["record_permanent"], "True or False")
     out["record_permanent"] = v["record_permanent"]
     return BreakerConfig(**out)
+
+
+def trip_reason(cfg: BreakerConfig, counts: WindowCounts) -> str | None:
+    """Why the window's ``counts`` open a breaker with limits ``cfg``, or None when they do not."""
+    limit = cfg.consecutive_failures
+    if limit and counts.consecutive_failures >= limit:
+        return f"{counts.consecutive_failures} failures in a row (limit {limit})"
+    calls = counts.calls
+    if calls and calls >= cfg.min_calls_in_window:
+        if counts.failures * 100 >= cfg.failure_rate * calls:
+            return f"failure rate {counts.failure_rate:.3g}% of {calls} calls >= {cfg.failure_rate:g}%"
+        if cfg.timed and counts.slow * 100 >= cfg.slow_call_rate * calls:
+            return f"slow-call rate {counts.slow_call_rate:.3g}% of {calls} calls >= {cfg.slow_call_rate:g}%"
+    return None
