@@ -8,11 +8,12 @@ happens in the following ``__next__``.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from bounceback.core._policy_wrap import _count_call
 from bounceback.core._retry import _RESULT, Engine, Run
 from bounceback.core._time import waits_enabled
-from bounceback.errors import BulkheadFull, CircuitOpenError, RecoveryCancelled, RetriesExhausted
+from bounceback.errors import BulkheadFull, CircuitOpenError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -116,9 +117,8 @@ class Attempts:
         eng = self._engine
         if self._run is None and self._started < 0:
             self._started = eng.clock.monotonic()
-            counted = getattr(eng.budget, "_calls", None)
-            if isinstance(counted, int):
-                eng.budget._calls = counted + 1  # type: ignore[union-attr]  # a retry budget's call count
+            if eng.budget is not None:
+                _count_call(eng.budget)
         number = self._run.attempt if self._run is not None else 1
         if self._breaker is None:
             return Attempt(self, None, number)
@@ -128,7 +128,6 @@ class Attempts:
             if self._fail(exc, eng.classify(exc)):
                 return None
             self._raise_give_up(self._run)  # type: ignore[arg-type]
-            raise  # pragma: no cover - _raise_give_up always raises
 
     def _fail(self, exc: BaseException | None, verdict: Any) -> bool:
         """Record a failure; True when another attempt follows."""
@@ -143,15 +142,8 @@ class Attempts:
         self._delay = delay
         return True
 
-    def _raise_give_up(self, run: Run) -> None:
-        eng = self._engine
-        exc = run.last_error
-        if run.reason == "cancelled":
-            reason = run.cancel.reason if run.cancel is not None and run.cancel.reason else "cancelled"
-            raise RecoveryCancelled(eng.operation, run.attempt, reason, exc) from exc
-        if exc is None:
-            raise RetriesExhausted(eng.operation, run.attempt, self._last_result, run.reason)
-        raise exc
+    def _raise_give_up(self, run: Run) -> NoReturn:
+        self._engine.raise_for(run, self._last_result)
 
     def _finish(self, attempt: Attempt, exc: BaseException | None) -> bool:
         brk = self._breaker

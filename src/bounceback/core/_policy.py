@@ -31,14 +31,11 @@ from bounceback.core._retry import (
     BudgetPort,
     Engine,
     RetryConfig,
-    Run,
 )
 from bounceback.core._retry_state import call_with_timeout
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, to_seconds, waits_enabled
 from bounceback.errors import (
     ConfigError,
-    RecoveryCancelled,
-    RetriesExhausted,
 )
 
 __all__ = ["Policy", "RetryAgain", "retry"]
@@ -344,32 +341,6 @@ class Policy(_AsyncCalls):
         return outcome
 
     # -- async ---------------------------------------------------------------------------------------
-
-    # -- giving up -----------------------------------------------------------------------------------
-
-    def _give_up(self, run: Run, result: Any) -> Any:
-        eng = self._engine
-        info = eng.give_up(run, result)
-        fallback = self._fallback
-        if fallback is not UNSET:
-            return fallback(info) if callable(fallback) else fallback
-        exc = run.last_error
-        if run.reason == "cancelled":
-            reason = run.cancel.reason if run.cancel is not None and run.cancel.reason else "cancelled"
-            raise RecoveryCancelled(eng.operation, run.attempt, reason, exc) from exc
-        if exc is None:
-            raise RetriesExhausted(eng.operation, run.attempt, result, run.reason)
-        raise exc
-
-    def _again(self, again: RetryAgain) -> Policy:
-        changes: dict[str, Any] = {}
-        if again.attempts is not None:
-            changes["attempts"] = again.attempts
-        if again.deadline is not None:
-            changes["deadline"] = again.deadline
-        if again.on_outcome is not None:
-            changes["fallback"] = _FollowUp(self._fallback, again.on_outcome)
-        return self.replace(**changes)
 
     def close(self) -> None:
         """Stop following settings changes."""

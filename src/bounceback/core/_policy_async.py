@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from bounceback.core._classify import Classification
-from bounceback.core._policy_parts import RetryAgain, _FollowUp
+from bounceback.core._policy_parts import UNSET, RetryAgain, _FollowUp
 from bounceback.core._policy_wrap import _count_call
 from bounceback.core._retry import _RESULT, BreakerPort, Engine, Run
 from bounceback.core._time import waits_enabled
@@ -65,17 +65,37 @@ class _AttemptSteps:
             brk.release(permit, None)
         return True, result, None
 
+    _fallback: Any
+
+    if TYPE_CHECKING:  # provided by Policy
+
+        def replace(self, **changes: Any) -> Policy: ...
+
+    def _give_up(self, run: Run, result: Any) -> Any:
+        """The end of a run: the fallback's answer, or what giving up raises."""
+        info = self._engine.give_up(run, result)
+        fallback = self._fallback
+        if fallback is UNSET:
+            self._engine.raise_for(run, result)
+        return fallback(info) if callable(fallback) else fallback
+
+    def _again(self, again: RetryAgain) -> Policy:
+        """The policy to run again with, as a fallback's ``RetryAgain`` asks."""
+        changes: dict[str, Any] = {}
+        if again.attempts is not None:
+            changes["attempts"] = again.attempts
+        if again.deadline is not None:
+            changes["deadline"] = again.deadline
+        if again.on_outcome is not None:
+            changes["fallback"] = _FollowUp(self._fallback, again.on_outcome)
+        return self.replace(**changes)
+
 
 class _AsyncCalls(_AttemptSteps):
     """Mixed into Policy; relies on its ``_engine``, ``_breaker``, ``_fast`` and the attempt steps."""
 
     __slots__ = ()
     _fast: bool
-
-    if TYPE_CHECKING:  # provided by Policy
-
-        def _give_up(self, run: Run, result: Any) -> Any: ...
-        def _again(self, again: Any) -> Policy: ...
 
     async def _call_async(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
         eng = self._engine

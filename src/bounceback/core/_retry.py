@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from bounceback.core._classify import DEFAULT_CLASSIFIER, Classification, Classifier, ErrorKind
 from bounceback.core._control import run_controls
@@ -31,7 +31,7 @@ from bounceback.core._retry_state import (
     attach_history,
 )
 from bounceback.core._time import CancelToken, Clock
-from bounceback.errors import CircuitOpenError
+from bounceback.errors import CircuitOpenError, RecoveryCancelled, RetriesExhausted
 
 __all__ = [
     "AttemptRecord",
@@ -270,6 +270,17 @@ class Engine:
                     run.started_wall,
                 )
             )
+
+    def raise_for(self, run: Run, result: Any = None) -> NoReturn:
+        """Raise what giving up on ``run`` means without a fallback: the original error (history attached),
+        ``RecoveryCancelled`` when a person or token stopped it, ``RetriesExhausted`` for a rejected result."""
+        exc = run.last_error
+        if run.reason == "cancelled":
+            reason = run.cancel.reason if run.cancel is not None and run.cancel.reason else "cancelled"
+            raise RecoveryCancelled(self.operation, run.attempt, reason, exc) from exc
+        if exc is None:
+            raise RetriesExhausted(self.operation, run.attempt, result, run.reason)
+        raise exc
 
     def give_up(self, run: Run, result: Any = None) -> GiveUp:
         """Describe the end of ``run`` for fallbacks, and attach the history to the error."""
