@@ -23,7 +23,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from bounceback.console._text import badge_style, clock_time, countdown, one_line, seconds
+from bounceback.console._text import badge_style, clock_time, countdown, describe_reason, one_line, seconds
 from bounceback.core._events import (
     AttemptFailed,
     BreakerStateChanged,
@@ -44,28 +44,7 @@ MODES = ("auto", "rich", "plain", "off")
 """Display modes: ``auto`` (rich on a terminal, plain elsewhere), ``rich``, ``plain``, ``off``."""
 
 _FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-_REASONS = {
-    "attempts": "no attempts left",
-    "deadline": "the deadline would pass before the next try",
-    "permanent": "a permanent error",
-    "cancelled": "cancelled",
-    "budget": "the retry budget is spent",
-    "breaker": "the circuit stays open past the deadline",
-    "retry-after": "the server asked to wait past the deadline",
-    "result": "the result was rejected",
-}
-
-
 _SHOWN = (AttemptFailed, RetryScheduled, RecoverySucceeded, RecoveryExhausted, BreakerStateChanged)
-
-
-def describe_reason(reason: str) -> str:
-    """Why a recovery gave up, in words.
-
-    >>> describe_reason("attempts")
-    'no attempts left'
-    """
-    return _REASONS.get(reason, reason)
 
 
 @dataclass

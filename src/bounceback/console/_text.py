@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 
-__all__ = ["badge_style", "clock_time", "countdown", "one_line", "seconds"]
+__all__ = ["badge_style", "clock_time", "countdown", "describe_reason", "one_line", "seconds"]
 
 # C0 controls (tab and newline included: they are collapsed first), DEL and C1 controls.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -84,3 +84,24 @@ def badge_style(state: str) -> str:
     'bold red'
     """
     return _BADGE_STYLES.get(state, "")
+
+
+_REASONS = {
+    "attempts": "no attempts left",
+    "deadline": "the deadline would pass before the next try",
+    "permanent": "a permanent error",
+    "cancelled": "cancelled",
+    "budget": "the retry budget is spent",
+    "breaker": "the circuit stays open past the deadline",
+    "retry-after": "the server asked to wait past the deadline",
+    "result": "the result was rejected",
+}
+
+
+def describe_reason(reason: str) -> str:
+    """Why a recovery gave up, in words.
+
+    >>> describe_reason("attempts")
+    'no attempts left'
+    """
+    return _REASONS.get(reason, reason)
