@@ -117,7 +117,49 @@ async def _adrain(response: httpx.Response) -> bytes:
         await response.aclose()
 
 
-class RecoveringTransport(httpx.BaseTransport):
+def _answer(
+    request: httpx.Request, response: httpx.Response, verdict: Any, content: bytes | None
+) -> httpx.Response:
+    """The response an attempt hands back, or RetryableResponse raised for a status that asks for more.
+
+    ``content`` is the body read inside the attempt (None when it is left to the client to read).
+    """
+    if verdict is None:
+        return response if content is None else _rebuild(response, content, request)
+    raise RetryableResponse(
+        request.method,
+        redact_url(str(request.url)),
+        response.status_code,
+        _rebuild(response, content or b"", request),
+        verdict.retry_after,
+    )
+
+
+class _Recovering:
+    """What both transports share: their options and the policy for each request."""
+
+    def _setup(
+        self,
+        operation: str,
+        breakers: bool | Callable[[str], Any],
+        breaker_per: str,
+        methods: Iterable[str],
+        classifier: Classifier,
+        read_body: bool,
+        policy_options: dict[str, Any],
+    ) -> None:
+        self.read_body = read_body
+        self.recovery = HttpRecovery(
+            operation=operation,
+            classifier=classifier,
+            breakers=breakers,
+            breaker_per=breaker_per,
+            methods=methods,
+            policy_options=policy_options,
+        )
+
+
+class RecoveringTransport(_Recovering, httpx.BaseTransport):
     """A sync httpx transport applying a policy per request.
 
     Keyword arguments not listed are :class:`bounceback.Policy` arguments (``attempts``, ``deadline``,
@@ -145,16 +187,8 @@ class RecoveringTransport(httpx.BaseTransport):
         read_body: bool = True,
         **policy_options: Any,
     ) -> None:
-        self.read_body = read_body
         self._inner = transport or httpx.HTTPTransport()
-        self.recovery = HttpRecovery(
-            operation=operation,
-            classifier=classifier,
-            breakers=breakers,
-            breaker_per=breaker_per,
-            methods=methods,
-            policy_options=policy_options,
-        )
+        self._setup(operation, breakers, breaker_per, methods, classifier, read_body, policy_options)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under its policy."""
@@ -168,18 +202,10 @@ class RecoveringTransport(httpx.BaseTransport):
         def attempt() -> httpx.Response:
             response = inner.handle_request(request)
             verdict = classify_status(response.status_code, response.headers, now=wall())
-            if verdict is None:
-                # httpx reads the body after the transport returns, outside the policy: read it here
-                # so that a cut in the middle of the answer is an attempt that failed, and is retried.
-                return _rebuild(response, _drain(response), request) if read_body else response
-            content = _drain(response)
-            raise RetryableResponse(
-                request.method,
-                redact_url(str(request.url)),
-                response.status_code,
-                _rebuild(response, content, request),
-                verdict.retry_after,
-            )
+            # httpx reads the body after the transport returns, outside the policy: read it here so that
+            # a cut in the middle of the answer is an attempt that failed, and is retried.
+            content = _drain(response) if read_body or verdict is not None else None
+            return _answer(request, response, verdict, content)
 
         result: httpx.Response = policy.call(attempt)
         return result
@@ -189,7 +215,7 @@ class RecoveringTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-class AsyncRecoveringTransport(httpx.AsyncBaseTransport):
+class AsyncRecoveringTransport(_Recovering, httpx.AsyncBaseTransport):
     """The asyncio twin of :class:`RecoveringTransport` (same arguments, ``read_body`` too); attempt
     timeouts are enforced."""
 
@@ -205,16 +231,8 @@ class AsyncRecoveringTransport(httpx.AsyncBaseTransport):
         read_body: bool = True,
         **policy_options: Any,
     ) -> None:
-        self.read_body = read_body
         self._inner = transport or httpx.AsyncHTTPTransport()
-        self.recovery = HttpRecovery(
-            operation=operation,
-            classifier=classifier,
-            breakers=breakers,
-            breaker_per=breaker_per,
-            methods=methods,
-            policy_options=policy_options,
-        )
+        self._setup(operation, breakers, breaker_per, methods, classifier, read_body, policy_options)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under its policy."""
@@ -228,16 +246,8 @@ class AsyncRecoveringTransport(httpx.AsyncBaseTransport):
         async def attempt() -> httpx.Response:
             response = await inner.handle_async_request(request)
             verdict = classify_status(response.status_code, response.headers, now=wall())
-            if verdict is None:
-                return _rebuild(response, await _adrain(response), request) if read_body else response
-            content = await _adrain(response)
-            raise RetryableResponse(
-                request.method,
-                redact_url(str(request.url)),
-                response.status_code,
-                _rebuild(response, content, request),
-                verdict.retry_after,
-            )
+            content = await _adrain(response) if read_body or verdict is not None else None
+            return _answer(request, response, verdict, content)
 
         result: httpx.Response = await policy.acall(attempt)
         return result
