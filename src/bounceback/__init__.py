@@ -58,6 +58,7 @@ from bounceback.core._registry import Registry, registry
 from bounceback.core._retry import AttemptRecord, GiveUp, RetryConfig
 from bounceback.core._retry_after import parse_retry_after
 from bounceback.core._settings import SettingsSource, StaticSettings
+from bounceback.core._throttle import AdaptiveThrottle
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, SystemClock, parse_duration
 from bounceback.core._window import WindowCounts
 from bounceback.errors import (
@@ -68,6 +69,7 @@ from bounceback.errors import (
     ConfigError,
     RecoveryCancelled,
     RecoveryRequired,
+    RequestThrottled,
     RetriesExhausted,
     StoreError,
 )
@@ -75,6 +77,7 @@ from bounceback.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveThrottle",
     "Attempt",
     "AttemptFailed",
     "AttemptRecord",
@@ -122,6 +125,7 @@ __all__ = [
     "RecoveryRequired",
     "RecoverySucceeded",
     "Registry",
+    "RequestThrottled",
     "Resolution",
     "RetriesExhausted",
     "RetryAgain",

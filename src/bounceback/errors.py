@@ -9,6 +9,7 @@
         ├── RecoveryCancelled      a person or a token stopped the automatic recovery
         ├── CircuitOpenError       a breaker refused the call (open, forced open, probes busy)
         ├── BulkheadFull           a breaker's in-flight limit refused the call
+        ├── RequestThrottled       adaptive client-side throttling refused the call
         ├── AttemptTimeout         (also a TimeoutError) one attempt ran past its timeout
         ├── RecoveryRequired       automatic recovery gave up; a person holds the ticket
         └── StoreError             shared state (SQLite, Redis) could not be read or written
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "RecoveryCancelled",
     "RecoveryRequired",
+    "RequestThrottled",
     "RetriesExhausted",
     "StoreError",
 ]
@@ -125,6 +127,20 @@ class BulkheadFull(BouncebackError):
         super().__init__(
             f"circuit {breaker!r}: {limit} call(s) already in flight, the configured limit; "
             "raise max_in_flight or slow the callers down"
+        )
+
+
+class RequestThrottled(BouncebackError):
+    """Adaptive client-side throttling refused the call without running it: the service has been turning
+    requests away, so this one was shed here. ``throttle`` is the throttle's name and ``probability`` the
+    chance of refusal at that moment (it falls as the service accepts requests again)."""
+
+    def __init__(self, throttle: str, probability: float) -> None:
+        self.throttle = throttle
+        self.probability = probability
+        super().__init__(
+            f"throttle {throttle!r} refused the call locally: the service has been turning requests away "
+            f"(refusing {probability:.0%} of calls now); it lets more through as the service accepts again"
         )
 
 

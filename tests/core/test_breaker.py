@@ -24,7 +24,9 @@ from bounceback import (
     EventBus,
     registry,
 )
+from bounceback.core._breaker_config import SETTINGS_KEYS
 from bounceback.core._classify import DEFAULT_CLASSIFIER
+from bounceback.core._settings_schema import SCHEMA
 from bounceback.testing import FakeClock, RecordingSink
 
 DOWN = Classification(ErrorKind.TRANSIENT, "down")
@@ -33,6 +35,8 @@ CALLER = Classification(ErrorKind.PERMANENT, "bad argument")
 
 def make(clock: FakeClock | None = None, **kw: object) -> CircuitBreaker:
     kw.setdefault("bus", EventBus())
+    # Exact open times here; the jitter drawn per opening has tests of its own (test_breaker_jitter.py).
+    kw.setdefault("open_jitter", 0)
     return CircuitBreaker("test", clock=clock or FakeClock(), **kw)  # type: ignore[arg-type]
 
 
@@ -219,7 +223,7 @@ def test_probes_that_succeed_end_the_open_time_streak() -> None:
 
 def test_force_close_keeps_the_streak_but_reset_forgets_it() -> None:
     clock = FakeClock()
-    brk = make(clock, window=2, min_calls=2, open_seconds=10, half_open_calls=1)
+    brk = make(clock, window=2, min_calls=2, open_seconds=10, open_seconds_max=300, half_open_calls=1)
     fail(brk, 2)
     brk.force_close()
     fail(brk, 2)
@@ -434,10 +438,14 @@ def test_cancelled_task_gives_its_probe_back() -> None:
 
 
 def test_defaults_match_the_settings_schema() -> None:
-    cfg = make().config
+    cfg = CircuitBreaker(clock=FakeClock()).config
+    for key, field in SETTINGS_KEYS.items():
+        assert getattr(cfg, field) == SCHEMA[key].default, key
     assert (cfg.failure_rate, cfg.slow_call_rate, cfg.slow_call_duration) == (50, 100, 60)
     assert (cfg.window_type, cfg.window, cfg.min_calls, cfg.consecutive_failures) == ("count", 100, 10, 0)
-    assert (cfg.open_seconds, cfg.open_seconds_max, cfg.half_open_calls, cfg.max_in_flight) == (30, 300, 3, 0)
+    # Short, growing, jittered open times: the outage simulations behind them are in docs/breaker.md.
+    assert (cfg.open_seconds, cfg.open_seconds_max, cfg.open_jitter) == (5, 15, 0.5)
+    assert (cfg.half_open_calls, cfg.max_in_flight) == (3, 0)
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ def opened(clock: FakeClock, bus: EventBus, open_seconds: float = 10) -> Circuit
         window=2,
         min_calls=2,
         open_seconds=open_seconds,
+        open_seconds_max=max(open_seconds, 15),
+        open_jitter=0,  # exact waits; the jitter has its own tests
         half_open_calls=1,
         clock=clock,
         bus=bus,
@@ -65,6 +67,53 @@ def test_policy_gives_up_with_circuit_open_error_when_the_probe_is_past_the_dead
     assert ran == [] and clock.sleeps == []
     assert info.value.retry_after == 60.0
     assert sink.of(RecoveryExhausted)[0].reason == "breaker"
+
+
+def test_by_default_a_call_fails_fast_on_an_open_breaker_whose_probe_is_past_the_default_deadline() -> None:
+    clock, bus = FakeClock(), EventBus()
+    brk = opened(clock, bus, open_seconds=45)
+    ran: list[int] = []
+    policy = Policy("fetch", breaker=brk, clock=clock, bus=bus)  # no deadline given: the default, 30 s
+    assert policy.config.deadline == 30.0
+    with RecordingSink(bus) as sink, pytest.raises(CircuitOpenError):
+        policy.call(ran.append, 1)
+    assert ran == [] and clock.sleeps == []  # no wait at all, not a wait of 30 s then a give-up
+    assert sink.of(RecoveryExhausted)[0].reason == "breaker"
+
+
+def test_by_default_a_call_waits_for_a_probe_due_within_the_default_deadline() -> None:
+    clock, bus = FakeClock(), EventBus()
+    brk = opened(clock, bus, open_seconds=10)
+    policy = Policy("fetch", breaker=brk, clock=clock, bus=bus)
+    assert policy.call(lambda: "fresh") == "fresh"
+    assert clock.sleeps == [10.0]
+
+
+def test_without_a_deadline_an_open_time_past_max_retry_after_fails_fast() -> None:
+    clock, bus = FakeClock(), EventBus()
+    brk = opened(clock, bus, open_seconds=120)
+    policy = Policy("fetch", breaker=brk, deadline=None, max_retry_after=60, clock=clock, bus=bus)
+    with pytest.raises(CircuitOpenError):
+        policy.call(len, "x")
+    assert clock.sleeps == []  # waiting 60 s would only meet the same open breaker
+    waiting = Policy("fetch", breaker=brk, deadline=None, max_retry_after=300, clock=clock, bus=bus)
+    assert waiting.call(len, "x") == 1
+    assert clock.sleeps == [120.0]
+
+
+def test_a_refused_attempt_spends_nothing_of_the_retry_budget() -> None:
+    clock, bus = FakeClock(), EventBus()
+    brk = opened(clock, bus, open_seconds=10)
+    spent: list[str] = []
+
+    class Budget:
+        def try_spend(self, operation: str) -> bool:
+            spent.append(operation)
+            return False  # an empty budget: any retry it was asked for would be refused
+
+    policy = Policy("fetch", breaker=brk, budget=Budget(), clock=clock, bus=bus)
+    assert policy.call(lambda: "fresh") == "fresh"  # the wait for the probe was not a retry of a real call
+    assert spent == []
 
 
 def test_policy_gives_up_at_once_on_a_forced_open_breaker() -> None:

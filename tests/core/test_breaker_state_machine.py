@@ -8,6 +8,7 @@ the step was a manual action, one the breaker may make by itself).
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ RATE = 50.0
 CONSECUTIVE = 3
 OPEN = 2.0
 OPEN_MAX = 8.0
+JITTER = 0.5
+SEED = 1234
 PROBES = 2
 SLOW_AFTER = 1.5
 SLOW_RATE = 50.0
@@ -63,6 +66,7 @@ class Model:
         self.consecutive = 0
         self.open_until = 0.0
         self.reopens = 0
+        self.draws = random.Random(SEED)
         self.epoch = 0
         self.probes_out = 0
         self.probe_ok = 0
@@ -75,7 +79,8 @@ class Model:
 
     def open(self, now: float) -> None:
         self.move("open")
-        self.open_until = now + min(OPEN * 2**self.reopens, OPEN_MAX)
+        # The same draws as the breaker's own generator: one per opening, taking up to JITTER off.
+        self.open_until = now + min(OPEN * 2**self.reopens, OPEN_MAX) * (1 - JITTER * self.draws.random())
         self.reopens += 1
 
     def close(self, *, reopens: int | None) -> None:
@@ -159,6 +164,8 @@ class BreakerMachine(RuleBasedStateMachine):
             consecutive_failures=CONSECUTIVE,
             open_seconds=OPEN,
             open_seconds_max=OPEN_MAX,
+            open_jitter=JITTER,
+            rng=random.Random(SEED),
             half_open_calls=PROBES,
             slow_call_rate=SLOW_RATE if self.timed else 100,
             slow_call_duration=SLOW_AFTER,

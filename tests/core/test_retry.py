@@ -153,7 +153,9 @@ def test_real_cancel_token_wakes_a_real_wait_from_another_thread() -> None:
     timer.start()
     fn = Flaky(10)
     with pytest.raises(RecoveryCancelled):
-        retry(attempts=3, backoff=Backoff("constant", initial=30, jitter="none"), cancel=token)(fn)()
+        retry(
+            attempts=3, deadline=None, backoff=Backoff("constant", initial=30, jitter="none"), cancel=token
+        )(fn)()
     timer.join()
 
 
@@ -340,7 +342,7 @@ def test_no_waits_turns_waits_off() -> None:
     [
         ({"attempts": 0}, "attempts"),
         ({"attempts": -1}, "attempts"),
-        ({"attempts": None}, "attempts"),
+        ({"attempts": None, "deadline": None}, "attempts"),  # unbounded needs a deadline
         ({"deadline": -5}, "deadline"),
         ({"deadline": float("nan")}, "deadline"),
         ({"attempt_timeout": 0}, "attempt_timeout"),
@@ -471,4 +473,8 @@ def test_a_retry_budget_is_built_from_the_settings_when_enabled() -> None:
     with pytest.raises(ConnectionResetError) as info:
         policy.call(fn)
     assert info.value.bounceback_reason == "budget"  # type: ignore[attr-defined]
-    assert Policy("plain", settings=_Settings({}), clock=clock)._engine.budget is None
+    # On by default: a settings source that says nothing gets the built-in budget; off when it says so.
+    default = Policy("plain", settings=_Settings({}), clock=clock)._engine.budget
+    assert isinstance(default, RetryBudget) and default.rule.ratio == 0.2
+    assert Policy("off", settings=_Settings({"budget.enabled": False}), clock=clock)._engine.budget is None
+    assert Policy("none", budget=None, clock=clock)._engine.budget is None

@@ -40,7 +40,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "retry.multiplier": 2.0,
     "retry.backoff": "exponential",
     "retry.jitter": "full",
-    "retry.deadline": None,
+    "retry.deadline": 30.0,
     "retry.attempt_timeout": None,
     "retry.max_retry_after": 300.0,
     "breaker.enabled": True,
@@ -51,14 +51,18 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "breaker.window": 100,
     "breaker.min_calls": 10,
     "breaker.consecutive_failures": 0,
-    "breaker.open_seconds": 30.0,
-    "breaker.open_seconds_max": 300.0,
+    "breaker.open_seconds": 5.0,
+    "breaker.open_seconds_max": 15.0,
+    "breaker.open_jitter": 0.5,
     "breaker.half_open_calls": 3,
     "breaker.max_in_flight": 0,
-    "budget.enabled": False,
+    "budget.enabled": True,
     "budget.ratio": 0.2,
     "budget.min_per_second": 10.0,
     "budget.window": 10.0,
+    "throttle.enabled": False,
+    "throttle.k": 2.0,
+    "throttle.window": 120.0,
     "store.backend": "sqlite",
     "store.redis_url": "",
     "store.on_unavailable": "fail-open",
@@ -307,7 +311,7 @@ def test_a_global_change_that_breaks_an_operation_is_refused() -> None:
 
 def test_open_seconds_max_and_exit_code_overlap_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"breaker\.open_seconds_max"):
-        SettingsLayers().updated("breaker.open_seconds_max", "10s")
+        SettingsLayers().updated("breaker.open_seconds_max", "3s")  # below the 5 s open_seconds
     with pytest.raises(ConfigError) as info:
         SettingsLayers().updated("run.permanent_codes", "75,126")
     assert info.value.field == "run.permanent_codes"

@@ -95,7 +95,7 @@ def test_a_spec_from_settings_reads_retry_breaker_and_budget_keys() -> None:
         {"retry.max_attempts": 7, "retry.initial_delay": 0.5, "retry.jitter": "decorrelated"},
         operations={
             "pay": {"budget.enabled": True, "budget.ratio": 0.1, "breaker.open_seconds": 12},
-            "quiet": {"breaker.enabled": False, "retry.deadline": 20},
+            "quiet": {"breaker.enabled": False, "budget.enabled": False, "retry.deadline": 20},
         },
     )
     pay = PolicySpec.from_settings(settings.effective("pay"), label="pay")
@@ -106,6 +106,8 @@ def test_a_spec_from_settings_reads_retry_breaker_and_budget_keys() -> None:
     quiet = PolicySpec.from_settings(settings.effective("quiet"))
     assert quiet.breaker is None and quiet.budget is None and quiet.deadline == 20
     assert "decorrelated" in pay.describe() and "budget 10%" in pay.describe()
+    plain = PolicySpec.from_settings(StaticSettings({}).effective(None))  # the built-in defaults
+    assert plain.deadline == 30 and plain.budget == BudgetSpec() and plain.breaker is not None
 
 
 def test_variants_change_one_thing_at_a_time() -> None:

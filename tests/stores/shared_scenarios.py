@@ -126,6 +126,12 @@ def run_hammer(kind: str, target: str) -> None:
     outcomes = sorted(r["outcome"] for r in results)
     assert outcomes.count("probe") == w.HALF_OPEN_CALLS
     assert outcomes.count("rejected:half_open") == w.N_WORKERS - w.HALF_OPEN_CALLS
+    # One probe round for the fleet: the opener drew the jittered open time once, and every process
+    # waits for that same moment (not one draw, and one round of probes, per process).
+    due = [r["retry_at"] for r in results]
+    assert all(at is not None for at in due)
+    assert max(due) - min(due) < 1e-3, due
+    assert w.WALL0 + 15.0 <= due[0] <= w.WALL0 + 30.0  # 30 s open time, up to half of it taken off
 
 
 def run_killed_probe(kind: str, target: str) -> None:

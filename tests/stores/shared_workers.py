@@ -139,6 +139,7 @@ def hammer(
             except CircuitOpenError:
                 break
         phase2 = (store.calls, store.failures)
+        retry_at = brk.metrics().retry_at  # when this process will let its first probe through
         barrier.wait(BARRIER_TIMEOUT)  # the test checks the open state, then moves time past the open time
         barrier.wait(BARRIER_TIMEOUT)
 
@@ -156,7 +157,15 @@ def hammer(
                 ran.value += 1000  # thousands count the rejected, units the probes that ran
         barrier.wait(BARRIER_TIMEOUT)  # the test checks the breaker closed
         own_opens = sum(not e.reason.startswith("changed by another breaker") for e in opened)
-        out.put({"phase2": phase2, "failures_run": failures_run, "outcome": outcome, "own_opens": own_opens})
+        out.put(
+            {
+                "phase2": phase2,
+                "failures_run": failures_run,
+                "outcome": outcome,
+                "own_opens": own_opens,
+                "retry_at": retry_at,
+            }
+        )
     except BaseException:
         out.put({"error": traceback.format_exc()})
         barrier.abort()

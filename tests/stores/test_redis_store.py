@@ -268,7 +268,7 @@ def test_budget_counts_locally_while_redis_is_down(own_redis_server: RedisServer
     assert len(sink.of(StoreRecovered)) == 1
 
 
-def test_eight_processes_share_one_breaker(redis_server: RedisServer) -> None:
+def test_eight_processes_share_one_breaker_and_one_probe_round(redis_server: RedisServer) -> None:
     shared_scenarios.run_hammer("redis", redis_server.url)
 
 

@@ -245,7 +245,7 @@ def test_budget_counts_locally_while_the_database_is_locked(db: Path) -> None:
     assert len(sink.of(StoreRecovered)) == 1
 
 
-def test_eight_processes_share_one_breaker(db: Path) -> None:
+def test_eight_processes_share_one_breaker_and_one_probe_round(db: Path) -> None:
     shared_scenarios.run_hammer("sqlite", str(db))
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import math
+import random
 import threading
 import time
 from collections import deque
@@ -58,6 +59,7 @@ _IGNORED = -1
 _COUNTED = 1
 _PROBE = 2
 _monotonic = time.monotonic
+_RNG = random.Random()
 
 
 class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
@@ -108,6 +110,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         clock: Clock | None = None,
         bus: EventBus | None = None,
         timers: bool | None = None,
+        rng: random.Random | None = None,
         **limits: Any,
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name.strip()):
@@ -140,6 +143,9 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         self._warm = True
         self._open_until = self._open_until_wall = math.inf
         self._reopens = 0
+        # One generator for every breaker unless a test injects its own: a Random per breaker would cost
+        # 2.5 KB each, and open-time jitter needs no more than independent draws.
+        self._rng = rng if rng is not None else _RNG
         self._since = self._now()
         self._since_wall = self._wall()
         self._in_flight = self._probes = self._rejected = self._opens = 0

@@ -27,6 +27,7 @@ SETTINGS_KEYS: dict[str, str] = {
     "breaker.consecutive_failures": "consecutive_failures",
     "breaker.open_seconds": "open_seconds",
     "breaker.open_seconds_max": "open_seconds_max",
+    "breaker.open_jitter": "open_jitter",
     "breaker.half_open_calls": "half_open_calls",
     "breaker.max_in_flight": "max_in_flight",
 }
@@ -45,11 +46,12 @@ class BreakerConfig:
     Rates are percentages. ``slow_call_rate`` 100 (the default) switches the slow-call rule off: timing
     every call costs a clock read, and "every call in the window is slow" is better caught by timeouts.
     ``consecutive_failures`` and ``max_in_flight`` 0 mean off. ``open_seconds`` grows by
-    ``open_multiplier`` with every re-open in a row, up to ``open_seconds_max``.
+    ``open_multiplier`` with every re-open in a row, up to ``open_seconds_max``; each opening then lasts
+    a random part of that, down to ``1 - open_jitter`` of it (see :meth:`open_for`).
 
-    >>> cfg = build_config({"failure_rate": 25, "window": 20})
+    >>> cfg = build_config({"failure_rate": 25, "window": 20, "open_seconds_max": 300})
     >>> cfg.failure_rate, cfg.window, cfg.open_for(reopens=3)
-    (25.0, 20, 240.0)
+    (25.0, 20, 40.0)
     """
 
     failure_rate: float = 50.0
@@ -59,9 +61,10 @@ class BreakerConfig:
     window: float = 100
     min_calls: int = 10
     consecutive_failures: int = 0
-    open_seconds: float = 30.0
-    open_seconds_max: float = 300.0
+    open_seconds: float = 5.0
+    open_seconds_max: float = 15.0
     open_multiplier: float = 2.0
+    open_jitter: float = 0.5
     half_open_calls: int = 3
     max_in_flight: int = 0
     half_open: str = "lazy"
@@ -84,13 +87,26 @@ class BreakerConfig:
             return min(self.min_calls, int(self.window))
         return self.min_calls
 
-    def open_for(self, reopens: int) -> float:
-        """Seconds to stay open when the breaker already opened ``reopens`` times in a row."""
-        if reopens <= 0:
-            return min(self.open_seconds, self.open_seconds_max)
-        # Cap the exponent first: a long outage must not overflow the float.
-        grown = self.open_seconds * self.open_multiplier ** min(reopens, 64)
-        return min(grown, self.open_seconds_max)
+    def open_for(self, reopens: int, draw: float = 0.0, checked: bool = False) -> float:
+        """Seconds to stay open when the breaker already opened ``reopens`` times in a row.
+
+        The grown time (``open_seconds * open_multiplier ** reopens``, capped at ``open_seconds_max``) is
+        the longest; ``draw`` (uniform in [0, 1), one per opening) takes up to ``open_jitter`` of it away,
+        so breakers that opened together probe at different times and the cap stays a hard upper bound.
+        A breaker with a health check (``checked``) stays open for the cap: its check, run every
+        ``health_check_seconds``, finds the recovery, and the timer is only the backstop.
+
+        >>> cfg = BreakerConfig()
+        >>> cfg.open_for(0), cfg.open_for(1), cfg.open_for(5), cfg.open_for(5, draw=0.5)
+        (5.0, 10.0, 15.0, 11.25)
+        """
+        if checked:
+            longest = self.open_seconds_max
+        else:
+            # Cap the exponent first: a long outage must not overflow the float.
+            grown = self.open_seconds * self.open_multiplier ** min(max(reopens, 0), 64)
+            longest = min(grown, self.open_seconds_max)
+        return longest * (1.0 - self.open_jitter * draw)
 
 
 _FIELDS = {f.name for f in fields(BreakerConfig)}
@@ -162,6 +178,15 @@ def build_config(values: Mapping[str, Any], labels: Mapping[str, str] | None = N
     if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not 1 <= mult <= 100:
         raise ConfigError(label("open_multiplier"), mult, "a number from 1 (no growth) to 100")
     out["open_multiplier"] = float(mult)
+    jitter = v["open_jitter"]
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 0.95:
+        raise ConfigError(
+            label("open_jitter"),
+            jitter,
+            "a fraction from 0 (every opening lasts exactly the open time) to 0.95",
+            hint="0.5 spreads each opening over the last half of its open time",
+        )
+    out["open_jitter"] = float(jitter)
     out["window_type"] = _choice(label("window_type"), v["window_type"], ("count", "time"))
     if out["window_type"] == "count":
         out["window"] = _count(label("window"), v["window"], 1, hint="the number of recent calls judged")

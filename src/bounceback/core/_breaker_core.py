@@ -12,6 +12,7 @@ runs: events are emitted, and health checks run, after it is released.
 from __future__ import annotations
 
 import math
+import random
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -92,6 +93,7 @@ class _BreakerCore:
         "_real",
         "_rejected",
         "_reopens",
+        "_rng",
         "_settings",
         "_shared",
         "_since",
@@ -123,6 +125,7 @@ class _BreakerCore:
     _open_until: float
     _open_until_wall: float
     _reopens: int
+    _rng: random.Random
     _since: float
     _since_wall: float
     _in_flight: int
@@ -176,7 +179,8 @@ class _BreakerCore:
         until = None
         if new is _O:
             # Each open in a row lasts longer; only probes that succeed (or a reset) end the streak.
-            until = store_now + self._cfg.open_for(self._reopens)
+            # Jittered per opening, so breakers that opened together (a fleet's) do not probe together.
+            until = store_now + self._cfg.open_for(self._reopens, self._rng.random(), self._watched())
             reopens = self._reopens + 1
         elif reopens is None:
             reopens = self._reopens
@@ -235,6 +239,10 @@ class _BreakerCore:
             self._bus.emit(event)
         if state is _O:
             self._opened()
+
+    def _watched(self) -> bool:
+        """Hook: True when a health check watches the breaker while open (the health mixin says)."""
+        return False
 
     def _opened(self) -> None:
         """Hook: the breaker just opened (the health mixin starts its timer)."""

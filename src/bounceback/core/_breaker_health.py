@@ -38,6 +38,9 @@ class _HealthMixin(_BreakerCore):
     _wake: threading.Event
     _stopping: bool
 
+    def _watched(self) -> bool:
+        return self._health is not None
+
     # -- what is due ---------------------------------------------------------------------------------
 
     def _due(self, now: float) -> tuple[str, float | None]:

@@ -17,6 +17,7 @@ from bounceback.errors import (
     ConfigError,
     RecoveryCancelled,
     RecoveryRequired,
+    RequestThrottled,
     RetriesExhausted,
 )
 
@@ -106,6 +107,8 @@ def _by_type(cls: type[BaseException]) -> Classification | _Inspect | None:
         return _INSPECT
     if issubclass(cls, BulkheadFull):
         return Classification(ErrorKind.THROTTLED, "too many calls in flight")
+    if issubclass(cls, RequestThrottled):
+        return Classification(ErrorKind.THROTTLED, "shed locally by adaptive throttling")
     if issubclass(cls, AttemptTimeout):
         return Classification(ErrorKind.TRANSIENT, "the attempt timed out")
     if issubclass(cls, (RecoveryCancelled, RecoveryRequired, RetriesExhausted, ConfigError)):

@@ -23,7 +23,7 @@ from bounceback.core._classify import Classification, Classifier
 from bounceback.core._events import EventBus, default_bus
 from bounceback.core._policy_async import _AsyncCalls
 from bounceback.core._policy_parts import UNSET, RetryAgain, _FollowUp
-from bounceback.core._policy_settings import _budget_from_settings, _from_settings
+from bounceback.core._policy_settings import _budget_from_settings, _from_settings, _throttle_from_settings
 from bounceback.core._policy_wrap import _async_wrapper, _count_call, _name_of, _sync_wrapper
 from bounceback.core._registry import registry
 from bounceback.core._retry import (
@@ -33,6 +33,8 @@ from bounceback.core._retry import (
     RetryConfig,
 )
 from bounceback.core._retry_state import call_with_timeout
+from bounceback.core._settings_schema import SCHEMA
+from bounceback.core._throttle import AdaptiveThrottle, ThrottleGate
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, to_seconds, waits_enabled
 from bounceback.errors import (
     ConfigError,
@@ -72,13 +74,16 @@ class Policy(_AsyncCalls):
     __slots__ = (
         "__weakref__",
         "_breaker",
+        "_budget_given",
         "_engine",
         "_explicit",
         "_fallback",
         "_fast",
+        "_given_breaker",
         "_mode",
         "_result_check",
         "_settings",
+        "_throttle",
         "_unsubscribe",
         "operation",
     )
@@ -95,9 +100,10 @@ class Policy(_AsyncCalls):
         classifier: Classifier | None = None,
         retry_if_result: Callable[[Any], bool] | None = None,
         breaker: BreakerPort | None = None,
+        throttle: AdaptiveThrottle | None = None,
         fallback: Any = UNSET,
         cancel: CancelToken | None = None,
-        budget: BudgetPort | None = None,
+        budget: BudgetPort | None = UNSET,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         bus: EventBus | None = None,
@@ -118,11 +124,20 @@ class Policy(_AsyncCalls):
             if v is not UNSET and not (k == "backoff" and v is None)
         }
         self._settings = settings
-        self._breaker = breaker
+        if throttle is None and settings is not None:
+            throttle = _throttle_from_settings(settings, operation, clock)
+        if throttle is not None and not isinstance(throttle, AdaptiveThrottle):
+            raise ConfigError("throttle", throttle, "a bounceback.AdaptiveThrottle, or None")
+        self._given_breaker = breaker
+        self._throttle = throttle
+        # What every attempt passes: the breaker, or the throttle then the breaker.
+        self._breaker = breaker if throttle is None else ThrottleGate(throttle, breaker)
         self._fallback = fallback
         self._result_check = retry_if_result
         cfg = self._build_config()
-        if budget is None and settings is not None:
+        # A retry budget is on by default (``budget.enabled``); ``budget=None`` turns it off.
+        self._budget_given = budget is not UNSET
+        if budget is UNSET:
             budget = _budget_from_settings(settings, operation, clock)
         self._engine = Engine(
             operation or "anonymous",
@@ -155,15 +170,18 @@ class Policy(_AsyncCalls):
     def _build_config(self) -> RetryConfig:
         values: dict[str, Any] = dict(_from_settings(self._settings, self.operation))
         values.update(self._explicit)
-        attempts = values.get("attempts", 5)
+        attempts = values.get("attempts", SCHEMA["retry.max_attempts"].default)
+        deadline = values.get("deadline", SCHEMA["retry.deadline"].default)
         return RetryConfig(
             attempts=attempts,
-            deadline=to_seconds(values.get("deadline"), "deadline", allow_none=True, allow_zero=False),
+            deadline=to_seconds(deadline, "deadline", allow_none=True, allow_zero=False),
             attempt_timeout=to_seconds(
                 values.get("attempt_timeout"), "attempt_timeout", allow_none=True, allow_zero=False
             ),
             backoff=values.get("backoff") or Backoff(),
-            max_retry_after=to_seconds(values.get("max_retry_after", 300.0), "max_retry_after"),
+            max_retry_after=to_seconds(
+                values.get("max_retry_after", SCHEMA["retry.max_retry_after"].default), "max_retry_after"
+            ),
         )
 
     def _compute_fast(self) -> bool:
@@ -199,7 +217,12 @@ class Policy(_AsyncCalls):
     @property
     def breaker(self) -> BreakerPort | None:
         """The circuit breaker every attempt passes, if any."""
-        return self._breaker
+        return self._given_breaker
+
+    @property
+    def throttle(self) -> AdaptiveThrottle | None:
+        """The adaptive throttle every attempt asks first, if any."""
+        return self._throttle
 
     def replace(self, **changes: Any) -> Policy:
         """A copy of this policy with some arguments changed (the breaker is shared, not copied)."""
@@ -207,10 +230,10 @@ class Policy(_AsyncCalls):
         kwargs: dict[str, Any] = {
             "classifier": eng.classifier,
             "retry_if_result": self._result_check,
-            "breaker": self._breaker,
+            "breaker": self._given_breaker,
+            "throttle": self._throttle,
             "fallback": self._fallback,
             "cancel": eng.cancel,
-            "budget": eng.budget,
             "clock": eng.clock,
             "rng": eng.rng,
             "bus": eng.bus,
@@ -218,6 +241,9 @@ class Policy(_AsyncCalls):
             **self._explicit,
         }
         operation = changes.pop("operation", self.operation)
+        if self._budget_given or operation == self.operation:
+            kwargs["budget"] = eng.budget
+        # else: the default budget is per operation, so a renamed copy gets its operation's own.
         kwargs.update(changes)
         return Policy(operation, **kwargs)
 
@@ -352,7 +378,7 @@ class Policy(_AsyncCalls):
         cfg = self._engine.cfg
         return (
             f"Policy({self.operation!r}, attempts={cfg.attempts}, deadline={cfg.deadline:g}, "
-            f"backoff={cfg.backoff!r}, breaker={getattr(self._breaker, 'name', None)!r})"
+            f"backoff={cfg.backoff!r}, breaker={getattr(self._given_breaker, 'name', None)!r})"
         )
 
 

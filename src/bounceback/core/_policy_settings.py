@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
 
 from bounceback.core._backoff import Backoff
+from bounceback.core._budget import RetryBudget
 from bounceback.core._retry import BudgetPort
-from bounceback.core._time import Clock
+from bounceback.core._settings_layers import defaults
+from bounceback.core._throttle import AdaptiveThrottle
+from bounceback.core._time import SYSTEM_CLOCK, Clock
 
 __all__: list[str] = []
 
@@ -36,16 +41,65 @@ def _from_settings(settings: Any, operation: str | None) -> Mapping[str, Any]:
 
 
 def _budget_from_settings(settings: Any, operation: str | None, clock: Clock | None) -> BudgetPort | None:
-    """A local retry budget when ``budget.enabled`` is on for the operation (read once, at creation)."""
-    values = settings.effective(operation)
-    if not values.get("budget.enabled", False):
-        return None
-    from bounceback.core._budget import RetryBudget
+    """The operation's retry budget when ``budget.enabled`` is on (the default), read once at creation.
 
-    return RetryBudget(
-        values.get("budget.ratio", 0.2),
-        min_per_second=values.get("budget.min_per_second", 10.0),
-        window=values.get("budget.window", 10.0),
-        name=operation or "retry-budget",
-        clock=clock,
+    Without a settings source, the built-in defaults: one budget per operation in this process, shared by
+    every policy of that operation. With one, its ``budget.*`` values; and when the source offers a shared
+    ledger (``settings.budget_ledger()``: the home database, or Redis, per ``store.backend``), the budget is
+    counted there, so every process of the machine or the fleet spends from one pool per operation.
+    """
+    values = {**defaults(), **(settings.effective(operation) if settings is not None else {})}
+    if not values["budget.enabled"]:
+        return None
+    ledger_for = getattr(settings, "budget_ledger", None)
+    ledger = ledger_for() if callable(ledger_for) else None
+    name = operation or "anonymous"
+    rule = (values["budget.ratio"], values["budget.min_per_second"], values["budget.window"])
+    return _shared(
+        clock,
+        ("budget", name, rule, ledger),
+        lambda: RetryBudget(
+            rule[0], min_per_second=rule[1], window=rule[2], name=name, clock=clock, ledger=ledger
+        ),
     )
+
+
+def _throttle_from_settings(
+    settings: Any, operation: str | None, clock: Clock | None
+) -> AdaptiveThrottle | None:
+    """The operation's adaptive throttle when ``throttle.enabled`` is on (off by default), read at creation."""
+    values = {**defaults(), **(settings.effective(operation) if settings is not None else {})}
+    if not values["throttle.enabled"]:
+        return None
+    name = operation or "anonymous"
+    k, window = values["throttle.k"], values["throttle.window"]
+    return _shared(
+        clock,
+        ("throttle", name, k, window),
+        lambda: AdaptiveThrottle(k, window=window, name=name, clock=clock),
+    )
+
+
+# Budgets and throttles by clock, then by operation and limits: the policies of one operation in a process
+# share one. Other clocks than the system's (a test's FakeClock) are held weakly: their pools go with them.
+_T = TypeVar("_T")
+_system_pool: dict[tuple[Any, ...], Any] = {}
+_pools: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+_pools_lock = threading.Lock()
+
+
+def _shared(clock: Clock | None, key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
+    with _pools_lock:
+        if clock is None or clock is SYSTEM_CLOCK:
+            pool: dict[tuple[Any, ...], Any] | None = _system_pool
+        else:
+            try:
+                pool = _pools.setdefault(clock, {})
+            except TypeError:  # a clock that cannot be weakly referenced: each policy gets its own
+                pool = None
+        if pool is None:
+            return make()
+        found = pool.get(key)
+        if found is None:
+            found = pool[key] = make()
+        return cast(_T, found)

@@ -31,7 +31,7 @@ from bounceback.core._retry_state import (
     attach_history,
 )
 from bounceback.core._time import CancelToken, Clock
-from bounceback.errors import CircuitOpenError, RecoveryCancelled, RetriesExhausted
+from bounceback.errors import CircuitOpenError, RecoveryCancelled, RequestThrottled, RetriesExhausted
 
 __all__ = [
     "AttemptRecord",
@@ -169,15 +169,22 @@ class Engine:
         else:
             delay = cfg.backoff.delay(run.attempt - 1, run.previous_delay, self.rng)
             hint = verdict.retry_after
-            if hint is not None:
-                hint = min(hint, cfg.max_retry_after)
-                if hint > delay:
-                    delay = hint
-                    why = "breaker" if isinstance(exc, CircuitOpenError) else "retry-after"
-            if cfg.deadline != math.inf and (now - run.started) + delay >= cfg.deadline:
-                # Waiting would end past the deadline: no attempt could start in time.
+            refused = isinstance(exc, (CircuitOpenError, RequestThrottled))
+            if hint is not None and min(hint, cfg.max_retry_after) > delay:
+                delay = min(hint, cfg.max_retry_after)
+                why = "breaker" if refused else "retry-after"
+            if isinstance(exc, RequestThrottled):
+                # Shed locally: a retry would most likely be shed too, and would count as one more request.
+                reason = "throttled"
+            elif refused and hint is not None and hint > cfg.max_retry_after:
+                # Fail fast: waiting out only part of an open time would meet the same refusal.
+                reason = "breaker"
+            elif cfg.deadline != math.inf and (now - run.started) + delay >= cfg.deadline:
+                # Waiting would end past the deadline: no attempt could start in time. So a call that
+                # meets an open breaker waits for its probe only when the probe comes within the deadline.
                 reason = "deadline" if why == "backoff" else why
-            elif self.budget is not None and not self.budget.try_spend(self.operation):
+            elif self.budget is not None and not refused and not self.budget.try_spend(self.operation):
+                # A refused attempt never reached the service: retrying it spends nothing of the budget.
                 reason = "budget"
         run.history.append((run.attempt, exc, verdict, now - attempt_started, None if reason else delay))
         if reason:

@@ -43,8 +43,8 @@ _SETTINGS = (
     ),
     _d(
         "retry.deadline",
-        None,
-        "Time limit of the whole call, all attempts and waits included.",
+        30.0,
+        "Time limit of the whole call, all attempts and waits included (none: no limit).",
         nullable=True,
         min_exclusive=True,
     ),
@@ -101,15 +101,24 @@ _SETTINGS = (
     ),
     _d(
         "breaker.open_seconds",
-        30.0,
-        "How long an opened breaker refuses calls before probing.",
+        5.0,
+        "How long an opened breaker refuses calls before probing (doubling per failed probe).",
         min_exclusive=True,
     ),
     _d(
         "breaker.open_seconds_max",
-        300.0,
+        15.0,
         "Cap on the open time as it grows after failed probes.",
         min_exclusive=True,
+    ),
+    Setting(
+        "breaker.open_jitter",
+        "float",
+        0.5,
+        "Share of each open time drawn at random, so breakers opened together probe apart.",
+        "",
+        0,
+        0.95,
     ),
     Setting(
         "breaker.half_open_calls", "int", 3, "Probe calls let through while half-open.", "calls", 1, 10_000
@@ -124,7 +133,7 @@ _SETTINGS = (
         1_000_000,
         zero_is_off=True,
     ),
-    Setting("budget.enabled", "bool", False, "Whether retries are limited by a retry budget."),
+    Setting("budget.enabled", "bool", True, "Whether retries are limited by a retry budget."),
     Setting("budget.ratio", "float", 0.2, "Retries allowed per call in the window, as a fraction.", "", 0, 1),
     Setting(
         "budget.min_per_second",
@@ -136,6 +145,22 @@ _SETTINGS = (
         1_000_000,
     ),
     _d("budget.window", 10.0, "Window over which the retry budget is counted.", min_exclusive=True),
+    Setting(
+        "throttle.enabled",
+        "bool",
+        False,
+        "Whether calls are shed locally while the service turns requests away (adaptive throttling).",
+    ),
+    Setting(
+        "throttle.k",
+        "float",
+        2.0,
+        "Requests sent per request the service accepts before calls are shed (lower sheds sooner).",
+        "x",
+        1,
+        100,
+    ),
+    _d("throttle.window", 120.0, "History over which requests and accepts are counted.", min_exclusive=True),
     Setting(
         "store.backend",
         "choice",

@@ -37,11 +37,37 @@ class PolicyResult:
     breaker_openings: int
     bucket_seconds: float
     calls_series: tuple[int, ...]
+    requests_during_incident: int = 0
+    peak_probes: int = 0
+    """Half-open probe calls in the busiest bucket: how many clients probe together."""
+    probes: int = 0
+    """Half-open probe calls in all."""
+    probe_span_buckets: int = 0
+    """Buckets from the first probe to the last."""
 
     @property
     def amplification(self) -> float:
         """Calls per request (load amplification)."""
         return self.calls / self.requests if self.requests else 0.0
+
+    @property
+    def incident_amplification(self) -> float:
+        """Calls the service got per request made during the incident (1.0: no retries reached it)."""
+        if not self.requests_during_incident:
+            return 0.0
+        return self.calls_during_incident / self.requests_during_incident
+
+    @property
+    def lockstep(self) -> float:
+        """Peak over mean probes per bucket while probing went on: 1 is evenly spread, tens is in step."""
+        if not self.probes:
+            return 0.0
+        return self.peak_probes / (self.probes / self.probe_span_buckets)
+
+    @property
+    def peak_probes_per_second(self) -> float:
+        """The most half-open probes in one second: a fleet probing in lockstep shows a tall spike."""
+        return self.peak_probes / self.bucket_seconds
 
     @property
     def success_rate(self) -> float:
@@ -66,6 +92,10 @@ class PolicyResult:
             "amplification": round(self.amplification, 6),
             "completion_seconds": round(self.completion, 6),
             "calls_during_incident": self.calls_during_incident,
+            "requests_during_incident": self.requests_during_incident,
+            "incident_calls_per_request": round(self.incident_amplification, 6),
+            "peak_probes_per_second": round(self.peak_probes_per_second, 6),
+            "probe_lockstep": round(self.lockstep, 6),
             "recovery_seconds": _finite(self.recovery_seconds),
             "recovered": self.recovery_seconds is None or math.isfinite(self.recovery_seconds),
             "latency_p50_seconds": round(self.latency_p50, 6),
@@ -176,15 +206,17 @@ _COLUMNS = (
     ("ok %", ">"),
     ("done at s", ">"),
     ("calls in incident", ">"),
+    ("calls/req in incident", ">"),
     ("recovery s", ">"),
     ("p50 s", ">"),
     ("p99 s", ">"),
     ("breaker opens", ">"),
+    ("probe lockstep", ">"),
     ("budget refusals", ">"),
 )
 
 
-_INCIDENT = (5, 6)  # "calls in incident" and "recovery s"
+_INCIDENT = (5, 6, 7)  # "calls in incident", "calls/req in incident" and "recovery s"
 
 
 def _row(r: PolicyResult) -> list[str]:
@@ -201,10 +233,12 @@ def _row(r: PolicyResult) -> list[str]:
         f"{100 * r.success_rate:.1f}",
         f"{r.completion:.2f}" if r.completion < 100 else f"{r.completion:,.0f}",
         "-" if r.recovery_seconds is None else f"{r.calls_during_incident:,}",
+        "-" if r.recovery_seconds is None else f"{r.incident_amplification:.2f}",
         recovery,
         _seconds(r.latency_p50),
         _seconds(r.latency_p99),
         f"{r.breaker_openings:,}",
+        f"{r.lockstep:.1f}" if r.probes else "-",
         f"{r.budget_refusals:,}",
     ]
 

@@ -46,11 +46,14 @@ class _Request:
         self.permit: Any = None
 
 
-def _make_breakers(spec: BreakerSpec, n: int, clock: VirtualClock) -> list[CircuitBreaker]:
+def _make_breakers(
+    spec: BreakerSpec, n: int, clock: VirtualClock, rng: random.Random
+) -> list[CircuitBreaker]:
     # Unnamed, so a thousand simulated breakers stay out of the process-wide registry; a private bus,
-    # so a simulation does not flood the subscribers of the real program.
+    # so a simulation does not flood the subscribers of the real program; a seeded generator for the
+    # open-time jitter, so a run stays a pure function of its seed.
     bus = EventBus()
-    return [CircuitBreaker(clock=clock, bus=bus, timers=False, **spec.options) for _ in range(n)]
+    return [CircuitBreaker(clock=clock, bus=bus, timers=False, rng=rng, **spec.options) for _ in range(n)]
 
 
 def _make_budgets(spec: BudgetSpec, n: int, clock: VirtualClock) -> list[RetryBudget]:
@@ -89,7 +92,11 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
     begin = service.begin
     finish = service.finish
     n = model.clients
-    breakers = _make_breakers(spec.breaker, n, clock) if spec.breaker is not None else None
+    breakers = (
+        _make_breakers(spec.breaker, n, clock, random.Random(f"{seed}/breakers"))
+        if spec.breaker is not None
+        else None
+    )
     budgets = _make_budgets(spec.budget, n, clock) if spec.budget is not None else None
 
     backoff_delay = spec.backoff.delay
@@ -102,10 +109,11 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
     horizon = model.horizon
 
     calls_series: list[int] = []
+    probes_series: list[int] = []
     started_series: list[int] = []
     first_ok_series: list[int] = []
     latencies: list[float] = []
-    requests = succeeded = calls = rejected = refusals = openings = in_incident = 0
+    requests = succeeded = calls = rejected = refusals = openings = in_incident = requests_in_incident = 0
     completion = 0.0
 
     heap: list[tuple[float, int, int, _Request | None]] = []
@@ -119,18 +127,22 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
             series.extend([0] * (b + 1 - len(series)))
         return b
 
-    def retry_delay(req: _Request, t: float, hint: float | None) -> float | None:
-        """The engine's decision after a failed attempt: the wait, or None to give up."""
+    def retry_delay(req: _Request, t: float, hint: float | None, refused: bool = False) -> float | None:
+        """The engine's decision after a failed attempt: the wait, or None to give up.
+
+        ``refused``: the attempt met an open breaker (never reached the service), ``hint`` its open time left.
+        """
         nonlocal refusals
         if req.attempt >= attempts:
             return None
         delay = backoff_delay(req.attempt - 1, req.previous, rng)
         if hint is not None:
-            hint = min(hint, max_hint)
-            delay = max(delay, hint)
+            if refused and hint > max_hint:
+                return None
+            delay = max(delay, min(hint, max_hint))
         if deadline != math.inf and (t - req.started) + delay >= deadline:
             return None
-        if budgets is not None and not budgets[req.client].try_spend(_OPERATION):
+        if budgets is not None and not refused and not budgets[req.client].try_spend(_OPERATION):
             refusals += 1
             return None
         req.previous = delay
@@ -175,6 +187,8 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
             requests += 1
             b = bucket(started_series, t)
             started_series[b] += 1
+            if inc_start <= t < inc_end:
+                requests_in_incident += 1
             if budgets is not None:
                 budgets[req.client].record_call(_OPERATION)
             kind = _ATTEMPT
@@ -182,6 +196,7 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
         if kind == _ATTEMPT:
             brk = breakers[req.client] if breakers is not None else None
             if brk is not None:
+                probing = brk.state_name != "closed"
                 try:
                     req.permit = brk.acquire()
                 except (CircuitOpenError, BulkheadFull) as exc:
@@ -191,7 +206,7 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
                     if isinstance(exc, CircuitOpenError) and hint is None:
                         delay = None  # forced open: only a person can close it; the engine gives up
                     else:
-                        delay = retry_delay(req, t, hint)
+                        delay = retry_delay(req, t, hint, refused=isinstance(exc, CircuitOpenError))
                     if first:
                         bucket(first_ok_series, req.started)
                     if delay is None:
@@ -201,6 +216,8 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
                         push(heap, (t + delay, seq, _ATTEMPT, req))
                         seq += 1
                     continue
+                if probing:
+                    probes_series[bucket(probes_series, t)] += 1
             calls += 1
             calls_series[bucket(calls_series, t)] += 1
             if inc_start <= t < inc_end:
@@ -246,13 +263,23 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
         budget_refusals=refusals,
         completion=completion,
         calls_during_incident=in_incident,
+        requests_during_incident=requests_in_incident,
         recovery_seconds=recovery_seconds(started_series, first_ok_series, width, incident),
         latency_p50=percentile(latencies, 0.5),
         latency_p99=percentile(latencies, 0.99),
         breaker_openings=openings,
         bucket_seconds=width,
         calls_series=tuple(calls_series),
+        peak_probes=max(probes_series, default=0),
+        probes=sum(probes_series),
+        probe_span_buckets=_span(probes_series),
     )
+
+
+def _span(series: list[int]) -> int:
+    """Buckets from the first non-empty one to the last, inclusive (0 when all are empty)."""
+    busy = [i for i, n in enumerate(series) if n]
+    return busy[-1] - busy[0] + 1 if busy else 0
 
 
 def _probe_times(model: Model) -> list[float]:

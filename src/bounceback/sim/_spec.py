@@ -18,6 +18,7 @@ from typing import Any
 from bounceback.core._backoff import Backoff
 from bounceback.core._breaker_config import SETTINGS_KEYS
 from bounceback.core._budget import BudgetRule
+from bounceback.core._settings_layers import defaults
 from bounceback.core._time import to_seconds
 from bounceback.errors import ConfigError
 
@@ -143,9 +144,12 @@ class PolicySpec:
 
         >>> from bounceback.core._settings import StaticSettings
         >>> spec = PolicySpec.from_settings(StaticSettings({"retry.jitter": "equal"}).effective("x"))
-        >>> spec.backoff.jitter.value, spec.attempts, spec.breaker is not None, spec.budget is None
+        >>> spec.backoff.jitter.value, spec.attempts, spec.breaker is not None, spec.budget is not None
         ('equal', 5, True, True)
         """
+
+        # Keys the values leave out take their built-in defaults, as a Policy's would.
+        values = {**defaults(), **values}
 
         def get(key: str, default: Any) -> Any:
             value = values.get(key, default)

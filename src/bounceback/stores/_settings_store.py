@@ -9,10 +9,12 @@ writes nothing, and every change lands in the history.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bounceback.core._budget import BudgetLedger, LocalLedger
 from bounceback.core._settings import (
     Format,
     Resolved,
@@ -39,8 +41,11 @@ from bounceback.stores._settings_rows import (
     write_diff,
 )
 from bounceback.stores._settings_watch import WatchedSettings
+from bounceback.stores._shared import budget_ledger_from_settings
 
 __all__ = ["SqliteSettings"]
+
+_log = logging.getLogger("bounceback.settings")
 
 
 class SqliteSettings(WatchedSettings):
@@ -58,6 +63,21 @@ class SqliteSettings(WatchedSettings):
     Settings set through one object reach its own subscribers at once and other processes' within a
     second (see ``WatchedSettings``).
     """
+
+    def budget_ledger(self) -> BudgetLedger:
+        """Where the retry budgets of policies built on these settings are counted: per ``store.backend``,
+        this home database (every process of the machine shares one pool per operation), Redis (a fleet),
+        or this process alone (``memory``). Made once per settings object; a bad backend counts locally."""
+        with self._lock:
+            ledger: BudgetLedger | None = self._budget_ledger
+            if ledger is None:
+                try:
+                    ledger = budget_ledger_from_settings(self, path=self.path)
+                except ConfigError:
+                    _log.warning("store settings are invalid; retry budgets count in this process only")
+                    ledger = LocalLedger()
+                self._budget_ledger = ledger
+            return ledger
 
     # -- explicit reads: raise StoreError (for the CLI and the dashboard) --------------------------
 

@@ -70,6 +70,7 @@ class WatchedSettings:
         self._subscribers = Subscribers()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._budget_ledger: Any = None
 
     def __repr__(self) -> str:
         return f"SqliteSettings({str(self.path)!r})"
@@ -130,6 +131,9 @@ class WatchedSettings:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            closing = getattr(self._budget_ledger, "close", None)
+            if callable(closing):
+                closing()
 
     def __enter__(self) -> Self:
         return self
