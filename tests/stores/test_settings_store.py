@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from bounceback import ConfigError, EventBus, SettingsChanged, StoreError
 from bounceback.core._settings import SettingsLayers, SettingsSource, layers_to_document, parse_document
 from bounceback.stores import SqliteSettings, open_home
+from bounceback.stores._home import registered_migrations
 from bounceback.testing import FakeClock, RecordingSink
 from tests.core.settings_strategies import valid_layers
 from tests.stores.sqlite_helpers import corrupt, exclusive_lock, run_python, snapshot
@@ -538,7 +539,8 @@ def test_a_database_upgraded_by_a_newer_version_keeps_the_reader_on_its_last_val
     with SqliteSettings(db) as reader:
         assert reader.effective()["retry.max_attempts"] == 7
         conn = open_home(db)
-        conn.execute("INSERT INTO schema_migrations VALUES ('settings', 2, 0)")
+        newer = len(registered_migrations()["settings"]) + 1
+        conn.execute("INSERT INTO schema_migrations VALUES ('settings', ?, 0)", (newer,))
         conn.execute("UPDATE settings_values SET value = '9'")
         conn.close()
         with caplog.at_level(logging.WARNING, "bounceback.settings"):
@@ -586,3 +588,38 @@ def test_json_of_a_change_is_plain_data(store: SqliteSettings) -> None:
     plain = change.to_plain()
     assert json.loads(json.dumps(plain)) == plain
     assert plain["new"] == [2, 126, 127]
+
+
+def test_a_home_of_the_old_defaults_keeps_working_through_the_open_time_migration(db: Path) -> None:
+    import sqlite3
+
+    # A home database as the first release left it: settings schema version 1, values set by a person.
+    first = registered_migrations()["settings"][0]
+    conn = sqlite3.connect(db)
+    conn.executescript(first)
+    conn.executescript(
+        """
+        CREATE TABLE schema_migrations (component TEXT NOT NULL, version INTEGER NOT NULL,
+                                        applied_at REAL NOT NULL, PRIMARY KEY (component, version));
+        INSERT INTO schema_migrations VALUES ('settings', 1, 0);
+        INSERT INTO settings_values VALUES ('', 'breaker.open_seconds', '60.0', 0);       -- valid under the 300 s cap
+        INSERT INTO settings_values VALUES ('slow-api', 'breaker.open_seconds', '120.0', 0);
+        INSERT INTO settings_values VALUES ('quick', 'breaker.open_seconds', '10.0', 0);  -- under the new cap
+        INSERT INTO settings_values VALUES ('', 'retry.max_attempts', '7', 0);
+        """
+    )
+    conn.commit()
+    conn.close()
+    with SqliteSettings(db) as settings:
+        values = settings.effective(None)
+        # Nothing was reset, and the old cap was written down where the new default would break the rule.
+        assert (values["breaker.open_seconds"], values["breaker.open_seconds_max"]) == (60.0, 300.0)
+        assert values["retry.max_attempts"] == 7
+        assert settings.effective("slow-api")["breaker.open_seconds_max"] == 300.0
+        assert settings.effective("quick")["breaker.open_seconds_max"] == 300.0  # the global cap applies
+        layers = settings.layers()
+        assert "breaker.open_seconds_max" not in layers.operations.get("quick", {})
+        assert "breaker.open_seconds_max" not in layers.operations.get("slow-api", {})  # the global one serves
+        upgrades = [c for c in settings.history() if c.key == "breaker.open_seconds_max"]
+        assert [(c.operation, c.text("new")) for c in upgrades] == [(None, "5m")]
+        assert upgrades[0].who.startswith("bounceback upgrade")

@@ -36,6 +36,25 @@ __all__ = [
 
 _log = logging.getLogger("bounceback.settings")
 
+_NOW = "(julianday('now') - 2440587.5) * 86400.0"
+_UPGRADE = "bounceback upgrade (open_seconds_max default 300s -> 15s)"
+
+# The global layer first, so an operation whose cap now comes from it needs none of its own.
+_KEEP_OLD_CAP = f"""
+    INSERT INTO settings_history (at, who, action, operation, key, old, new)
+    SELECT {_NOW}, '{_UPGRADE}', 'set', v.operation, 'breaker.open_seconds_max', NULL, '300.0'
+    FROM settings_values AS v
+    WHERE {{layers}} AND v.key = 'breaker.open_seconds' AND CAST(v.value AS REAL) > 15
+      AND NOT EXISTS (SELECT 1 FROM settings_values AS w WHERE w.key = 'breaker.open_seconds_max'
+                      AND w.operation IN (v.operation, ''));
+    INSERT INTO settings_values (operation, key, value, updated_at)
+    SELECT v.operation, 'breaker.open_seconds_max', '300.0', {_NOW}
+    FROM settings_values AS v
+    WHERE {{layers}} AND v.key = 'breaker.open_seconds' AND CAST(v.value AS REAL) > 15
+      AND NOT EXISTS (SELECT 1 FROM settings_values AS w WHERE w.key = 'breaker.open_seconds_max'
+                      AND w.operation IN (v.operation, ''));
+"""
+
 _MIGRATIONS = [
     """
     CREATE TABLE settings_values (
@@ -58,6 +77,10 @@ _MIGRATIONS = [
     );
     CREATE INDEX settings_history_key ON settings_history (operation, key, id);
     """,
+    # 2: the default open-time cap fell from 300 s to 15 s. A layer that set breaker.open_seconds above the
+    # new cap without a cap of its own (nor a global one) would now fail the open_seconds <= cap rule, so
+    # it gets the cap it had, written down as a change the history shows (and `settings undo` reverts).
+    _KEEP_OLD_CAP.format(layers="v.operation = ''") + _KEEP_OLD_CAP.format(layers="v.operation <> ''"),
 ]
 register_migrations("settings", _MIGRATIONS)
 _VERSION = len(_MIGRATIONS)
