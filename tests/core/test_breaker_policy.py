@@ -101,7 +101,7 @@ def test_without_a_deadline_an_open_time_past_max_retry_after_fails_fast() -> No
     assert clock.sleeps == [120.0]
 
 
-def test_a_refused_attempt_spends_nothing_of_the_retry_budget() -> None:
+def test_waiting_for_the_probe_is_a_retry_that_an_empty_budget_refuses() -> None:
     clock, bus = FakeClock(), EventBus()
     brk = opened(clock, bus, open_seconds=10)
     spent: list[str] = []
@@ -109,11 +109,13 @@ def test_a_refused_attempt_spends_nothing_of_the_retry_budget() -> None:
     class Budget:
         def try_spend(self, operation: str) -> bool:
             spent.append(operation)
-            return False  # an empty budget: any retry it was asked for would be refused
+            return False  # an empty budget: any retry it is asked for is refused
 
     policy = Policy("fetch", breaker=brk, budget=Budget(), clock=clock, bus=bus)
-    assert policy.call(lambda: "fresh") == "fresh"  # the wait for the probe was not a retry of a real call
-    assert spent == []
+    with RecordingSink(bus) as sink, pytest.raises(CircuitOpenError):
+        policy.call(lambda: "fresh")
+    assert spent == ["fetch"] and clock.sleeps == []  # the budget was asked, said no: no wait at all
+    assert sink.of(RecoveryExhausted)[0].reason == "budget"
 
 
 def test_policy_gives_up_at_once_on_a_forced_open_breaker() -> None:

@@ -62,7 +62,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "budget.window": 10.0,
     "throttle.enabled": False,
     "throttle.k": 2.0,
-    "throttle.window": 120.0,
+    "throttle.window": 30.0,
     "store.backend": "sqlite",
     "store.redis_url": "",
     "store.on_unavailable": "fail-open",

@@ -15,6 +15,7 @@ from bounceback.sim import (
     Contention,
     Outage,
     PolicySpec,
+    ThrottleSpec,
     compare,
     variants,
 )
@@ -120,5 +121,14 @@ def test_variants_change_one_thing_at_a_time() -> None:
     off, on = variants(base, "breaker")
     assert off.breaker is None and on.breaker == base.breaker
     every = variants(base, "all")
-    assert [s.label for s in every][-1] == "equal + breaker + budget"
-    assert every[0].breaker is None and every[0].budget is None
+    assert [s.label for s in every][-3:] == [
+        "equal + breaker + budget",
+        "equal + throttle",
+        "equal + breaker + budget + throttle",
+    ]
+    assert every[0].breaker is None and every[0].budget is None and every[0].throttle is None
+    off, on = variants(base, "throttle")
+    assert off.throttle is None and on.throttle == ThrottleSpec()
+    old, new = variants(base, "defaults")
+    assert (old.deadline, old.budget, new.deadline, new.budget) == (math.inf, None, 30.0, BudgetSpec())
+    assert old.breaker is not None and old.breaker.options["open_seconds_max"] == 300.0

@@ -24,13 +24,22 @@ def report():  # type: ignore[no-untyped-def]
 def test_the_table_has_one_row_per_policy_and_every_column(report) -> None:  # type: ignore[no-untyped-def]
     text = report.table()
     lines = text.splitlines()
-    assert len(lines) == 1 + 7
-    for head in ("calls/req", "recovery s", "p99 s", "breaker opens", "budget refusals", "calls in incident"):
+    assert len(lines) == 1 + len(report.results)
+    heads = (
+        "calls/req",
+        "recovery s",
+        "p99 s",
+        "breaker opens",
+        "budget refusals",
+        "calls in incident",
+        "shed",
+    )
+    for head in (*heads, "calls/req in incident", "probe lockstep"):
         assert head in lines[0]
     assert lines[1].startswith("none ")
     md = report.table(markdown=True).splitlines()
     assert md[0].startswith("| policy |") and md[1].startswith("|---|")
-    assert len(md) == 2 + 7
+    assert len(md) == 2 + len(report.results)
 
 
 def test_json_round_trips_and_says_whether_it_recovered(report) -> None:  # type: ignore[no-untyped-def]

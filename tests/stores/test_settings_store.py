@@ -619,7 +619,9 @@ def test_a_home_of_the_old_defaults_keeps_working_through_the_open_time_migratio
         assert settings.effective("quick")["breaker.open_seconds_max"] == 300.0  # the global cap applies
         layers = settings.layers()
         assert "breaker.open_seconds_max" not in layers.operations.get("quick", {})
-        assert "breaker.open_seconds_max" not in layers.operations.get("slow-api", {})  # the global one serves
+        assert "breaker.open_seconds_max" not in layers.operations.get(
+            "slow-api", {}
+        )  # the global one serves
         upgrades = [c for c in settings.history() if c.key == "breaker.open_seconds_max"]
         assert [(c.operation, c.text("new")) for c in upgrades] == [(None, "5m")]
         assert upgrades[0].who.startswith("bounceback upgrade")

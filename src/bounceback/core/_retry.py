@@ -169,7 +169,7 @@ class Engine:
         else:
             delay = cfg.backoff.delay(run.attempt - 1, run.previous_delay, self.rng)
             hint = verdict.retry_after
-            refused = isinstance(exc, (CircuitOpenError, RequestThrottled))
+            refused = isinstance(exc, CircuitOpenError)
             if hint is not None and min(hint, cfg.max_retry_after) > delay:
                 delay = min(hint, cfg.max_retry_after)
                 why = "breaker" if refused else "retry-after"
@@ -183,8 +183,9 @@ class Engine:
                 # Waiting would end past the deadline: no attempt could start in time. So a call that
                 # meets an open breaker waits for its probe only when the probe comes within the deadline.
                 reason = "deadline" if why == "backoff" else why
-            elif self.budget is not None and not refused and not self.budget.try_spend(self.operation):
-                # A refused attempt never reached the service: retrying it spends nothing of the budget.
+            elif self.budget is not None and not self.budget.try_spend(self.operation):
+                # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause
+                # when the calls that waited for probes are left out of the budget (docs/simulator.md).
                 reason = "budget"
         run.history.append((run.attempt, exc, verdict, now - attempt_started, None if reason else delay))
         if reason:

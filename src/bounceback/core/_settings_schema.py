@@ -160,7 +160,7 @@ _SETTINGS = (
         1,
         100,
     ),
-    _d("throttle.window", 120.0, "History over which requests and accepts are counted.", min_exclusive=True),
+    _d("throttle.window", 30.0, "History over which requests and accepts are counted.", min_exclusive=True),
     Setting(
         "store.backend",
         "choice",

@@ -1,4 +1,4 @@
-"""The policy simulator: see what retry, breaker and budget settings do to a service, before using them.
+"""The policy simulator: see what retry, breaker, budget and throttle settings do to a service, before using them.
 
 A deterministic, seeded discrete-event simulation (virtual time, no sleeping, no threads) of many clients
 calling one service through a policy. Pure standard library plus the core; plots use matplotlib, imported
@@ -13,12 +13,12 @@ True
 """
 
 from bounceback.sim._clock import VirtualClock
-from bounceback.sim._compare import COMPARISONS, compare, variants
+from bounceback.sim._compare import COMPARISONS, OLD_DEFAULTS, compare, default_specs, variants
 from bounceback.sim._models import Capacity, Contention, Model, Outage, Service
 from bounceback.sim._plot import plot
 from bounceback.sim._report import PolicyResult, SimReport
 from bounceback.sim._run import simulate
-from bounceback.sim._spec import BreakerSpec, BudgetSpec, PolicySpec
+from bounceback.sim._spec import BreakerSpec, BudgetSpec, PolicySpec, ThrottleSpec
 
 __all__ = [
     "BreakerSpec",
@@ -27,13 +27,16 @@ __all__ = [
     "Capacity",
     "Contention",
     "Model",
+    "OLD_DEFAULTS",
     "Outage",
     "PolicyResult",
     "PolicySpec",
     "Service",
     "SimReport",
+    "ThrottleSpec",
     "VirtualClock",
     "compare",
+    "default_specs",
     "plot",
     "simulate",
     "variants",

@@ -44,6 +44,8 @@ class PolicyResult:
     """Half-open probe calls in all."""
     probe_span_buckets: int = 0
     """Buckets from the first probe to the last."""
+    shed: int = 0
+    """Attempts refused locally by adaptive throttling (never sent)."""
 
     @property
     def amplification(self) -> float:
@@ -89,6 +91,7 @@ class PolicyResult:
             "calls": self.calls,
             "rejected": self.rejected,
             "budget_refusals": self.budget_refusals,
+            "shed": self.shed,
             "amplification": round(self.amplification, 6),
             "completion_seconds": round(self.completion, 6),
             "calls_during_incident": self.calls_during_incident,
@@ -213,6 +216,7 @@ _COLUMNS = (
     ("breaker opens", ">"),
     ("probe lockstep", ">"),
     ("budget refusals", ">"),
+    ("shed", ">"),
 )
 
 
@@ -240,6 +244,7 @@ def _row(r: PolicyResult) -> list[str]:
         f"{r.breaker_openings:,}",
         f"{r.lockstep:.1f}" if r.probes else "-",
         f"{r.budget_refusals:,}",
+        f"{r.shed:,}",
     ]
 
 

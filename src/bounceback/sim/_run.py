@@ -18,6 +18,7 @@ from bounceback.core._breaker import CircuitBreaker
 from bounceback.core._budget import LocalLedger, RetryBudget
 from bounceback.core._classify import Classification, ErrorKind
 from bounceback.core._events import EventBus
+from bounceback.core._throttle import AdaptiveThrottle
 from bounceback.errors import BulkheadFull, CircuitOpenError
 from bounceback.sim._clock import VirtualClock
 from bounceback.sim._models import OK, Model
@@ -98,6 +99,13 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
         else None
     )
     budgets = _make_budgets(spec.budget, n, clock) if spec.budget is not None else None
+    throttles = None
+    if spec.throttle is not None:
+        shed_rng = random.Random(f"{seed}/throttle")
+        throttles = [
+            AdaptiveThrottle(spec.throttle.k, window=spec.throttle.window, clock=clock, rng=shed_rng)
+            for _ in range(n)
+        ]
 
     backoff_delay = spec.backoff.delay
     attempts = spec.attempts if spec.attempts is not None else math.inf
@@ -114,6 +122,7 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
     first_ok_series: list[int] = []
     latencies: list[float] = []
     requests = succeeded = calls = rejected = refusals = openings = in_incident = requests_in_incident = 0
+    shed = 0
     completion = 0.0
 
     heap: list[tuple[float, int, int, _Request | None]] = []
@@ -130,7 +139,8 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
     def retry_delay(req: _Request, t: float, hint: float | None, refused: bool = False) -> float | None:
         """The engine's decision after a failed attempt: the wait, or None to give up.
 
-        ``refused``: the attempt met an open breaker (never reached the service), ``hint`` its open time left.
+        ``refused``: the attempt met an open breaker (never reached the service), ``hint`` its open time left;
+        the wait for its probe is a retry like any other, and spends from the budget.
         """
         nonlocal refusals
         if req.attempt >= attempts:
@@ -142,7 +152,7 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
             delay = max(delay, min(hint, max_hint))
         if deadline != math.inf and (t - req.started) + delay >= deadline:
             return None
-        if budgets is not None and not refused and not budgets[req.client].try_spend(_OPERATION):
+        if budgets is not None and not budgets[req.client].try_spend(_OPERATION):
             refusals += 1
             return None
         req.previous = delay
@@ -194,6 +204,13 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
             kind = _ATTEMPT
         assert req is not None
         if kind == _ATTEMPT:
+            if throttles is not None and not throttles[req.client].admit():
+                # Shed here, never sent: the engine gives up at once (reason "throttled").
+                shed += 1
+                if req.attempt == 1:
+                    bucket(first_ok_series, req.started)
+                end(req, t, False)
+                continue
             brk = breakers[req.client] if breakers is not None else None
             if brk is not None:
                 probing = brk.state_name != "closed"
@@ -229,6 +246,8 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
         # _DONE
         outcome = finish(t, req.token)
         ok = outcome == OK
+        if throttles is not None:
+            throttles[req.client].record(True, ok)  # every simulated failure is an overload or outage
         if breakers is not None:
             brk = breakers[req.client]
             was_open = brk.state_name == "open"
@@ -261,6 +280,7 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
         calls=calls,
         rejected=rejected,
         budget_refusals=refusals,
+        shed=shed,
         completion=completion,
         calls_during_incident=in_incident,
         requests_during_incident=requests_in_incident,

@@ -19,10 +19,11 @@ from bounceback.core._backoff import Backoff
 from bounceback.core._breaker_config import SETTINGS_KEYS
 from bounceback.core._budget import BudgetRule
 from bounceback.core._settings_layers import defaults
+from bounceback.core._throttle import AdaptiveThrottle
 from bounceback.core._time import to_seconds
 from bounceback.errors import ConfigError
 
-__all__ = ["BREAKER_KEYS", "BreakerSpec", "BudgetSpec", "PolicySpec"]
+__all__ = ["BREAKER_KEYS", "BreakerSpec", "BudgetSpec", "PolicySpec", "ThrottleSpec"]
 
 BREAKER_KEYS = tuple(sorted(SETTINGS_KEYS.values()))
 """The breaker options a simulation passes on: the ``breaker.*`` settings, by their keyword names."""
@@ -86,6 +87,27 @@ class BudgetSpec:
 
 
 @dataclass(frozen=True)
+class ThrottleSpec:
+    """Adaptive client-side throttling (see :class:`bounceback.AdaptiveThrottle`), one per client.
+
+    Each client keeps its own history, as each process does: a throttle is never shared.
+
+    >>> ThrottleSpec(k=1.5).describe()
+    'throttle k=1.5'
+    """
+
+    k: float = 2.0
+    window: float = 30.0
+
+    def __post_init__(self) -> None:
+        AdaptiveThrottle(self.k, window=self.window)  # validates
+
+    def describe(self) -> str:
+        """A short summary for tables."""
+        return f"throttle k={self.k:g}"
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     """The policy every simulated client uses, and its label in the report.
 
@@ -105,6 +127,7 @@ class PolicySpec:
     max_retry_after: float = 300.0
     breaker: BreakerSpec | None = None
     budget: BudgetSpec | None = None
+    throttle: ThrottleSpec | None = None
 
     def __post_init__(self) -> None:
         a = self.attempts
@@ -136,6 +159,8 @@ class PolicySpec:
             parts.append(self.breaker.describe())
         if self.budget is not None:
             parts.append(self.budget.describe())
+        if self.throttle is not None:
+            parts.append(self.throttle.describe())
         return ", ".join(parts)
 
     @classmethod
@@ -172,6 +197,9 @@ class PolicySpec:
             budget = BudgetSpec(
                 get("budget.ratio", 0.2), get("budget.min_per_second", 10.0), get("budget.window", 10.0)
             )
+        throttle = None
+        if get("throttle.enabled", False):
+            throttle = ThrottleSpec(get("throttle.k", 2.0), get("throttle.window", 30.0))
         deadline = values.get("retry.deadline")
         timeout = values.get("retry.attempt_timeout")
         return cls(
@@ -183,4 +211,5 @@ class PolicySpec:
             max_retry_after=to_seconds(get("retry.max_retry_after", 300.0), "retry.max_retry_after"),
             breaker=breaker,
             budget=budget,
+            throttle=throttle,
         )
