@@ -20,9 +20,13 @@ STARTS = (1.0, 2.0, 5.0, 10.0, 30.0)
 CAPS = (5.0, 15.0, 30.0, 60.0, 300.0)
 
 
-def cell(model: Outage | Capacity, start: float, cap: float, seeds: list[int]) -> tuple[float, float, float, float]:
+def cell(
+    model: Outage | Capacity, start: float, cap: float, seeds: list[int]
+) -> tuple[float, float, float, float]:
     """Worst ok %, recovery s, p99 s and incident calls per request over ``seeds``."""
-    values = dict(StaticSettings({"breaker.open_seconds": start, "breaker.open_seconds_max": cap}).effective("x"))
+    values = dict(
+        StaticSettings({"breaker.open_seconds": start, "breaker.open_seconds_max": cap}).effective("x")
+    )
     spec = PolicySpec.from_settings(values, label=f"{start:g}..{cap:g}")
     ok, rec, p99, cpr = 100.0, 0.0, 0.0, 0.0
     for seed in seeds:
@@ -39,8 +43,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
     began = time.perf_counter()
-    print("| open_seconds | open_seconds_max | outage ok % | outage recovery s | outage p99 s | outage calls/req | "
-          "capacity ok % | capacity recovery s | capacity p99 s | capacity calls/req |")
+    print(
+        "| open_seconds | open_seconds_max | outage ok % | outage recovery s | outage p99 s | outage calls/req | "
+        "capacity ok % | capacity recovery s | capacity p99 s | capacity calls/req |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for start in STARTS:
         for cap in CAPS:
@@ -50,7 +56,12 @@ def main() -> None:
             c = cell(Capacity(), start, cap, args.seeds)
             cells = [f"{start:g}", f"{cap:g}"]
             for ok, rec, p99, cpr in (o, c):
-                cells += [f"{ok:.1f}", "never" if math.isinf(rec) else f"{rec:.0f}", f"{p99:.1f}", f"{cpr:.2f}"]
+                cells += [
+                    f"{ok:.1f}",
+                    "never" if math.isinf(rec) else f"{rec:.0f}",
+                    f"{p99:.1f}",
+                    f"{cpr:.2f}",
+                ]
             print("| " + " | ".join(cells) + " |", flush=True)
     print(f"\nseeds {args.seeds}; {time.perf_counter() - began:.0f} s")
 

@@ -77,7 +77,7 @@ def test_list_shows_value_default_source_unit_and_help(home: Path) -> None:
         "attempts",
     )
     assert rows["retry.initial_delay"]["text"] == "200ms"
-    assert rows["retry.deadline"]["value"] is None
+    assert rows["retry.deadline"]["value"] == 30.0
     assert data["operations"] == ["fetch"]
     changed = ok_json("settings", "list", "--changed")
     assert [row["key"] for row in changed["settings"]] == ["retry.max_attempts"]

@@ -34,7 +34,7 @@ def test_the_default_run_prints_the_model_the_policy_and_a_table(home: Path) -> 
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "contention: 30 clients" in out
-    assert "policy: exponential 0.2s..30s jitter=full, 5 attempts, breaker" in out
+    assert "policy: exponential 0.2s..30s jitter=full, 5 attempts, deadline 30s, breaker" in out
     header = next(line for line in out.splitlines() if line.startswith("policy "))
     assert "calls/req" in header and "p99 s" in header
 

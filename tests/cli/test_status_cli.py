@@ -31,7 +31,12 @@ def _operation(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_status_json_counts_breakers_and_next_probe(home: Path, tmp_path: Path) -> None:
     configure(home, FAST)
-    configure(home, {"breaker.consecutive_failures": 3, "breaker.open_seconds": 240}, operation="db")
+    # No jitter: the next probe time printed is then exactly the open time after the opening.
+    configure(
+        home,
+        {"breaker.consecutive_failures": 3, "breaker.open_seconds": 240, "breaker.open_jitter": 0},
+        operation="db",
+    )
     assert bb("run", "--op", "api", "--", *flaky(tmp_path / "a", 2)).returncode == 0
     assert bb("run", "--op", "db", "--attempts", "3", "--", *flaky(tmp_path / "b", 9)).returncode == 75
     assert bb("run", "--op", "db", "--", *flaky(tmp_path / "b", 9)).returncode == 69

@@ -179,7 +179,7 @@ def test_one_breaker_per_host_fails_fast_for_the_dead_host_only(script: Script, 
 
     def factory(name: str) -> CircuitBreaker:
         made.append(name)
-        return CircuitBreaker(name, min_calls=2, failure_rate=50, open_seconds=30, clock=clock)
+        return CircuitBreaker(name, min_calls=2, failure_rate=50, open_seconds=30, open_jitter=0, clock=clock)
 
     script.plan("/ok", Reply(200, b"fine"))
     dead = f"http://127.0.0.1:{closed_port()}/x"

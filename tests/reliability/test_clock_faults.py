@@ -112,7 +112,14 @@ def _check_open_time(
 
 def _local(clock: FakeClock) -> CircuitBreaker:
     return CircuitBreaker(
-        "jump-local", window=4, min_calls=4, open_seconds=10, half_open_calls=1, clock=clock, bus=EventBus()
+        "jump-local",
+        window=4,
+        min_calls=4,
+        open_seconds=10,
+        open_jitter=0,
+        half_open_calls=1,
+        clock=clock,
+        bus=EventBus(),
     )
 
 
@@ -136,6 +143,7 @@ def test_open_time_ignores_wall_jumps_on_sqlite(home: Path, figures: Callable[[s
             window=4,
             min_calls=4,
             open_seconds=10,
+            open_jitter=0,  # the open time is exactly what the wall jumps must not shift
             half_open_calls=1,
             clock=clock,
             bus=EventBus(),
@@ -163,6 +171,7 @@ def test_open_time_ignores_wall_jumps_on_redis(
             window=4,
             min_calls=4,
             open_seconds=10,
+            open_jitter=0,  # the open time is exactly what the wall jumps must not shift
             half_open_calls=1,
             clock=clock,
             bus=EventBus(),

@@ -208,7 +208,9 @@ def test_cancel_request_stops_a_waiting_run_in_this_process(db: Path) -> None:
     bus = EventBus()
     journal = Journal(db)
     outcome: list[BaseException] = []
-    slow = Policy("wait", attempts=3, backoff=Backoff(initial=60, max_delay=60, jitter="none"), bus=bus)
+    slow = Policy(
+        "wait", attempts=3, backoff=Backoff(initial=60, max_delay=60, jitter="none"), deadline=None, bus=bus
+    )
 
     def run() -> None:
         try:
@@ -249,7 +251,7 @@ CHILD = textwrap.dedent(
         raise ConnectionRefusedError(111, "Connection refused")
 
     with JournalWriter(sys.argv[1], flush_interval=0.02, cancel_poll=0.05):
-        policy = Policy("remote", attempts=5, backoff=Backoff(initial=60, max_delay=60, jitter="none"))
+        policy = Policy("remote", attempts=5, backoff=Backoff(initial=60, max_delay=60, jitter="none"), deadline=None)
         try:
             policy.call(fail)
         except Exception as exc:

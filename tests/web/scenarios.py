@@ -33,6 +33,7 @@ def open_breaker(db: Path, name: str = "payments-db", open_seconds: float = 30.0
             min_calls=2,
             window=10,
             open_seconds=open_seconds,
+            open_jitter=0,  # the page's countdown is then exactly the open time
         )
 
         def boom() -> None:

@@ -15,7 +15,7 @@ def _calls_per_request(svg: str) -> float:
 
 
 def test_a_retry_budget_shows_less_load_than_plain_retries() -> None:
-    plain = {**defaults(), "breaker.enabled": False, "retry.max_attempts": 8}
+    plain = {**defaults(), "breaker.enabled": False, "budget.enabled": False, "retry.max_attempts": 8}
     budgeted = {**plain, "budget.enabled": True, "budget.ratio": 0.1, "budget.min_per_second": 0.0}
     assert _calls_per_request(outage_plot(budgeted)) < _calls_per_request(outage_plot(plain))
     assert _calls_per_request(outage_plot(plain)) > 3  # eight attempts against a dead service

@@ -166,6 +166,10 @@ def run_command_line(
         explicit["attempts"] = attempts
     if deadline is not None:
         explicit["deadline"] = deadline
+    elif settings.get("retry.deadline", operation).source == "default":
+        # A command runs as long as it runs (a backup may take an hour): the library's 30 s default
+        # deadline is for calls, so a command has none unless --deadline or retry.deadline sets one.
+        explicit["deadline"] = None
     writer = _journal(app, settings, values)
     try:
         code = _run(

@@ -7,6 +7,7 @@ database), changed by ``--set key=value`` and ``--jitter`` for this run only (no
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,24 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _progress(began: float) -> Callable[[int, int, str], None] | None:
+    """A one-line progress display on stderr while runs go on, when stderr is a terminal (a simulation of
+    the default models takes about a second per policy); nothing otherwise, so JSON and logs stay clean."""
+    err = click.get_text_stream("stderr")
+    if not err.isatty():
+        return None
+
+    def show(done: int, total: int, label: str) -> None:
+        if done == total:
+            err.write("\r\x1b[K")
+        else:
+            took = time.perf_counter() - began
+            err.write(f"\r\x1b[Ksimulating {done + 1} of {total}: {label}  ({took:.1f} s)")
+        err.flush()
+
+    return show
+
+
 @cli.command("simulate")
 @click.option(
     "--op", "operation", metavar="NAME", help="Simulate this operation's settings (default: global)."
@@ -82,7 +101,12 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     metavar="KEY=VALUE",
     help="Try another value of a setting for this run only (repeatable), e.g. budget.enabled=yes.",
 )
-@click.option("--compare", "by", type=click.Choice(COMPARISONS), help="Compare variants side by side.")
+@click.option(
+    "--compare",
+    "by",
+    type=click.Choice(COMPARISONS),
+    help="Compare variants side by side (defaults: the 0.1.0 built-in defaults beside today's).",
+)
 @click.option("--outage-seconds", type=click.FloatRange(0, 86_400), help="Outage length (outage model).")
 @click.option("--headroom", type=click.FloatRange(0.01, 1000), help="Capacity as a multiple of normal load.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same numbers.")
@@ -123,7 +147,7 @@ def simulate_command(
     specs = variants(base, by) if by is not None else [base]
     the_model = build_model(model, clients, outage_seconds, headroom)
     began = time.perf_counter()
-    report = compare(the_model, specs, seed=seed)
+    report = compare(the_model, specs, seed=seed, progress=_progress(began))
     elapsed = time.perf_counter() - began
     if plot_path is not None:
         plot(report, plot_path)

@@ -42,6 +42,10 @@ _ORDERED = (
 )
 
 
+# (value, default cap): when only the value is set, above the cap's default, the cap follows it up.
+_FOLLOWS = (("breaker.open_seconds", "breaker.open_seconds_max"),)
+
+
 def defaults() -> dict[str, Any]:
     """Every key with its built-in default.
 
@@ -184,14 +188,18 @@ class SettingsLayers:
 
     def effective(self, operation: str | None = None) -> dict[str, Any]:
         """Every key's value for ``operation`` (or globally when None)."""
-        out = defaults()
-        out.update(self.values)
-        if operation is not None:
-            out.update(self.operations.get(operation, {}))
-        return out
+        return {key: r.value for key, r in self.resolve(operation).items()}
 
     def resolve(self, operation: str | None = None) -> dict[str, Resolved]:
-        """Every key's value for ``operation`` with the layer it came from."""
+        """Every key's value for ``operation`` with the layer it came from.
+
+        A default that caps another value follows it up when only the other was set: ``breaker.open_seconds
+        60`` alone makes the open time 60 s with no growth, rather than a refusal for being above the
+        15 s default cap.
+
+        >>> SettingsLayers({"breaker.open_seconds": 60.0}).effective()["breaker.open_seconds_max"]
+        60.0
+        """
         own = self.operations.get(operation, {}) if operation is not None else {}
         out: dict[str, Resolved] = {}
         for key, setting in SCHEMA.items():
@@ -201,6 +209,10 @@ class SettingsLayers:
                 out[key] = Resolved(key, self.values[key], "global")
             else:
                 out[key] = Resolved(key, setting.default, "default")
+        for low_key, high_key in _FOLLOWS:
+            low, high = out[low_key], out[high_key]
+            if high.source == "default" and low.value > high.value:
+                out[high_key] = Resolved(high_key, low.value, "default")
         return out
 
     def stored(self, key: str, operation: str | None = None) -> tuple[bool, Any]:
