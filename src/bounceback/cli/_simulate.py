@@ -6,6 +6,7 @@ database), changed by ``--set key=value`` and ``--jitter`` for this run only (no
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +71,7 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 def _progress(began: float) -> Callable[[int, int, str], None] | None:
     """A one-line progress display on stderr while runs go on, when stderr is a terminal (a simulation of
     the default models takes about a second per policy); nothing otherwise, so JSON and logs stay clean."""
-    err = click.get_text_stream("stderr")
+    err = sys.stderr
     if not err.isatty():
         return None
 
