@@ -11,9 +11,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bounceback.core._policy_wrap import _count_call
-from bounceback.core._retry import _RESULT, Engine, Run
+from bounceback.core._retry import _RESULT, REFUSALS, Engine, Run
 from bounceback.core._time import waits_enabled
-from bounceback.errors import BulkheadFull, CircuitOpenError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -124,7 +123,7 @@ class Attempts:
             return Attempt(self, None, number)
         try:
             return Attempt(self, self._breaker.acquire(), number)
-        except (CircuitOpenError, BulkheadFull) as exc:
+        except REFUSALS as exc:
             if self._fail(exc, eng.classify(exc)):
                 return None
             self._raise_give_up(self._run)  # type: ignore[arg-type]

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from bounceback.core._classify import Classification
 from bounceback.core._policy_parts import UNSET, RetryAgain, _FollowUp
 from bounceback.core._policy_wrap import _count_call
-from bounceback.core._retry import _RESULT, BreakerPort, Engine, Run
+from bounceback.core._retry import _RESULT, REFUSALS, BreakerPort, Engine, Run
 from bounceback.core._time import waits_enabled
-from bounceback.errors import AttemptTimeout, BulkheadFull, CircuitOpenError
+from bounceback.errors import AttemptTimeout
 
 if TYPE_CHECKING:
     from bounceback.core._policy import Policy
@@ -40,7 +40,7 @@ class _AttemptSteps:
             return None, None
         try:
             return brk.acquire(), None
-        except (CircuitOpenError, BulkheadFull) as exc:
+        except REFUSALS as exc:
             return None, (False, exc, self._engine.classify(exc))
 
     def _failed(self, permit: Any, exc: Exception) -> tuple[bool, Any, Any]:

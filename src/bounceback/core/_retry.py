@@ -31,7 +31,13 @@ from bounceback.core._retry_state import (
     attach_history,
 )
 from bounceback.core._time import CancelToken, Clock
-from bounceback.errors import CircuitOpenError, RecoveryCancelled, RequestThrottled, RetriesExhausted
+from bounceback.errors import (
+    BulkheadFull,
+    CircuitOpenError,
+    RecoveryCancelled,
+    RequestThrottled,
+    RetriesExhausted,
+)
 
 __all__ = [
     "AttemptRecord",
@@ -39,11 +45,16 @@ __all__ = [
     "BudgetPort",
     "Engine",
     "GiveUp",
+    "REFUSALS",
     "RetryConfig",
     "Run",
 ]
 
 _RESULT = Classification(ErrorKind.TRANSIENT, "the result was rejected by retry_if_result")
+
+REFUSALS = (CircuitOpenError, BulkheadFull, RequestThrottled)
+"""What a gate (breaker, bulkhead, throttle) raises to refuse an attempt without running it: a failed
+attempt for the engine to decide on, never an error to let through."""
 
 
 class BreakerPort(Protocol):
