@@ -104,7 +104,7 @@ class _AsyncCalls(_AttemptSteps):
         if eng.budget is not None:
             _count_call(eng.budget)
         cfg = eng.cfg
-        if self._fast and (brk is None or brk._fast) and cfg.deadline == math.inf:
+        if self._fast and (brk is None or brk._fast):
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
@@ -115,10 +115,9 @@ class _AsyncCalls(_AttemptSteps):
             if brk is not None:
                 brk._fast_successes += 1
             return result
-        # In async code the deadline bounds the first attempt too.
-        ok, value, verdict = await self._attempt_async(
-            fn, args, kwargs, min(cfg.attempt_timeout, cfg.deadline)
-        )
+        # The deadline bounds a running attempt only through attempt_timeout, as in sync code: it stops
+        # retrying, it does not cancel a call that is still working (a 30 s default must not cut a download).
+        ok, value, verdict = await self._attempt_async(fn, args, kwargs, cfg.attempt_timeout)
         if ok:
             return value
         if isinstance(value, BaseException):
@@ -173,7 +172,8 @@ class _AsyncCalls(_AttemptSteps):
                 break
             run.attempt += 1
             attempt_started = eng.clock.monotonic()
-            ok, value, verdict = await self._attempt_async(fn, args, kwargs, eng.attempt_budget(run))
+            timeout = eng.attempt_budget(run) if eng.cfg.attempt_timeout != math.inf else math.inf
+            ok, value, verdict = await self._attempt_async(fn, args, kwargs, timeout)
             if ok:
                 eng.succeeded(run)
                 return value

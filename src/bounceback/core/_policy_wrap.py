@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -84,15 +83,23 @@ def _async_wrapper(policy: Policy, fn: Callable[..., Awaitable[Any]]) -> Callabl
     slow = policy._call_async
     classify = eng.classify
 
-    # As in the sync wrapper, the fast path is inlined: no extra coroutine per call.
+    counter: Any = eng.budget if isinstance(getattr(eng.budget, "_calls", None), int) else None
+
+    # As in the sync wrapper, the fast path is inlined: no extra coroutine per call, and the clock is read
+    # up front only when a deadline needs the start time.
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         brk = policy._breaker
-        if policy._fast and (brk is None or brk._fast) and eng.cfg.deadline == math.inf:
-            started = now()
+        mode = policy._mode
+        if mode and (brk is None or brk._fast):
+            started = now() if mode == 2 else -1.0
+            if counter is not None:
+                counter._calls += 1
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
+                if started < 0:
+                    started = now()
                 verdict = classify(exc)
                 if brk is not None:
                     brk.release(None, verdict)
