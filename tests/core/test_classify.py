@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from bounceback import (
     DEFAULT_CLASSIFIER,
     CircuitOpenError,
+    Classification,
     Classifier,
     ConfigError,
     ErrorKind,
@@ -159,3 +160,62 @@ def test_bad_rules_are_refused() -> None:
 def test_classify_never_crashes(message: str, code: int) -> None:
     for exc in (RuntimeError(message), OSError(code, message), sqlite3.OperationalError(message)):
         assert classify(exc).kind in ErrorKind
+
+
+def test_a_plain_function_is_a_classifier_and_each_answer_means_what_it_says() -> None:
+    from bounceback import Policy
+    from bounceback.testing import FakeClock
+
+    answers: dict[str, object] = {
+        "retry": True,
+        "stop": False,
+        "slow down": "throttled",
+        "kind": ErrorKind.PERMANENT,
+        "own": Classification(ErrorKind.TRANSIENT, "the device said busy"),
+        "no opinion": None,
+    }
+
+    def mine(exc: BaseException) -> object:
+        return answers[str(exc)]
+
+    clock = FakeClock()
+    policy = Policy("plc", attempts=3, classifier=mine, clock=clock, budget=None)  # type: ignore[arg-type]
+    tries: dict[str, int] = {}
+    for message in answers:
+        calls: list[int] = []
+
+        def fail(message: str = message, calls: list[int] = calls) -> None:
+            calls.append(1)
+            raise RuntimeError(message)
+
+        with pytest.raises(RuntimeError):
+            policy.call(fail)
+        tries[message] = len(calls)
+    # True, a throttled kind, its own transient verdict, and no opinion (the default: transient) retry.
+    assert tries == {"retry": 3, "stop": 1, "slow down": 3, "kind": 1, "own": 3, "no opinion": 3}
+
+
+def test_a_classifier_that_is_neither_a_classifier_nor_a_function_is_refused_at_once() -> None:
+    from bounceback import Policy, retry
+
+    with pytest.raises(ConfigError) as info:
+        retry(classifier="transient")  # type: ignore[arg-type]
+    assert info.value.field == "classifier" and "function of the exception" in str(info.value)
+    with pytest.raises(ConfigError):
+        Policy("x", classifier=ValueError)  # type: ignore[arg-type]
+
+
+def test_a_function_that_answers_nonsense_gets_a_clear_error() -> None:
+    from bounceback.core._classify import as_classifier
+
+    odd = as_classifier(lambda exc: 42)  # type: ignore[arg-type, return-value]
+    with pytest.raises(ConfigError, match="to return a Classification"):
+        odd.classify(RuntimeError("x"))
+
+
+def test_retry_refuses_an_option_it_does_not_take_and_says_where_a_breaker_goes() -> None:
+    from bounceback import retry
+
+    with pytest.raises(ConfigError) as info:
+        retry(breaker=object())  # type: ignore[call-arg]
+    assert info.value.field == "breaker" and "Policy(" in (info.value.hint or "")

@@ -39,7 +39,7 @@ from bounceback.core._breaker_forms import _FormsMixin
 from bounceback.core._breaker_health import _HealthMixin
 from bounceback.core._breaker_metrics import BreakerMetrics, HealthStats, Transition
 from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, WindowSpec
-from bounceback.core._classify import DEFAULT_CLASSIFIER, Classification, Classifier, ErrorKind
+from bounceback.core._classify import Classification, ClassifierLike, ErrorKind, as_classifier
 from bounceback.core._events import CallRejected, EventBus, default_bus
 from bounceback.core._registry import registry
 from bounceback.core._time import SYSTEM_CLOCK, Clock, SystemClock
@@ -104,7 +104,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         *,
         health_check: Callable[[], Any] | None = None,
         is_failure: Callable[[Classification], bool] | None = None,
-        classifier: Classifier | None = None,
+        classifier: ClassifierLike | None = None,
         store: BreakerStore | None = None,
         settings: Mapping[str, Any] | Any = None,
         clock: Clock | None = None,
@@ -131,7 +131,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         self._now = time.monotonic if real else clock.monotonic
         self._wall = time.time if real else clock.wall
         self._bus = bus or default_bus
-        self._classifier = classifier or DEFAULT_CLASSIFIER
+        self._classifier = as_classifier(classifier)
         self._is_failure = is_failure
         self._store = self._active = store if store is not None else MemoryBreakerStore()
         self._shared = bool(self._store.shared)

@@ -25,9 +25,12 @@ from bounceback.errors import (
 __all__ = [
     "Classification",
     "Classifier",
+    "ClassifierLike",
     "DEFAULT_CLASSIFIER",
     "ErrorKind",
     "Rule",
+    "Verdict",
+    "as_classifier",
     "classify",
     "mark",
     "on_errno",
@@ -264,6 +267,65 @@ class Classifier:
 
 DEFAULT_CLASSIFIER = Classifier()
 """The standard library defaults; unknown errors are transient."""
+
+Verdict = Classification | ErrorKind | str | bool | None
+"""What a plain classifying function may return: a Classification, a kind (``ErrorKind`` or its name),
+True (worth a retry: transient), False (not: permanent), or None (no opinion: the defaults decide)."""
+
+ClassifierLike = Classifier | Callable[[BaseException], Verdict]
+"""What ``classifier=`` accepts: a :class:`Classifier`, or a plain function of the exception."""
+
+
+def as_classifier(value: ClassifierLike | None, field: str = "classifier") -> Classifier:
+    """The :class:`Classifier` for a ``classifier=`` argument: itself, the defaults for None, or a plain
+    function wrapped as a rule tried before the defaults.
+
+    >>> def mine(exc):
+    ...     return "throttled" if "quota" in str(exc) else None
+    >>> as_classifier(mine).classify(RuntimeError("quota exceeded")).kind
+    <ErrorKind.THROTTLED: 'throttled'>
+    >>> as_classifier(lambda exc: False).classify(ConnectionError()).kind
+    <ErrorKind.PERMANENT: 'permanent'>
+    >>> as_classifier(42)
+    Traceback (most recent call last):
+    ...
+    bounceback.errors.ConfigError: classifier: got 42; expected a Classifier, or a function of the exception returning a Classification, an ErrorKind, True (retry), False (do not retry) or None (let the defaults decide)
+    """
+    if value is None:
+        return DEFAULT_CLASSIFIER
+    if isinstance(value, Classifier):
+        return value
+    if not callable(value) or isinstance(value, type):
+        raise ConfigError(
+            field,
+            value,
+            "a Classifier, or a function of the exception returning a Classification, an ErrorKind, True "
+            "(retry), False (do not retry) or None (let the defaults decide)",
+        )
+    name = getattr(value, "__qualname__", None) or repr(value)
+    return Classifier([_adapt(value, name, field)])
+
+
+def _adapt(fn: Callable[[BaseException], Verdict], name: str, field: str) -> Matcher:
+    transient = Classification(ErrorKind.TRANSIENT, f"{name} said retry")
+    permanent = Classification(ErrorKind.PERMANENT, f"{name} said do not retry")
+
+    def match(exc: BaseException) -> Classification | None:
+        said = fn(exc)
+        if said is None or isinstance(said, Classification):
+            return said
+        if said is True:
+            return transient
+        if said is False:
+            return permanent
+        if isinstance(said, (ErrorKind, str)) and not isinstance(said, bool):
+            kind = _kind(said, field)
+            return Classification(kind, f"{name} said {kind.value}")
+        raise ConfigError(
+            field, said, f"{name} to return a Classification, an ErrorKind, True, False or None"
+        )
+
+    return match
 
 
 def classify(exc: BaseException, classifier: Classifier | None = None) -> Classification:

@@ -14,15 +14,15 @@ import inspect
 import math
 import random
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar, cast, overload
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
 from bounceback.core._attempts import Attempts
 from bounceback.core._backoff import Backoff
-from bounceback.core._classify import Classification, Classifier
+from bounceback.core._classify import Classification, ClassifierLike
 from bounceback.core._events import EventBus, default_bus
 from bounceback.core._policy_async import _AsyncCalls
-from bounceback.core._policy_parts import UNSET, RetryAgain, _FollowUp
+from bounceback.core._policy_parts import UNSET, FallbackArg, RetryAgain, Unset, _FollowUp
 from bounceback.core._policy_settings import _budget_from_settings, _from_settings, _throttle_from_settings
 from bounceback.core._policy_wrap import _async_wrapper, _count_call, _name_of, _sync_wrapper
 from bounceback.core._registry import registry
@@ -33,14 +33,15 @@ from bounceback.core._retry import (
     RetryConfig,
 )
 from bounceback.core._retry_state import call_with_timeout
+from bounceback.core._settings import SettingsSource
 from bounceback.core._settings_schema import SCHEMA
 from bounceback.core._throttle import AdaptiveThrottle, ThrottleGate
-from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, to_seconds, waits_enabled
+from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, Duration, to_seconds, waits_enabled
 from bounceback.errors import (
     ConfigError,
 )
 
-__all__ = ["Policy", "RetryAgain", "retry"]
+__all__ = ["Policy", "RetryAgain", "RetryOptions", "retry"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -92,22 +93,22 @@ class Policy(_AsyncCalls):
         self,
         operation: str | None = None,
         *,
-        attempts: int | None = UNSET,
-        deadline: Any = UNSET,
-        attempt_timeout: Any = UNSET,
+        attempts: int | Unset | None = UNSET,
+        deadline: Duration | Unset | None = UNSET,
+        attempt_timeout: Duration | Unset | None = UNSET,
         backoff: Backoff | None = None,
-        max_retry_after: Any = UNSET,
-        classifier: Classifier | None = None,
+        max_retry_after: Duration | Unset = UNSET,
+        classifier: ClassifierLike | None = None,
         retry_if_result: Callable[[Any], bool] | None = None,
         breaker: BreakerPort | None = None,
         throttle: AdaptiveThrottle | None = None,
-        fallback: Any = UNSET,
+        fallback: FallbackArg | Unset = UNSET,
         cancel: CancelToken | None = None,
-        budget: BudgetPort | None = UNSET,
+        budget: BudgetPort | Unset | None = UNSET,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         bus: EventBus | None = None,
-        settings: Any = None,
+        settings: SettingsSource | None = None,
     ) -> None:
         if operation is not None and (not isinstance(operation, str) or not operation.strip()):
             raise ConfigError("operation", operation, "a non-empty name such as 'fetch-config'")
@@ -137,7 +138,7 @@ class Policy(_AsyncCalls):
         cfg = self._build_config()
         # A retry budget is on by default (``budget.enabled``); ``budget=None`` turns it off.
         self._budget_given = budget is not UNSET
-        if budget is UNSET:
+        if isinstance(budget, Unset):
             budget = _budget_from_settings(settings, operation, clock)
         self._engine = Engine(
             operation or "anonymous",
@@ -250,7 +251,7 @@ class Policy(_AsyncCalls):
     # -- the three forms ----------------------------------------------------------------------------
 
     @overload
-    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]: ...
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]: ...
     @overload
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
 
@@ -382,13 +383,37 @@ class Policy(_AsyncCalls):
         )
 
 
+class RetryOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`retry`: every argument of :class:`Policy` but the breaker, plus
+    ``operation`` (default: the decorated function's name)."""
+
+    operation: str | None
+    attempts: int | None
+    deadline: Duration | None
+    attempt_timeout: Duration | None
+    backoff: Backoff | None
+    max_retry_after: Duration
+    classifier: ClassifierLike | None
+    retry_if_result: Callable[[Any], bool] | None
+    throttle: AdaptiveThrottle | None
+    fallback: FallbackArg
+    cancel: CancelToken | None
+    budget: BudgetPort | None
+    clock: Clock | None
+    rng: random.Random | None
+    bus: EventBus | None
+    settings: SettingsSource | None
+
+
+@overload
+def retry(fn: Callable[P, Coroutine[Any, Any, T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
 @overload
 def retry(fn: Callable[P, T], /) -> Callable[P, T]: ...
 @overload
-def retry(fn: None = None, /, **options: Any) -> Policy: ...
+def retry(fn: None = None, /, **options: Unpack[RetryOptions]) -> Policy: ...
 
 
-def retry(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+def retry(fn: Callable[..., Any] | None = None, /, **options: Unpack[RetryOptions]) -> Any:
     """Retry transient errors with exponential backoff and full jitter.
 
     ``@retry`` alone uses the defaults (5 attempts); ``@retry(attempts=..., deadline=..., ...)`` takes every
@@ -406,6 +431,12 @@ def retry(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     ...     print(f"gave up after {len(clock.sleeps) + 1} attempts")
     gave up after 4 attempts
     """
-    operation = options.pop("operation", None)
-    policy = Policy(operation, **options)
+    given: dict[str, Any] = dict(options)
+    unknown = sorted(set(given) - set(RetryOptions.__annotations__))
+    if unknown:
+        hint = "a breaker goes to Policy(..., breaker=...)" if unknown[0] == "breaker" else None
+        allowed = "one of retry()'s arguments: " + ", ".join(RetryOptions.__annotations__)
+        raise ConfigError(unknown[0], given[unknown[0]], allowed, hint=hint)
+    operation = given.pop("operation", None)
+    policy = Policy(operation, **given)
     return policy(fn) if fn is not None else policy

@@ -8,17 +8,20 @@ from typing import Any
 
 from bounceback.core._retry import GiveUp
 
-__all__ = ["RetryAgain", "UNSET"]
+__all__ = ["FallbackArg", "RetryAgain", "UNSET", "Unset"]
 
 
-class _Unset:
+class Unset:
+    """The type of :data:`UNSET`: "not given here, take it from the settings or the built-in default"."""
+
     __slots__ = ()
 
     def __repr__(self) -> str:
         return "<unset>"
 
 
-UNSET: Any = _Unset()
+UNSET: Any = Unset()
+"""The default of Policy arguments whose value comes from settings when not given (None means "none")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,10 @@ class RetryAgain:
 
 
 Fallback = Callable[[GiveUp], Any]
+
+FallbackArg = Callable[[GiveUp], Any] | object
+"""What ``fallback=`` takes: a function of :class:`GiveUp` returning the value (or a :class:`RetryAgain`,
+sync or awaitable), or the value itself."""
 
 
 class _FollowUp:

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
-from bounceback.core._classify import DEFAULT_CLASSIFIER, Classification, Classifier, ErrorKind
+from bounceback.core._classify import Classification, ClassifierLike, ErrorKind, as_classifier
 from bounceback.core._control import run_controls
 from bounceback.core._events import (
     AttemptFailed,
@@ -118,7 +118,7 @@ class Engine:
         operation: str,
         cfg: RetryConfig,
         *,
-        classifier: Classifier | None,
+        classifier: ClassifierLike | None,
         clock: Clock,
         rng: random.Random | None,
         bus: EventBus,
@@ -128,7 +128,7 @@ class Engine:
     ) -> None:
         self.operation = operation
         self.cfg = cfg
-        self.classifier = classifier or DEFAULT_CLASSIFIER
+        self.classifier = as_classifier(classifier)
         # Bound once: classifying is on every failure.
         self.classify: Callable[[BaseException], Classification] = self.classifier.classify
         self.clock = clock
