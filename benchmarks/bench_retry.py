@@ -112,7 +112,9 @@ def main() -> None:
         "bare call": work,
         "functools.wraps passthrough (reference)": passthrough(work),
         "bounceback.retry (defaults: 30 s deadline, budget)": bounceback.retry(attempts=5)(work),
-        "bounceback.retry, no deadline, no budget": bounceback.retry(attempts=5, deadline=None, budget=None)(work),
+        "bounceback.retry, no deadline, no budget": bounceback.retry(attempts=5, deadline=None, budget=None)(
+            work
+        ),
         "tenacity.retry": tenacity.retry(stop=tenacity.stop_after_attempt(5))(work),
         "stamina.retry": stamina.retry(on=ConnectionError, attempts=5)(work),
         "backoff.on_exception": backoff_lib.on_exception(backoff_lib.expo, ConnectionError, max_tries=5)(

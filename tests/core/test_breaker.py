@@ -69,7 +69,7 @@ def test_success_that_reaches_min_calls_can_trip() -> None:
     # 3 failures of 3 are not judged; the 4th call (a success) makes 3/4 = 75% >= 50%.
     brk = make(window=10, min_calls=4, failure_rate=50)
     fail(brk, 3)
-    assert not brk._fast  # a success could trip now, so successes must be recorded one by one
+    assert not brk.fast_path  # a success could trip now, so successes must be recorded one by one
     succeed(brk)
     assert brk.state is BreakerState.OPEN
 
@@ -119,7 +119,7 @@ def test_consecutive_failures_open_regardless_of_rate() -> None:
 def test_fast_path_successes_reset_the_consecutive_run() -> None:
     brk = make(consecutive_failures=2, min_calls=1000)
     fail(brk)
-    brk._fast_successes += 1  # what the engine does after a success on the fast path
+    brk.count_success()  # what the engine does after a success on the fast path
     fail(brk)
     assert brk.state is BreakerState.CLOSED
     fail(brk)
@@ -129,7 +129,7 @@ def test_fast_path_successes_reset_the_consecutive_run() -> None:
 def test_slow_calls_open_the_breaker() -> None:
     clock = FakeClock()
     brk = make(clock, window=4, min_calls=4, slow_call_rate=50, slow_call_duration=2)
-    assert not brk._fast  # calls must be timed
+    assert not brk.fast_path  # calls must be timed
     for _ in range(2):
         permit = brk.acquire()
         clock.advance(2.5)
@@ -320,7 +320,7 @@ def test_reset_zeroes_counters() -> None:
 
 def test_max_in_flight_refuses_beyond_the_limit_and_frees_on_release() -> None:
     brk = make(max_in_flight=2)
-    assert not brk._fast
+    assert not brk.fast_path
     a, b = brk.acquire(), brk.acquire()
     with pytest.raises(BulkheadFull) as info:
         brk.acquire()
@@ -489,7 +489,7 @@ def test_from_settings_and_live_reconfigure() -> None:
     fail(brk, 1)
     succeed(brk, 3)
     brk.apply_settings({"breaker.max_in_flight": 1})
-    assert brk.config.max_in_flight == 1 and not brk._fast
+    assert brk.config.max_in_flight == 1 and not brk.fast_path
     with pytest.raises(ConfigError) as info:
         brk.apply_settings({"breaker.window": -3})
     assert info.value.field == "breaker.window"
@@ -497,10 +497,10 @@ def test_from_settings_and_live_reconfigure() -> None:
     with pytest.raises(ConfigError):
         brk.apply_settings({"breaker.falure_rate": 3})
     brk.configure(max_in_flight=0)
-    assert not brk._fast  # 1 failure in 4 calls, below min_calls: the next success is judged
+    assert not brk.fast_path  # 1 failure in 4 calls, below min_calls: the next success is judged
     succeed(brk, 1)  # 1 failure of 5 = 20% < 30%
     assert brk.state is BreakerState.CLOSED
-    assert brk._fast  # min_calls reached: a success can only lower the rate now
+    assert brk.fast_path  # min_calls reached: a success can only lower the rate now
     brk.configure(failure_rate=10)
     fail(brk, 1)
     assert brk.state is BreakerState.OPEN
@@ -529,7 +529,7 @@ def test_metrics_snapshot() -> None:
     clock = FakeClock()
     brk = make(clock, window=10, min_calls=4, open_seconds=30)
     for _ in range(3):
-        brk._fast_successes += 1
+        brk.count_success()
     fail(brk, 1)
     m = brk.metrics()
     assert (m.calls, m.failures, m.failure_rate, m.consecutive_failures) == (4, 1, 25.0, 1)

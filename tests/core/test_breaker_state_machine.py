@@ -222,11 +222,11 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(verdict=st.sampled_from(sorted(VERDICTS)))
     def fast_call(self, verdict: str) -> None:
         """What the retry engine does on its fast path: no acquire, a bare count on success."""
-        if not self.brk._fast:
+        if not self.brk.fast_path:
             return
         assert self.model.state == "closed" and not self.timed
         if verdict == "ok":
-            self.brk._fast_successes += 1
+            self.brk.count_success()
         else:
             self.brk.release(None, VERDICTS[verdict])
         self.model.release(Call(None, self.now(), self.model.epoch, "plain"), verdict, self.now())

@@ -75,7 +75,8 @@ def test_calls_reported_late_are_spread_over_when_they_happened() -> None:
     # 100 calls made evenly over 100 s and handed over at once: only the last window's share counts.
     clock = FakeClock()
     budget = RetryBudget(1.0, min_per_second=0, window=10, clock=clock)
-    budget._calls += 100
+    for _ in range(100):
+        budget.count_call()
     clock.advance(100)
     assert budget.reading().calls == pytest.approx(10, abs=1.01)
 

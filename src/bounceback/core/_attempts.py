@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bounceback.core._policy_wrap import _count_call
+from bounceback.core._policy_parts import _count_call
 from bounceback.core._retry import _RESULT, REFUSALS, Engine, Run
 from bounceback.core._time import waits_enabled
 

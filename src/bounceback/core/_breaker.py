@@ -12,12 +12,10 @@ control and metrics in ``_breaker_control``, timers and health checks in ``_brea
 / ``with`` / ``call`` forms in ``_breaker_forms``, windows in ``_window``, the store port in
 ``_breaker_store``. This module holds the public class and the per-call path.
 
-Counting on the fast path: while ``_fast`` is true the retry engine (and :meth:`CircuitBreaker.call`)
-run the function without ``acquire`` and only do ``_fast_successes += 1`` after a success, without a
-lock. The breaker folds that count into its window when it next records a failure or reads its metrics,
-reading and zeroing it under its lock; an increment racing in between those two steps is lost. That
-loses at most a success now and then under contention, which can only make the breaker a hair more
-eager to open, never let a failure go uncounted.
+Counting on the fast path: while ``fast_path`` is true the retry engine (and :meth:`CircuitBreaker.call`)
+run the function without ``acquire`` and only call ``count_success()`` after a success, without a lock.
+That bumps a :class:`~bounceback.core._tally.Tally`, which loses no bump however many threads race; the
+breaker folds the count into its window when it next records a failure or reads its metrics.
 """
 
 from __future__ import annotations
@@ -42,6 +40,7 @@ from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, Win
 from bounceback.core._classify import Classification, ClassifierLike, ErrorKind, as_classifier
 from bounceback.core._events import CallRejected, EventBus, default_bus
 from bounceback.core._registry import registry
+from bounceback.core._tally import Tally
 from bounceback.core._time import SYSTEM_CLOCK, Clock, SystemClock
 from bounceback.core._window import FAILED, OK, SLOW
 from bounceback.errors import BulkheadFull, CircuitOpenError, ConfigError, StoreError
@@ -139,7 +138,9 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         self._lock = threading.Lock()
         self._state = _C
         self._epoch = 0
-        self._fast_successes = 0
+        # Successes on the fast path are bumped here by any thread, exactly, without a lock (see Tally).
+        self._tally = Tally()
+        self.count_success = self._tally.bump
         self._warm = True
         self._open_until = self._open_until_wall = math.inf
         self._reopens = 0
@@ -317,8 +318,8 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
             outcome = _IGNORED
         if permit is None:
             if self._state is _C:
-                if outcome == OK and self._fast:
-                    self._fast_successes += 1
+                if outcome == OK and self.fast_path:
+                    self.count_success()
                 elif outcome >= 0:
                     self._record(outcome, -1)
             return
@@ -349,8 +350,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
 
     def _record(self, outcome: int, epoch: int) -> None:
         with self._lock:
-            successes = self._fast_successes
-            self._fast_successes = 0
+            successes = self._tally.take()
             if epoch < 0:
                 epoch = self._epoch
         counts, stored = self._io_record(successes, outcome)

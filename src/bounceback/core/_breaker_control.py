@@ -190,8 +190,7 @@ class _ControlMixin(_BreakerCore):
         """
         state = self.state
         with self._lock:
-            successes = self._fast_successes
-            self._fast_successes = 0
+            successes = self._tally.take()
         counts = self._io_record(successes, NO_OUTCOME)[0] if successes else self._io_counts()
         now = self._now()
         is_open = state is _O

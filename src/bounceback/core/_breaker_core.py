@@ -32,6 +32,7 @@ from bounceback.core._events import (
     StoreRecovered,
     StoreUnavailable,
 )
+from bounceback.core._tally import Tally
 from bounceback.core._window import WindowCounts
 from bounceback.errors import StoreError
 
@@ -71,8 +72,6 @@ class _BreakerCore:
         "_driver",
         "_epoch",
         "_explicit",
-        "_fast",
-        "_fast_successes",
         "_health",
         "_health_async",
         "_health_due",
@@ -103,12 +102,15 @@ class _BreakerCore:
         "_stopping",
         "_store",
         "_store_retry_at",
+        "_tally",
         "_timers",
         "_transitions",
         "_unsubscribe",
         "_wake",
         "_wall",
         "_warm",
+        "count_success",
+        "fast_path",
         "name",
     )
 
@@ -118,8 +120,9 @@ class _BreakerCore:
     _spec: WindowSpec
     _state: BreakerState
     _epoch: int
-    _fast: bool
-    _fast_successes: int
+    fast_path: bool
+    count_success: Callable[[], object]
+    _tally: Tally
     _plain: bool
     _warm: bool
     _open_until: float
@@ -164,7 +167,7 @@ class _BreakerCore:
         self._plain = plain
         # Fast only while a success cannot trip the breaker: either the window already holds min_calls
         # (a success then only lowers the rates) or it holds no failure at all.
-        self._fast = plain and self._state is _C and cfg.window_type == "count" and self._warm
+        self.fast_path = plain and self._state is _C and cfg.window_type == "count" and self._warm
 
     # -- transitions -----------------------------------------------------------------------------------
 
@@ -209,7 +212,7 @@ class _BreakerCore:
             self._open_until = self._open_until_wall = math.inf
         self._probes = 0
         # Successes counted on the fast path before the change belong to the old window.
-        self._fast_successes = 0
+        self._tally.take()
         self._reflags()
         if new is old:
             return None

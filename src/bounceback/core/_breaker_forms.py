@@ -44,13 +44,13 @@ class _FormsMixin(_BreakerCore):
         >>> CircuitBreaker("docs-call").call(pow, 2, 10)
         1024
         """
-        if self._fast:
+        if self.fast_path:
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
                 self.release(None, self._classifier.classify(exc))
                 raise
-            self._fast_successes += 1
+            self.count_success()
             return result
         permit = self.acquire()
         try:
@@ -66,13 +66,13 @@ class _FormsMixin(_BreakerCore):
 
     async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         """Await ``fn(*args, **kwargs)`` through the breaker and return its result."""
-        if self._fast:
+        if self.fast_path:
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
                 self.release(None, self._classifier.classify(exc))
                 raise
-            self._fast_successes += 1
+            self.count_success()
             return result
         permit = self.acquire()
         try:
@@ -101,13 +101,13 @@ class _FormsMixin(_BreakerCore):
 
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                if self._fast:
+                if self.fast_path:
                     try:
                         result = await afn(*args, **kwargs)
                     except Exception as exc:
                         self.release(None, classify(exc))
                         raise
-                    self._fast_successes += 1
+                    self.count_success()
                     return result
                 return await acall(afn, *args, **kwargs)
 
@@ -119,13 +119,13 @@ class _FormsMixin(_BreakerCore):
         # The fast path of call() is inlined: a decorated function pays one flag test and a count.
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if self._fast:
+            if self.fast_path:
                 try:
                     result = fn(*args, **kwargs)
                 except Exception as exc:
                     self.release(None, classify(exc))
                     raise
-                self._fast_successes += 1
+                self.count_success()
                 return result
             return call(fn, *args, **kwargs)
 

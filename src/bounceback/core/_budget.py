@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
+from bounceback.core._tally import Tally
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
 from bounceback.errors import ConfigError
 
@@ -205,7 +206,7 @@ class RetryBudget:
     Give it to a policy (``Policy(..., budget=budget)``): the policy counts every call it starts and asks
     the budget before each retry; a refused retry ends recovery with reason ``budget``. Retries waiting in
     backoff have already been spent, so they count against the budget. Calls are counted cheaply (an
-    integer bump, see :meth:`record_call`) and handed to the ledger only when a retry is asked for.
+    C call, see :meth:`record_call`) and handed to the ledger only when a retry is asked for.
 
     The defaults (20% of calls, 10 retries a second, over 10 s) are those of the ``budget.*`` settings and
     of Finagle. One budget is one pool: share one object among the operations that call the same dependency, or give
@@ -219,7 +220,7 @@ class RetryBudget:
     [True, True, False]
     """
 
-    __slots__ = ("_calls", "_clock", "_ledger", "_lock", "_settled", "_settled_at", "name", "rule")
+    __slots__ = ("_clock", "_ledger", "_lock", "_settled_at", "_tally", "count_call", "name", "rule")
 
     def __init__(
         self,
@@ -238,15 +239,15 @@ class RetryBudget:
         self._clock = clock or SYSTEM_CLOCK
         self._ledger: BudgetLedger = ledger if ledger is not None else LocalLedger()
         self._lock = threading.Lock()
-        self._calls = 0
-        """Calls started; bumped by policies without a lock (a rare lost count only loosens the budget)."""
-        self._settled = 0
+        self._tally = Tally()
+        self.count_call = self._tally.bump
+        """Count one call: what policies call on the success path (thread-safe, exact, one C call)."""
         self._settled_at = self._clock.monotonic()
 
     # ``operation`` belongs to the port (a ledger keyed per operation may want it); one budget is one pool.
     def record_call(self, operation: str = "") -> None:  # noqa: ARG002
         """Count one call (a first attempt, not a retry). Policies do this by themselves."""
-        self._calls += 1
+        self.count_call()
 
     def try_spend(self, operation: str) -> bool:  # noqa: ARG002
         """Take one retry from the budget; False (and nothing taken) when it is exhausted."""
@@ -259,10 +260,8 @@ class RetryBudget:
     def _settle(self, spend: bool) -> BudgetReading:
         with self._lock:
             now = self._clock.monotonic()
-            calls = self._calls
-            fresh = calls - self._settled
+            fresh = self._tally.take()
             span = now - self._settled_at
-            self._settled = calls
             self._settled_at = now
             return self._ledger.settle(self.name, self.rule, now, fresh, span, spend)
 

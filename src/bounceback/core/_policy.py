@@ -10,6 +10,7 @@ The success path is a clock read, a flag test and a call: no events, no allocati
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import random
@@ -22,9 +23,16 @@ from bounceback.core._backoff import Backoff
 from bounceback.core._classify import Classification, ClassifierLike
 from bounceback.core._events import EventBus, default_bus
 from bounceback.core._policy_async import _AsyncCalls
-from bounceback.core._policy_parts import UNSET, FallbackArg, RetryAgain, Unset, _FollowUp
+from bounceback.core._policy_parts import (
+    UNSET,
+    FallbackArg,
+    RetryAgain,
+    Unset,
+    _count_call,
+    _FollowUp,
+    _name_of,
+)
 from bounceback.core._policy_settings import _budget_from_settings, _from_settings, _throttle_from_settings
-from bounceback.core._policy_wrap import _async_wrapper, _count_call, _name_of, _sync_wrapper
 from bounceback.core._registry import registry
 from bounceback.core._retry import (
     BreakerPort,
@@ -259,8 +267,99 @@ class Policy(_AsyncCalls):
         """Decorate a function (sync or async) so every call runs under this policy."""
         policy = self if self.operation is not None else self.replace(operation=_name_of(fn))
         if inspect.iscoroutinefunction(fn):
-            return _async_wrapper(policy, fn)
-        return _sync_wrapper(policy, fn)
+            return policy._wrap_async(fn)
+        return policy._wrap_sync(fn)
+
+    def _wrap_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        eng = self._engine
+        now = eng.clock.monotonic
+        recover = self._recover_sync
+        slow = self._call_sync
+        classify = eng.classify
+        # A budget's call counter and a breaker never change for a policy: look them up once.
+        count_call = getattr(eng.budget, "count_call", None)
+        brk = self._breaker
+        policy = self
+
+        # The fast path is inlined: the mode test, the call, and the clock only when a deadline needs it
+        # (without one, a failure reads the clock and the first attempt's own duration is left out).
+        # ``_mode`` is read per call because settings may change it while the program runs.
+        if brk is None:
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                mode = policy._mode
+                if mode:
+                    started = now() if mode == 2 else -1.0
+                    if count_call is not None:
+                        count_call()
+                    try:
+                        return fn(*args, **kwargs)
+                    except Exception as exc:
+                        if started < 0:
+                            started = now()
+                        return recover(fn, args, kwargs, started, exc, classify(exc), None)
+                return slow(fn, args, kwargs)
+
+        else:
+            count_success = brk.count_success
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                mode = policy._mode
+                if mode and brk.fast_path:
+                    started = now() if mode == 2 else -1.0
+                    if count_call is not None:
+                        count_call()
+                    try:
+                        result = fn(*args, **kwargs)
+                    except Exception as exc:
+                        if started < 0:
+                            started = now()
+                        verdict = classify(exc)
+                        brk.release(None, verdict)
+                        return recover(fn, args, kwargs, started, exc, verdict, None)
+                    count_success()
+                    return result
+                return slow(fn, args, kwargs)
+
+        wrapper.policy = self  # type: ignore[attr-defined]
+        return wrapper
+
+    def _wrap_async(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        eng = self._engine
+        now = eng.clock.monotonic
+        recover = self._recover_async
+        slow = self._call_async
+        classify = eng.classify
+        count_call = getattr(eng.budget, "count_call", None)
+        brk = self._breaker
+        policy = self
+
+        # As in the sync wrapper, the fast path is inlined: no extra coroutine per call.
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            mode = policy._mode
+            if mode and (brk is None or brk.fast_path):
+                started = now() if mode == 2 else -1.0
+                if count_call is not None:
+                    count_call()
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    if started < 0:
+                        started = now()
+                    verdict = classify(exc)
+                    if brk is not None:
+                        brk.release(None, verdict)
+                    return await recover(fn, args, kwargs, started, exc, verdict, None)
+                if brk is not None:
+                    brk.count_success()
+                return result
+            return await slow(fn, args, kwargs)
+
+        wrapper.policy = self  # type: ignore[attr-defined]
+        return wrapper
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` under this policy and return its result."""
@@ -280,9 +379,8 @@ class Policy(_AsyncCalls):
         eng = self._engine
         brk = self._breaker
         started = eng.clock.monotonic()
-        if eng.budget is not None:
-            _count_call(eng.budget)
-        if self._fast and (brk is None or brk._fast):
+        _count_call(eng.budget)
+        if self._fast and (brk is None or brk.fast_path):
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
@@ -291,7 +389,7 @@ class Policy(_AsyncCalls):
                     brk.release(None, verdict)
                 return self._recover_sync(fn, args, kwargs, started, exc, verdict, None)
             if brk is not None:
-                brk._fast_successes += 1
+                brk.count_success()
             return result
         ok, value, verdict = self._attempt_sync(fn, args, kwargs, eng.cfg.attempt_timeout)
         if ok:

@@ -13,8 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from bounceback.core._classify import Classification
-from bounceback.core._policy_parts import UNSET, RetryAgain, _FollowUp
-from bounceback.core._policy_wrap import _count_call
+from bounceback.core._policy_parts import UNSET, RetryAgain, _count_call, _FollowUp
 from bounceback.core._retry import _RESULT, REFUSALS, BreakerPort, Engine, Run
 from bounceback.core._time import waits_enabled
 from bounceback.errors import AttemptTimeout
@@ -101,10 +100,9 @@ class _AsyncCalls(_AttemptSteps):
         eng = self._engine
         brk = self._breaker
         started = eng.clock.monotonic()
-        if eng.budget is not None:
-            _count_call(eng.budget)
+        _count_call(eng.budget)
         cfg = eng.cfg
-        if self._fast and (brk is None or brk._fast):
+        if self._fast and (brk is None or brk.fast_path):
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
@@ -113,7 +111,7 @@ class _AsyncCalls(_AttemptSteps):
                     brk.release(None, verdict)
                 return await self._recover_async(fn, args, kwargs, started, exc, verdict, None)
             if brk is not None:
-                brk._fast_successes += 1
+                brk.count_success()
             return result
         # The deadline bounds a running attempt only through attempt_timeout, as in sync code: it stops
         # retrying, it does not cancel a call that is still working (a 30 s default must not cut a download).

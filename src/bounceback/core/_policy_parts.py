@@ -38,6 +38,17 @@ class RetryAgain:
     """Told once whether the run again succeeded (True) or gave up too (False, before its fallback runs)."""
 
 
+def _name_of(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _count_call(budget: object) -> None:
+    """Count one call for a retry budget that counts calls (its ``count_call``)."""
+    count = getattr(budget, "count_call", None)
+    if count is not None:
+        count()
+
+
 Fallback = Callable[[GiveUp], Any]
 
 FallbackArg = Callable[[GiveUp], Any] | object

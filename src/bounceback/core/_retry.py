@@ -60,13 +60,16 @@ attempt for the engine to decide on, never an error to let through."""
 class BreakerPort(Protocol):
     """What the engine needs from a circuit breaker (``bounceback.CircuitBreaker`` implements it).
 
-    ``_fast`` is true while the breaker needs nothing per call but a success count: then the engine skips
-    ``acquire``/``release`` and adds one to ``_fast_successes`` after a success.
+    ``fast_path`` is true while the breaker needs nothing per call but a success count: then the engine
+    skips ``acquire``/``release`` and calls ``count_success()`` after a success (any thread, no lock).
     """
 
     name: str
-    _fast: bool
-    _fast_successes: int
+    fast_path: bool
+
+    def count_success(self) -> object:
+        """Count one success made on the fast path (thread-safe and exact)."""
+        ...
 
     def acquire(self) -> Any:
         """Admit one call or raise CircuitOpenError / BulkheadFull; returns a permit for release()."""
@@ -90,7 +93,12 @@ class BreakerPort(Protocol):
 
 
 class BudgetPort(Protocol):
-    """A retry budget: may this run spend one more retry?"""
+    """A retry budget: may this run spend one more retry? ``count_call()`` counts each call (the budget's
+    denominator) on the success path: thread-safe, exact and cheap."""
+
+    def count_call(self) -> object:
+        """Count one call (a first attempt)."""
+        ...
 
     def try_spend(self, operation: str) -> bool:
         """Take one retry from the budget; False when it is exhausted."""

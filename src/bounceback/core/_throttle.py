@@ -146,8 +146,10 @@ class ThrottleGate:
 
     __slots__ = ("breaker", "name", "throttle")
 
-    _fast = False  # every call must be counted by the throttle: never the breaker's no-permit fast path
-    _fast_successes = 0
+    fast_path = False  # every call must be counted by the throttle: never the breaker's no-permit path
+
+    def count_success(self) -> None:
+        """Never called: ``fast_path`` is always false."""
 
     def __init__(self, throttle: AdaptiveThrottle, breaker: Any) -> None:
         self.throttle = throttle
