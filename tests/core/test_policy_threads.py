@@ -170,19 +170,25 @@ def run_threads(worker: Callable[[int], None]) -> None:
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("listening", [False, True], ids=["quiet", "listened"])
-def test_one_policy_counts_every_call_of_sixteen_threads_exactly(flavour: str, listening: bool) -> None:
+@pytest.mark.parametrize("limits", [{}, {"max_in_flight": 64}], ids=["fast-breaker", "permits"])
+def test_one_policy_counts_every_call_of_sixteen_threads_exactly(
+    flavour: str, listening: bool, limits: dict[str, int]
+) -> None:
     # Quiet: the policy's fast path (nobody listens, so no events are built). Listened: the event path.
+    # With ``max_in_flight`` every attempt takes a permit from the breaker and gives it back (its locked
+    # path); 64 is more than the 16 callers, so none is refused.
     bus = EventBus()
     events = EventCounts()
     if listening:
         bus.subscribe(events)
     # The count window holds every attempt, and the failure rate (about 15%) stays under the 50% limit,
     # so the breaker stays closed and its window counts the whole run.
-    breaker = CircuitBreaker(f"threads-{flavour}-{listening}", window=100_000, bus=bus)
+    name = f"threads-{flavour}-{listening}-{bool(limits)}"
+    breaker = CircuitBreaker(name, window=100_000, bus=bus, **limits)
     # A budget whose clock stands still keeps every call and retry in its window (and ratio 1 refuses none).
     budget = RetryBudget(1.0, clock=FakeClock(), name="threads")
     policy = Policy(
-        f"threads-{flavour}-{listening}",
+        name,
         attempts=ATTEMPTS,
         backoff=ZERO,
         breaker=breaker,
@@ -242,10 +248,11 @@ def test_one_policy_counts_every_call_of_sixteen_threads_exactly(flavour: str, l
     assert sum(d.failures for d in deps) == want.transient_failures
     # ... and so must the shared objects' counts.
     m = breaker.metrics()
-    assert (m.state, m.calls, m.failures, m.rejected) == (
+    assert (m.state, m.calls, m.failures, m.rejected, m.in_flight) == (
         "closed",
         want.counted_attempts,
         want.transient_failures,
+        0,
         0,
     )
     reading = budget.reading()
