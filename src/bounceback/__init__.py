@@ -59,6 +59,7 @@ from bounceback.core._retry import AttemptRecord, GiveUp, RetryConfig
 from bounceback.core._retry_after import parse_retry_after
 from bounceback.core._settings import SettingsSource, StaticSettings
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, SystemClock, parse_duration
+from bounceback.core._packs import ErrorPack, register_pack, unregister_pack
 from bounceback.core._window import WindowCounts
 from bounceback.errors import (
     AttemptTimeout,
@@ -71,6 +72,10 @@ from bounceback.errors import (
     RetriesExhausted,
     StoreError,
 )
+
+# Registers the error packs of client libraries (Redis, gRPC, Modbus, OPC UA, aiohttp, PostgreSQL); each is
+# imported only when an error of its library is first classified.
+from bounceback.integrations import _packs as _client_error_packs  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -104,6 +109,7 @@ __all__ = [
     "ConfigError",
     "DEFAULT_CLASSIFIER",
     "ErrorKind",
+    "ErrorPack",
     "Event",
     "EventBus",
     "GiveUp",
@@ -162,6 +168,8 @@ __all__ = [
     "parse_duration",
     "parse_retry_after",
     "redact",
+    "register_pack",
     "registry",
     "retry",
+    "unregister_pack",
 ]
