@@ -64,7 +64,26 @@ def _names(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("redis")}
 
 
+# redis-py turns some replies into their own classes and drops the code from the text.
+_CODE_OF_CLASS = {
+    "NoScriptError": "NOSCRIPT",
+    "BusyLoadingError": "LOADING",
+    "TryAgainError": "TRYAGAIN",
+    "MasterDownError": "MASTERDOWN",
+    "ClusterDownError": "CLUSTERDOWN",
+    "ReadOnlyError": "READONLY",
+    "OutOfMemoryError": "OOM",
+    "ExecAbortError": "EXECABORT",
+    "NoPermissionError": "NOPERM",
+    "MovedError": "MOVED",
+    "AskError": "ASK",
+}
+
+
 def _code(exc: BaseException) -> str | None:
+    code = _CODE_OF_CLASS.get(type(exc).__name__)
+    if code is not None:
+        return code
     match = _CODE.match(str(exc))
     return match.group(1) if match else None
 

@@ -1,0 +1,162 @@
+"""The Redis error pack against a real redis-server on 127.0.0.1: each fault provoked for real."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import redis
+
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from bounceback import ErrorKind, classify
+from bounceback.testing import FakeClock
+from tests.integrations.packs_support import clear_on_first_wait, guidance_text, policy, ticket
+from tests.redis_server import RedisServer
+
+
+def _client(port: int, **options: Any) -> redis.Redis:
+    # redis-py retries by itself (3 times, with real sleeps) unless told not to: bounceback does it here.
+    return redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0), **options)
+
+
+def _error(fn: Any) -> BaseException:
+    with pytest.raises(redis.RedisError) as caught:
+        fn()
+    return caught.value
+
+
+def test_wrongtype_is_permanent_with_guidance_naming_the_server(redis_server: RedisServer) -> None:
+    client = _client(redis_server.port)
+    client.set("line1:temp", "21.5")
+    clock = FakeClock()
+    calls = []
+
+    def push() -> Any:
+        calls.append(1)
+        return client.lpush("line1:temp", "22.0")
+
+    info = policy(clock).call(push)
+    assert len(calls) == 1 and clock.sleeps == []  # not retried
+    assert info.classification.kind is ErrorKind.PERMANENT
+    assert "WRONGTYPE" in info.classification.reason
+    t = ticket(info, clock)
+    assert t.topic == "redis-wrong-type"
+    assert t.facts["redis_error"] == "WRONGTYPE"
+    assert "TYPE <key>" in guidance_text(t)
+
+
+def test_noscript_is_permanent(redis_server: RedisServer) -> None:
+    client = _client(redis_server.port)
+    err = _error(lambda: client.evalsha("0" * 40, 0))
+    assert classify(err).kind is ErrorKind.PERMANENT
+    assert "NOSCRIPT" in classify(err).reason
+
+
+def test_wrong_password_is_permanent(own_redis_server: RedisServer) -> None:
+    own_redis_server.client().config_set("requirepass", "s3cret")
+    err = _error(lambda: _client(own_redis_server.port, password="wrong").ping())
+    assert classify(err).kind is ErrorKind.PERMANENT
+    clock = FakeClock()
+    info = policy(clock).call(lambda: _client(own_redis_server.port).get("x"))
+    assert info.classification.kind is ErrorKind.PERMANENT  # NOAUTH
+    t = ticket(info, clock)
+    assert t.topic == "redis-auth"
+    assert "ACL" in guidance_text(t)
+
+
+def test_busy_script_is_transient_and_recovers_when_the_script_is_killed(own_redis_server: RedisServer) -> None:
+    admin = own_redis_server.client()
+    admin.config_set("busy-reply-threshold", 50)  # ms before others get BUSY (lua-time-limit)
+    started = threading.Event()
+
+    def runaway() -> None:
+        started.set()
+        try:
+            _client(own_redis_server.port).eval("while true do end", 0)
+        except redis.ResponseError:
+            pass  # killed by SCRIPT KILL, as intended
+
+    worker = threading.Thread(target=runaway)
+    worker.start()
+    started.wait(5)
+    probe = _client(own_redis_server.port)
+    # The script runs for real: wait (bounded) until the server answers BUSY to everyone else.
+    busy = None
+    for _ in range(400):
+        try:
+            probe.ping()
+        except redis.ResponseError as exc:
+            busy = exc
+            break
+        threading.Event().wait(0.01)
+    assert busy is not None and str(busy).startswith("BUSY")
+    assert classify(busy).kind is ErrorKind.TRANSIENT
+
+    clock = FakeClock()
+
+    def kill_script() -> None:
+        _client(own_redis_server.port).script_kill()
+        worker.join(10)  # the script's own client got its answer: the server is free again
+
+    clear_on_first_wait(clock, kill_script)
+    assert policy(clock).call(lambda: probe.set("k", "v")) is True
+    assert len(clock.sleeps) == 1
+
+
+def test_busy_guidance() -> None:
+    err = redis.ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL.")
+    clock = FakeClock()
+    info = policy(clock, attempts=2).call(lambda: (_ for _ in ()).throw(err))
+    t = ticket(info, clock)
+    assert t.topic == "redis-busy"
+    assert "SCRIPT KILL" in guidance_text(t)
+
+
+def test_server_down_is_transient_and_recovers_when_it_is_back(own_redis_server: RedisServer) -> None:
+    client = _client(own_redis_server.port, socket_connect_timeout=1)
+    own_redis_server.kill()
+    err = _error(client.ping)
+    assert isinstance(err, redis.ConnectionError)
+    assert classify(err).kind is ErrorKind.TRANSIENT
+    clock = FakeClock()
+    clear_on_first_wait(clock, own_redis_server.start)
+    assert policy(clock).call(client.ping) is True
+    assert len(clock.sleeps) == 1
+
+
+def test_server_down_guidance_names_the_address(own_redis_server: RedisServer) -> None:
+    own_redis_server.kill()
+    clock = FakeClock()
+    info = policy(clock, attempts=2).call(_client(own_redis_server.port).ping)
+    t = ticket(info, clock)
+    assert t.topic == "connection-refused"
+    assert f"127.0.0.1:{own_redis_server.port}" in guidance_text(t)
+
+
+def test_timeout_is_transient(redis_server: RedisServer) -> None:
+    slow = _client(redis_server.port, socket_timeout=0.05)
+    err = _error(lambda: slow.blpop(["nothing-here"], timeout=1))
+    assert isinstance(err, redis.TimeoutError)
+    assert classify(err).kind is ErrorKind.TRANSIENT
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        # The server's own words for states that need a cluster or a big data set to provoke.
+        ("LOADING Redis is loading the dataset in memory", ErrorKind.TRANSIENT),
+        ("TRYAGAIN Multiple keys request during rehashing of slot", ErrorKind.TRANSIENT),
+        ("CLUSTERDOWN The cluster is down", ErrorKind.TRANSIENT),
+        ("READONLY You can't write against a read only replica.", ErrorKind.TRANSIENT),
+        ("OOM command not allowed when used memory > 'maxmemory'.", ErrorKind.PERMANENT),
+        ("ERR unknown command 'FLY'", ErrorKind.PERMANENT),
+    ],
+)
+def test_reply_codes_as_redis_py_parses_them(reply: str, kind: ErrorKind) -> None:
+    from redis._parsers.base import BaseParser
+
+    err = BaseParser.parse_error(reply)
+    assert classify(err).kind is kind
