@@ -52,6 +52,7 @@ from bounceback.core._log import event_fields, log_events
 from bounceback.core._manual import Choice, ChoiceKind, GuidanceStep, Record, Resolution, Ticket, open_ticket
 from bounceback.core._manual_ports import MemoryTickets, TicketPrompter, TicketStore
 from bounceback.core._manual_recovery import PASS, ManualRecovery, chain
+from bounceback.core._packs import ErrorPack, register_pack, unregister_pack
 from bounceback.core._policy import Policy, RetryAgain, retry
 from bounceback.core._redact import redact
 from bounceback.core._registry import Registry, registry
@@ -59,7 +60,6 @@ from bounceback.core._retry import AttemptRecord, GiveUp, RetryConfig
 from bounceback.core._retry_after import parse_retry_after
 from bounceback.core._settings import SettingsSource, StaticSettings
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, SystemClock, parse_duration
-from bounceback.core._packs import ErrorPack, register_pack, unregister_pack
 from bounceback.core._window import WindowCounts
 from bounceback.errors import (
     AttemptTimeout,

@@ -14,7 +14,7 @@ from pymodbus.exceptions import ConnectionException
 from bounceback import ErrorKind, Policy, classify
 from bounceback.integrations import ModbusResponseError, is_modbus_error, raise_for_modbus
 from bounceback.testing import FakeClock
-from tests.integrations.modbus_server import ModbusDevice, modbus_device  # noqa: F401  (fixture)
+from tests.integrations.modbus_server import ModbusDevice
 from tests.integrations.packs_support import clear_on_first_wait, guidance_text, policy, ticket
 
 
@@ -27,7 +27,9 @@ def client(modbus_device: ModbusDevice) -> Iterator[ModbusTcpClient]:
 
 
 def read(client: ModbusTcpClient, address: int = 10) -> list[int]:
-    response = raise_for_modbus(client.read_holding_registers(address, count=2, device_id=1), address=address, client=client)
+    response = raise_for_modbus(
+        client.read_holding_registers(address, count=2, device_id=1), address=address, client=client
+    )
     registers: list[int] = response.registers
     return registers
 
@@ -61,10 +63,15 @@ def test_device_busy_guidance_names_device_function_and_address(
     t = ticket(info, clock)
     assert t.topic == "modbus-device-busy"
     text = guidance_text(t)
-    assert f"device 1 at 127.0.0.1:{modbus_device.port} answered device busy (6) to read holding registers (3)" in text
+    assert (
+        f"device 1 at 127.0.0.1:{modbus_device.port} answered device busy (6) to read holding registers (3)"
+        in text
+    )
 
 
-def test_gateway_guidance_points_at_the_serial_line(modbus_device: ModbusDevice, client: ModbusTcpClient) -> None:
+def test_gateway_guidance_points_at_the_serial_line(
+    modbus_device: ModbusDevice, client: ModbusTcpClient
+) -> None:
     modbus_device.fault = ExcCodes.GATEWAY_NO_RESPONSE
     clock = FakeClock()
     t = ticket(policy(clock, attempts=2).call(lambda: read(client)), clock)
@@ -97,7 +104,9 @@ def test_an_illegal_function_is_permanent(modbus_device: ModbusDevice, client: M
     assert "write single register (6)" in guidance_text(t)
 
 
-def test_retry_if_result_sees_error_responses_too(modbus_device: ModbusDevice, client: ModbusTcpClient) -> None:
+def test_retry_if_result_sees_error_responses_too(
+    modbus_device: ModbusDevice, client: ModbusTcpClient
+) -> None:
     modbus_device.fault = ExcCodes.DEVICE_BUSY
     clock = FakeClock()
     clear_on_first_wait(clock, lambda: setattr(modbus_device, "fault", None))

@@ -12,7 +12,7 @@ from asyncua import Client, ua
 from bounceback import ErrorKind, classify
 from bounceback.integrations import opcua_node
 from bounceback.testing import FakeClock
-from tests.integrations.opcua_server import OpcUaPlant, opcua_plant  # noqa: F401  (fixture)
+from tests.integrations.opcua_server import OpcUaPlant
 from tests.integrations.packs_support import clear_on_first_wait, guidance_text, policy, ticket
 
 T = TypeVar("T")
@@ -40,7 +40,13 @@ def on_node(plant: OpcUaPlant, client: Client, name: str, op: Callable[[Any], Aw
 @pytest.mark.parametrize(
     ("name", "op", "status", "topic", "words"),
     [
-        ("Line1.NoSuchSensor", lambda n: n.read_value(), "BadNodeIdUnknown", "opcua-node-unknown", "has no node"),
+        (
+            "Line1.NoSuchSensor",
+            lambda n: n.read_value(),
+            "BadNodeIdUnknown",
+            "opcua-node-unknown",
+            "has no node",
+        ),
         (
             "Line1.Temperature",
             lambda n: n.write_value(30.0),
@@ -48,7 +54,13 @@ def on_node(plant: OpcUaPlant, client: Client, name: str, op: Callable[[Any], Aw
             "opcua-access-denied",
             "rights on that node",
         ),
-        ("Line1.Setpoint", lambda n: n.write_value("hot"), "BadTypeMismatch", "opcua-type-mismatch", "DataType"),
+        (
+            "Line1.Setpoint",
+            lambda n: n.write_value("hot"),
+            "BadTypeMismatch",
+            "opcua-type-mismatch",
+            "DataType",
+        ),
     ],
 )
 def test_refusals_are_permanent_and_guidance_names_the_node(
@@ -73,7 +85,9 @@ def test_refusals_are_permanent_and_guidance_names_the_node(
 
 
 @pytest.mark.parametrize("status", ["BadCommunicationError", "BadTimeout", "BadWaitingForInitialData"])
-def test_a_device_link_down_is_transient_and_recovers_when_it_is_back(opcua_plant: OpcUaPlant, status: str) -> None:
+def test_a_device_link_down_is_transient_and_recovers_when_it_is_back(
+    opcua_plant: OpcUaPlant, status: str
+) -> None:
     opcua_plant.link_down(getattr(ua.StatusCodes, status))
     clock = FakeClock()
     clear_on_first_wait(clock, opcua_plant.link_up)
@@ -116,7 +130,9 @@ def test_link_down_guidance(opcua_plant: OpcUaPlant) -> None:
         ("BadSessionClosed", ErrorKind.TRANSIENT),
     ],
 )
-def test_server_states_reported_as_a_value_status(opcua_plant: OpcUaPlant, status: str, kind: ErrorKind) -> None:
+def test_server_states_reported_as_a_value_status(
+    opcua_plant: OpcUaPlant, status: str, kind: ErrorKind
+) -> None:
     # asyncua's server has no session limit to exhaust; it reports these codes as it reports any status.
     opcua_plant.link_down(getattr(ua.StatusCodes, status))
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import redis
-
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -67,7 +66,9 @@ def test_wrong_password_is_permanent(own_redis_server: RedisServer) -> None:
     assert "ACL" in guidance_text(t)
 
 
-def test_busy_script_is_transient_and_recovers_when_the_script_is_killed(own_redis_server: RedisServer) -> None:
+def test_busy_script_is_transient_and_recovers_when_the_script_is_killed(
+    own_redis_server: RedisServer,
+) -> None:
     admin = own_redis_server.client()
     admin.config_set("busy-reply-threshold", 50)  # ms before others get BUSY (lua-time-limit)
     started = threading.Event()

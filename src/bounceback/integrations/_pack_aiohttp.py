@@ -73,5 +73,22 @@ def _facts(exc: BaseException) -> Mapping[str, object]:
     return facts
 
 
-AIOHTTP_PACK = ErrorPack("aiohttp", _classify, facts=_facts)
-"""The aiohttp error pack (classification and facts; guidance from the built-in HTTP topics)."""
+def _topic(exc: BaseException, _facts: Mapping[str, str]) -> str | None:
+    # aiohttp's connector errors read "Cannot connect to host h:p ssl:default [...]": the words "ssl:default"
+    # would make the text look like a TLS fault, so the topic comes from the OS error underneath.
+    error = getattr(exc, "os_error", None)
+    if not isinstance(error, OSError) or "ClientConnectorError" not in _names(exc):
+        return None
+    if "ClientConnectorCertificateError" in _names(exc) or "ClientSSLError" in _names(exc):
+        return "tls"
+    if isinstance(error, socket.gaierror):
+        return "dns"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection-refused"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return "network"
+
+
+AIOHTTP_PACK = ErrorPack("aiohttp", _classify, facts=_facts, topic=_topic)
+"""The aiohttp error pack (classification, facts, topics; the steps are the built-in HTTP ones)."""

@@ -58,12 +58,39 @@ _TOPICS = {
     "42883": "postgres-schema",
     "3D000": "postgres-schema",
 }
+_STATE_NAMES = {
+    "28P01": "InvalidPassword",
+    "28000": "InvalidAuthorizationSpecification",
+    "3D000": "InvalidCatalogName",
+    "53300": "TooManyConnections",
+    "57P03": "CannotConnectNow",
+    "57P01": "AdminShutdown",
+}
 _SERVER = re.compile(r'server at "([^"]+)"(?: \([^)]*\))?, port (\d{1,5})')
+
+
+# A refused connection reaches psycopg before any SQLSTATE does: only the server's FATAL text tells why.
+_CONNECT_TEXTS = (
+    (re.compile(r"password authentication failed|authentication failed for user"), "28P01"),
+    (re.compile(r"no pg_hba\.conf entry"), "28000"),
+    (re.compile(r'role "[^"]*" does not exist'), "28000"),
+    (re.compile(r'database "[^"]*" does not exist'), "3D000"),
+    (re.compile(r"too many connections|remaining connection slots are reserved"), "53300"),
+    (re.compile(r"the database system is (?:starting up|in recovery mode|not yet accepting)"), "57P03"),
+    (re.compile(r"the database system is shutting down"), "57P01"),
+)
 
 
 def _state(exc: BaseException) -> str | None:
     state = getattr(exc, "sqlstate", None)
-    return state if isinstance(state, str) and len(state) == 5 else None
+    if isinstance(state, str) and len(state) == 5:
+        return state
+    if "OperationalError" in _names(exc):
+        text = str(exc)
+        for pattern, implied in _CONNECT_TEXTS:
+            if pattern.search(text):
+                return implied
+    return None
 
 
 def _names(exc: BaseException) -> set[str]:
@@ -93,7 +120,7 @@ def _facts(exc: BaseException) -> Mapping[str, object]:
     state = _state(exc)
     if state is not None:
         facts["sqlstate"] = state
-        facts["sqlstate_name"] = type(exc).__name__
+        facts["sqlstate_name"] = _STATE_NAMES.get(state) or type(exc).__name__
     diag = getattr(exc, "diag", None)
     for fact, attr in (
         ("constraint", "constraint_name"),
