@@ -197,3 +197,106 @@ def test_grpc_aio_errors_are_classified_alike(plant: PlantServer) -> None:
 
     err = asyncio.run(main())
     assert classify(err).kind is ErrorKind.PERMANENT
+
+
+# The interceptors: every unary call under a policy, sync and asyncio.
+
+
+def _intercepted(plant: PlantServer, clock: FakeClock, **options: Any) -> grpc.Channel:
+    from bounceback.integrations import RecoveringInterceptor
+
+    options.setdefault("attempts", 4)
+    interceptor = RecoveringInterceptor(target=plant.target, clock=clock, **options)
+    return grpc.intercept_channel(grpc.insecure_channel(plant.target), interceptor)
+
+
+def test_interceptor_retries_unavailable_until_the_server_is_back(plant: PlantServer) -> None:
+    plant.faults.code = grpc.StatusCode.UNAVAILABLE
+    clock = FakeClock()
+    clear_on_first_wait(clock, lambda: setattr(plant.faults, "code", None))
+    with _intercepted(plant, clock) as ch:
+        assert read(ch) == b"21.5 C from sensor-7"
+    assert len(plant.faults.calls) == 2 and len(clock.sleeps) == 1
+
+
+def test_interceptor_does_not_retry_a_permanent_status_and_labels_the_error(plant: PlantServer) -> None:
+    plant.faults.code = grpc.StatusCode.INVALID_ARGUMENT
+    plant.faults.details = "sensor id must be a number"
+    clock = FakeClock()
+    with _intercepted(plant, clock) as ch:
+        err = _error(lambda: read(ch))
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert len(plant.faults.calls) == 1 and clock.sleeps == []
+    t = ticket(policy(FakeClock(), attempts=1).call(lambda: (_ for _ in ()).throw(err)), FakeClock())
+    assert t.facts["rpc_method"] == METHOD
+    assert t.facts["address"] == plant.target
+    assert f"rejected the request to {METHOD}: sensor id must be a number" in guidance_text(t)
+
+
+def test_interceptor_gives_up_with_the_last_rpc_error(plant: PlantServer) -> None:
+    plant.faults.code = grpc.StatusCode.UNAVAILABLE
+    clock = FakeClock()
+    with _intercepted(plant, clock, attempts=3, breakers=False) as ch:
+        err = _error(lambda: read(ch))
+    assert err.code() is grpc.StatusCode.UNAVAILABLE
+    assert len(plant.faults.calls) == 3
+
+
+def test_interceptor_calls_no_retry_methods_once(plant: PlantServer) -> None:
+    plant.faults.code = grpc.StatusCode.UNAVAILABLE
+    clock = FakeClock()
+    with _intercepted(plant, clock, no_retry={METHOD}) as ch:
+        _error(lambda: read(ch))
+    assert len(plant.faults.calls) == 1
+
+
+def test_interceptor_honours_resource_exhausted_pushback(plant: PlantServer) -> None:
+    plant.faults.code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    plant.faults.pushback_ms = 1500
+    clock = FakeClock()
+    clear_on_first_wait(clock, lambda: setattr(plant.faults, "code", None))
+    with _intercepted(plant, clock) as ch:
+        assert read(ch) == b"21.5 C from sensor-7"
+    assert clock.sleeps == [1.5]
+
+
+def test_interceptor_breaker_opens_for_the_channel(plant: PlantServer) -> None:
+    from bounceback import CircuitBreaker, CircuitOpenError
+
+    plant.faults.code = grpc.StatusCode.UNAVAILABLE
+    clock = FakeClock()
+    breaker = CircuitBreaker("plant", consecutive_failures=2, clock=clock)
+    with _intercepted(plant, clock, attempts=1, breakers=lambda _name: breaker) as ch:
+        for _ in range(2):
+            _error(lambda: read(ch))
+        with pytest.raises(CircuitOpenError):
+            read(ch)
+    assert len(plant.faults.calls) == 2
+
+
+def test_async_interceptor_recovers_and_gives_up_like_the_sync_one(plant: PlantServer) -> None:
+    import asyncio
+
+    from bounceback.integrations import AsyncRecoveringInterceptor
+
+    clock = FakeClock()
+
+    async def main() -> tuple[bytes, grpc.StatusCode]:
+        interceptor = AsyncRecoveringInterceptor(target=plant.target, attempts=3, clock=clock, breakers=False)
+        async with grpc.aio.insecure_channel(plant.target, interceptors=[interceptor]) as ch:
+            plant.faults.code = grpc.StatusCode.DEADLINE_EXCEEDED
+            clear_on_first_wait(clock, lambda: setattr(plant.faults, "code", None))
+            ok = await ch.unary_unary(METHOD)(b"sensor-7", timeout=5)
+            clock.on_sleep = None
+            plant.faults.code = grpc.StatusCode.PERMISSION_DENIED
+            try:
+                await ch.unary_unary(METHOD)(b"sensor-7", timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                assert exc.bounceback_rpc == METHOD  # type: ignore[attr-defined]
+                return ok, exc.code()
+        raise AssertionError("no error")
+
+    ok, code = asyncio.run(main())
+    assert ok == b"21.5 C from sensor-7"
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert len(plant.faults.calls) == 3  # one failure, one success, one refusal not retried

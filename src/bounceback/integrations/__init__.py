@@ -25,6 +25,8 @@ _LAZY = {
     "HTTPX_CLASSIFIER": "bounceback.integrations._httpx",
     "RecoveringTransport": "bounceback.integrations._httpx",
     "RecoveringMiddleware": "bounceback.integrations._aiohttp",
+    "RecoveringInterceptor": "bounceback.integrations._grpc",
+    "AsyncRecoveringInterceptor": "bounceback.integrations._grpc",
     "REQUESTS_CLASSIFIER": "bounceback.integrations._requests",
     "RecoveringAdapter": "bounceback.integrations._requests",
     "RetryableResponse": "bounceback.integrations._http",
@@ -41,6 +43,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AsyncRecoveringInterceptor",
     "AsyncRecoveringTransport",
     "CommandFailed",
     "CommandResult",
@@ -54,6 +57,7 @@ __all__ = [
     "PrometheusExporter",
     "REQUESTS_CLASSIFIER",
     "RecoveringAdapter",
+    "RecoveringInterceptor",
     "RecoveringMiddleware",
     "RecoveringTransport",
     "RetryableResponse",

@@ -104,7 +104,13 @@ def _facts(exc: BaseException) -> Mapping[str, object]:
     if isinstance(method, str):
         facts["rpc_method"] = method
     target = getattr(exc, "bounceback_target", None)
-    text = " ".join(str(part) for part in (details, _call(exc, "debug_error_string"), target) if part)
+    if isinstance(target, str) and target:
+        facts["target"] = target
+        host, _, port = target.rpartition(":")
+        if host and port.isdigit():
+            facts["host"], facts["port"] = host.removeprefix("dns:///").removeprefix("ipv4:"), port
+            return facts
+    text = " ".join(str(part) for part in (details, _call(exc, "debug_error_string")) if part)
     match = _PEER.search(text) or _NAME.search(text)
     if match is not None:
         facts["host"], facts["port"] = match.group(1), match.group(2)
