@@ -281,7 +281,7 @@ def test_async_interceptor_recovers_and_gives_up_like_the_sync_one(plant: PlantS
 
     clock = FakeClock()
 
-    async def main() -> tuple[bytes, grpc.StatusCode]:
+    async def main() -> tuple[bytes, grpc.StatusCode, str]:
         interceptor = AsyncRecoveringInterceptor(target=plant.target, attempts=3, clock=clock, breakers=False)
         async with grpc.aio.insecure_channel(plant.target, interceptors=[interceptor]) as ch:
             plant.faults.code = grpc.StatusCode.DEADLINE_EXCEEDED
@@ -292,11 +292,11 @@ def test_async_interceptor_recovers_and_gives_up_like_the_sync_one(plant: PlantS
             try:
                 await ch.unary_unary(METHOD)(b"sensor-7", timeout=5)
             except grpc.aio.AioRpcError as exc:
-                assert exc.bounceback_rpc == METHOD  # type: ignore[attr-defined]
-                return ok, exc.code()
+                return ok, exc.code(), exc.bounceback_rpc  # type: ignore[attr-defined]
         raise AssertionError("no error")
 
-    ok, code = asyncio.run(main())
+    ok, code, method = asyncio.run(main())
     assert ok == b"21.5 C from sensor-7"
+    assert method == METHOD
     assert code is grpc.StatusCode.PERMISSION_DENIED
     assert len(plant.faults.calls) == 3  # one failure, one success, one refusal not retried
