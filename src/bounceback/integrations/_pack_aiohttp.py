@@ -16,14 +16,15 @@ from urllib.parse import urlsplit
 from bounceback.core._classify_types import Classification, ErrorKind
 from bounceback.core._packs import ErrorPack
 from bounceback.core._retry_after import parse_retry_after
+from bounceback.integrations._pack_support import type_names
 
 __all__ = ["AIOHTTP_PACK"]
 
 _T, _P = ErrorKind.TRANSIENT, ErrorKind.PERMANENT
 
 
-def _names(exc: BaseException) -> set[str]:
-    return {cls.__name__ for cls in type(exc).__mro__}
+def _names(exc: BaseException) -> frozenset[str]:
+    return type_names(exc)
 
 
 def _classify(exc: BaseException) -> Classification | None:

@@ -39,6 +39,9 @@ _BY_CODE: Mapping[str, tuple[ErrorKind, str]] = {
     "DATA_LOSS": (_P, "unrecoverable data loss"),
     "CANCELLED": (_P, "the call was cancelled"),
 }
+_VERDICTS = {
+    name: Classification(kind, f"gRPC {name}: {reason}") for name, (kind, reason) in _BY_CODE.items()
+}
 _TOPICS = {
     "UNAVAILABLE": "grpc-unavailable",
     "DEADLINE_EXCEEDED": "grpc-deadline",
@@ -89,7 +92,9 @@ def _classify(exc: BaseException) -> Classification | None:
     if name is None or name not in _BY_CODE:
         return None
     kind, reason = _BY_CODE[name]
-    return Classification(kind, f"gRPC {name}: {reason}", _pushback(exc) if kind is _S else None)
+    if kind is _S:
+        return Classification(kind, f"gRPC {name}: {reason}", _pushback(exc))
+    return _VERDICTS[name]
 
 
 def _facts(exc: BaseException) -> Mapping[str, object]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from bounceback.core._classify_types import Classification, ErrorKind
 from bounceback.core._guidance_step import Step
 from bounceback.core._packs import ErrorPack
+from bounceback.integrations._pack_support import type_names
 
 __all__ = ["MODBUS_PACK"]
 
@@ -33,8 +34,8 @@ _TOPIC_OF_CODE = {
 }
 
 
-def _names(exc: BaseException) -> set[str]:
-    return {cls.__name__ for cls in type(exc).__mro__}
+def _names(exc: BaseException) -> frozenset[str]:
+    return type_names(exc)
 
 
 def _code(exc: BaseException) -> int | None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from bounceback.core._classify_types import Classification, ErrorKind
 from bounceback.core._guidance_step import Step
 from bounceback.core._packs import ErrorPack
+from bounceback.integrations._pack_support import type_names
 
 __all__ = ["POSTGRES_PACK"]
 
@@ -93,8 +94,8 @@ def _state(exc: BaseException) -> str | None:
     return None
 
 
-def _names(exc: BaseException) -> set[str]:
-    return {cls.__name__ for cls in type(exc).__mro__}
+def _names(exc: BaseException) -> frozenset[str]:
+    return type_names(exc)
 
 
 def _classify(exc: BaseException) -> Classification | None:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from bounceback.core._classify_types import Classification, ErrorKind
 from bounceback.core._guidance_step import Step
 from bounceback.core._packs import ErrorPack
+from bounceback.integrations._pack_support import type_names
 
 __all__ = ["REDIS_PACK"]
 
@@ -44,6 +45,10 @@ _BY_CODE: Mapping[str, tuple[ErrorKind, str]] = {
     "OOM": (_P, "the server reached maxmemory and refuses writes"),
     "EXECABORT": (_P, "the transaction was discarded because of an earlier error"),
 }
+# Built once: classifying an error that recurs allocates nothing new.
+_VERDICTS = {
+    code: Classification(kind, f"Redis {code}: {reason}") for code, (kind, reason) in _BY_CODE.items()
+}
 _TOPIC_OF_CODE = {
     "BUSY": "redis-busy",
     "LOADING": "redis-busy",
@@ -60,8 +65,8 @@ _TOPIC_OF_CODE = {
 }
 
 
-def _names(exc: BaseException) -> set[str]:
-    return {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("redis")}
+def _names(exc: BaseException) -> frozenset[str]:
+    return type_names(exc, "redis")
 
 
 # redis-py turns some replies into their own classes and drops the code from the text.
@@ -103,9 +108,8 @@ def _classify(exc: BaseException) -> Classification | None:
     if "SlotNotCoveredError" in names:
         return Classification(_T, "no cluster node covers the slot yet")
     code = _code(exc)
-    if code is not None and code in _BY_CODE:
-        kind, reason = _BY_CODE[code]
-        return Classification(kind, f"Redis {code}: {reason}")
+    if code is not None and code in _VERDICTS:
+        return _VERDICTS[code]
     if names & {"ResponseError", "DataError", "PubSubError", "RedisClusterException", "LockError"}:
         return Classification(_P, f"Redis answered with an error ({code or type(exc).__name__})")
     return None
