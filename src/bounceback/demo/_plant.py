@@ -74,7 +74,7 @@ def plant_available() -> bool:
 class PlantDevices:
     """The Modbus and OPC UA servers. ``with PlantDevices(speed=10) as plant: plant.read("plc-09")``.
 
-    ``link_seconds`` is how long line-12's field link stays down once its server is up (divided by
+    ``link_seconds`` is how long line-12's field link stays down from its first request on (divided by
     ``speed``). The OPC UA server takes a few seconds to build its address space: it starts in the
     background, and :meth:`read` of line-12 waits for it.
     """
@@ -94,6 +94,7 @@ class PlantDevices:
         self._opcua: Any = None
         self._opcua_ready: Future[None] | None = None
         self._link_task: Any = None
+        self._link_back: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -179,14 +180,22 @@ class PlantDevices:
         node = await line.add_variable(_NODE.replace("ns=2", f"ns={ns}"), "Temperature", 21.5)
         await server.start()
         self._opcua = server
-        # The field link is down for a while: the server reports the status instead of a value.
+        # The field link is down for a while from the first request on (as the HTTP devices' outages are):
+        # the server reports the status instead of a value, then serves values again.
         await node.write_value(ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadCommunicationError)))
-        self._link_task = asyncio.get_running_loop().call_later(
-            self.link_seconds,
-            lambda: asyncio.ensure_future(
+        loop = asyncio.get_running_loop()
+
+        def link_back() -> None:
+            # Kept on self: a task nobody references may be collected before it runs.
+            self._link_back = asyncio.ensure_future(
                 node.write_value(ua.DataValue(ua.Variant(21.5, ua.VariantType.Double)))
-            ),
-        )
+            )
+
+        def first_request(_event: Any, _dispatcher: Any) -> None:
+            if self._link_task is None:
+                self._link_task = loop.call_later(self.link_seconds, link_back)
+
+        server.subscribe_server_callback(_lib("asyncua.common.callback").CallbackType.PreRead, first_request)
 
     async def _stop_all(self) -> None:
         if self._link_task is not None:
