@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +15,7 @@ from redis.retry import Retry
 
 from bounceback import ErrorKind, classify
 from bounceback.testing import FakeClock
-from tests.integrations.packs_support import clear_on_first_wait, guidance_text, policy, ticket
+from tests.integrations.packs_support import clear_on_first_wait, free_port, guidance_text, policy, ticket
 from tests.redis_server import RedisServer
 
 
@@ -161,3 +164,50 @@ def test_reply_codes_as_redis_py_parses_them(reply: str, kind: ErrorKind) -> Non
 
     err = BaseParser.parse_error(reply)
     assert classify(err).kind is kind
+
+
+def test_clusterdown_is_transient_and_recovers_when_the_slots_are_served(tmp_path: Path) -> None:
+    from tests.redis_server import find_redis_server
+
+    port = free_port()
+    args = [
+        find_redis_server(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+        "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"), "--dir", str(tmp_path),
+        # The cluster bus listens on port + 10000 unless told otherwise, past 65535 for a high free port.
+        "--cluster-port", str(free_port()),
+    ]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        node = _client(port, socket_timeout=2)
+        for _ in range(500):  # the real process starts: a short, bounded poll
+            try:
+                node.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.01)
+        # A cluster node that serves no hash slot answers CLUSTERDOWN to every key, for real.
+        err = _error(lambda: node.get("line1:temp"))
+        assert (
+            str(err).startswith("Hash slot not served")
+            or "CLUSTERDOWN" in repr(err)
+            or isinstance(err, redis.exceptions.ClusterDownError)
+        )
+        assert classify(err).kind is ErrorKind.TRANSIENT
+
+        def serve_slots() -> None:
+            node.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            for _ in range(500):
+                if b"cluster_state:ok" in node.execute_command("CLUSTER", "INFO"):
+                    return
+                time.sleep(0.01)
+
+        clock = FakeClock()
+        clear_on_first_wait(clock, serve_slots)
+        assert policy(clock).call(lambda: node.get("line1:temp")) is None
+        assert len(clock.sleeps) == 1
+        clock = FakeClock()
+        t = ticket(policy(clock, attempts=1).call(lambda: (_ for _ in ()).throw(err)), clock)
+        assert t.topic == "redis-cluster"
+    finally:
+        process.terminate()
+        process.wait(10)
