@@ -150,7 +150,8 @@ def test_timeout_is_transient(redis_server: RedisServer) -> None:
 @pytest.mark.parametrize(
     ("reply", "kind"),
     [
-        # The server's own words for states that need a cluster or a big data set to provoke.
+        # The server's own words, parsed as redis-py parses them (LOADING and CLUSTERDOWN are also provoked
+        # for real above; TRYAGAIN needs a slot migration, READONLY a fail-over, OOM a full memory).
         ("LOADING Redis is loading the dataset in memory", ErrorKind.TRANSIENT),
         ("TRYAGAIN Multiple keys request during rehashing of slot", ErrorKind.TRANSIENT),
         ("CLUSTERDOWN The cluster is down", ErrorKind.TRANSIENT),
@@ -208,6 +209,64 @@ def test_clusterdown_is_transient_and_recovers_when_the_slots_are_served(tmp_pat
         clock = FakeClock()
         t = ticket(policy(clock, attempts=1).call(lambda: (_ for _ in ()).throw(err)), clock)
         assert t.topic == "redis-cluster"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_loading_is_transient_and_recovers_when_the_data_set_is_loaded(tmp_path: Path) -> None:
+    from tests.redis_server import find_redis_server
+
+    port = free_port()
+
+    def start(*extra: str) -> subprocess.Popen[bytes]:
+        args = [find_redis_server(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path),
+                "--appendonly", "no", "--save", "", *extra]  # fmt: skip
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_until(ready: Any) -> None:
+        for _ in range(1000):  # a real process: a short, bounded poll
+            try:
+                if ready():
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.01)
+        raise AssertionError("redis-server did not get ready")
+
+    process = start()
+    try:
+        client = _client(port, socket_timeout=2)
+        wait_until(client.ping)
+        with client.pipeline(transaction=False) as pipe:
+            for i in range(5000):
+                pipe.set(f"tag:{i}", i)
+            pipe.execute()
+        client.save()
+        process.terminate()
+        process.wait(10)
+        # Restarted on its data set, slowed down so the loading lasts long enough to be seen (about 0.5 s).
+        process = start("--key-load-delay", "100", "--loading-process-events-interval-bytes", "1024")
+        loading: list[BaseException] = []
+
+        def answers_loading() -> bool:
+            try:
+                client.ping()
+            except redis.exceptions.BusyLoadingError as exc:
+                loading.append(exc)
+                return True
+            return False
+
+        wait_until(answers_loading)
+        assert classify(loading[0]).kind is ErrorKind.TRANSIENT
+        clock = FakeClock()
+        clear_on_first_wait(clock, lambda: wait_until(client.ping))
+        assert policy(clock).call(lambda: client.get("tag:4999")) == b"4999"
+        assert len(clock.sleeps) == 1
+        clock = FakeClock()
+        t = ticket(policy(clock, attempts=1).call(lambda: (_ for _ in ()).throw(loading[0])), clock)
+        assert t.topic == "redis-busy"
+        assert "still loading" in guidance_text(t)
     finally:
         process.terminate()
         process.wait(10)
