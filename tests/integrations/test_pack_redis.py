@@ -151,7 +151,7 @@ def test_timeout_is_transient(redis_server: RedisServer) -> None:
     ("reply", "kind"),
     [
         # The server's own words, parsed as redis-py parses them (LOADING and CLUSTERDOWN are also provoked
-        # for real above; TRYAGAIN needs a slot migration, READONLY a fail-over, OOM a full memory).
+        # for real below; TRYAGAIN needs a slot migration, READONLY a fail-over, OOM a full memory).
         ("LOADING Redis is loading the dataset in memory", ErrorKind.TRANSIENT),
         ("TRYAGAIN Multiple keys request during rehashing of slot", ErrorKind.TRANSIENT),
         ("CLUSTERDOWN The cluster is down", ErrorKind.TRANSIENT),
