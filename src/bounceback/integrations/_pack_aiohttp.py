@@ -74,7 +74,7 @@ def _facts(exc: BaseException) -> Mapping[str, object]:
     return facts
 
 
-def _topic(exc: BaseException, _facts: Mapping[str, str]) -> str | None:
+def _topic(exc: BaseException, _known: Mapping[str, str]) -> str | None:
     # aiohttp's connector errors read "Cannot connect to host h:p ssl:default [...]": the words "ssl:default"
     # would make the text look like a TLS fault, so the topic comes from the OS error underneath.
     error = getattr(exc, "os_error", None)

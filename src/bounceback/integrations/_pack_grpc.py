@@ -122,7 +122,7 @@ def _facts(exc: BaseException) -> Mapping[str, object]:
     return facts
 
 
-def _topic(exc: BaseException, _facts: Mapping[str, str]) -> str | None:
+def _topic(exc: BaseException, _known: Mapping[str, str]) -> str | None:
     return _TOPICS.get(grpc_code_name(exc) or "")
 
 

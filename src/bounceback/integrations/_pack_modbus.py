@@ -92,7 +92,7 @@ def _facts(exc: BaseException) -> Mapping[str, object]:
     return facts
 
 
-def _topic(exc: BaseException, _facts: Mapping[str, str]) -> str | None:
+def _topic(exc: BaseException, _known: Mapping[str, str]) -> str | None:
     code = _code(exc)
     if code is not None:
         return _TOPIC_OF_CODE.get(code, "modbus-rejected")

@@ -121,7 +121,7 @@ def _facts(exc: BaseException) -> Mapping[str, object]:
     return facts
 
 
-def _topic(exc: BaseException, _facts: Mapping[str, str]) -> str | None:
+def _topic(exc: BaseException, _known: Mapping[str, str]) -> str | None:
     name = _status(exc)
     if name is None:
         return None

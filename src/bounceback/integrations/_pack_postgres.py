@@ -143,7 +143,7 @@ def _facts(exc: BaseException) -> Mapping[str, object]:
     return facts
 
 
-def _topic(exc: BaseException, _facts: Mapping[str, str]) -> str | None:
+def _topic(exc: BaseException, _known: Mapping[str, str]) -> str | None:
     state = _state(exc)
     if state is None:
         return None

@@ -120,7 +120,7 @@ def _facts(exc: BaseException) -> Mapping[str, object]:
     return {"redis_error": code} if code else {}
 
 
-def _topic(exc: BaseException, _facts: Mapping[str, str]) -> str | None:
+def _topic(exc: BaseException, _known: Mapping[str, str]) -> str | None:
     if _names(exc) & {"AuthenticationError", "AuthorizationError"}:
         return "redis-auth"
     return _TOPIC_OF_CODE.get(_code(exc) or "")
