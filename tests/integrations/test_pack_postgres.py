@@ -186,3 +186,27 @@ def test_server_down_is_transient_and_recovers_when_it_is_back(db: PostgresServe
             db.start()
         except RuntimeError:
             pass  # already running again
+
+
+def test_a_statement_timeout_and_a_lock_not_available_are_transient(db: PostgresServer) -> None:
+    with db.connect() as conn, pytest.raises(errors.QueryCanceled) as cancelled:
+        conn.execute("SET statement_timeout = '20ms'")
+        conn.execute("SELECT pg_sleep(2)")
+    assert classify(cancelled.value).kind is ErrorKind.TRANSIENT
+    holder = psycopg.connect(db.dsn)
+    try:
+        holder.execute("SELECT * FROM batches WHERE id = 1 FOR UPDATE")
+        with psycopg.connect(db.dsn) as conn, pytest.raises(errors.LockNotAvailable) as locked:
+            conn.execute("SELECT * FROM batches WHERE id = 1 FOR UPDATE NOWAIT")
+        assert classify(locked.value).kind is ErrorKind.TRANSIENT
+        clock = FakeClock()
+        clear_on_first_wait(clock, holder.rollback)
+
+        def take() -> Any:
+            with psycopg.connect(db.dsn) as conn:
+                return conn.execute("SELECT kg FROM batches WHERE id = 1 FOR UPDATE NOWAIT").fetchone()
+
+        assert policy(clock).call(take) is not None
+        assert len(clock.sleeps) == 1
+    finally:
+        holder.close()
