@@ -150,8 +150,8 @@ def test_timeout_is_transient(redis_server: RedisServer) -> None:
 @pytest.mark.parametrize(
     ("reply", "kind"),
     [
-        # The server's own words, parsed as redis-py parses them (LOADING and CLUSTERDOWN are also provoked
-        # for real below; TRYAGAIN needs a slot migration, READONLY a fail-over, OOM a full memory).
+        # The server's own words, parsed as redis-py parses them (all but TRYAGAIN, which needs a slot
+        # migration, are also provoked for real in the tests below).
         ("LOADING Redis is loading the dataset in memory", ErrorKind.TRANSIENT),
         ("TRYAGAIN Multiple keys request during rehashing of slot", ErrorKind.TRANSIENT),
         ("CLUSTERDOWN The cluster is down", ErrorKind.TRANSIENT),
@@ -270,3 +270,65 @@ def test_loading_is_transient_and_recovers_when_the_data_set_is_loaded(tmp_path:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_readonly_and_masterdown_replicas_are_transient_and_recover_on_failover(
+    own_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from tests.redis_server import find_redis_server
+
+    port = free_port()
+    args = [find_redis_server(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+            "--dir", str(tmp_path), "--replicaof", "127.0.0.1", str(own_redis_server.port)]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        replica = _client(port, socket_timeout=2)
+        for _ in range(500):  # the real process starts: a short, bounded poll
+            try:
+                replica.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.01)
+        # A write to a replica is refused with READONLY, as after a fail-over the client has not noticed yet.
+        readonly = _error(lambda: replica.set("k", "v"))
+        assert isinstance(readonly, redis.exceptions.ReadOnlyError)
+        assert classify(readonly).kind is ErrorKind.TRANSIENT
+        clock = FakeClock()
+        t = ticket(policy(clock, attempts=1).call(lambda: (_ for _ in ()).throw(readonly)), clock)
+        assert t.topic == "redis-cluster"
+        # A replica that may not serve stale data answers MASTERDOWN while its master is gone.
+        replica.config_set("replica-serve-stale-data", "no")
+        own_redis_server.kill()
+        masterdown = None
+        for _ in range(500):
+            try:
+                replica.get("k")
+            except redis.exceptions.MasterDownError as exc:
+                masterdown = exc
+                break
+            except redis.ResponseError:
+                pass
+            time.sleep(0.01)
+        assert masterdown is not None
+        assert classify(masterdown).kind is ErrorKind.TRANSIENT
+        # Fail-over: the replica is promoted; the write that was refused now succeeds.
+        clock = FakeClock()
+        clear_on_first_wait(clock, lambda: replica.execute_command("REPLICAOF", "NO", "ONE"))
+        assert policy(clock).call(lambda: replica.set("k", "v")) is True
+        assert len(clock.sleeps) == 1
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_out_of_memory_is_permanent_with_memory_guidance(own_redis_server: RedisServer) -> None:
+    client = _client(own_redis_server.port, socket_timeout=2)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")  # below what the server already uses: every write is refused
+    clock = FakeClock()
+    info = policy(clock).call(lambda: client.set("recipe:17", "x" * 10_000))
+    assert isinstance(info.error, redis.exceptions.OutOfMemoryError)
+    assert info.classification.kind is ErrorKind.PERMANENT and clock.sleeps == []
+    t = ticket(info, clock)
+    assert t.topic == "redis-out-of-memory"
+    assert "maxmemory" in guidance_text(t)
