@@ -162,7 +162,8 @@ def pack_for(cls: type[BaseException]) -> ErrorPack | None:
     pack = None
     if _sources:
         for klass in cls.__mro__:
-            top = klass.__module__.partition(".")[0]
+            module = getattr(klass, "__module__", None)
+            top = module.partition(".")[0] if isinstance(module, str) else ""
             if top in _sources:
                 pack = _load(top)
                 if pack is not None:
