@@ -4,10 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System parts: a real Redis server and Debian's Chromium (never a downloaded browser).
+# System parts: a real Redis server, Debian's Chromium (never a downloaded browser), and PostgreSQL's server
+# binaries (the error-pack tests start a throwaway cluster of their own; the package's default cluster is
+# not used).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

@@ -52,6 +52,7 @@ from bounceback.core._log import event_fields, log_events
 from bounceback.core._manual import Choice, ChoiceKind, GuidanceStep, Record, Resolution, Ticket, open_ticket
 from bounceback.core._manual_ports import MemoryTickets, TicketPrompter, TicketStore
 from bounceback.core._manual_recovery import PASS, ManualRecovery, chain
+from bounceback.core._packs import ErrorPack, register_pack, unregister_pack
 from bounceback.core._policy import Policy, RetryAgain, retry
 from bounceback.core._redact import redact
 from bounceback.core._registry import Registry, registry
@@ -73,6 +74,10 @@ from bounceback.errors import (
     RetriesExhausted,
     StoreError,
 )
+
+# Registers the error packs of client libraries (Redis, gRPC, Modbus, OPC UA, aiohttp, PostgreSQL); each is
+# imported only when an error of its library is first classified.
+from bounceback.integrations import _packs as _client_error_packs  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -107,6 +112,7 @@ __all__ = [
     "ConfigError",
     "DEFAULT_CLASSIFIER",
     "ErrorKind",
+    "ErrorPack",
     "Event",
     "EventBus",
     "GiveUp",
@@ -166,6 +172,8 @@ __all__ = [
     "parse_duration",
     "parse_retry_after",
     "redact",
+    "register_pack",
     "registry",
     "retry",
+    "unregister_pack",
 ]

@@ -41,7 +41,14 @@ def test_demo_fast_recovers_what_it_can_and_parks_tickets(tmp_path: Path) -> Non
     assert (refusing["outcome"], refusing["detail"]) == ("ticket", "connection-refused")
     assert (auth["outcome"], auth["detail"], auth["attempts"]) == ("ticket", "authentication", 1)
     assert "credentials" in auth["guidance"]
-    assert sorted(summary["tickets"]) == sorted([refusing["ticket"], auth["ticket"]])
+    # The industrial devices: a real Modbus TCP server and a real OPC UA server, classified by the packs.
+    assert by_fault["modbus-busy"] == {**by_fault["modbus-busy"], "outcome": "recovered", "attempts": 3}
+    assert by_fault["modbus-gateway"] == {**by_fault["modbus-gateway"], "outcome": "recovered", "attempts": 2}
+    assert by_fault["opcua-link"]["outcome"] == "recovered"
+    meter = by_fault["modbus-address"]
+    assert (meter["outcome"], meter["detail"], meter["attempts"]) == ("ticket", "modbus-bad-address", 1)
+    assert "Device 3 has no register 4000" in meter["guidance"]
+    assert sorted(summary["tickets"]) == sorted([refusing["ticket"], auth["ticket"], meter["ticket"]])
     assert took < 60
 
     # Without a terminal the tickets are parked in the home database, for the CLI (and dashboard) to resolve.
@@ -53,13 +60,14 @@ def test_demo_fast_recovers_what_it_can_and_parks_tickets(tmp_path: Path) -> Non
     text = json.dumps(status)
     assert "device/boiler-05" in text
     assert "pull-config/mixer-03" in text
+    assert "device/plc-09" in text and "pull-config/line-12" in text  # the industrial devices too
 
 
 def test_demo_prints_a_summary_table_and_next_steps(tmp_path: Path) -> None:
     done = _bounceback(tmp_path, "demo", "--fast", "--no-progress")
     assert done.returncode == 0, done.stderr
-    assert "pulled configuration from 8 devices" in done.stdout
-    for device in ("press-01", "boiler-05", "valve-06", "sensor-07"):
+    assert "pulled configuration from 12 devices" in done.stdout
+    for device in ("press-01", "boiler-05", "valve-06", "sensor-07", "plc-09", "meter-11", "line-12"):
         assert device in done.stdout
     assert "bounceback tickets show" in done.stderr
     assert "\x1b[" not in done.stderr  # no terminal: plain text
@@ -71,7 +79,7 @@ def test_demo_serves_the_dashboard_beside_it(tmp_path: Path) -> None:
     line = next(x for x in done.stderr.splitlines() if x.startswith("dashboard: "))
     assert line.startswith("dashboard: http://127.0.0.1:")
     assert "token=" in line
-    assert len(json.loads(done.stdout)["devices"]) == 8
+    assert len(json.loads(done.stdout)["devices"]) == 12
 
 
 def test_demo_at_a_terminal_asks_about_each_ticket(home: Path) -> None:
@@ -83,12 +91,12 @@ def test_demo_at_a_terminal_asks_about_each_ticket(home: Path) -> None:
     try:
         answered = 0
         deadline = time.monotonic() + 60
-        while answered < 2 and time.monotonic() < deadline:
+        while answered < 3 and time.monotonic() < deadline:
             term.pump()
             if term.text().count("Choose 1-") > answered:
-                os.write(term.master, b"3\n")  # abort, for both tickets
+                os.write(term.master, b"3\n")  # abort, for the three tickets
                 answered += 1
-        assert answered == 2, term.text()[-2000:]
+        assert answered == 3, term.text()[-2000:]
         assert term.wait(60) == 0
     finally:
         term.close()

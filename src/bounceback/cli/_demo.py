@@ -14,8 +14,7 @@ from rich.text import Text
 from bounceback.cli._app import AppContext, cli, echo_json, pass_app
 from bounceback.console import ProgressDisplay
 from bounceback.console._prompt import TerminalPrompter
-from bounceback.demo._fleet import DEVICES
-from bounceback.demo._job import DemoResult, run_job
+from bounceback.demo._job import DemoResult, demo_devices, run_job
 from bounceback.stores import open_home
 
 __all__ = ["demo_command"]
@@ -52,7 +51,9 @@ def demo_command(
     open_home(database).close()
     err = Console(stderr=True, highlight=False)
     err.print(
-        Text.assemble(("bounceback demo", "bold"), f": {len(DEVICES)} devices on 127.0.0.1, home {database}")
+        Text.assemble(
+            ("bounceback demo", "bold"), f": {len(demo_devices())} devices on 127.0.0.1, home {database}"
+        )
     )
     server = _start_dashboard(app, port, err) if dashboard else None
     display = ProgressDisplay(console=err, mode="off" if no_progress else "auto")

@@ -10,6 +10,7 @@ import errno
 import socket
 
 from bounceback.core._classify_types import Classification, ErrorKind
+from bounceback.core._packs import pack_classify, pack_for
 from bounceback.errors import (
     AttemptTimeout,
     BulkheadFull,
@@ -21,7 +22,7 @@ from bounceback.errors import (
     RetriesExhausted,
 )
 
-__all__: list[str] = []
+__all__ = ["forget_types"]
 
 # errno values that describe a passing condition of the network or the machine.
 _TRANSIENT_ERRNOS = {
@@ -99,8 +100,16 @@ def _stdlib(exc: BaseException) -> Classification | None:
     return verdict  # type: ignore[return-value]
 
 
+def forget_types() -> None:
+    """Drop the verdicts cached per type (an error pack was registered or removed)."""
+    _TYPE_CACHE.clear()
+
+
 def _by_type(cls: type[BaseException]) -> Classification | _Inspect | None:
     """The verdict for every instance of ``cls``, or _INSPECT when instances differ."""
+    if pack_for(cls) is not None:
+        # A library's pack reads the instance (status code, SQLSTATE, message); asked once per type.
+        return _INSPECT
     if issubclass(cls, (CircuitOpenError, socket.gaierror)) or cls.__module__ == "sqlite3":
         return _INSPECT
     if cls.__name__ == "HTTPError":
@@ -130,6 +139,11 @@ def _by_instance(exc: BaseException) -> Classification | None:
             # Forced open: only a person can close it, so waiting cannot help.
             return Classification(ErrorKind.PERMANENT, f"circuit {exc.breaker!r} is {exc.state} by hand")
         return Classification(ErrorKind.THROTTLED, f"circuit {exc.breaker!r} is {exc.state}", exc.retry_after)
+    pack = pack_for(type(exc))
+    if pack is not None:
+        known = pack_classify(pack, exc)
+        if known is not None:
+            return known
     if isinstance(exc, socket.gaierror):
         if exc.errno in _GAI_TRANSIENT:
             return Classification(ErrorKind.TRANSIENT, "temporary failure in name resolution")

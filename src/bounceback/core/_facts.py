@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bounceback.core._classify import Classification
+from bounceback.core._packs import pack_facts
 from bounceback.core._redact import redact
 from bounceback.errors import CircuitOpenError
 
@@ -176,6 +177,10 @@ def _from_message(facts: dict[str, str], message: str) -> None:
 
 
 def _from_error(facts: dict[str, str], exc: BaseException, now: float) -> None:
+    # A library's pack knows its own errors best (a node id, a register, an SQLSTATE), so it speaks first.
+    for key, value in pack_facts(exc).items():
+        if isinstance(key, str) and key.isidentifier():
+            _put(facts, key, value)
     for name in ("host", "hostname", "port"):
         value = _safe_attr(exc, name)
         if isinstance(value, (str, int)) and not isinstance(value, bool):

@@ -7,6 +7,9 @@ from the error (:func:`bounceback.core._facts.error_facts`). A step lists altern
 whose placeholders are all known is shown, and a step with none left out (so a person never reads
 "check {host}"). The reason recovery stopped (cancelled, deadline, budget, result) adds its own step.
 
+Error packs (:mod:`bounceback.core._packs`) add topics and steps for their library's errors (Modbus, OPC UA,
+gRPC, Redis, PostgreSQL, aiohttp), tried after a program's own topics and before the built-in ones.
+
 Programs extend the catalog: new topics matched by exception type or predicate (tried before the
 built-in ones), and extra steps per topic, per exception type and per operation. The built-in texts live
 in :mod:`bounceback.core._guidance_texts`.
@@ -22,6 +25,7 @@ from bounceback.core._classify import ErrorKind
 from bounceback.core._facts import error_chain
 from bounceback.core._guidance_step import KEY, RenderedStep, Step
 from bounceback.core._guidance_texts import BUILTIN_STEPS, REASON_STEPS, builtin_topic
+from bounceback.core._packs import pack_steps, pack_topic
 from bounceback.errors import ConfigError
 
 __all__ = ["GuidanceCatalog", "RenderedStep", "Step", "default_guidance"]
@@ -118,6 +122,11 @@ class GuidanceCatalog:
                         return entry.name
                 except Exception:  # a program's matcher must not hide the ticket
                     continue
+        for exc in error_chain(error):
+            # Then the error pack of the library that raised it (Modbus, OPC UA, gRPC ...), if it has one.
+            known = pack_topic(exc, facts)
+            if known is not None:
+                return known
         return builtin_topic(error, facts, kind)
 
     def steps(self, operation: str, topic: str, error: BaseException | None, reason: str = "") -> list[Step]:
@@ -141,6 +150,7 @@ class GuidanceCatalog:
             ]
             tail = list(self._steps.get((None, "*"), ()))
         if self._builtins:
+            groups.append(pack_steps(topic))
             groups.append(BUILTIN_STEPS.get(topic, ()))
             groups.append(REASON_STEPS.get(reason, ()))
         groups.append(tail)

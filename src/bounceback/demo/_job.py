@@ -9,6 +9,8 @@ terminal (when there is one) or listed with the command that resolves them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -21,10 +23,12 @@ import httpx
 
 from bounceback.core._backoff import Backoff
 from bounceback.core._breaker import CircuitBreaker
+from bounceback.core._classify import DEFAULT_CLASSIFIER
 from bounceback.core._events import Event, RecoveryExhausted, RecoverySucceeded, default_bus
 from bounceback.core._manual_recovery import ManualRecovery
 from bounceback.core._policy import Policy
-from bounceback.demo._fleet import DEVICES, Fleet
+from bounceback.demo._fleet import DEVICES, Device, Fleet
+from bounceback.demo._plant import PLANT_DEVICES, PlantDevices, plant_available
 from bounceback.errors import RecoveryRequired
 from bounceback.integrations._http import RetryableResponse, classify_status
 from bounceback.integrations._httpx import HTTPX_CLASSIFIER
@@ -33,7 +37,12 @@ from bounceback.stores._settings_store import SqliteSettings
 from bounceback.stores._shared import breaker_store_from_settings
 from bounceback.stores._tickets import SqliteTickets
 
-__all__ = ["DemoResult", "DeviceOutcome", "run_job"]
+__all__ = ["DemoResult", "DeviceOutcome", "demo_devices", "run_job"]
+
+
+def demo_devices() -> tuple[Device, ...]:
+    """Every device of the demo: the HTTP fleet, and the Modbus / OPC UA ones when their extras are installed."""
+    return DEVICES + (PLANT_DEVICES if plant_available() else ())
 
 
 @dataclass(slots=True)
@@ -132,11 +141,21 @@ def run_job(
     stop_counting = default_bus.subscribe(counter)
     result = DemoResult(database=database)
     started = time.monotonic()
+    devices = demo_devices()
     try:
-        with Fleet(speed=speed) as fleet, httpx.Client(timeout=limits.http_timeout) as client:
+        with (
+            Fleet(speed=speed) as fleet,
+            httpx.Client(timeout=limits.http_timeout) as client,
+            PlantDevices(speed=speed) if len(devices) > len(DEVICES) else contextlib.nullcontext() as plant,
+        ):
+            plant_devices = {d.name: d for d in PLANT_DEVICES}
+            if plant is not None:
+                # The OPC UA server builds its address space first (CPU-bound, a second or two): before the
+                # pulls start, so it does not slow the other devices' stories down.
+                plant.wait_ready()
 
             def pull(name: str) -> DeviceOutcome:
-                device = fleet.devices[name]
+                device = fleet.devices.get(name) or plant_devices[name]
                 outcome = DeviceOutcome(name, device.kind, device.fault)
                 operation = f"pull-config/{name}"
                 breaker = CircuitBreaker(
@@ -154,12 +173,18 @@ def run_job(
                     deadline=limits.deadline,
                     backoff=limits.backoff,
                     breaker=breaker,
-                    classifier=HTTPX_CLASSIFIER,
+                    # The plant's Modbus and OPC UA errors are known by the error packs of the defaults.
+                    classifier=HTTPX_CLASSIFIER if name in fleet.devices else DEFAULT_CLASSIFIER,
                     fallback=ManualRecovery("park", store=tickets, settings=settings),
                 )
+                if name in fleet.devices:
+                    attempt = functools.partial(fetch_config, client, fleet.url(name), time.time)
+                else:
+                    assert plant is not None, "plant devices run only with their servers"
+                    attempt = functools.partial(plant.read, name)
                 t0 = time.monotonic()
                 try:
-                    config = policy.call(fetch_config, client, fleet.url(name), time.time)
+                    config = policy.call(attempt)
                 except RecoveryRequired as exc:
                     outcome.outcome = "ticket"
                     outcome.ticket_id = exc.ticket.id
@@ -171,7 +196,7 @@ def run_job(
                     outcome.detail = f"{type(exc).__name__}: {exc}"
                 else:
                     outcome.outcome = "ok"
-                    outcome.detail = f"firmware {config.get('firmware')}"
+                    outcome.detail = _detail(config)
                 finally:
                     policy.close()
                 outcome.seconds = time.monotonic() - t0
@@ -182,8 +207,8 @@ def run_job(
                     on_outcome(outcome)
                 return outcome
 
-            with ThreadPoolExecutor(max_workers=len(DEVICES), thread_name_prefix="demo-device") as pool:
-                result.outcomes = list(pool.map(pull, [d.name for d in DEVICES]))
+            with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="demo-device") as pool:
+                result.outcomes = list(pool.map(pull, [d.name for d in devices]))
             if prompter is not None:
                 _offer_tickets(result, tickets, prompter, pull)
     finally:
@@ -193,6 +218,14 @@ def run_job(
         settings.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _detail(config: dict[str, Any]) -> str:
+    if "registers" in config:
+        return f"unit {config['unit']} registers {config['address']}.. = {config['registers']}"
+    if "temperature_c" in config:
+        return f"Line1.Temperature = {config['temperature_c']} °C"
+    return f"firmware {config.get('firmware')}"
 
 
 def _offer_tickets(
