@@ -93,8 +93,14 @@ class Backoff:
             low = 0 if self.kind is BackoffKind.LINEAR else 1
             raise ConfigError("multiplier", multiplier, f"a finite number from {low} to 1000")
         self.multiplier = float(multiplier)
-        # The first bases are computed once: the retry decision then costs a tuple index.
-        self._bases = tuple(self._base(n) for n in range(64))
+        # The bases are computed once, up to the cap (every later one is the cap): the retry decision then
+        # costs a tuple index, and a Backoff stays small (9 floats for the defaults, not 64).
+        bases = []
+        for n in range(64):
+            bases.append(self._base(n))
+            if bases[-1] >= self.max_delay:
+                break
+        self._bases = tuple(bases)
 
     def _base(self, retry: int) -> float:
         if self.kind is BackoffKind.CONSTANT:
@@ -111,11 +117,13 @@ class Backoff:
 
     def base(self, retry: int) -> float:
         """The un-jittered delay before retry number ``retry`` (0 for the first retry), capped."""
-        return self._bases[retry] if retry < 64 else self._base(retry)
+        bases = self._bases
+        return bases[retry] if retry < len(bases) else self._base(retry)
 
     def delay(self, retry: int, previous: float, rng: random.Random | Any) -> float:
         """The wait before retry number ``retry`` (0-based). ``previous`` is the last wait (decorrelated)."""
-        base = self._bases[retry] if retry < 64 else self._base(retry)
+        bases = self._bases
+        base = bases[retry] if retry < len(bases) else self._base(retry)
         jitter = self.jitter
         if jitter is Jitter.FULL:
             return rng.random() * base

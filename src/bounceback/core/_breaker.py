@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from bounceback.core._breaker_config import trip_reason
@@ -35,7 +36,7 @@ from bounceback.core._breaker_control import _ControlMixin
 from bounceback.core._breaker_core import BreakerState, Change, is_warm
 from bounceback.core._breaker_forms import _FormsMixin
 from bounceback.core._breaker_health import _HealthMixin
-from bounceback.core._breaker_metrics import BreakerMetrics, HealthStats, Transition
+from bounceback.core._breaker_metrics import NO_CHECKS, BreakerMetrics, Transition
 from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, WindowSpec
 from bounceback.core._classify import Classification, ClassifierLike, ErrorKind, as_classifier
 from bounceback.core._events import CallRejected, EventBus, default_bus
@@ -59,6 +60,7 @@ _COUNTED = 1
 _PROBE = 2
 _monotonic = time.monotonic
 _RNG = random.Random()
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
@@ -118,8 +120,8 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
             raise ConfigError("health_check", health_check, "a function (sync or async) taking no arguments")
         self.name = name if name is not None else f"breaker-{id(self):x}"
         self._key = self.name
-        self._explicit = dict(limits)
-        self._overlay: dict[str, Any] = {}
+        self._explicit = limits  # a fresh dict already (keyword arguments)
+        self._overlay: Mapping[str, Any] = _NOTHING
         self._settings = settings
         self._cfg = self._build()
         clock = clock or SYSTEM_CLOCK
@@ -150,20 +152,20 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         self._since = self._now()
         self._since_wall = self._wall()
         self._in_flight = self._probes = self._rejected = self._opens = 0
-        self._transitions: deque[Transition] = deque(maxlen=10)
+        self._transitions: deque[Transition] | None = None  # made at the first transition
         self._degraded = False
         self._store_retry_at = self._next_sync = 0.0
         self._health = health_check
-        self._health_async = inspect.iscoroutinefunction(health_check)
+        self._health_async = health_check is not None and inspect.iscoroutinefunction(health_check)
         self._health_due = math.inf
-        self._health_stats = HealthStats()
+        self._health_stats = NO_CHECKS
         self._timers = real if timers is None else bool(timers)
         self._driver: Any = None
-        self._wake = threading.Event()
+        # Timer-thread wake-up, made when a timer thread starts (most breakers never start one).
+        self._wake: threading.Event | None = None
         self._stopping = False
-        self._permits: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
-            f"bounceback_breaker_{self.name}", default=()
-        )
+        # The permits of open ``with breaker:`` blocks, per thread and task; made at the first block.
+        self._permits: contextvars.ContextVar[tuple[Any, ...]] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._reflags()
         self._restore()

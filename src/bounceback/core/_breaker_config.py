@@ -147,6 +147,8 @@ def build_config(values: Mapping[str, Any], labels: Mapping[str, str] | None = N
     ...
     bounceback.errors.ConfigError: half_open_calls: got 0; expected a whole number from 1 to 1_000_000
     """
+    if not values:
+        return _DEFAULT  # immutable: every breaker left at the defaults shares one
     unknown = set(values) - _FIELDS
     if unknown:
         name = sorted(unknown)[0]
@@ -209,6 +211,9 @@ def build_config(values: Mapping[str, Any], labels: Mapping[str, str] | None = N
         raise ConfigError(label("record_permanent"), v["record_permanent"], "True or False")
     out["record_permanent"] = v["record_permanent"]
     return BreakerConfig(**out)
+
+
+_DEFAULT = BreakerConfig()
 
 
 def trip_reason(cfg: BreakerConfig, counts: WindowCounts) -> str | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bounceback.core._breaker_config import SETTINGS_KEYS, STORE_KEYS, BreakerConfig, build_config
 from bounceback.core._breaker_core import BreakerState, _BreakerCore, is_warm
-from bounceback.core._breaker_metrics import BreakerMetrics, HealthStats
+from bounceback.core._breaker_metrics import NO_CHECKS, BreakerMetrics, HealthStats
 from bounceback.core._breaker_store import NO_OUTCOME, WindowSpec
 from bounceback.errors import ConfigError
 
@@ -29,7 +29,7 @@ class _ControlMixin(_BreakerCore):
     __slots__ = ()
 
     _explicit: dict[str, Any]
-    _overlay: dict[str, Any]
+    _overlay: Mapping[str, Any]
     _settings: Any
     _unsubscribe: Callable[[], None] | None
     _health_stats: HealthStats
@@ -174,7 +174,7 @@ class _ControlMixin(_BreakerCore):
         with self._lock:
             self._rejected = 0
             self._opens = 0
-            self._health_stats = HealthStats()
+            self._health_stats = NO_CHECKS
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -210,7 +210,7 @@ class _ControlMixin(_BreakerCore):
             time_in_state=max(0.0, now - self._since),
             retry_at=self._open_until_wall if is_open else None,
             retry_after=max(0.0, self._open_until - now) if is_open else None,
-            last_transitions=tuple(self._transitions),
+            last_transitions=tuple(self._transitions or ()),
             health=self._health_stats,
             store=self._store.name,
             store_available=not self._degraded,

@@ -135,7 +135,7 @@ class _BreakerCore:
     _probes: int
     _rejected: int
     _opens: int
-    _transitions: deque[Transition]
+    _transitions: deque[Transition] | None
     _lock: threading.Lock
     _now: Callable[[], float]
     _wall: Callable[[], float]
@@ -221,6 +221,8 @@ class _BreakerCore:
         if new is _O:
             self._opens += 1
             self._health_due = now + self._cfg.health_check_seconds
+        if self._transitions is None:
+            self._transitions = deque(maxlen=10)
         self._transitions.append(Transition(wall, old.value, new.value, reason))
         event = None
         if self._bus.listening:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
@@ -27,7 +28,8 @@ T = TypeVar("T")
 class _FormsMixin(_BreakerCore):
     __slots__ = ()
 
-    _permits: contextvars.ContextVar[tuple[Any, ...]]
+    _permits: contextvars.ContextVar[tuple[Any, ...]] | None
+    _lock: threading.Lock
 
     if TYPE_CHECKING:
 
@@ -136,14 +138,20 @@ class _FormsMixin(_BreakerCore):
 
     def _enter(self) -> None:
         permit = self.acquire()
-        self._permits.set((*self._permits.get(), permit))
+        permits = self._permits
+        if permits is None:
+            with self._lock:
+                if self._permits is None:
+                    self._permits = contextvars.ContextVar(f"bounceback_breaker_{self.name}", default=())
+                permits = self._permits
+        permits.set((*permits.get(), permit))
 
     def _exit(self, exc: BaseException | None) -> None:
-        stack = self._permits.get()
+        stack = self._permits.get() if self._permits is not None else ()
         if not stack:
             raise RuntimeError(f"breaker {self.name!r}: block exited that was never entered")
         permit = stack[-1]
-        self._permits.set(stack[:-1])
+        self._permits.set(stack[:-1])  # type: ignore[union-attr]  # set: the stack was not empty
         if exc is None:
             self.release(permit, None)
         elif isinstance(exc, Exception):

@@ -35,7 +35,7 @@ class _HealthMixin(_BreakerCore):
     _health_stats: HealthStats
     _timers: bool
     _driver: Any
-    _wake: threading.Event
+    _wake: threading.Event | None
     _stopping: bool
 
     def _watched(self) -> bool:
@@ -181,7 +181,7 @@ class _HealthMixin(_BreakerCore):
                 if isinstance(driver, tuple):
                     loop, wake = driver
                     loop.call_soon_threadsafe(wake.set)
-                else:
+                elif self._wake is not None:
                     self._wake.set()
                 return
             if self._health_async:
@@ -196,6 +196,8 @@ class _HealthMixin(_BreakerCore):
                     task.add_done_callback(_TASKS.discard)
                     _TASKS.add(task)
                     return
+            if self._wake is None:
+                self._wake = threading.Event()
             thread = threading.Thread(target=self._drive, name=f"bounceback-breaker-{self.name}", daemon=True)
             self._driver = thread
         thread.start()
@@ -208,13 +210,15 @@ class _HealthMixin(_BreakerCore):
             return False
 
     def _drive(self) -> None:
+        wake = self._wake
+        assert wake is not None  # made before the thread starts
         while True:
             wait = self.tick()
             if self._should_stop(wait):
                 return
             if wait is not None:
-                self._wake.wait(wait)
-                self._wake.clear()
+                wake.wait(wait)
+                wake.clear()
 
     async def _adrive(self, wake: asyncio.Event) -> None:
         try:
@@ -243,7 +247,7 @@ class _HealthMixin(_BreakerCore):
             loop, wake = driver
             if not loop.is_closed():
                 loop.call_soon_threadsafe(wake.set)
-        else:
+        elif self._wake is not None:
             self._wake.set()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BreakerMetrics", "HealthStats", "Transition"]
+__all__ = ["BreakerMetrics", "HealthStats", "NO_CHECKS", "Transition"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,10 @@ class HealthStats:
     last_ok: bool | None = None
     last_error: str | None = None
     last_duration: float | None = None
+
+
+NO_CHECKS = HealthStats()
+"""The stats of a breaker whose health check never ran (immutable, so shared by every such breaker)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ from bounceback.errors import (
 __all__ = ["Policy", "RetryAgain", "RetryOptions", "retry"]
 
 P = ParamSpec("P")
+_DEFAULT_BACKOFF = Backoff()  # immutable, so every policy without its own shares this one
 T = TypeVar("T")
 
 
@@ -187,7 +188,7 @@ class Policy(_AsyncCalls):
             attempt_timeout=to_seconds(
                 values.get("attempt_timeout"), "attempt_timeout", allow_none=True, allow_zero=False
             ),
-            backoff=values.get("backoff") or Backoff(),
+            backoff=values.get("backoff") or _DEFAULT_BACKOFF,
             max_retry_after=to_seconds(
                 values.get("max_retry_after", SCHEMA["retry.max_retry_after"].default), "max_retry_after"
             ),

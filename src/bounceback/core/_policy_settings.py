@@ -10,7 +10,7 @@ from typing import Any, TypeVar, cast
 from bounceback.core._backoff import Backoff
 from bounceback.core._budget import RetryBudget
 from bounceback.core._retry import BudgetPort
-from bounceback.core._settings_layers import defaults
+from bounceback.core._settings_layers import DEFAULTS
 from bounceback.core._throttle import AdaptiveThrottle
 from bounceback.core._time import SYSTEM_CLOCK, Clock
 
@@ -48,7 +48,7 @@ def _budget_from_settings(settings: Any, operation: str | None, clock: Clock | N
     ledger (``settings.budget_ledger()``: the home database, or Redis, per ``store.backend``), the budget is
     counted there, so every process of the machine or the fleet spends from one pool per operation.
     """
-    values = {**defaults(), **(settings.effective(operation) if settings is not None else {})}
+    values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
     if not values["budget.enabled"]:
         return None
     ledger_for = getattr(settings, "budget_ledger", None)
@@ -68,7 +68,7 @@ def _throttle_from_settings(
     settings: Any, operation: str | None, clock: Clock | None
 ) -> AdaptiveThrottle | None:
     """The operation's adaptive throttle when ``throttle.enabled`` is on (off by default), read at creation."""
-    values = {**defaults(), **(settings.effective(operation) if settings is not None else {})}
+    values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
     if not values["throttle.enabled"]:
         return None
     name = operation or "anonymous"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from bounceback.core._setting import has_control_chars
@@ -18,6 +19,7 @@ from bounceback.core._settings_schema import SCHEMA, lookup
 from bounceback.errors import ConfigError
 
 __all__ = [
+    "DEFAULTS",
     "Resolved",
     "SettingsLayers",
     "Source",
@@ -47,12 +49,16 @@ _FOLLOWS = (("breaker.open_seconds", "breaker.open_seconds_max"),)
 
 
 def defaults() -> dict[str, Any]:
-    """Every key with its built-in default.
+    """Every key with its built-in default (a new dict: the caller may change it).
 
     >>> defaults()["retry.max_attempts"]
     5
     """
-    return {key: s.default for key, s in SCHEMA.items()}
+    return dict(DEFAULTS)
+
+
+DEFAULTS: Mapping[str, Any] = MappingProxyType({key: s.default for key, s in SCHEMA.items()})
+"""Every key with its built-in default, read-only (what policies built without settings read)."""
 
 
 def check_operation(name: Any) -> str:
