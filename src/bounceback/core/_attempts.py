@@ -136,7 +136,7 @@ class Attempts:
         delay = eng.after_failure(self._run, exc, verdict, self._started)
         if delay is None:
             self._done = True
-            eng.give_up(self._run, self._last_result)
+            eng.finish(self._run)
             return False
         self._delay = delay
         return True

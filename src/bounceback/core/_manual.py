@@ -388,7 +388,7 @@ def open_ticket(
         kind=verdict.kind.value if verdict else None,
         kind_reason=verdict.reason if verdict else "",
         topic=name,
-        attempts=info.attempts,
+        attempts=tuple(info.attempts),
         breaker_state=info.breaker_state,
         run_id=info.run_id,
         elapsed=info.elapsed,

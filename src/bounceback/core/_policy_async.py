@@ -72,10 +72,12 @@ class _AttemptSteps:
 
     def _give_up(self, run: Run, result: Any) -> Any:
         """The end of a run: the fallback's answer, or what giving up raises."""
-        info = self._engine.give_up(run, result)
         fallback = self._fallback
         if fallback is UNSET:
+            # Nobody to describe the end to: attach the history and raise, without building a GiveUp.
+            self._engine.finish(run)
             self._engine.raise_for(run, result)
+        info = self._engine.give_up(run, result)
         return fallback(info) if callable(fallback) else fallback
 
     def _again(self, again: RetryAgain) -> Policy:

@@ -312,16 +312,20 @@ class Engine:
             raise RetriesExhausted(self.operation, run.attempt, result, run.reason)
         raise exc
 
-    def give_up(self, run: Run, result: Any = None) -> GiveUp:
-        """Describe the end of ``run`` for fallbacks, and attach the history to the error."""
+    def finish(self, run: Run) -> None:
+        """The end of a run that gave up: release its controls and attach the history to its error."""
         self.end(run)
         exc = run.last_error
         if exc is not None:
             attach_history(exc, self.operation, run, self.clock.monotonic() - run.started)
+
+    def give_up(self, run: Run, result: Any = None) -> GiveUp:
+        """Describe the end of ``run`` for fallbacks, and attach the history to the error."""
+        self.finish(run)
         brk = self.breaker
         return GiveUp(
             self.operation,
-            exc,
+            run.last_error,
             run.reason,
             run.records(),
             run.last_classification,

@@ -10,9 +10,9 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from bounceback.core._backoff import Backoff
 from bounceback.core._classify import Classification
@@ -21,6 +21,7 @@ from bounceback.core._time import CancelToken, Clock
 from bounceback.errors import AttemptTimeout, BulkheadFull, CircuitOpenError, ConfigError
 
 __all__ = [
+    "AttemptHistory",
     "AttemptRecord",
     "GiveUp",
     "RetryConfig",
@@ -108,20 +109,82 @@ class Run:
         clock = self._clock
         return clock.wall() - (clock.monotonic() - self.started)
 
-    def records(self) -> tuple[AttemptRecord, ...]:
-        """The history as records."""
-        return tuple(
-            AttemptRecord(
-                n,
-                type(exc).__name__ if exc is not None else "result",
-                _message(exc),
-                verdict.kind.value,
-                verdict.reason,
-                duration,
-                delay,
+    def records(self) -> AttemptHistory:
+        """The history as records, made when first read (a refusal nobody inspects costs no text)."""
+        return AttemptHistory(self.history)
+
+
+class AttemptHistory(Sequence[AttemptRecord]):
+    """The failed attempts of a run as :class:`AttemptRecord` items, a read-only sequence.
+
+    The raw history is kept as it was recorded; the records, whose messages are redacted and cut (regular
+    expressions over remote text), are made on first access. A fail-fast refusal that nobody reads the
+    history of therefore never pays for it.
+    """
+
+    __slots__ = ("_raw", "_records")
+
+    def __init__(self, raw: Sequence[tuple[int, BaseException | None, Classification, float, float | None]]):
+        self._raw = tuple(raw)
+        self._records: tuple[AttemptRecord, ...] | None = None
+
+    def _made(self) -> tuple[AttemptRecord, ...]:
+        records = self._records
+        if records is None:
+            records = self._records = tuple(
+                AttemptRecord(
+                    n,
+                    type(exc).__name__ if exc is not None else "result",
+                    _message(exc),
+                    verdict.kind.value,
+                    verdict.reason,
+                    duration,
+                    delay,
+                )
+                for n, exc, verdict, duration, delay in self._raw
             )
-            for n, exc, verdict, duration, delay in self.history
-        )
+        return records
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @overload
+    def __getitem__(self, index: int) -> AttemptRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[AttemptRecord, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> AttemptRecord | tuple[AttemptRecord, ...]:
+        return self._made()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AttemptHistory):
+            return self._made() == other._made()
+        if isinstance(other, tuple):
+            return self._made() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._made())
+
+    def __repr__(self) -> str:
+        return repr(self._made())
+
+    def note(self, operation: str, attempts: int, elapsed: float, reason: str) -> str:
+        """The note attached to the re-raised error: one line per attempt (the last ten), without messages."""
+        lines = [
+            f"bounceback: {operation}: gave up after {attempts} attempt(s) in {elapsed:.3g} s ({reason})"
+        ]
+        raw = self._raw
+        shown = raw[-10:]
+        if len(raw) > len(shown):
+            lines.append(f"  ... {len(raw) - len(shown)} earlier attempt(s) not shown")
+        for n, exc, verdict, duration, delay in shown:
+            kind = type(exc).__name__ if exc is not None else "result"
+            wait = f", then waited {delay:.3g} s" if delay is not None else ""
+            lines.append(
+                f"  attempt {n}: {kind} ({verdict.kind.value}: {verdict.reason}) after {duration:.3g} s{wait}"
+            )
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +194,7 @@ class GiveUp:
     operation: str
     error: BaseException | None
     reason: str
-    attempts: tuple[AttemptRecord, ...]
+    attempts: Sequence[AttemptRecord]
     classification: Classification | None
     run_id: str
     elapsed: float
@@ -163,25 +226,15 @@ def _message(exc: BaseException | None) -> str:
 
 def attach_history(exc: BaseException, operation: str, run: Run, elapsed: float) -> None:
     """Add the attempt history to ``exc`` as notes and as ``exc.bounceback_attempts``."""
-    if getattr(exc, "bounceback_run_id", None) == run.run_id:
+    run_id = run.run_id
+    if getattr(exc, "bounceback_run_id", None) == run_id:
         return
-    lines = [
-        f"bounceback: {operation}: gave up after {run.attempt} attempt(s) in {elapsed:.3g} s ({run.reason})"
-    ]
     records = run.records()
-    shown = records[-10:]
-    if len(records) > len(shown):
-        lines.append(f"  ... {len(records) - len(shown)} earlier attempt(s) not shown")
-    for rec in shown:
-        wait = f", then waited {rec.delay:.3g} s" if rec.delay is not None else ""
-        lines.append(
-            f"  attempt {rec.attempt}: {rec.error_type} ({rec.kind}: {rec.reason}) after {rec.duration:.3g} s{wait}"
-        )
     try:
-        exc.add_note("\n".join(lines))
+        exc.add_note(records.note(operation, run.attempt, elapsed, run.reason))
         exc.bounceback_attempts = records  # type: ignore[attr-defined]
         exc.bounceback_reason = run.reason  # type: ignore[attr-defined]
-        exc.bounceback_run_id = run.run_id  # type: ignore[attr-defined]
+        exc.bounceback_run_id = run_id  # type: ignore[attr-defined]
     except (AttributeError, TypeError):
         # Some extension exceptions take no attributes; the error itself still propagates.
         pass
