@@ -106,16 +106,21 @@ class CircuitOpenError(BouncebackError):
     ``retry_after`` the same as seconds from now.
     """
 
+    # Cheap to raise: a refusal while open is the common case during an outage, so the message is made
+    # only when someone reads it (``str(exc)``), not every time the breaker says no.
     def __init__(self, breaker: str, state: str, retry_at: float | None, retry_after: float | None) -> None:
         self.breaker = breaker
         self.state = state
         self.retry_at = retry_at
         self.retry_after = retry_after
-        if retry_after is None:
+        super().__init__(breaker, state, retry_at, retry_after)
+
+    def __str__(self) -> str:
+        if self.retry_after is None:
             when = "until a person closes or resets it"
         else:
-            when = f"for another {retry_after:.3g} s"
-        super().__init__(f"circuit {breaker!r} is {state}: calls are refused {when}")
+            when = f"for another {self.retry_after:.3g} s"
+        return f"circuit {self.breaker!r} is {self.state}: calls are refused {when}"
 
 
 class BulkheadFull(BouncebackError):

@@ -152,6 +152,8 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         self._since = self._now()
         self._since_wall = self._wall()
         self._in_flight = self._probes = self._rejected = self._opens = 0
+        # Refusals are counted by any thread without a lock, exactly (see Tally); folded into _rejected.
+        self._refusals = Tally()
         self._transitions: deque[Transition] | None = None  # made at the first transition
         self._degraded = False
         self._store_retry_at = self._next_sync = 0.0
@@ -235,7 +237,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
                 if self._shared and now >= self._next_sync:
                     self._sync(now)
                     return self.acquire()
-                self._rejected += 1
+                self._refusals.bump()
                 if self._bus.listening:
                     self._emit_rejected("open", self._open_until_wall)
                 raise CircuitOpenError(self.name, "open", self._open_until_wall, until - now)
@@ -249,7 +251,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
             self._sync(self._now())
             if self._state is not _F:
                 return self.acquire()
-        self._rejected += 1
+        self._refusals.bump()
         if self._bus.listening:
             self._emit_rejected("forced_open", None)
         raise CircuitOpenError(self.name, "forced_open", None, None)
@@ -265,7 +267,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
             self._try_store()
             if self._degraded:
                 wait = max(0.0, self._store_retry_at - now)
-                self._rejected += 1
+                self._refusals.bump()
                 if self._bus.listening:
                     self._emit_rejected("store_unavailable", self._wall() + wait)
                 raise CircuitOpenError(self.name, "store_unavailable", self._wall() + wait, wait)
@@ -279,7 +281,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
                 return (_COUNTED, self._epoch, now, 0)
         if not closed:
             return self.acquire()
-        self._rejected += 1
+        self._refusals.bump()
         if self._bus.listening:
             self._emit_rejected("closed", None)
         raise BulkheadFull(self.name, limit)
@@ -299,7 +301,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
             self._sync(self._now())
         if self._epoch != epoch:
             return self.acquire()
-        self._rejected += 1
+        self._refusals.bump()
         if self._bus.listening:
             self._emit_rejected("half_open", self._wall())
         # The probes in flight decide soon; come back after your own backoff.

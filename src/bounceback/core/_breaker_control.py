@@ -172,6 +172,7 @@ class _ControlMixin(_BreakerCore):
         """Back to new: closed, empty window, no open-time streak, counters (rejected, opens, health) zeroed."""
         self._manual(_C, "reset", clear=True, reopens=0)
         with self._lock:
+            self._refusals.take()
             self._rejected = 0
             self._opens = 0
             self._health_stats = NO_CHECKS
@@ -191,6 +192,7 @@ class _ControlMixin(_BreakerCore):
         state = self.state
         with self._lock:
             successes = self._tally.take()
+            self._rejected += self._refusals.take()
         counts = self._io_record(successes, NO_OUTCOME)[0] if successes else self._io_counts()
         now = self._now()
         is_open = state is _O

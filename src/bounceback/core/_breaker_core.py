@@ -90,6 +90,7 @@ class _BreakerCore:
         "_plain",
         "_probes",
         "_real",
+        "_refusals",
         "_rejected",
         "_reopens",
         "_rng",
@@ -134,6 +135,7 @@ class _BreakerCore:
     _in_flight: int
     _probes: int
     _rejected: int
+    _refusals: Tally
     _opens: int
     _transitions: deque[Transition] | None
     _lock: threading.Lock

@@ -116,20 +116,32 @@ class _FormsMixin(_BreakerCore):
             awrapper.breaker = self  # type: ignore[attr-defined]
             return awrapper
 
-        call = self.call
+        acquire = self.acquire
+        release = self.release
 
-        # The fast path of call() is inlined: a decorated function pays one flag test and a count.
+        # The fast path of call() is inlined: a decorated function pays one flag test and a count; and so
+        # is the rest of call(), so a refusal while open travels through two frames, not three.
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if self.fast_path:
                 try:
                     result = fn(*args, **kwargs)
                 except Exception as exc:
-                    self.release(None, classify(exc))
+                    release(None, classify(exc))
                     raise
                 self.count_success()
                 return result
-            return call(fn, *args, **kwargs)
+            permit = acquire()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                release(permit, classify(exc))
+                raise
+            except BaseException:
+                self.abandon(permit)
+                raise
+            release(permit, None)
+            return result
 
         wrapper.breaker = self  # type: ignore[attr-defined]
         return wrapper
