@@ -82,3 +82,68 @@ def test_the_layering_check_can_fail(tmp_path: Path) -> None:
     bad = tmp_path / "x.py"
     bad.write_text("import sqlite3\nfrom bounceback.stores import thing\n")
     assert "bounceback.stores" in _imports(bad)
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The bounceback modules ``path`` imports when it runs (imports under ``if TYPE_CHECKING:`` excluded)."""
+    tree = ast.parse(path.read_text(), str(path))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for n in ast.walk(node)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("bounceback")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bounceback"):
+            found.add(node.module or "")
+    return found
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle in ``graph``, as the list of its modules, or [] when there is none."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start)
+            if found:
+                return found
+    return []
+
+
+def test_no_module_of_the_package_imports_itself_in_a_circle() -> None:
+    graph = {_module_name(p): _runtime_imports(p) for p in PKG.rglob("*.py")}
+    # A package's __init__ re-exporting its modules is not a circle of the modules themselves.
+    graph = {
+        mod: {d for d in deps if d != mod and not mod.startswith(d + ".")} for mod, deps in graph.items()
+    }
+    assert _cycle(graph) == []
+
+
+def test_the_circle_finder_finds_a_circle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) == []

@@ -10,7 +10,7 @@ import errno
 import socket
 
 from bounceback.core._classify_types import Classification, ErrorKind
-from bounceback.core._packs import pack_classify, pack_for
+from bounceback.core._packs import pack_classify, pack_for, when_packs_change
 from bounceback.errors import (
     AttemptTimeout,
     BulkheadFull,
@@ -103,6 +103,9 @@ def _stdlib(exc: BaseException) -> Classification | None:
 def forget_types() -> None:
     """Drop the verdicts cached per type (an error pack was registered or removed)."""
     _TYPE_CACHE.clear()
+
+
+when_packs_change(forget_types)
 
 
 def _by_type(cls: type[BaseException]) -> Classification | _Inspect | None:

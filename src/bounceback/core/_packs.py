@@ -37,6 +37,7 @@ __all__ = [
     "pack_topic",
     "register_pack",
     "unregister_pack",
+    "when_packs_change",
 ]
 
 _log = logging.getLogger("bounceback.packs")
@@ -122,13 +123,21 @@ def unregister_pack(modules: str | Iterable[str]) -> None:
     _forget()
 
 
+_listeners: list[Callable[[], None]] = []
+
+
+def when_packs_change(callback: Callable[[], None]) -> None:
+    """Call ``callback()`` whenever a pack is registered or removed (the classifier's per-type cache does,
+    so this module need not know it: the arrow points from the classifier to the packs only)."""
+    _listeners.append(callback)
+
+
 def _forget() -> None:
     # Verdicts cached per type may have been decided without the new pack.
-    from bounceback.core._classify_defaults import forget_types
-
     with _lock:
         _by_type.clear()
-    forget_types()
+    for callback in _listeners:
+        callback()
 
 
 def _load(module: str) -> ErrorPack | None:
