@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 
-__all__ = ["badge_style", "clock_time", "countdown", "describe_reason", "one_line", "seconds"]
+__all__ = ["badge_style", "clock_time", "countdown", "describe_reason", "one_line", "plural", "seconds"]
 
 # C0 controls (tab and newline included: they are collapsed first), DEL and C1 controls.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -75,6 +75,15 @@ def clock_time(wall: float) -> str:
     8
     """
     return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``count`` and ``noun``, the noun in the plural unless the count is one.
+
+    >>> plural(1, "attempt"), plural(3, "attempt"), plural(0, "probe"), plural(2, "retry", "retries")
+    ('1 attempt', '3 attempts', '0 probes', '2 retries')
+    """
+    return f"{count} {noun if count == 1 else (many or noun + 's')}"
 
 
 def badge_style(state: str) -> str:

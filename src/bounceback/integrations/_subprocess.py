@@ -2,8 +2,9 @@
 
 The command inherits stdin, stdout and stderr, so its output passes through untouched; only bounceback's
 own display writes to stderr around it. Each attempt runs in a new process group, so a timeout (or a
-second Ctrl-C) stops the command *and* everything it started: SIGTERM to the group, then SIGKILL after
-``kill_grace`` seconds.
+cancel, or a signal to the wrapper) stops the command *and* everything it started: SIGTERM to the group,
+then SIGKILL after ``kill_grace`` seconds (``stop_grace`` for a cancel), and SIGKILL again for anything of
+the group left once the command itself has ended.
 
 Exit codes, in this order (settings ``run.permanent_codes``, ``run.transient_codes``,
 ``run.unknown_codes``):
@@ -23,6 +24,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,6 +179,9 @@ class CommandRunner:
     ``timeout`` bounds each attempt (seconds, None for none) and ``deadline`` the whole run from the start
     of the first attempt, so an attempt is also stopped when the deadline passes. ``around_attempt``
     returns a context manager entered around each attempt (the CLI clears its live display with it).
+    ``stop_when`` is polled (every 50 ms) while an attempt runs: when it returns a reason (the run was
+    cancelled), the attempt's process group is stopped within ``stop_grace`` seconds and the attempt
+    fails as transient, so the policy ends the run as cancelled rather than waiting for the command.
 
     >>> runner = CommandRunner(["true"])
     >>> runner.attempt(), runner.attempts
@@ -196,6 +201,8 @@ class CommandRunner:
         env: Mapping[str, str] | None = None,
         around_attempt: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        stop_when: Callable[[], str | None] | None = None,
+        stop_grace: float = 0.5,
     ) -> None:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise ConfigError(
@@ -211,6 +218,8 @@ class CommandRunner:
         self.env = dict(env) if env is not None else None
         self.around_attempt = around_attempt
         self.clock = clock
+        self.stop_when = stop_when
+        self.stop_grace = stop_grace
         self.attempts = 0
         self.last_error: BaseException | None = None
         self._started: float | None = None
@@ -252,7 +261,7 @@ class CommandRunner:
             self._proc = proc
         try:
             try:
-                code = proc.wait(None if budget == math.inf else budget)
+                code = self._wait(proc, budget)
             except subprocess.TimeoutExpired:
                 self._stop(proc)
                 raise AttemptTimeout(self.operation, budget) from None
@@ -267,18 +276,39 @@ class CommandRunner:
         if code != 0:
             raise CommandFailed(code, self.argv, self.codes.classify(code))
 
+    def _wait(self, proc: subprocess.Popen[bytes], budget: float) -> int:
+        """The command's exit code; TimeoutExpired past ``budget``; CommandFailed when stopped on request."""
+        if self.stop_when is None:
+            return proc.wait(None if budget == math.inf else budget)
+        # Real time, like the timeout of proc.wait: the command runs in the real world, not on self.clock.
+        limit = math.inf if budget == math.inf else time.monotonic() + budget
+        while True:
+            left = limit - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(self.argv, budget)
+            try:
+                return proc.wait(min(0.05, left))
+            except subprocess.TimeoutExpired:
+                pass
+            why = self.stop_when()
+            if why:
+                self._stop(proc, grace=self.stop_grace)
+                # Transient whatever run.unknown_codes says: the run ends as cancelled, not as permanent.
+                verdict = Classification(ErrorKind.TRANSIENT, why)
+                raise CommandFailed(proc.returncode, self.argv, verdict, "was stopped")
+
     def _stop(self, proc: subprocess.Popen[bytes], grace: float | None = None) -> None:
-        """SIGTERM to the group, then SIGKILL after the grace period."""
+        """SIGTERM to the group, then SIGKILL after the grace period; then SIGKILL to what is left of it."""
         grace = self.kill_grace if grace is None else grace
         if grace > 0:
             _signal_group(proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(grace)
-                return
-            except subprocess.TimeoutExpired:
-                pass
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # The command ended; what it started may still run in its group (a child that ignores SIGTERM).
         _signal_group(proc.pid, signal.SIGKILL)
-        proc.wait()
 
     # -- from other threads (signal handlers) -------------------------------------------------------------
 
