@@ -275,8 +275,7 @@ def shared_dir() -> Iterator[Path]:
 
 READ_ONLY_RUN = """
 import os, sys
-from bounceback.cli import main
-import bounceback.cli._settings
+from bounceback.cli import cli, main  # cli: every command is loaded before the privileges go
 if os.geteuid() == 0:
     # root ignores file permissions: drop to nobody after the imports, as a locked-down service would run
     os.setgid(65534)
