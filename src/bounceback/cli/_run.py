@@ -102,7 +102,7 @@ def _open_message(operation: str, exc: CircuitOpenError) -> str:
             f"`bounceback breaker close {operation}` lets calls through again"
         )
     return (
-        f"circuit open for {operation} until {clock_time(exc.retry_at)}; the command was not run "
+        f"circuit open for {operation} until {clock_time(exc.retry_at, time.time())}; the command was not run "
         f"(`bounceback breaker close {operation}` lets calls through now)"
     )
 

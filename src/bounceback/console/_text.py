@@ -68,13 +68,19 @@ def countdown(value: float) -> str:
     return f"{value:.1f} s" if value < 60 else seconds(value)
 
 
-def clock_time(wall: float) -> str:
-    """The local time of day of wall time ``wall``: ``HH:MM:SS``.
+def clock_time(wall: float, now: float | None = None) -> str:
+    """The local time of ``wall``: ``HH:MM:SS``; with the date (``YYYY-MM-DD HH:MM:SS``) when ``now`` is
+    given and falls on another day, so "since 16:39" never hides "yesterday".
 
-    >>> len(clock_time(0.0))
-    8
+    >>> len(clock_time(0.0)), clock_time(0.0, now=1.0) == clock_time(0.0)
+    (8, True)
+    >>> len(clock_time(0.0, now=10 * 86400.0))
+    19
     """
-    return time.strftime("%H:%M:%S", time.localtime(wall))
+    local = time.localtime(wall)
+    if now is not None and time.localtime(now)[:3] != local[:3]:
+        return time.strftime("%Y-%m-%d %H:%M:%S", local)
+    return time.strftime("%H:%M:%S", local)
 
 
 def plural(count: int, noun: str, many: str | None = None) -> str:
