@@ -125,7 +125,10 @@ class LiveState:
         self.changed_at = time.time()
         self._notices: collections.deque[tuple[int, Notice]] = collections.deque(maxlen=keep_notices)
         self._notice_seq = 0
-        self._condition: asyncio.Condition | None = None
+        # One event per published snapshot, set (and replaced) when the next one is published: waiting on
+        # it needs no lock, so a timed-out or cancelled wait can never leave a lock half-held (an
+        # asyncio.Condition under wait_for did: "cannot wait on un-acquired lock").
+        self._changed: asyncio.Event | None = None
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -140,7 +143,7 @@ class LiveState:
 
     async def start(self) -> None:
         """Start watching (in the running event loop)."""
-        self._condition = asyncio.Condition()
+        self._changed = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="bounceback-dashboard-watch")
 
     async def stop(self) -> None:
@@ -153,26 +156,27 @@ class LiveState:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        condition = self._condition
-        if condition is not None:
-            async with condition:
-                condition.notify_all()
+        self._wake()
 
     async def wait(self, version: int, timeout: float) -> Snapshot | None:
         """The first snapshot newer than ``version``, or None after ``timeout`` seconds without one."""
-        condition = self._condition
-        if condition is None:
+        changed = self._changed
+        if changed is None:
             raise RuntimeError("LiveState.wait before start()")
-        if self.snapshot.version > version:
-            return self.snapshot
+        if self.snapshot.version > version or self._task is None:
+            return self.snapshot if self.snapshot.version > version else None
         try:
-            async with condition:
-                await asyncio.wait_for(
-                    condition.wait_for(lambda: self.snapshot.version > version or self._task is None), timeout
-                )
+            await asyncio.wait_for(changed.wait(), timeout)
         except TimeoutError:
             return None
         return self.snapshot if self.snapshot.version > version else None
+
+    def _wake(self) -> None:
+        """Wake every waiter of the current snapshot and give the next waiters a fresh event."""
+        changed = self._changed
+        if changed is not None:
+            self._changed = asyncio.Event()
+            changed.set()
 
     @property
     def running(self) -> bool:
@@ -217,6 +221,4 @@ class LiveState:
             self._notices.append((self._notice_seq, notice))
             if self._on_notice is not None:
                 asyncio.get_running_loop().run_in_executor(None, self._on_notice, notice)
-        if self._condition is not None:
-            async with self._condition:
-                self._condition.notify_all()
+        self._wake()
