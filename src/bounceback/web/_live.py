@@ -25,8 +25,8 @@ from pathlib import Path
 
 from bounceback.errors import StoreError
 from bounceback.stores._home import connect
-from bounceback.web._model import Notice, Snapshot
-from bounceback.web._text import clean
+from bounceback.web._model import BreakerView, Notice, Snapshot
+from bounceback.web._text import clean, plural, singular_one
 
 __all__ = ["LiveState", "notices_between"]
 
@@ -60,7 +60,7 @@ def notices_between(old: Snapshot | None, new: Snapshot) -> list[Notice]:
                     "breaker-opened",
                     f"breaker:{brk.name}:{brk.since}",
                     f"Breaker {clean(brk.name, 80)} {word}",
-                    clean(brk.reason, 200) or "calls are refused until it probes again",
+                    _notice_body(brk),
                     brk.name,
                     brk.since,
                     "/",
@@ -75,7 +75,7 @@ def notices_between(old: Snapshot | None, new: Snapshot) -> list[Notice]:
                 Notice(
                     "recovery-gave-up",
                     f"run:{run.run_id}",
-                    f"Recovery of {clean(run.operation, 80)} gave up after {run.attempts} attempts{why}",
+                    f"Recovery of {clean(run.operation, 80)} gave up after {plural(run.attempts, 'attempt')}{why}",
                     error,
                     run.operation,
                     run.ended_at or new.now,
@@ -97,6 +97,13 @@ def notices_between(old: Snapshot | None, new: Snapshot) -> list[Notice]:
                 )
             )
     return found
+
+
+def _notice_body(brk: BreakerView) -> str:
+    reason = singular_one(clean(brk.reason, 200))
+    if brk.state == "forced_open" and reason.lower() in ("", "forced open"):
+        return "a person forced it open: calls are refused until a person closes it"
+    return reason or "calls are refused until it probes again"
 
 
 class LiveState:

@@ -21,7 +21,9 @@ __all__ = [
     "esc",
     "fmt_clock",
     "fmt_seconds",
+    "plural",
     "redact_secrets",
+    "singular_one",
 ]
 
 MAX_TEXT = 500
@@ -116,3 +118,24 @@ def fmt_clock(at: float | None) -> str:
     if at is None:
         return "-"
     return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``count`` and ``noun``, the noun in the plural unless the count is one.
+
+    >>> plural(1, "attempt"), plural(2, "attempt"), plural(1, "recovery", "recoveries")
+    ('1 attempt', '2 attempts', '1 recovery')
+    """
+    return f"{count} {noun if count == 1 else (many or noun + 's')}"
+
+
+_ONE = re.compile(r"\b1 (probe|attempt|call|failure|time|run|request|error)s\b")
+
+
+def singular_one(text: str) -> str:
+    """Text from elsewhere (a breaker's stored reason) with "1 probes" read as "1 probe".
+
+    >>> singular_one("1 probes succeeded; 11 probes failed")
+    '1 probe succeeded; 11 probes failed'
+    """
+    return _ONE.sub(lambda m: f"1 {m.group(1)}", text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bounceback.web._html import attr, post_button, table
 from bounceback.web._model import ChoiceView, Snapshot, TicketView
-from bounceback.web._text import esc, fmt_clock, fmt_seconds
+from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural
 
 __all__ = ["render_tickets", "tickets_body"]
 
@@ -63,7 +63,7 @@ def _card(ticket: TicketView, csrf: str) -> str:
     return (
         f'<article class="ticket" data-ticket="{attr(ticket.ticket_id)}">'
         f'<header><h2>{esc(ticket.operation)} <span class="sub">ticket {esc(ticket.ticket_id, 60)}</span></h2>'
-        f'<span class="sub">opened {esc(fmt_clock(ticket.opened_at))} · {ticket.attempts} attempts{why}</span>'
+        f'<span class="sub">opened {esc(fmt_clock(ticket.opened_at))} · {plural(ticket.attempts, "attempt")}{why}</span>'
         "</header>"
         f'<p class="error"><span class="error-type">{esc(ticket.error_type, 120)}</span>: '
         f'<span class="error-text">{esc(ticket.error)}</span>{kind}</p>'
