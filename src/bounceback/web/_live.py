@@ -69,7 +69,7 @@ def notices_between(old: Snapshot | None, new: Snapshot) -> list[Notice]:
     ended = {r.run_id: r.status for r in old.runs}
     for run in new.runs:
         if run.status == "gave-up" and ended.get(run.run_id) != "gave-up":
-            why = f" ({clean(run.reason, 80)})" if run.reason else ""
+            why = f": {_REASONS.get(run.reason, clean(run.reason, 80))}" if run.reason else ""
             error = clean(f"{run.last_error_type or ''}: {run.last_error or ''}".strip(": "), 200)
             found.append(
                 Notice(
@@ -97,6 +97,18 @@ def notices_between(old: Snapshot | None, new: Snapshot) -> list[Notice]:
                 )
             )
     return found
+
+
+_REASONS = {
+    "attempts": "no attempts left",
+    "deadline": "the deadline would pass before the next try",
+    "permanent": "a permanent error",
+    "cancelled": "cancelled",
+    "budget": "the retry budget is spent",
+    "breaker": "the circuit stays open",
+    "retry-after": "the server asked to wait past the deadline",
+    "aborted": "aborted",
+}
 
 
 def _notice_body(brk: BreakerView) -> str:

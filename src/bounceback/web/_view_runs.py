@@ -92,7 +92,7 @@ def render_recoveries(snapshot: Snapshot, csrf: str) -> dict[str, str]:
     >>> from bounceback.web._model import RunView
     >>> run = RunView("r1", "fetch", "running", 100.0, 101.0, None, 2, 5, next_try_at=104.0)
     >>> regions = render_recoveries(Snapshot(now=102.0, runs=(run,)), "t0k")
-    >>> "attempt <span class=\"attempt-no\">2</span> of 5" in regions["recoveries-active"]
+    >>> 'attempt <span class="attempt-no">2</span> of 5' in regions["recoveries-active"]
     True
     >>> "Cancel" in regions["recoveries-active"]
     True

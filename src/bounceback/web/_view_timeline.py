@@ -15,7 +15,7 @@ from bounceback.web._html import attr
 from bounceback.web._model import RunView, Snapshot
 from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural
 
-__all__ = ["MAX_LANES", "render_timeline", "tick_step", "timeline_body", "timeline_svg"]
+__all__ = ["MAX_LANES", "render_timeline", "tick_step", "timeline_body", "timeline_svg", "wrap_label"]
 
 MAX_LANES = 40
 """The most runs drawn at once (the newest)."""
@@ -37,6 +37,23 @@ def tick_step(span: float, wanted: int = 6) -> float:
     return _STEPS[-1]
 
 
+def wrap_label(text: str, limit: int) -> list[str]:
+    """``text`` cut into lines of at most ``limit`` characters, after a ``-_./: `` where one is near.
+
+    >>> wrap_label("nightly-export-of-the-plant-historian", 16)
+    ['nightly-export-', 'of-the-plant-', 'historian']
+    >>> wrap_label("short", 16)
+    ['short']
+    """
+    lines: list[str] = []
+    while len(text) > limit:
+        cut = max((text.rfind(c, limit // 2, limit) for c in "-_./: "), default=-1)
+        cut = cut + 1 if cut > 0 else limit
+        lines.append(text[:cut])
+        text = text[cut:]
+    return [*lines, text] if text or not lines else lines
+
+
 def _tip(*lines: str) -> str:
     return "<title>" + esc("\n".join(lines), 600) + "</title>"
 
@@ -54,7 +71,24 @@ def timeline_svg(runs: Sequence[RunView], snapshot: Snapshot, width: int = 980, 
     end += span * 0.02
     span = end - start
     plot_w = width - _LEFT - _RIGHT
-    height = _TOP + _LANE * len(shown) + _AXIS
+    # The label of a lane: the full name (wrapped on a narrow drawing), then the start time and status.
+    per_line = int(plot_w / (_TEXT * 0.56))
+    labels = []
+    for run in shown:
+        why = f" ({run.reason})" if run.reason else ""
+        name = wrap_label(run.operation, per_line)
+        when = f"{fmt_clock(run.started_at)} · {run.status}{why}"
+        if len(name[-1]) + 1 + len(when) <= per_line:
+            labels.append((name, when, False))
+        else:
+            labels.append((name, when, True))
+    tops = []
+    y = _TOP
+    for name, _, own_line in labels:
+        tops.append(y)
+        y += _LANE + _TEXT * (len(name) - 1 + own_line)
+    axis_y = y
+    height = axis_y + _AXIS
 
     def x(at: float) -> float:
         return _LEFT + plot_w * (min(max(at, start), end) - start) / span
@@ -65,7 +99,6 @@ def timeline_svg(runs: Sequence[RunView], snapshot: Snapshot, width: int = 980, 
     ]
     step = tick_step(span, wanted=max(2, width // 160))
     tick = (start // step + 1) * step
-    axis_y = _TOP + _LANE * len(shown)
     while tick < end:
         label = fmt_clock(tick) if step >= 1 else f"{fmt_clock(tick)}.{round(tick % 1 * 10) % 10}"
         parts.append(f'<line class="grid" x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{_TOP}" y2="{axis_y}"/>')
@@ -77,17 +110,25 @@ def timeline_svg(runs: Sequence[RunView], snapshot: Snapshot, width: int = 980, 
         tick += step
     parts.append(f'<line class="now" x1="{x(now):.1f}" x2="{x(now):.1f}" y1="{_TOP}" y2="{axis_y}"/>')
     for lane, run in enumerate(shown):
-        y = _TOP + lane * _LANE
-        bar_y = y + _TEXT + 2
+        name, when, own_line = labels[lane]
+        y = tops[lane]
+        text_lines = len(name) + own_line
+        bar_y = y + _TEXT * text_lines + 2
         mid = bar_y + (_LANE - _TEXT - 8) / 2
         finish = run.ended_at if run.ended_at is not None else (now if run.is_active else run.updated_at)
         why = f" ({run.reason})" if run.reason else ""
-        # The full name, on its own line above the bar: never cut, never left of the chart.
+        # The full name, on its own line(s) above the bar: never cut, never left of the chart.
+        spans = "".join(
+            f'<tspan x="{_LEFT}" dy="{0 if i == 0 else _TEXT}">{esc(part, 200)}</tspan>'
+            for i, part in enumerate(name)
+        )
+        if own_line:
+            spans += f'<tspan class="lane-time" x="{_LEFT}" dy="{_TEXT}">{esc(when, 200)}</tspan>'
+        else:
+            spans += f' <tspan class="lane-time">{esc(when, 200)}</tspan>'
         parts.append(
             f'<g class="run status-{attr(run.status)}" data-run="{attr(run.run_id)}">'
-            f'<text class="lane-label" x="{_LEFT}" y="{y + _TEXT - 3}">{esc(run.operation, 200)} '
-            f'<tspan class="lane-time">{esc(fmt_clock(run.started_at))} · {esc(run.status)}{esc(why, 80)}'
-            "</tspan></text>"
+            f'<text class="lane-label" x="{_LEFT}" y="{y + _TEXT - 3}">{spans}</text>'
             f'<rect class="bar" x="{x(run.started_at):.1f}" y="{bar_y}" '
             f'width="{max(x(finish) - x(run.started_at), 2.0):.1f}" height="{_LANE - _TEXT - 8}" rx="3">'
             + _tip(
