@@ -49,7 +49,9 @@ def _stop(term: PtyProcess, sig: int) -> tuple[int, float]:
     asked = time.monotonic()
     term.proc.send_signal(sig)
     code = term.wait(seconds=30)
-    return code, time.monotonic() - asked
+    took = time.monotonic() - asked
+    print(f"\n{signal.Signals(sig).name}: exit {code} after {took * 1000:.0f} ms")  # run with -s to see
+    return code, took
 
 
 def _tickets(home: Path) -> list:

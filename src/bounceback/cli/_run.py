@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from typing import Any
@@ -130,8 +131,17 @@ def _breaker(app: AppContext, settings: Any, operation: str, values: Any) -> Cir
 
 def _epilog() -> str:
     width = max(len(code) for code, _ in EXIT_CODES)
+    rows = [
+        textwrap.fill(
+            meaning,
+            width=96,
+            initial_indent=f"  {code:<{width}}  ",
+            subsequent_indent=" " * (width + 4),
+        )
+        for code, meaning in EXIT_CODES
+    ]
     # \b keeps click from re-wrapping the table into one paragraph.
-    return "\b\nExit codes:\n" + "\n".join(f"  {code:<{width}}  {meaning}" for code, meaning in EXIT_CODES)
+    return "\b\nExit codes (the same table is in docs/run.md):\n" + "\n".join(rows)
 
 
 _EPILOG = _epilog()

@@ -345,11 +345,14 @@ def run_command(
     env: Mapping[str, str] | None = None,
     around_attempt: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    stop_when: Callable[[], str | None] | None = None,
 ) -> CommandResult:
     """Run ``argv`` under ``policy`` until it exits 0 or recovery gives up (then the last error is raised).
 
     The policy's deadline bounds every attempt too; ``timeout`` bounds each one. ``clock`` should be the
-    policy's clock (both measure the deadline).
+    policy's clock (both measure the deadline). ``stop_when`` is polled while an attempt runs: return a
+    reason (say, ``lambda: token.reason if token.is_cancelled else None`` for the policy's cancel token)
+    and the attempt's process group is stopped at once (see :class:`CommandRunner`).
 
     >>> from bounceback import Policy
     >>> run_command(["true"], Policy("docs-true", attempts=2))
@@ -367,6 +370,7 @@ def run_command(
         env=env,
         around_attempt=around_attempt,
         clock=clock,
+        stop_when=stop_when,
     )
     policy.call(runner.attempt)
     return CommandResult(0, runner.attempts)
