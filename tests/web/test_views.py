@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from html.parser import HTMLParser
 
 from hypothesis import given, settings
@@ -449,3 +450,12 @@ def test_enter_in_the_settings_form_saves_and_a_refusal_holds_the_form() -> None
     assert 'data-hold="refused"' in refused and 'value="sideways"' in refused
     per_op = render_settings(Snapshot(now=NOW, settings={"fetch": {"retry.max_attempts": 3}}), "fetch", CSRF)
     assert "Reset retry.max_attempts to the global value" in per_op["settings-form"]
+
+
+def test_a_time_on_another_day_carries_its_date() -> None:
+    yesterday = BreakerView("db", "forced_open", NOW - 86400 * 2, None, "", 0, 0)
+    today = BreakerView("mq", "forced_open", NOW - 60, None, "", 0, 0)
+    markup = render_overview(Snapshot(now=NOW, breakers=(yesterday, today)), CSRF)["overview-breakers"]
+    dated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(NOW - 86400 * 2))
+    plain_time = time.strftime("%H:%M:%S", time.localtime(NOW - 60))
+    assert f"<td>{dated}</td>" in markup and f"<td>{plain_time}</td>" in markup

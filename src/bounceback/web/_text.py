@@ -109,15 +109,19 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{hours} h {rest} min" if rest else f"{hours} h"
 
 
-def fmt_clock(at: float | None) -> str:
-    """Wall time as local ``HH:MM:SS`` (``-`` for None).
+def fmt_clock(at: float | None, now: float | None = None) -> str:
+    """Wall time as local ``HH:MM:SS`` (``-`` for None); with the date (``YYYY-MM-DD HH:MM:SS``) when ``now``
+    is given and falls on another day, so a breaker open "since 16:39" is never really open since yesterday.
 
-    >>> len(fmt_clock(1_800_000_000.0))
-    8
+    >>> len(fmt_clock(1_800_000_000.0)), len(fmt_clock(1_800_000_000.0, now=1_800_000_000.0 + 3 * 86400))
+    (8, 19)
     """
     if at is None:
         return "-"
-    return time.strftime("%H:%M:%S", time.localtime(at))
+    local = time.localtime(at)
+    if now is not None and time.localtime(now)[:3] != local[:3]:
+        return time.strftime("%Y-%m-%d %H:%M:%S", local)
+    return time.strftime("%H:%M:%S", local)
 
 
 def plural(count: int, noun: str, many: str | None = None) -> str:

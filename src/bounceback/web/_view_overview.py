@@ -115,7 +115,7 @@ def _breaker_row(brk: BreakerView, now: float, csrf: str) -> str:
         f'<td class="num">{brk.consecutive}</td>'
         f'<td class="num">{brk.rejected}</td>'
         f'<td class="reason">{_reason(brk)}</td>'
-        f"<td>{esc(fmt_clock(brk.since if brk.since > 0 else None))}</td>"
+        f"<td>{esc(fmt_clock(brk.since if brk.since > 0 else None, now))}</td>"
         f'<td class="controls">{_controls(brk, csrf)}</td></tr>'
     )
 

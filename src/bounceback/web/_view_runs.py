@@ -73,7 +73,7 @@ def _active_row(run: RunView, now: float, csrf: str) -> str:
     )
 
 
-def _ended_row(run: RunView) -> str:
+def _ended_row(run: RunView, now: float) -> str:
     why = f" ({esc(run.reason, 80)})" if run.reason else ""
     duration = (run.ended_at or run.updated_at) - run.started_at
     return (
@@ -81,7 +81,7 @@ def _ended_row(run: RunView) -> str:
         f"<th scope=row>{esc(run.operation)}</th>"
         f'<td><span class="status status-{attr(run.status)}">{esc(run.status)}</span>{why}</td>'
         f'<td class="num">{run.attempts}</td><td>{esc(fmt_seconds(duration))}</td>'
-        f"<td>{esc(fmt_clock(run.ended_at or run.updated_at))}</td>"
+        f"<td>{esc(fmt_clock(run.ended_at or run.updated_at, now))}</td>"
         f'<td class="error">{run_error(run, 160)}</td></tr>'
     )
 
@@ -107,7 +107,7 @@ def render_recoveries(snapshot: Snapshot, csrf: str) -> dict[str, str]:
     ended = sorted((r for r in snapshot.runs if not r.is_active), key=lambda r: -(r.ended_at or r.updated_at))
     recent = table(
         ["operation", "outcome", "attempts#", "took", "ended", "last error"],
-        (_ended_row(r) for r in ended[:15]),
+        (_ended_row(r, now) for r in ended[:15]),
         empty="No recovery ended in the last hour.",
         css="runs ended",
     )

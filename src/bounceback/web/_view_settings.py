@@ -149,7 +149,7 @@ def _history(snapshot: Snapshot, operation: str | None, csrf: str) -> str:
             f'<tr data-change="{int(change["id"])}"><td class="num">#{int(change["id"])}</td>'
             f"<td><code>{esc(key)}</code> {esc(text('old'))} → <strong>{esc(text('new'))}</strong>"
             f'<span class="sub"><br>{esc(change["action"])} by {esc(change["who"])} at '
-            f'{esc(fmt_clock(change["at"]))}</span></td><td class="controls">{undo}</td></tr>'
+            f'{esc(fmt_clock(change["at"], snapshot.now))}</span></td><td class="controls">{undo}</td></tr>'
         )
         if len(rows) >= 25:
             break
