@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -193,3 +194,43 @@ def test_a_run_cancelled_from_outside_gets_a_true_ticket_at_the_terminal(home: P
     assert "Retry with 10 attempts" in screen  # more room than the 5 allowed
     assert "skip" not in screen.lower()  # not offered, so not mentioned
     assert "code -" not in screen and "it exited with code 75" in screen
+
+
+# -- at a real controlling terminal: the command owns the keyboard while it runs ---------------------
+
+
+def test_the_command_reads_the_keyboard_at_its_first_attempt(home: Path, tmp_path: Path) -> None:
+    reader = "import sys; print('got', sys.stdin.readline().strip(), flush=True)"
+    term = PtyProcess(["run", "--op", "reader", "--", sys.executable, "-c", reader], controlling=True)
+    try:
+        time.sleep(0.5)  # typed while the command starts, as a person would
+        os.write(term.master, b"hello\r")
+        code = term.wait()
+        screen = plain(term.text())
+    finally:
+        term.close()
+    assert code == 0, screen
+    assert "got hello" in screen
+    assert "Input/output error" not in screen and "attempt 1 of 5 failed" not in screen
+    assert Journal(home / "bounceback.db").runs() == []  # it worked at the first try
+
+
+def test_ctrl_c_typed_at_the_terminal_during_an_attempt_stops_everything(home: Path, tmp_path: Path) -> None:
+    configure(home, {"retry.initial_delay": 0.01, "retry.jitter": "none"})
+    counter, grandchild = tmp_path / "n", tmp_path / "child"
+    argv = flaky(counter, 9, "--hang", "--child-pid", str(grandchild))
+    term = PtyProcess(["run", "--op", "typed", "--", *argv], controlling=True)
+    try:
+        _until(term, lambda: grandchild.exists() and grandchild.read_text())
+        asked = time.monotonic()
+        os.write(term.master, b"\x03")  # the key, not a signal sent to bounceback: it reaches the command
+        code = term.wait(seconds=30)
+        took = time.monotonic() - asked
+        screen = plain(term.text())
+    finally:
+        term.close()
+    assert code == 130, screen
+    assert took < 5, took
+    assert count(counter) == 1  # the person's Ctrl-C is not a transient failure to retry
+    assert "typed: stopped by Ctrl-C" in screen
+    assert wait_for(lambda: _gone(grandchild), seconds=5)

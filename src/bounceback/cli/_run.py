@@ -242,6 +242,8 @@ def _run(
         return bool(holder) and holder[-1].send_signal(sig)
 
     interrupts = Interrupts(CancelToken(), forward).install()
+    # A person at the terminal: the command gets the keyboard (and Ctrl-C) while it runs.
+    attended = sys.stdin.isatty()
 
     def stop_when() -> str | None:
         # A signal to bounceback run, or a Cancel from another process (the journal writer cancels the run).
@@ -267,6 +269,7 @@ def _run(
             deadline=None if deadline == float("inf") else deadline,
             around_attempt=display.suspended,
             stop_when=stop_when,
+            terminal=attended,
         )
         holder.append(runner)
         try:
