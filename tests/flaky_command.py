@@ -1,13 +1,14 @@
 """A command that fails a set number of times, for the subprocess and CLI tests.
 
     python flaky_command.py COUNTER FAILURES [--code N | --signal NAME | --hang] [--out TEXT] [--err TEXT]
-        [--child-pid FILE] [--then-code N] [--hang-on N] [--ignore-sigint]
+        [--child-pid FILE] [--then-code N] [--hang-on N] [--ignore-sigint] [--ignore-signals]
 
 Each run adds one to the number in the file COUNTER. While that number is at most FAILURES the run fails
 (exit code ``--code``, default 75; or kills itself with ``--signal``; or hangs with ``--hang``, after
 writing the pid of a grandchild it started to ``--child-pid``). After that it prints ``--out`` on stdout
 and ``--err`` on stderr and exits with ``--then-code`` (default 0). ``--hang-on N`` makes the Nth run hang whatever FAILURES
-says; ``--ignore-sigint`` makes a run ignore Ctrl-C.
+says; ``--ignore-sigint`` makes a run ignore Ctrl-C, ``--ignore-signals`` SIGINT, SIGTERM and SIGHUP (only
+SIGKILL stops it).
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ def main() -> int:
     parser.add_argument("--then-code", type=int, default=0)
     parser.add_argument("--hang-on", type=int, default=0)
     parser.add_argument("--ignore-sigint", action="store_true")
+    parser.add_argument("--ignore-signals", action="store_true")
     args = parser.parse_args()
-    if args.ignore_sigint:
+    if args.ignore_sigint or args.ignore_signals:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if args.ignore_signals:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     count = int(args.counter.read_text() or 0) + 1 if args.counter.exists() else 1
     args.counter.write_text(str(count))
     if count == args.hang_on:

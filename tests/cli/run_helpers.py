@@ -78,14 +78,29 @@ def plain(text: str) -> str:
 
 
 class PtyProcess:
-    """``bounceback ARGS`` on a pseudo-terminal (stdin, stdout and stderr), read by :meth:`pump`."""
+    """``bounceback ARGS`` on a pseudo-terminal (stdin, stdout and stderr), read by :meth:`pump`.
 
-    def __init__(self, args: Sequence[str], columns: int = 200) -> None:
+    With ``controlling``, the pty is the process's controlling terminal (a session of its own), as in a
+    real terminal window: bytes written to :attr:`master` are typed keys (``\\x03`` is Ctrl-C).
+    """
+
+    def __init__(self, args: Sequence[str], columns: int = 200, *, controlling: bool = False) -> None:
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
         self.master = master
+
+        def take_terminal() -> None:
+            # As a login shell's terminal: a session of its own whose controlling terminal is the pty, so
+            # job control works (foreground group, Ctrl-C typed at the keyboard goes to that group).
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bounceback", *args], stdin=slave, stdout=slave, stderr=slave
+            [sys.executable, "-m", "bounceback", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            preexec_fn=take_terminal if controlling else None,  # noqa: PLW1509
         )
         os.close(slave)
         self.data = b""

@@ -165,6 +165,28 @@ def test_history_and_undo(home: Path) -> None:
     assert "id: got 42" in refused.stderr
 
 
+def test_undo_without_an_id_walks_back_through_the_last_changes(home: Path) -> None:
+    ok("settings", "set", "retry.max_attempts", "7")
+    ok("settings", "set", "retry.initial_delay", "1s")
+    assert ok("settings", "undo").startswith("undid #2: retry.initial_delay: 1s -> (not set)")
+    assert ok("settings", "undo").startswith("undid #1: retry.max_attempts: 7 -> (not set)")
+    nothing = bb("settings", "undo")
+    assert nothing.returncode == 2 and "every recorded change is undone already" in nothing.stderr
+    assert ok("settings", "get", "retry.max_attempts") == "5\n"
+
+
+def test_the_redis_backend_needs_its_url_first(home: Path) -> None:
+    alone = bb("settings", "set", "store.backend", "redis")
+    assert alone.returncode == 2 and "Traceback" not in alone.stderr
+    assert "error: store.backend: got 'redis'" in alone.stderr and "store.redis_url" in alone.stderr
+    assert ok("settings", "get", "store.backend") == "sqlite\n"  # nothing saved
+    assert ok_json("status")["operations"] == []  # status still works
+    ok("settings", "set", "store.redis_url", "redis://127.0.0.1:6399/0")
+    ok("settings", "set", "store.backend", "redis")
+    dropped = bb("settings", "reset", "store.redis_url")
+    assert dropped.returncode == 2 and "set store.backend to sqlite first" in dropped.stderr
+
+
 def test_export_and_import_round_trip_between_homes(tmp_path: Path, home: Path) -> None:
     ok("settings", "set", "retry.initial_delay", "250ms")
     ok("settings", "set", "retry.deadline", "off", "--op", "odd name")
@@ -275,8 +297,7 @@ def shared_dir() -> Iterator[Path]:
 
 READ_ONLY_RUN = """
 import os, sys
-from bounceback.cli import main
-import bounceback.cli._settings
+from bounceback.cli import cli, main  # cli: every command is loaded before the privileges go
 if os.geteuid() == 0:
     # root ignores file permissions: drop to nobody after the imports, as a locked-down service would run
     os.setgid(65534)

@@ -207,7 +207,7 @@ def test_prune_and_list_when_empty(home: Path) -> None:
 # -- bounceback run --------------------------------------------------------------------------------
 
 
-def test_run_without_a_terminal_parks_a_ticket_and_exits_4(home: Path, tmp_path: Path) -> None:
+def test_run_without_a_terminal_parks_a_ticket_and_keeps_the_exit_code(home: Path, tmp_path: Path) -> None:
     configure(home, FAST)
     counter = tmp_path / "n"
     done = bb(
@@ -220,7 +220,7 @@ def test_run_without_a_terminal_parks_a_ticket_and_exits_4(home: Path, tmp_path:
         *flaky(counter, 9, "--code", "75"),
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode == 4 and count(counter) == 2  # 4: a person must look at the parked ticket
+    assert done.returncode == 75 and count(counter) == 2  # the command's own code, a ticket parked beside it
     [ticket] = ok_json("tickets", "list", "--op", "sync")
     assert f"parked as ticket {ticket['id']} for a person" in done.stderr
     assert f"bounceback tickets resolve {ticket['id']} --choice retry|retry-adjusted|abort" in done.stderr
@@ -233,7 +233,7 @@ def test_run_without_a_terminal_parks_a_ticket_and_exits_4(home: Path, tmp_path:
         bb(
             "run", "--op", "sync", "--attempts", "1", "--", *flaky(counter, 9), stdin=subprocess.DEVNULL
         ).returncode
-        == 4
+        == 75
     )
     assert ok_json("tickets", "show", ticket["id"])["resolution"]["outcome"] == "failed"
     # that run parked a new ticket; a person chooses retry again, and the next run succeeds
@@ -244,6 +244,26 @@ def test_run_without_a_terminal_parks_a_ticket_and_exits_4(home: Path, tmp_path:
         == 0
     )
     assert ok_json("tickets", "show", newest["id"])["resolution"]["outcome"] == "succeeded"
+
+
+def test_without_a_terminal_a_missing_program_exits_127_and_a_deadline_124(
+    home: Path, tmp_path: Path
+) -> None:
+    configure(home, {**FAST, "retry.initial_delay": 0.3, "retry.max_delay": 0.3})
+    missing = bb("run", "--op", "gone", "--", str(tmp_path / "no-such-program"), stdin=subprocess.DEVNULL)
+    assert missing.returncode == 127 and "parked as ticket" in missing.stderr
+    late = bb(
+        "run",
+        "--op",
+        "late",
+        "--deadline",
+        "200ms",
+        "--",
+        *flaky(tmp_path / "n", 9),
+        stdin=subprocess.DEVNULL,
+    )
+    assert late.returncode == 124 and "parked as ticket" in late.stderr
+    assert {t["operation"] for t in ok_json("tickets", "list")} == {"gone", "late"}
 
 
 def test_run_with_manual_mode_park_exits_4(home: Path, tmp_path: Path) -> None:

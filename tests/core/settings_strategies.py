@@ -72,6 +72,8 @@ def _repair(own: dict[str, Any], below: dict[str, Any]) -> dict[str, Any]:
     transient, permanent = effective["run.transient_codes"], effective["run.permanent_codes"]
     if set(transient) & set(permanent):
         fixed["run.permanent_codes"] = tuple(sorted(set(permanent) - set(transient)))
+    if effective.get("store.backend") == "redis" and not effective.get("store.redis_url"):
+        fixed["store.redis_url"] = "redis://127.0.0.1:6379/0"  # the redis backend needs its URL
     return fixed
 
 

@@ -488,7 +488,7 @@ def test_a_person_cancelling_a_wait_goes_straight_to_the_choices() -> None:
         policy.call(flaky)
     assert flaky.calls == 1
     assert "a person cancelled the automatic recovery" in out.getvalue()
-    assert "A person cancelled the automatic recovery: decide" in out.getvalue()
+    assert "A person cancelled the automatic recovery: once the cause is dealt with" in out.getvalue()
 
 
 def test_park_raises_at_once_and_waits_when_asked() -> None:

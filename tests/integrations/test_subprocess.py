@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,35 @@ def test_send_signal_reaches_the_running_group(tmp_path: Path) -> None:
     [error] = errors
     assert isinstance(error, CommandFailed) and error.returncode == -signal.SIGTERM
     assert runner.running_pid is None
+
+
+def test_a_cancel_token_stops_the_running_attempt_and_its_group(tmp_path: Path) -> None:
+    from bounceback.core._time import CancelToken
+    from bounceback.errors import RecoveryCancelled
+
+    token = CancelToken()
+    marker = tmp_path / "started"
+    script = (
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "pathlib.Path(sys.argv[1]).write_text('x'); time.sleep(60)"
+    )
+    threading.Thread(
+        target=lambda: (wait_until(marker.exists), token.cancel("operator pressed Cancel")), daemon=True
+    ).start()
+    policy = Policy("cancel-me", attempts=3, cancel=token)
+    started = time.monotonic()
+    with pytest.raises(RecoveryCancelled) as caught:
+        run_command(
+            [sys.executable, "-c", script, str(marker)],
+            policy,
+            stop_when=lambda: token.reason if token.is_cancelled else None,
+        )
+    assert time.monotonic() - started < 30  # not the command's 60 s: stopped, even though it ignores SIGTERM
+    assert caught.value.attempts == 1 and "operator pressed Cancel" in caught.value.reason
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()

@@ -179,6 +179,70 @@ def follow_setting(db: Path, key: str, operation: str | None = None) -> None:
         time.sleep(0.05)
 
 
+def closed_with_failures(db: Path, name: str, failures: int) -> None:
+    """Breaker ``name`` closed with ``failures`` failed calls in its window, fewer than min_calls (10)."""
+    bus = EventBus()
+    with SqliteBreakerStore(db) as store:
+        brk = CircuitBreaker(
+            name, store=store, bus=bus, timers=False, failure_rate=50, min_calls=10, window=20
+        )
+
+        def boom() -> None:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+        for _ in range(failures):
+            try:
+                brk.call(boom)
+            except ConnectionRefusedError:
+                pass
+        assert brk.state.value == "closed", brk.state
+
+
+def force_open(db: Path, name: str) -> None:
+    """Force breaker ``name`` open (as a person does)."""
+    with SqliteBreakerStore(db) as store:
+        CircuitBreaker(name, store=store, bus=EventBus(), timers=False).force_open("forced open")
+
+
+def second_attempt(db: Path, operation: str) -> None:
+    """A run whose first attempt fails at once and whose second hangs; prints when the second starts."""
+    bus = EventBus()
+    tries: list[int] = []
+    with JournalWriter(db, bus=bus):
+
+        def call() -> None:
+            tries.append(1)
+            if len(tries) == 1:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            print(json.dumps({"attempt": len(tries), "at": time.time()}), flush=True)
+            time.sleep(60)
+
+        backoff = Backoff("constant", initial=0.2, max_delay=0.2, jitter="none")
+        Policy(operation, attempts=5, backoff=backoff, bus=bus).call(call)
+
+
+def cancelled_wait(db: Path, operation: str) -> None:
+    """A run cancelled 0.5 s into a planned 20 s wait (its journal keeps the planned delay)."""
+    import threading
+
+    from bounceback.core._time import CancelToken
+    from bounceback.errors import RecoveryCancelled
+
+    bus = EventBus()
+    token = CancelToken()
+    with JournalWriter(db, bus=bus):
+
+        def always() -> None:
+            threading.Timer(0.5, token.cancel, ("cancelled by the test",)).start()
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+        backoff = Backoff("constant", initial=20, max_delay=20, jitter="none")
+        try:
+            Policy(operation, attempts=5, backoff=backoff, bus=bus, cancel=token).call(always)
+        except RecoveryCancelled:
+            pass
+
+
 if __name__ == "__main__":
     command, database, *rest = sys.argv[1:]
     path = Path(database)
@@ -196,5 +260,13 @@ if __name__ == "__main__":
         parked_ticket(path, *rest)
     elif command == "seed":
         seed_history(path)
+    elif command == "closed-with-failures":
+        closed_with_failures(path, rest[0], int(rest[1]))
+    elif command == "force-open":
+        force_open(path, rest[0])
+    elif command == "second-attempt":
+        second_attempt(path, rest[0])
+    elif command == "cancelled-wait":
+        cancelled_wait(path, rest[0])
     else:
         raise SystemExit(f"unknown command {command!r}")

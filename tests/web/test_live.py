@@ -17,6 +17,7 @@ from bounceback.stores import SqliteSettings
 from bounceback.web import DashboardServer
 from bounceback.web._collect import Collector
 from bounceback.web._live import LiveState
+from bounceback.web._model import Snapshot
 from tests.web.conftest import run_scenario
 
 
@@ -85,3 +86,36 @@ def test_the_dashboard_runs_the_notify_hook_when_a_breaker_opens_elsewhere(
     (event,) = received
     assert event["kind"] == "breaker-opened" and event["operation"] == "payments-db"
     assert event["title"] == "Breaker payments-db opened"
+
+
+def test_many_waiters_timing_out_and_cancelled_while_snapshots_are_published(database: Path) -> None:
+    # The stream crashed once with "RuntimeError: cannot wait on un-acquired lock": a wait that timed out
+    # while a snapshot was published. Hundreds of waits with timeouts around each publish, some cancelled.
+    versions = iter(range(1, 10_000))
+    live = LiveState(
+        database, lambda: Snapshot(now=time.time(), version=next(versions)), poll=0.001, refresh=0
+    )
+
+    async def scenario() -> tuple[int, int]:
+        await live.start()
+        got = timed_out = 0
+        try:
+            for round_ in range(40):
+                seen = live.snapshot.version
+                waits = [asyncio.ensure_future(live.wait(seen, timeout=0.001 * (i % 5))) for i in range(30)]
+                waits[round_ % 30].cancel()
+                for outcome in await asyncio.gather(*waits, return_exceptions=True):
+                    if isinstance(outcome, asyncio.CancelledError):
+                        continue
+                    assert not isinstance(outcome, BaseException), outcome
+                    if outcome is None:
+                        timed_out += 1
+                    else:
+                        assert outcome.version > seen
+                        got += 1
+        finally:
+            await live.stop()
+        return got, timed_out
+
+    got, timed_out = asyncio.run(scenario())
+    assert got > 0 and got + timed_out == 40 * 29

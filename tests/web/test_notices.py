@@ -20,7 +20,7 @@ def test_notices_for_breaker_opened_gave_up_and_ticket_waiting() -> None:
     after = Snapshot(now=NOW, breakers=(opened,), runs=(gave_up,), tickets=(ticket,))
     found = notices_between(before, after)
     assert [n.kind for n in found] == ["breaker-opened", "recovery-gave-up", "ticket-waiting"]
-    assert found[1].title == "Recovery of sync gave up after 3 attempts (attempts)"
+    assert found[1].title == "Recovery of sync gave up after 3 attempts: no attempts left"
     assert notices_between(after, after) == []
     again = notices_between(
         after, Snapshot(now=NOW + 31, breakers=(reopened,), runs=(gave_up,), tickets=(ticket,))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from html.parser import HTMLParser
 
 from hypothesis import given, settings
@@ -144,8 +145,37 @@ def test_overview_shows_each_breaker_state_with_the_probe_countdown_and_controls
     for action in ("open", "close", "reset"):
         assert f'name="action" value="{action}"' in markup
     assert markup.count(f'name="csrf" value="{CSRF}"') >= 5
-    assert "1</span> breaker open" not in regions["overview-cards"]  # two are open (open and forced)
-    assert '<span class="big">2</span> breakers open of 5' in regions["overview-cards"]
+    cards = regions["overview-cards"]
+    # Open, forced open and half-open all need a look: counted, and the count links to the table.
+    assert '<span class="big">3</span> <a href="#breakers">breakers not closed</a>' in cards
+    assert "(1 forced open, 1 open, 1 half-open) of 5" in cards
+
+
+def test_breakers_that_refuse_or_probe_come_first() -> None:
+    names = ["a-closed", "b-open", "c-forced", "d-half", "e-closed"]
+    states = ["closed", "open", "forced_open", "half_open", "closed"]
+    breakers = tuple(
+        BreakerView(n, st, NOW - 5, NOW + 20 if st == "open" else None, "", 0, 0)
+        for n, st in zip(names, states, strict=True)
+    )
+    markup = render_overview(Snapshot(now=NOW, breakers=breakers), CSRF)["overview-breakers"]
+    order = re.findall(r'<tr data-breaker="([^"]+)"', markup)
+    assert order == ["c-forced", "b-open", "d-half", "a-closed", "e-closed"]
+
+
+def test_a_closed_breaker_with_failures_says_why_it_stays_closed() -> None:
+    few = BreakerView("few", "closed", NOW - 5, None, "", 5, 5, min_calls=10, threshold=50)
+    low = BreakerView("low", "closed", NOW - 5, None, "", 20, 4, min_calls=10, threshold=50)
+    forced = BreakerView("forced", "forced_open", NOW - 5, None, "forced open", 0, 0)
+    markup = render_overview(Snapshot(now=NOW, breakers=(few, low, forced)), CSRF)["overview-breakers"]
+    assert "100%" in markup and "of 5 calls" in markup
+    assert "stays closed: 5 of the 10 calls needed before the failure rate counts" in markup
+    assert "stays closed: 20% is below the 50% that opens it" in markup
+    row = re.search(r'<tr data-breaker="forced".*?</tr>', markup)
+    assert row is not None and row.group(0).count("forced open") == 1  # not "forced open forced open"
+    one = BreakerView("one", "half_open", NOW - 5, None, "1 probes succeeded", 1, 0)
+    text = render_overview(Snapshot(now=NOW, breakers=(one,)), CSRF)["overview-breakers"]
+    assert "1 probe succeeded" in text and "of 1 call<" in text
 
 
 def test_overview_lists_operations_with_their_recent_record() -> None:
@@ -155,13 +185,13 @@ def test_overview_lists_operations_with_their_recent_record() -> None:
     gave = re.search(r'<tr data-operation="payments-db".*?</tr>', markup)
     assert gave is not None
     # 1 run, 0 recovered, 1 gave up, 0 running, 2 failed attempts
-    assert re.findall(r'<td class="num">(\d+)</td>', gave.group(0))[:3] == ["1", "0", "1"]
+    assert re.findall(r'<td data-label="[^"]*" class="num">(\d+)</td>', gave.group(0))[:3] == ["1", "0", "1"]
 
 
-def test_open_breaker_past_its_open_time_says_probe_due() -> None:
+def test_open_breaker_past_its_open_time_says_the_next_call_probes() -> None:
     brk = BreakerView("db", "open", NOW - 40, NOW - 10, "", 10, 6)
     markup = render_overview(Snapshot(now=NOW, breakers=(brk,)), CSRF)["overview-breakers"]
-    assert "probe due" in markup
+    assert "next call probes" in markup and "probe due" not in markup
 
 
 # -- active recoveries ------------------------------------------------------------------------------
@@ -172,7 +202,7 @@ def test_recoveries_show_progress_countdown_deadline_and_cancel() -> None:
     row = re.search(r'<tr data-run="r-active".*?</tr>', markup)
     assert row is not None
     text = row.group(0)
-    assert "attempt 2 of 8" in text
+    assert "attempt 2 of 8 failed" in re.sub(r"<[^>]+>", "", text)  # waiting after attempt 2
     assert f'data-until="{NOW + 18:.3f}"' in text and "in 18 s" in text
     assert '<progress class="deadline" max="600.000" value="30.000"' in text and "5% of 10 min" in text
     assert 'name="run_id" value="r-active"' in text and ">Cancel</button>" in text
@@ -197,15 +227,37 @@ def test_no_active_recovery_says_so() -> None:
 
 def test_timeline_draws_runs_and_attempts_and_filters_by_operation() -> None:
     snap = rich_snapshot()
-    every = render_timeline(snap, None)["timeline"]
+    both = render_timeline(snap, None)["timeline"]
+    every = _wide(both)
+    assert both.count('<g class="run') == 2 * len(snap.runs)  # a desk drawing and a phone drawing
     assert every.count('<g class="run') == len(snap.runs)
     assert every.count('class="attempt failed"') == 2 and every.count('class="attempt succeeded"') == 1
     assert every.count('class="wait"') == 1  # only the attempt followed by a wait
     assert every.count('class="next-try"') == 2  # the two running runs
     only = render_timeline(snap, "payments-db")
-    assert only["timeline"].count('<g class="run') == 1
+    assert _wide(only["timeline"]).count('<g class="run') == 1
     assert '<option value="payments-db" selected>' in only["timeline-filter"]
     assert "No recovery run of nobody" in render_timeline(snap, "nobody")["timeline"]
+
+
+def _wide(markup: str) -> str:
+    return markup.split('<svg class="timeline narrow"', 1)[0]
+
+
+def test_timeline_shows_full_operation_names_and_no_wait_a_cancelled_run_did_not_do() -> None:
+    name = "nightly-export-of-the-plant-historian-to-the-warehouse"
+    run = RunView("r1", name, "gave-up", NOW - 60, NOW - 50, NOW - 50, 1, 5, reason="cancelled")
+    # Attempt 1 failed at NOW-59 with a planned 20 s wait; the run was cancelled 9 s into it.
+    att = AttemptView("r1", 1, NOW - 59, 0.5, "failed", "OSError", "refused", "transient", 20.0)
+    both = render_timeline(Snapshot(now=NOW, runs=(run,), attempts={"r1": (att,)}), None)["timeline"]
+    assert f">{name}</tspan>" in _wide(both) and "more characters" not in both
+    wait = re.search(r'<line class="wait" x1="([\d.]+)" x2="([\d.]+)"', _wide(both))
+    bar = re.search(r'<rect class="bar" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', _wide(both))
+    assert wait is not None and bar is not None
+    bar_end = float(bar.group(1)) + float(bar.group(2))
+    assert float(wait.group(2)) <= bar_end + 0.1  # the wait stops where the run ended
+    assert "waited 9 s of 20 s, then stopped" in both
+    assert 'x="12"' in both  # labels start at the chart's left margin, not left of it
 
 
 def test_timeline_draws_at_most_the_newest_lanes() -> None:
@@ -214,7 +266,7 @@ def test_timeline_draws_at_most_the_newest_lanes() -> None:
         for i in range(MAX_LANES + 7)
     )
     markup = render_timeline(Snapshot(now=NOW, runs=runs), None)["timeline"]
-    assert markup.count('<g class="run') == MAX_LANES
+    assert _wide(markup).count('<g class="run') == MAX_LANES
     assert 'data-run="r0"' not in markup and f'data-run="r{MAX_LANES + 6}"' in markup
     assert "7 older runs not drawn" in markup
 
@@ -382,3 +434,28 @@ def test_credentials_in_urls_are_redacted_on_the_page() -> None:
     for view in VIEWS:
         page = render_full(view, Snapshot(now=NOW, runs=(run,)), None, CSRF)
         assert "hunter2" not in page and "abc123" not in page and "swordfish" not in page
+
+
+def test_enter_in_the_settings_form_saves_and_a_refusal_holds_the_form() -> None:
+    snap = Snapshot(now=NOW, settings={None: {"retry.max_attempts": 7}})
+    form = render_settings(snap, None, CSRF)["settings-form"]
+    buttons = re.findall(r"<button[^>]*>", form)
+    # The first submit button of a form is what Enter presses: it must save, not reset a setting.
+    assert 'class="enter-saves"' in buttons[0] and "formaction" not in buttons[0]
+    assert 'aria-label="Reset retry.max_attempts to the default"' in form and "reset to default" in form
+    assert "data-hold" not in form
+    refused = render_settings(
+        snap, None, CSRF, errors={"retry.jitter": "no"}, submitted={"retry.jitter": "sideways"}
+    )["settings-form"]
+    assert 'data-hold="refused"' in refused and 'value="sideways"' in refused
+    per_op = render_settings(Snapshot(now=NOW, settings={"fetch": {"retry.max_attempts": 3}}), "fetch", CSRF)
+    assert "Reset retry.max_attempts to the global value" in per_op["settings-form"]
+
+
+def test_a_time_on_another_day_carries_its_date() -> None:
+    yesterday = BreakerView("db", "forced_open", NOW - 86400 * 2, None, "", 0, 0)
+    today = BreakerView("mq", "forced_open", NOW - 60, None, "", 0, 0)
+    markup = render_overview(Snapshot(now=NOW, breakers=(yesterday, today)), CSRF)["overview-breakers"]
+    dated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(NOW - 86400 * 2))
+    plain_time = time.strftime("%H:%M:%S", time.localtime(NOW - 60))
+    assert f'"since">{dated}</td>' in markup and f'"since">{plain_time}</td>' in markup

@@ -67,11 +67,20 @@ class BouncebackGroup(click.Group):
     """A click group that turns ConfigError / StoreError from any subcommand into exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the subcommand; refusals and store failures print a clear message instead of a traceback."""
+        """Run the subcommand; refusals, store failures and a missing extra print a clear message instead of
+        a traceback."""
         try:
             return super().invoke(ctx)
         except (ConfigError, StoreError) as exc:
             fail(exc)
+        except ModuleNotFoundError as exc:
+            from bounceback.cli import EXTRAS, missing_extra
+
+            if exc.name is None or exc.name.partition(".")[0] not in EXTRAS:
+                raise  # not an optional dependency: a real bug, keep its traceback
+            name = ctx.invoked_subcommand or "this command"
+            click.echo(missing_extra(exc.name, f"`bounceback {name}`"), err=True)
+            sys.exit(EXIT_USAGE)
 
 
 @click.group(cls=BouncebackGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,7 +7,6 @@ import webbrowser
 import click
 
 from bounceback.cli._app import AppContext, cli, pass_app
-from bounceback.web import DashboardServer
 
 __all__ = ["dashboard"]
 
@@ -39,6 +38,8 @@ def dashboard(
     Prints a URL carrying a fresh access token; every request needs it (the browser keeps it in a
     cookie after the first visit). Stop with Ctrl-C.
     """
+    from bounceback.web import DashboardServer  # the web extra: imported only when the dashboard runs
+
     server = DashboardServer(
         app.database, host=host, port=port, allow_remote=allow_remote, hooks=not no_hooks
     )

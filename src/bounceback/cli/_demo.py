@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -14,8 +14,10 @@ from rich.text import Text
 from bounceback.cli._app import AppContext, cli, echo_json, pass_app
 from bounceback.console import ProgressDisplay
 from bounceback.console._prompt import TerminalPrompter
-from bounceback.demo._job import DemoResult, demo_devices, run_job
 from bounceback.stores import open_home
+
+if TYPE_CHECKING:
+    from bounceback.demo._job import DemoResult
 
 __all__ = ["demo_command"]
 
@@ -46,6 +48,9 @@ def demo_command(
     the journal and tickets live in the home database, so `bounceback status`, `timeline`, `tickets`
     and the dashboard see the run. Without a terminal, tickets are parked and listed.
     """
+    # the demo extra (httpx): imported only when the demo runs
+    from bounceback.demo._job import demo_devices, run_job
+
     scale = speed if speed is not None else (10.0 if fast else 1.0)
     database = app.database
     open_home(database).close()
@@ -142,7 +147,7 @@ def _start_dashboard(app: AppContext, port: int, console: Console) -> Any:
     try:
         from bounceback.web import DashboardServer
     except ImportError as exc:  # the dashboard is an optional extra
-        console.print(Text(f"dashboard not available ({exc}); install bounceback[web]", style="yellow"))
+        console.print(Text(f"dashboard not available ({exc}): pip install 'bounceback[web]'", style="yellow"))
         return None
     server = DashboardServer(app.database, host="127.0.0.1", port=port).start()
     console.print(Text.assemble(("dashboard: ", "bold"), server.url), soft_wrap=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,23 +22,31 @@ from rich.console import Console
 
 from bounceback.cli._app import AppContext, cli, pass_app
 from bounceback.cli._run_support import (
-    EXIT_ABORTED,
     EXIT_CIRCUIT_OPEN,
+    EXIT_CODES,
     EXIT_STOPPED,
     Interrupts,
     ManualStep,
     manual_handler,
+    signal_name,
 )
 from bounceback.cli._tickets_run import record_success
 from bounceback.console._progress import ProgressDisplay
-from bounceback.console._text import clock_time
+from bounceback.console._text import clock_time, plural
 from bounceback.core._breaker import BreakerState, CircuitBreaker
+from bounceback.core._control import run_controls
 from bounceback.core._events import AttemptFailed, Event, RecoveryExhausted, RecoverySucceeded, default_bus
 from bounceback.core._policy import Policy
 from bounceback.core._settings import check_operation
 from bounceback.core._time import CancelToken, parse_duration
 from bounceback.errors import BulkheadFull, CircuitOpenError, RecoveryCancelled, StoreError
-from bounceback.integrations._subprocess import CommandFailed, CommandRunner, ExitCodes, exit_code_of
+from bounceback.integrations._subprocess import (
+    TIMEOUT_EXIT_CODE,
+    CommandFailed,
+    CommandRunner,
+    ExitCodes,
+    exit_code_of,
+)
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._shared import breaker_store_from_settings, store_options
 
@@ -94,7 +103,7 @@ def _open_message(operation: str, exc: CircuitOpenError) -> str:
             f"`bounceback breaker close {operation}` lets calls through again"
         )
     return (
-        f"circuit open for {operation} until {clock_time(exc.retry_at)}; the command was not run "
+        f"circuit open for {operation} until {clock_time(exc.retry_at, time.time())}; the command was not run "
         f"(`bounceback breaker close {operation}` lets calls through now)"
     )
 
@@ -120,13 +129,28 @@ def _breaker(app: AppContext, settings: Any, operation: str, values: Any) -> Cir
     return CircuitBreaker.from_settings(operation, settings, store=store, **store_options(settings))
 
 
+def _epilog() -> str:
+    width = max(len(code) for code, _ in EXIT_CODES)
+    rows = [
+        textwrap.fill(
+            meaning,
+            width=96,
+            initial_indent=f"  {code:<{width}}  ",
+            subsequent_indent=" " * (width + 4),
+        )
+        for code, meaning in EXIT_CODES
+    ]
+    # \b keeps click from re-wrapping the table into one paragraph.
+    return "\b\nExit codes (the same table is in docs/run.md):\n" + "\n".join(rows)
+
+
+_EPILOG = _epilog()
+
+
 @cli.command(
     "run",
     context_settings={"allow_interspersed_args": False},
-    epilog="Exit codes: 0 success; the command's own code when recovery gave up (124 timed out, "
-    "128+N killed by signal N); 2 bad flag, setting or database; 3 stopped by Ctrl-C or Cancel; "
-    "4 gave up, ticket parked for a person (no terminal, or manual.mode park); 69 circuit open, not run; "
-    "130 aborted by a second Ctrl-C; 143 stopped by SIGTERM.",
+    epilog=_EPILOG,
 )
 @click.option(
     "--op", "operation", required=True, metavar="NAME", help="The operation: its settings and breaker."
@@ -216,11 +240,18 @@ def _run(
     tracker = _Tracker()
     stop_tracking = default_bus.subscribe(tracker)
     holder: list[CommandRunner] = []
+    allowed: list[int | None] = [None]
 
     def forward(sig: int) -> bool:
         return bool(holder) and holder[-1].send_signal(sig)
 
     interrupts = Interrupts(CancelToken(), forward).install()
+    # A person at the terminal: the command gets the keyboard (and Ctrl-C) while it runs.
+    attended = sys.stdin.isatty()
+
+    def stop_when() -> str | None:
+        # A signal to bounceback run, or a Cancel from another process (the journal writer cancels the run).
+        return interrupts.stop_reason() or run_controls.cancelled_reason()
 
     def execute(limits: dict[str, Any]) -> tuple[int, BaseException | None]:
         # Per-attempt timeouts are the runner's (it stops the process group); the policy must not add its own.
@@ -229,10 +260,11 @@ def _run(
             attempt_timeout=None,
             settings=settings,
             breaker=breaker,
-            cancel=interrupts.token,  # a parent token: Ctrl-C stops even a run that has not failed yet
+            cancel=interrupts.token,  # a parent token: a signal stops even a run that has not failed yet
             **limits,
         )
         deadline = policy.config.deadline
+        allowed[0] = policy.config.attempts
         runner = CommandRunner(
             argv,
             operation=operation,
@@ -240,13 +272,19 @@ def _run(
             timeout=per_attempt,
             deadline=None if deadline == float("inf") else deadline,
             around_attempt=display.suspended,
+            stop_when=stop_when,
+            terminal=attended,
         )
         holder.append(runner)
         try:
             with display:
                 policy.call(runner.attempt)
-        except (CommandFailed, RecoveryCancelled, CircuitOpenError, BulkheadFull, TimeoutError) as exc:
-            return exit_code_of(runner.last_error), exc
+        except RecoveryCancelled as exc:
+            return EXIT_STOPPED, exc
+        except (CommandFailed, CircuitOpenError, BulkheadFull, TimeoutError) as exc:
+            reason = getattr(exc, "bounceback_reason", "")
+            # A run that ran out of time exits as GNU timeout does, whatever its last attempt returned.
+            return (TIMEOUT_EXIT_CODE if reason == "deadline" else exit_code_of(runner.last_error)), exc
         finally:
             policy.close()
         return 0, None
@@ -256,20 +294,17 @@ def _run(
         if error is None:
             record_success(app.database, operation)  # a person's "retry" on an earlier ticket worked
             return 0
-        if interrupts.terminated is not None:
-            # Stopped by a supervisor (SIGTERM) or a closed terminal (SIGHUP): nobody to hand over to.
-            _say(f"{operation}: stopped by {signal.Signals(interrupts.terminated).name}")
-            return 128 + interrupts.terminated
+        interrupts.check()  # a signal stopped the run: nobody is asked, nothing is run again
         return _after_give_up(
-            operation, argv, settings, code, error, tracker, holder, interrupts, execute, explicit
+            operation, argv, settings, code, error, tracker, holder, interrupts, execute, explicit, allowed[0]
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         display.stop()
-        if interrupts.terminated is not None:
-            _abort(operation, tracker, f"a second {signal.Signals(interrupts.terminated).name}")
-            return 128 + interrupts.terminated
-        _abort(operation, tracker, "a second Ctrl-C")
-        return EXIT_ABORTED
+        signum = getattr(exc, "signum", signal.SIGINT)
+        if tracker.run_id is not None:
+            _abort(operation, tracker, signal_name(signum))  # a second signal ended the run mid-way
+        _say(f"{operation}: stopped by {signal_name(signum)}; nothing bounceback started is still running.")
+        return 128 + signum
     finally:
         interrupts.uninstall()
         stop_tracking()
@@ -286,6 +321,7 @@ def _after_give_up(
     interrupts: Interrupts,
     execute: Callable[[dict[str, Any]], tuple[int, BaseException | None]],
     explicit: dict[str, Any],
+    allowed: int | None,
 ) -> int:
     """The manual-fallback step: the installed handler decides, else the default exit code."""
     if isinstance(error, RecoveryCancelled):
@@ -295,6 +331,8 @@ def _after_give_up(
     else:
         reason, default = str(getattr(error, "bounceback_reason", "attempts")), code
     attempts = holder[-1].attempts if holder else 0
+    elapsed = time.monotonic() - tracker.started if tracker.started else 0.0
+    cancelled: list[str | None] = [None]
 
     def rerun(attempts: int | None = None, deadline: float | None = None) -> int:
         limits = dict(explicit)
@@ -303,7 +341,12 @@ def _after_give_up(
         if deadline is not None:
             limits["deadline"] = deadline
         interrupts.rearm(CancelToken())
-        again, _ = execute(limits)
+        interrupts.check()
+        again, why = execute(limits)
+        interrupts.check()  # stopped by a signal: bounceback run ends here, nothing is recorded as failed
+        cancelled[0] = (
+            str(getattr(why, "reason", "cancelled")) if isinstance(why, RecoveryCancelled) else None
+        )
         return again
 
     handler = manual_handler()
@@ -319,6 +362,10 @@ def _after_give_up(
             attended=sys.stdin.isatty() and sys.stderr.isatty(),
             settings=settings,
             rerun=rerun,
+            elapsed=elapsed,
+            allowed_attempts=allowed,
+            asking=interrupts.asking,
+            rerun_cancelled=lambda: cancelled[0],
         )
         decided = handler(step)
         if decided is not None:
@@ -326,8 +373,8 @@ def _after_give_up(
     if reason == "cancelled":
         why = getattr(error, "reason", "cancelled")
         _say(
-            f"{operation}: automatic recovery stopped ({why}) after {attempts} attempt(s); nothing is "
-            f"running now. Run the same command again when ready (exit code {EXIT_STOPPED})."
+            f"{operation}: automatic recovery stopped ({why}) after {plural(attempts, 'attempt')}; nothing "
+            f"is running now. Run the same command again when ready (exit code {EXIT_STOPPED})."
         )
     elif isinstance(error, CircuitOpenError):
         _say(_open_message(operation, error).replace("; the command was not run", ""))
@@ -352,4 +399,3 @@ def _abort(operation: str, tracker: _Tracker, why: str) -> None:
                 None,
             )
         )
-    _say(f"{operation}: aborted by {why}; the command was stopped.")

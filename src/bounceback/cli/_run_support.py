@@ -1,33 +1,16 @@
 """What ``bounceback run`` needs around the command: exit codes, Ctrl-C handling, and the manual-fallback hook.
 
-Exit codes of ``bounceback run``:
-
-====== ==========================================================================================
-code   meaning
-====== ==========================================================================================
-0      the command succeeded (at the first try or after recovery)
-1-255  recovery gave up: the command's own exit code from its last attempt
-124    recovery gave up and the last attempt was stopped by its timeout (``--timeout``)
-126    the command cannot be executed (permission) — not retried by default
-127    the command was not found — not retried by default
-128+N  recovery gave up and the last attempt was killed by signal N
-2      bounceback itself could not start: a bad flag, a bad setting, or the home database failed
-3      automatic recovery was stopped by a person (Ctrl-C, or Cancel from another process); handed
-       over to manual fallback
-4      recovery gave up and its ticket was parked for a person (``manual.mode park``; see
-       ``bounceback tickets``)
-69     the circuit for the operation is open: the command was not run (``EX_UNAVAILABLE``)
-130    aborted by a second Ctrl-C; the running command was stopped
-143    ``bounceback run`` got SIGTERM (129: SIGHUP); the signal was passed on to the command
-====== ==========================================================================================
+The exit codes of ``bounceback run`` are :data:`EXIT_CODES`: the one table that ``run --help`` prints
+and ``docs/run.md`` shows (a test keeps them equal).
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -38,19 +21,49 @@ from bounceback.core._time import CancelToken
 __all__ = [
     "EXIT_ABORTED",
     "EXIT_CIRCUIT_OPEN",
+    "EXIT_CODES",
     "EXIT_STOPPED",
     "EXIT_USAGE",
+    "Interrupted",
     "Interrupts",
     "ManualHandler",
     "ManualStep",
     "manual_handler",
     "set_manual_handler",
+    "signal_name",
 ]
 
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_CIRCUIT_OPEN = 69
 EXIT_ABORTED = 130
+
+EXIT_CODES: tuple[tuple[str, str], ...] = (
+    ("0", "the command succeeded, at the first try or after recovery"),
+    (
+        "1-255",
+        "recovery gave up: the command's own exit code from its last attempt (without a terminal a "
+        "recovery ticket is parked as well)",
+    ),
+    ("124", "recovery gave up on time: the last attempt hit --timeout, or the deadline ran out"),
+    ("126, 127", "the command cannot be executed / was not found (not retried by default)"),
+    ("128+N", "recovery gave up and the last attempt was killed by signal N"),
+    ("2", "bounceback could not start: a bad flag, a bad setting, or the home database failed"),
+    (
+        "3",
+        "automatic recovery was cancelled from outside (bounceback cancel, the dashboard's Cancel): the "
+        "running attempt was stopped; without a terminal its ticket is parked",
+    ),
+    ("4", "recovery gave up and its ticket was parked for a person (manual.mode park)"),
+    ("69", "the circuit for the operation is open: the command was not run"),
+    (
+        "130",
+        "bounceback run got Ctrl-C (SIGINT) at any point (attempt, wait, prompt, run again): the "
+        "command's process group was stopped, an open ticket stays open",
+    ),
+    ("143, 129", "bounceback run got SIGTERM / SIGHUP at any point: the same as Ctrl-C"),
+)
+"""The exit codes of ``bounceback run``: (code, meaning) rows."""
 
 
 @dataclass
@@ -61,7 +74,10 @@ class ManualStep:
     ``deadline``, ``permanent``, ``breaker``, ...). ``exit_code`` is what ``bounceback run`` exits with
     unless the handler returns another one. ``rerun(attempts, deadline)`` runs the command again under
     the same policy with other limits (None keeps a limit) and returns its exit code. ``attended`` is
-    True when a person is at a terminal (stdin and stderr are terminals).
+    True when a person is at a terminal (stdin and stderr are terminals). ``elapsed`` is the measured time
+    of the run (seconds), ``allowed_attempts`` its limit (None: none). A handler that asks a person does so
+    inside ``asking()`` (a signal then ends the wait for an answer), and ``rerun_cancelled()`` says why the
+    last ``rerun`` was cancelled from outside (None when it was not).
     """
 
     operation: str
@@ -74,6 +90,12 @@ class ManualStep:
     attended: bool
     settings: Any
     rerun: Callable[[int | None, float | None], int] = field(repr=False)
+    elapsed: float = 0.0
+    allowed_attempts: int | None = None
+    asking: Callable[[], contextlib.AbstractContextManager[None]] = field(
+        default=contextlib.nullcontext, repr=False
+    )
+    rerun_cancelled: Callable[[], str | None] = field(default=lambda: None, repr=False)
 
 
 ManualHandler = Callable[[ManualStep], "int | None"]
@@ -98,24 +120,53 @@ def manual_handler() -> ManualHandler | None:
     return _handler[0]
 
 
-class Interrupts:
-    """Signals for ``bounceback run``: the first stops automatic recovery at once, the second aborts.
+class Interrupted(KeyboardInterrupt):
+    """``bounceback run`` was told to stop by ``signum`` (SIGINT, SIGTERM or SIGHUP) where it cannot stop softly.
 
-    Ctrl-C (SIGINT) hands the run over to manual fallback; SIGTERM and SIGHUP (a supervisor or a closed
-    terminal stopping ``bounceback run``) end it with ``128 + N`` and no manual step (``terminated``).
-    Either way the signal is passed on to the running command's process group, so the command is never
-    left running on its own.
+    Raised in the main thread at the prompt (a blocking read) and by a second signal; a KeyboardInterrupt,
+    so code that cleans up after Ctrl-C cleans up after it too.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+
+def signal_name(signum: int) -> str:
+    """How a person names the signal: ``Ctrl-C`` for SIGINT, else its name (``SIGTERM``).
+
+    >>> signal_name(signal.SIGINT), signal_name(signal.SIGHUP)
+    ('Ctrl-C', 'SIGHUP')
+    """
+    if signum == signal.SIGINT:
+        return "Ctrl-C"
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class Interrupts:
+    """Signals for ``bounceback run``: SIGINT (Ctrl-C), SIGTERM and SIGHUP each end it, at any point.
+
+    Whatever ``bounceback run`` is doing, the first of these signals ends it with ``128 + N`` (130 for
+    Ctrl-C, 143 for SIGTERM, 129 for SIGHUP; ``signum`` says which arrived):
+
+    - during an attempt, the signal is passed on to the command's process group, and the runner stops the
+      group (SIGTERM, then SIGKILL) when it has not ended within half a second (``stop_when``);
+    - during a wait, the wait ends at once (``token`` is cancelled);
+    - at the prompt (:meth:`asking`), the blocking read is interrupted: :class:`Interrupted` is raised in
+      the main thread.
 
     The signal handler itself only counts and hands the work to a helper thread through a
-    ``queue.SimpleQueue`` (safe to use from a signal handler): cancelling takes locks that the
-    interrupted main thread may hold at that very moment. The helper cancels ``token`` (the policy's
-    parent token, which also stops a run that has not failed yet), every registered run
-    (``run_controls.cancel_all``), and passes the signal to the command's process group through
-    ``forward``. The second signal raises KeyboardInterrupt in the main thread.
+    ``queue.SimpleQueue`` (safe to use from a signal handler): cancelling takes locks that the interrupted
+    main thread may hold at that very moment. The helper passes the signal on through ``forward`` and
+    cancels ``token`` and every registered run (``run_controls.cancel_all``). A second signal raises
+    :class:`Interrupted` in the main thread (whose runner then kills the command's group at once).
 
     >>> interrupts = Interrupts(CancelToken(), forward=lambda sig: False)
-    >>> interrupts.count, interrupts.terminated
-    (0, None)
+    >>> interrupts.count, interrupts.signum, interrupts.stop_reason()
+    (0, None, None)
     """
 
     _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -124,11 +175,17 @@ class Interrupts:
         self.token = token
         self.forward = forward
         self.count = 0
-        self.terminated: int | None = None
-        """SIGTERM or SIGHUP when one of them stopped the run."""
+        self.signum: int | None = None
+        """The first signal that arrived (None while none did)."""
+        self._asking = False
         self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._helper = threading.Thread(target=self._work, name="bounceback-interrupts", daemon=True)
         self._previous: dict[int, Any] = {}
+
+    @property
+    def terminated(self) -> int | None:
+        """SIGTERM or SIGHUP when one of them stopped the run (a supervisor or a closed terminal)."""
+        return self.signum if self.signum not in (None, signal.SIGINT) else None
 
     def install(self) -> Interrupts:
         """Take over SIGINT, SIGTERM and SIGHUP (main thread only) and start the helper thread."""
@@ -145,29 +202,49 @@ class Interrupts:
         self._queue.put(0)
 
     def rearm(self, token: CancelToken) -> None:
-        """Start over with a fresh ``token`` (a manual step runs the command again): Ctrl-C counts from zero."""
+        """A fresh ``token`` for another run of the command (a person chose to run it again)."""
         self.token = token
-        self.count = 0
+        if self.signum is not None:
+            token.cancel(f"stopped by {signal_name(self.signum)}")
+
+    def stop_reason(self) -> str | None:
+        """Why the running attempt must stop now (polled by the command runner), or None."""
+        if self.signum is not None:
+            return f"stopped by {signal_name(self.signum)}"
+        return None
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` when a signal already arrived (before starting something long)."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    @contextlib.contextmanager
+    def asking(self) -> Iterator[None]:
+        """While a person is asked (a blocking read): a signal interrupts the read with :class:`Interrupted`."""
+        self.check()
+        self._asking = True
+        try:
+            yield
+        finally:
+            self._asking = False
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.count += 1
-        if signum != signal.SIGINT:
-            self.terminated = signum
+        if self.signum is None:
+            self.signum = signum
         if self.count == 1:
             self._queue.put(signum)
-            return
-        raise KeyboardInterrupt
+            if not self._asking:
+                return
+        raise Interrupted(self.signum)
 
     def _work(self) -> None:
         while True:
             signum = self._queue.get()
             if not signum:
                 return
-            reason = (
-                "stopped by Ctrl-C"
-                if signum == signal.SIGINT
-                else f"stopped by {signal.Signals(signum).name}"
-            )
+            reason = f"stopped by {signal_name(signum)}"
+            # The command hears the signal first, so it may clean up before the runner stops its group.
+            self.forward(signum)
             self.token.cancel(reason)
             run_controls.cancel_all(reason)
-            self.forward(signum)

@@ -15,6 +15,7 @@ import click
 
 from bounceback.cli._app import AppContext, cli, echo_json, pass_app
 from bounceback.core._settings import SCHEMA, Format, Resolved, check_operation, parse_document, split_key
+from bounceback.errors import ConfigError
 from bounceback.stores import Change
 
 __all__ = ["settings_group"]
@@ -97,7 +98,7 @@ def list_settings(app: AppContext, operation: str | None, changed: bool, as_json
 @_json_option
 @pass_app
 def get_setting(app: AppContext, key: str, operation: str | None, as_json: bool) -> None:
-    """Print one setting's value (``--json``: with its source and default)."""
+    """Print one setting's value (with --json: its source and default too)."""
     op, name = split_key(key, operation)
     resolved = app.settings().get(name, op)
     if as_json:
@@ -161,7 +162,7 @@ def _field(key: str, operation: str | None) -> str:
 @_json_option
 @pass_app
 def show_history(app: AppContext, operation: str | None, key: str | None, limit: int, as_json: bool) -> None:
-    """Every change: who, when, old and new value. Undo one with ``settings undo ID``."""
+    """Every change: who, when, old and new value. Undo one with: bounceback settings undo ID."""
     if operation is not None:
         check_operation(operation)
     changes = app.settings().history(limit=limit, operation=operation, key=key)
@@ -183,13 +184,30 @@ def show_history(app: AppContext, operation: str | None, key: str | None, limit:
     _console().print(table)
 
 
+def _last_change(changes: list[Change]) -> int:
+    """The newest change that is not an undo and was not undone: repeated ``undo`` walks back in time."""
+    undone = {c.undoes for c in changes if c.undoes is not None}
+    for change in changes:  # newest first
+        if change.undoes is None and change.id not in undone:
+            return change.id
+    raise ConfigError(
+        "undo",
+        "the last change",
+        "a change that is not undone yet",
+        hint="every recorded change is undone already, or none was made; see bounceback settings history",
+    )
+
+
 @settings_group.command("undo")
-@click.argument("change_id", metavar="ID", type=int)
+@click.argument("change_id", metavar="[ID]", type=int, required=False)
 @_json_option
 @pass_app
-def undo_change(app: AppContext, change_id: int, as_json: bool) -> None:
-    """Revert change ID (from ``settings history``) if its value is still in force."""
-    change = app.settings().undo(change_id)
+def undo_change(app: AppContext, change_id: int | None, as_json: bool) -> None:
+    """Undo the last change, or change ID (from bounceback settings history), if its value is still in force."""
+    store = app.settings()
+    if change_id is None:
+        change_id = _last_change(store.history(limit=None))
+    change = store.undo(change_id)
     if as_json:
         echo_json(change.to_plain())
     else:
@@ -204,7 +222,7 @@ def undo_change(app: AppContext, change_id: int, as_json: bool) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 @pass_app
 def export_settings(app: AppContext, fmt: Format, output: Path | None) -> None:
-    """Print every stored value (not the defaults) as TOML or JSON, ready for ``settings import``."""
+    """Print every stored value (not the defaults) as TOML or JSON, ready for: bounceback settings import."""
     text = app.settings().export(fmt)
     if output is None:
         click.echo(text, nl=False)

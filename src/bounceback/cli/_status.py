@@ -129,7 +129,7 @@ def status(app: AppContext, since_text: str, as_json: bool) -> None:
         )
         return
     console = _console()
-    table = Table(title=f"operations (counts since {clock_time(since)})", title_justify="left")
+    table = Table(title=f"operations (counts since {clock_time(since, now)})", title_justify="left")
     for heading in (
         "operation",
         "breaker",
@@ -146,7 +146,7 @@ def status(app: AppContext, since_text: str, as_json: bool) -> None:
         badge = Text(brk["state"], style=badge_style(brk["state"])) if brk else Text("—", style="dim")
         probe = brk["next_probe_at"] if brk else None
         when = (
-            f"{clock_time(probe)} (in {seconds(probe - now)})"
+            f"{clock_time(probe, now)} (in {seconds(probe - now)})"
             if probe and probe > now
             else ("now" if probe else "")
         )

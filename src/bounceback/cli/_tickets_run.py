@@ -64,9 +64,24 @@ def _give_up(step: ManualStep) -> GiveUp:
     verdict = getattr(last, "verdict", None) if last is not None else None
     if verdict is None and last is not None:
         verdict = DEFAULT_CLASSIFIER.classify(last)
-    elapsed = sum(rec.duration + (rec.delay or 0.0) for rec in records)
+    planned = sum(rec.duration + (rec.delay or 0.0) for rec in records)
+    elapsed = step.elapsed or planned
+    if records and records[-1].delay is not None and planned > elapsed:
+        # Cancelled during a wait: the record holds the planned wait; the ticket tells the measured one.
+        waited = max(0.0, records[-1].delay - (planned - elapsed))
+        records = (*records[:-1], records[-1]._replace(delay=waited))
     breaker = last.state if isinstance(last, CircuitOpenError) else None
-    return GiveUp(step.operation, last, step.reason, records, verdict, step.run_id or "", elapsed, breaker)
+    return GiveUp(
+        step.operation,
+        last,
+        step.reason,
+        records,
+        verdict,
+        step.run_id or "",
+        elapsed,
+        breaker,
+        allowed_attempts=step.allowed_attempts,
+    )
 
 
 def _store(step: ManualStep) -> SqliteTickets:
@@ -103,20 +118,32 @@ def _handle(step: ManualStep, store: SqliteTickets, mode: str) -> int | None:
         default_bus.emit(TicketOpened(ticket.operation, ticket.created_at, ticket.id, ticket.summary))
     if step.attended and mode in ("auto", "prompt"):
         return _prompt(step, store, ticket)
+    _say(f"{ticket.summary}; parked as ticket {ticket.id} for a person. {_how_to_resolve(ticket)}")
+    if mode == "park" and step.reason != "cancelled":
+        return EXIT_PARKED
+    # Otherwise the exit code stays what happened (the command's own, 124, 127, 3 for a cancel), so a
+    # script can still tell a missing program from a deadline.
+    return None
+
+
+def _how_to_resolve(ticket: Ticket) -> str:
     choices = "|".join(c.key for c in ticket.choices)
-    _say(
-        f"{ticket.summary}; parked as ticket {ticket.id} for a person. "
+    return (
         f"See `bounceback tickets show {ticket.id}`, then "
         f"`bounceback tickets resolve {ticket.id} --choice {choices}`."
     )
-    if step.reason == "cancelled":
-        return None  # exit code 3 already means "stopped by a person, handed over to manual fallback"
-    return EXIT_PARKED
 
 
 def _prompt(step: ManualStep, store: SqliteTickets, ticket: Ticket) -> int:
     prompter = TerminalPrompter(Console(stderr=True, highlight=False))
-    resolution = prompter.ask(ticket)
+    try:
+        with step.asking():
+            resolution = prompter.ask(ticket)
+    except KeyboardInterrupt:
+        # A signal at the prompt ends bounceback run; nobody decided, so the ticket stays open (parked).
+        click.echo("", err=True)  # the prompt's line has no newline yet
+        _say(f"ticket {ticket.id} stays open for a person. {_how_to_resolve(ticket)}")
+        raise
     try:
         store.resolve(ticket.id, resolution)
     except ConfigError:
@@ -130,7 +157,21 @@ def _prompt(step: ManualStep, store: SqliteTickets, ticket: Ticket) -> int:
             TicketResolved(ticket.operation, time.time(), ticket.id, resolution.choice.value, resolution.by)
         )
     if resolution.choice.runs_again:
-        code = step.rerun(resolution.attempts, resolution.deadline)
+        try:
+            code = step.rerun(resolution.attempts, resolution.deadline)
+        except KeyboardInterrupt:
+            _say(
+                f"the run again was stopped before it ended; ticket {ticket.id} stays resolved "
+                f"({resolution.choice.value}) with no outcome recorded"
+            )
+            raise
+        cancelled = step.rerun_cancelled()
+        if cancelled is not None:
+            _say(
+                f"{step.operation}: the run again was cancelled ({cancelled}); ticket {ticket.id} has no "
+                "outcome recorded. Run the same command again when ready."
+            )
+            return code
         store.record_outcome(ticket.id, code == 0)
         if code == 0:
             _say(f"{step.operation}: the run again succeeded (ticket {ticket.id})")

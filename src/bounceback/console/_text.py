@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 
-__all__ = ["badge_style", "clock_time", "countdown", "describe_reason", "one_line", "seconds"]
+__all__ = ["badge_style", "clock_time", "countdown", "describe_reason", "one_line", "plural", "seconds"]
 
 # C0 controls (tab and newline included: they are collapsed first), DEL and C1 controls.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -68,13 +68,28 @@ def countdown(value: float) -> str:
     return f"{value:.1f} s" if value < 60 else seconds(value)
 
 
-def clock_time(wall: float) -> str:
-    """The local time of day of wall time ``wall``: ``HH:MM:SS``.
+def clock_time(wall: float, now: float | None = None) -> str:
+    """The local time of ``wall``: ``HH:MM:SS``; with the date (``YYYY-MM-DD HH:MM:SS``) when ``now`` is
+    given and falls on another day, so "since 16:39" never hides "yesterday".
 
-    >>> len(clock_time(0.0))
-    8
+    >>> len(clock_time(0.0)), clock_time(0.0, now=1.0) == clock_time(0.0)
+    (8, True)
+    >>> len(clock_time(0.0, now=10 * 86400.0))
+    19
     """
-    return time.strftime("%H:%M:%S", time.localtime(wall))
+    local = time.localtime(wall)
+    if now is not None and time.localtime(now)[:3] != local[:3]:
+        return time.strftime("%Y-%m-%d %H:%M:%S", local)
+    return time.strftime("%H:%M:%S", local)
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``count`` and ``noun``, the noun in the plural unless the count is one.
+
+    >>> plural(1, "attempt"), plural(3, "attempt"), plural(0, "probe"), plural(2, "retry", "retries")
+    ('1 attempt', '3 attempts', '0 probes', '2 retries')
+    """
+    return f"{count} {noun if count == 1 else (many or noun + 's')}"
 
 
 def badge_style(state: str) -> str:

@@ -77,6 +77,19 @@ class RunControls:
             token.cancel(reason)
         return len(tokens)
 
+    def cancelled_reason(self) -> str | None:
+        """Why one of the active runs was cancelled (the first found), or None while none is.
+
+        A runner that waits for work outside Python (a command's process) polls this to stop that work
+        as soon as its run is cancelled.
+        """
+        with self._lock:
+            tokens = [entry[0] for entry in self._runs.values()]
+        for token in tokens:
+            if token.is_cancelled:
+                return token.reason or "cancelled"
+        return None
+
     def active(self) -> dict[str, str]:
         """Active run ids and their operations."""
         with self._lock:

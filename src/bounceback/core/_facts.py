@@ -15,6 +15,7 @@ import errno
 import http
 import re
 import shlex
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -139,6 +140,17 @@ def _url_of(exc: BaseException) -> str | None:
     return None
 
 
+def _ended(code: int) -> str:
+    """How a command ended, in words: ``exited with code 75``, ``was stopped by SIGINT (Ctrl-C)``."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"was stopped by {name}{' (Ctrl-C)' if -code == signal.SIGINT else ''}"
+
+
 def _put(facts: dict[str, str], key: str, value: object) -> None:
     if key not in facts and value is not None and value != "":
         # Redacted before it is cut, so a credential straddling the cut is never shown in part.
@@ -205,7 +217,9 @@ def _from_error(facts: dict[str, str], exc: BaseException, now: float) -> None:
             _put(facts, "retry_at_epoch", f"{exc.retry_at:.3f}")
     code = _safe_attr(exc, "returncode")
     if isinstance(code, int) and not isinstance(code, bool):
-        _put(facts, "exit_code", code)
+        # subprocess reports death by signal N as -N: name the signal, and give the shell's 128 + N.
+        _put(facts, "exit_code", 128 - code if code < 0 else code)
+        _put(facts, "ended", _ended(code))
     cmd = _safe_attr(exc, "cmd")
     if isinstance(cmd, (list, tuple)) and cmd:
         _put(facts, "command", shlex.join(str(part) for part in cmd))

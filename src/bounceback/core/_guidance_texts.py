@@ -268,7 +268,11 @@ BUILTIN_STEPS: Mapping[str, tuple[Step, ...]] = {
         ),
     ),
     "command-failed": (
-        Step("output", "Read the command's error output above: it exited with code {exit_code}."),
+        Step(
+            "output",
+            "Read the command's error output above: it {ended}.",
+            "Read the command's error output above.",
+        ),
         Step("by-hand", "Run `{command}` by hand to see whether it works outside bounceback."),
     ),
     "other": (Step("logs", "Look in the logs of {operation} for the cause of the {error_type}."),),
@@ -279,8 +283,8 @@ REASON_STEPS: Mapping[str, tuple[Step, ...]] = {
     "cancelled": (
         Step(
             "cancelled",
-            "A person cancelled the automatic recovery: decide whether to retry now, retry with other limits, "
-            "skip or abort.",
+            "A person cancelled the automatic recovery: once the cause is dealt with, choose below whether to "
+            "run it again (now, or with other limits) or to stop here.",
         ),
     ),
     "deadline": (

@@ -60,13 +60,17 @@ def _message(event: Event) -> str:
     if isinstance(event, RetryScheduled):
         return f"{event.operation}: retrying in {event.delay:.3g} s (attempt {event.attempt}, {event.reason})"
     if isinstance(event, RecoverySucceeded):
-        return f"{event.operation}: recovered after {event.attempts} attempts in {event.elapsed:.3g} s"
+        return f"{event.operation}: recovered after {_attempts(event.attempts)} in {event.elapsed:.3g} s"
     if isinstance(event, RecoveryExhausted):
         return (
-            f"{event.operation}: gave up after {event.attempts} attempts in {event.elapsed:.3g} s "
+            f"{event.operation}: gave up after {_attempts(event.attempts)} in {event.elapsed:.3g} s "
             f"({event.reason}): {event.error_type}: {event.error_message}"
         )
     return f"{event.operation}: {type(event).__name__}"
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt{'' if count == 1 else 's'}"
 
 
 def log_events(

@@ -280,8 +280,9 @@ def rank(ticket: Ticket, stats: Mapping[str, Record]) -> Ticket:
 
 
 def _suggest(info: GiveUp, facts: Mapping[str, str], now: float) -> tuple[int | None, float | None]:
-    """Suggested limits for retry-adjusted: twice the attempts; a deadline that covers the wait asked for."""
-    made = max(1, len(info.attempts))
+    """Suggested limits for retry-adjusted: twice the attempts made or allowed, whichever is more (a run
+    cancelled early must not be offered fewer than it had); a deadline that covers the wait asked for."""
+    made = max(1, len(info.attempts), info.allowed_attempts or 0)
     attempts = max(3, made * 2)
     deadline: float | None = None
     retry_at = facts.get("retry_at_epoch")

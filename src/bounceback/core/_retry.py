@@ -334,4 +334,5 @@ class Engine:
             brk.state_name if brk is not None else None,
             result,
             _cause(run),
+            self.cfg.attempts,
         )

@@ -203,6 +203,8 @@ class GiveUp:
     cause: BaseException | None = None
     """The last error from the dependency itself: when the final attempts were refused by an open breaker,
     ``error`` is that refusal and ``cause`` the failure that opened it (what a person must fix)."""
+    allowed_attempts: int | None = None
+    """The attempts the run was allowed (None: no limit); a "more room" retry offers more than this."""
 
 
 def _cause(run: Run) -> BaseException | None:

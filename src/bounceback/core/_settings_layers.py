@@ -327,6 +327,22 @@ def cross_check(
                     hint=why + where,
                 )
             )
+    if operation is None and values["store.backend"] == "redis" and not values["store.redis_url"]:
+        # Accepted alone, this would break every program that builds a breaker until someone resets it.
+        key = "store.redis_url" if "store.redis_url" in touched and "store.backend" not in touched else None
+        found.append(
+            ConfigError(
+                key or "store.backend",
+                SCHEMA[key].to_text(values[key]) if key else "redis",
+                "a Redis URL such as redis://127.0.0.1:6379/0"
+                if key
+                else "'sqlite' or 'memory' until store.redis_url is set",
+                hint="store.backend is redis, which needs this URL; set store.backend to sqlite first"
+                if key
+                else "the redis backend needs store.redis_url: set it first "
+                "(bounceback settings set store.redis_url redis://HOST:6379/0), then store.backend redis",
+            )
+        )
     transient, permanent = values["run.transient_codes"], values["run.permanent_codes"]
     both = sorted(set(transient) & set(permanent))
     if both:

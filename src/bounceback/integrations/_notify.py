@@ -78,7 +78,8 @@ def _payload_of(event: Event) -> dict[str, Any] | None:
     if isinstance(event, RecoveryExhausted):
         return event_payload(
             "recovery-gave-up",
-            f"Recovery of {event.operation} gave up after {event.attempts} attempts ({event.reason})",
+            f"Recovery of {event.operation} gave up after {event.attempts} "
+            f"attempt{'' if event.attempts == 1 else 's'} ({event.reason})",
             f"{event.error_type}: {event.error_message}",
             operation=event.operation,
             at=event.at,

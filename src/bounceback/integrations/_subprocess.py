@@ -2,8 +2,9 @@
 
 The command inherits stdin, stdout and stderr, so its output passes through untouched; only bounceback's
 own display writes to stderr around it. Each attempt runs in a new process group, so a timeout (or a
-second Ctrl-C) stops the command *and* everything it started: SIGTERM to the group, then SIGKILL after
-``kill_grace`` seconds.
+cancel, or a signal to the wrapper) stops the command *and* everything it started: SIGTERM to the group,
+then SIGKILL after ``kill_grace`` seconds (``stop_grace`` for a cancel), and SIGKILL again for anything of
+the group left once the command itself has ended.
 
 Exit codes, in this order (settings ``run.permanent_codes``, ``run.transient_codes``,
 ``run.unknown_codes``):
@@ -23,6 +24,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,6 +179,13 @@ class CommandRunner:
     ``timeout`` bounds each attempt (seconds, None for none) and ``deadline`` the whole run from the start
     of the first attempt, so an attempt is also stopped when the deadline passes. ``around_attempt``
     returns a context manager entered around each attempt (the CLI clears its live display with it).
+    ``stop_when`` is polled (every 50 ms) while an attempt runs: when it returns a reason (the run was
+    cancelled), the attempt's process group is stopped within ``stop_grace`` seconds and the attempt
+    fails as transient, so the policy ends the run as cancelled rather than waiting for the command.
+    With ``terminal`` (a person at the controlling terminal), each attempt's process group is made the
+    terminal's foreground group while it runs, so the command can read the keyboard (a background group
+    reading it is stopped or gets EIO), and Ctrl-C typed there reaches the command; a command that Ctrl-C
+    ended is reported to this process as its own SIGINT (as a shell does), so recovery stops.
 
     >>> runner = CommandRunner(["true"])
     >>> runner.attempt(), runner.attempts
@@ -196,6 +205,9 @@ class CommandRunner:
         env: Mapping[str, str] | None = None,
         around_attempt: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        stop_when: Callable[[], str | None] | None = None,
+        stop_grace: float = 0.5,
+        terminal: bool = False,
     ) -> None:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise ConfigError(
@@ -211,6 +223,9 @@ class CommandRunner:
         self.env = dict(env) if env is not None else None
         self.around_attempt = around_attempt
         self.clock = clock
+        self.stop_when = stop_when
+        self.stop_grace = stop_grace
+        self.terminal = terminal
         self.attempts = 0
         self.last_error: BaseException | None = None
         self._started: float | None = None
@@ -221,6 +236,12 @@ class CommandRunner:
 
     def attempt(self) -> int:
         """Run the command once; return 0, or raise CommandFailed / AttemptTimeout."""
+        why = self.stop_when() if self.stop_when is not None else None
+        if why:
+            # Stopped between two attempts (a zero wait): do not start another one.
+            raise CommandFailed(
+                -signal.SIGTERM, self.argv, Classification(ErrorKind.TRANSIENT, why), "was not run"
+            )
         now = self.clock.monotonic()
         if self._started is None:
             self._started = now
@@ -237,22 +258,35 @@ class CommandRunner:
         return 0
 
     def _run(self, budget: float) -> None:
+        tty = _own_terminal() if self.terminal else None
         try:
-            # A group of its own: a timeout stops the command and everything it started.
-            proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, process_group=0)
+            # A group of its own: a timeout stops the command and everything it started. At a terminal
+            # that group is the terminal's foreground while it runs (set in the child and here, as a
+            # shell does, so neither order of the two races).
+            proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                process_group=0,
+                preexec_fn=_foreground_in_child(tty) if tty is not None else None,  # noqa: PLW1509
+            )
         except FileNotFoundError as exc:
+            _release(tty)  # the child may have taken the terminal before its exec failed
             raise CommandFailed(
                 127, self.argv, self.codes.classify(127), f"was not found ({exc.strerror})"
             ) from exc
         except PermissionError as exc:
+            _release(tty)  # the child may have taken the terminal before its exec failed
             raise CommandFailed(
                 126, self.argv, self.codes.classify(126), f"cannot be run ({exc.strerror})"
             ) from exc
         with self._lock:
             self._proc = proc
+        if tty is not None:
+            _set_foreground(tty, proc.pid)
         try:
             try:
-                code = proc.wait(None if budget == math.inf else budget)
+                code = self._wait(proc, budget)
             except subprocess.TimeoutExpired:
                 self._stop(proc)
                 raise AttemptTimeout(self.operation, budget) from None
@@ -262,23 +296,51 @@ class CommandRunner:
                 self._stop(proc, grace=0.0)
             raise
         finally:
+            if tty is not None:
+                _set_foreground(tty, os.getpgrp())  # the keyboard is ours again (the prompt, Ctrl-C)
+                _release(tty)  # the child may have taken the terminal before its exec failed
             with self._lock:
                 self._proc = None
+        if tty is not None and code == -signal.SIGINT:
+            # Ctrl-C typed at the terminal went to the command (the foreground group), not to us: it is the
+            # person's Ctrl-C all the same, so this process hears it too (its handler stops recovery).
+            os.kill(os.getpid(), signal.SIGINT)
         if code != 0:
             raise CommandFailed(code, self.argv, self.codes.classify(code))
 
+    def _wait(self, proc: subprocess.Popen[bytes], budget: float) -> int:
+        """The command's exit code; TimeoutExpired past ``budget``; CommandFailed when stopped on request."""
+        if self.stop_when is None:
+            return proc.wait(None if budget == math.inf else budget)
+        # Real time, like the timeout of proc.wait: the command runs in the real world, not on self.clock.
+        limit = math.inf if budget == math.inf else time.monotonic() + budget
+        while True:
+            left = limit - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(self.argv, budget)
+            try:
+                return proc.wait(min(0.05, left))
+            except subprocess.TimeoutExpired:
+                pass
+            why = self.stop_when()
+            if why:
+                self._stop(proc, grace=self.stop_grace)
+                # Transient whatever run.unknown_codes says: the run ends as cancelled, not as permanent.
+                verdict = Classification(ErrorKind.TRANSIENT, why)
+                raise CommandFailed(proc.returncode, self.argv, verdict, "was stopped")
+
     def _stop(self, proc: subprocess.Popen[bytes], grace: float | None = None) -> None:
-        """SIGTERM to the group, then SIGKILL after the grace period."""
+        """SIGTERM to the group, then SIGKILL after the grace period; then SIGKILL to what is left of it."""
         grace = self.kill_grace if grace is None else grace
         if grace > 0:
             _signal_group(proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(grace)
-                return
-            except subprocess.TimeoutExpired:
-                pass
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # The command ended; what it started may still run in its group (a child that ignores SIGTERM).
         _signal_group(proc.pid, signal.SIGKILL)
-        proc.wait()
 
     # -- from other threads (signal handlers) -------------------------------------------------------------
 
@@ -294,6 +356,53 @@ class CommandRunner:
         if pid is None:
             return False
         return _signal_group(pid, sig)
+
+
+def _own_terminal() -> int | None:
+    """A descriptor of our controlling terminal when this process is in its foreground, else None.
+
+    None when there is no controlling terminal or this process is not in its foreground (run from a
+    script, in the background, or under a pseudo-terminal that is not its controlling terminal).
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        if os.tcgetpgrp(fd) == os.getpgrp():
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _release(fd: int | None) -> None:
+    """Take the terminal back for our own group (the prompt, our Ctrl-C) and close ``fd``."""
+    if fd is not None:
+        _set_foreground(fd, os.getpgrp())
+        os.close(fd)
+
+
+def _set_foreground(fd: int, pgid: int) -> None:
+    # A process outside the foreground group that sets it gets SIGTTOU: blocked around the call.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(fd, pgid)
+    except OSError:
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _foreground_in_child(fd: int) -> Callable[[], None]:
+    """What the child runs between fork and exec: take the terminal for its new group before the command
+    can read it (as a shell does), so even a command that reads at once never meets a background read."""
+
+    def prepare() -> None:
+        _set_foreground(fd, os.getpgrp())
+
+    return prepare
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -315,11 +424,14 @@ def run_command(
     env: Mapping[str, str] | None = None,
     around_attempt: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    stop_when: Callable[[], str | None] | None = None,
 ) -> CommandResult:
     """Run ``argv`` under ``policy`` until it exits 0 or recovery gives up (then the last error is raised).
 
     The policy's deadline bounds every attempt too; ``timeout`` bounds each one. ``clock`` should be the
-    policy's clock (both measure the deadline).
+    policy's clock (both measure the deadline). ``stop_when`` is polled while an attempt runs: return a
+    reason (say, ``lambda: token.reason if token.is_cancelled else None`` for the policy's cancel token)
+    and the attempt's process group is stopped at once (see :class:`CommandRunner`).
 
     >>> from bounceback import Policy
     >>> run_command(["true"], Policy("docs-true", attempts=2))
@@ -337,6 +449,7 @@ def run_command(
         env=env,
         around_attempt=around_attempt,
         clock=clock,
+        stop_when=stop_when,
     )
     policy.call(runner.attempt)
     return CommandResult(0, runner.attempts)

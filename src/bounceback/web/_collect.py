@@ -258,10 +258,16 @@ class Collector:
             if state is None:
                 continue
             counts = store.counts(name, self._window_of(store, name), now)
+            values = self.settings.effective(name)
+            # Read as the breaker itself would now: an open time that is over means the next call probes
+            # (half-open), as `bounceback status` says; never a stale "open, probe due".
+            live = state.state
+            if live == "open" and state.open_until is not None and state.open_until <= now:
+                live = "half_open"
             views.append(
                 BreakerView(
                     name=name,
-                    state=state.state,
+                    state=live,
                     since=state.since,
                     open_until=state.open_until,
                     reason=state.reason,
@@ -271,6 +277,8 @@ class Collector:
                     consecutive=counts.consecutive_failures,
                     rejected=rejected.get(name, 0),
                     reopens=state.reopens,
+                    min_calls=int(values.get("breaker.min_calls", 0)),
+                    threshold=float(values.get("breaker.failure_rate", 0.0)),
                 )
             )
         return tuple(views)

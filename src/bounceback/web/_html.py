@@ -9,6 +9,7 @@ behaviour lives in ``static/app.js`` and looks in ``static/style.css``.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -160,15 +161,39 @@ def table(headers: Iterable[str], rows: Iterable[str], *, empty: str, css: str =
 
     A header ending in ``#`` (``"attempts#"``) marks a numeric column.
 
-    >>> table(["name", "calls#"], ["<tr><td>a</td><td class=num>1</td></tr>"], empty="none")[:62]
-    '<table><thead><tr><th>name</th><th class="num">calls</th></tr>'
+    >>> out = table(["name", "calls#"], ["<tr><td>a</td><td class=num>1</td></tr>"], empty="none")
+    >>> out.startswith('<div class="table-wrap"><table class="stack"><thead><tr><th>name</th>')
+    True
+    >>> '<td data-label="calls" class=num>1</td>' in out
+    True
     """
-    body = "".join(rows)
-    if not body:
+    rows_list = list(rows)
+    headers = list(headers)
+    if not rows_list:
         return f'<p class="empty">{esc(empty)}</p>'
     # A header ending in "#" heads a column of numbers (right-aligned like them).
     head = "".join(
         f'<th class="num">{esc(h[:-1])}</th>' if h.endswith("#") else f"<th>{esc(h)}</th>" for h in headers
     )
-    css_attr = f' class="{attr(css)}"' if css else ""
-    return f"<table{css_attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    css_attr = f' class="{attr(("stack " + css).strip())}"'
+    # On a phone every row becomes a card of "label: value" lines (style.css); the labels are the headers.
+    labels = [h[:-1] if h.endswith("#") else h for h in headers]
+    body = "".join(_labelled(row, labels) for row in rows_list)
+    return (
+        f'<div class="table-wrap"><table{css_attr}><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+_CELL = re.compile(r"<(td|th)(?=[\s>])")
+
+
+def _labelled(row: str, labels: list[str]) -> str:
+    """``row`` with ``data-label`` on its cells, in column order (our own markup: cells are not nested)."""
+    column = iter(labels)
+
+    def add(match: re.Match[str]) -> str:
+        label = next(column, "")
+        return f'<{match.group(1)} data-label="{attr(label)}"' if label else match.group(0)
+
+    return _CELL.sub(add, row)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from bounceback.errors import StoreError
 from bounceback.stores._home import connect
-from bounceback.web._model import Notice, Snapshot
-from bounceback.web._text import clean
+from bounceback.web._model import BreakerView, Notice, Snapshot
+from bounceback.web._text import clean, plural, singular_one
 
 __all__ = ["LiveState", "notices_between"]
 
@@ -60,7 +60,7 @@ def notices_between(old: Snapshot | None, new: Snapshot) -> list[Notice]:
                     "breaker-opened",
                     f"breaker:{brk.name}:{brk.since}",
                     f"Breaker {clean(brk.name, 80)} {word}",
-                    clean(brk.reason, 200) or "calls are refused until it probes again",
+                    _notice_body(brk),
                     brk.name,
                     brk.since,
                     "/",
@@ -69,13 +69,13 @@ def notices_between(old: Snapshot | None, new: Snapshot) -> list[Notice]:
     ended = {r.run_id: r.status for r in old.runs}
     for run in new.runs:
         if run.status == "gave-up" and ended.get(run.run_id) != "gave-up":
-            why = f" ({clean(run.reason, 80)})" if run.reason else ""
+            why = f": {_REASONS.get(run.reason, clean(run.reason, 80))}" if run.reason else ""
             error = clean(f"{run.last_error_type or ''}: {run.last_error or ''}".strip(": "), 200)
             found.append(
                 Notice(
                     "recovery-gave-up",
                     f"run:{run.run_id}",
-                    f"Recovery of {clean(run.operation, 80)} gave up after {run.attempts} attempts{why}",
+                    f"Recovery of {clean(run.operation, 80)} gave up after {plural(run.attempts, 'attempt')}{why}",
                     error,
                     run.operation,
                     run.ended_at or new.now,
@@ -97,6 +97,25 @@ def notices_between(old: Snapshot | None, new: Snapshot) -> list[Notice]:
                 )
             )
     return found
+
+
+_REASONS = {
+    "attempts": "no attempts left",
+    "deadline": "the deadline would pass before the next try",
+    "permanent": "a permanent error",
+    "cancelled": "cancelled",
+    "budget": "the retry budget is spent",
+    "breaker": "the circuit stays open",
+    "retry-after": "the server asked to wait past the deadline",
+    "aborted": "aborted",
+}
+
+
+def _notice_body(brk: BreakerView) -> str:
+    reason = singular_one(clean(brk.reason, 200))
+    if brk.state == "forced_open" and reason.lower() in ("", "forced open"):
+        return "a person forced it open: calls are refused until a person closes it"
+    return reason or "calls are refused until it probes again"
 
 
 class LiveState:
@@ -125,7 +144,10 @@ class LiveState:
         self.changed_at = time.time()
         self._notices: collections.deque[tuple[int, Notice]] = collections.deque(maxlen=keep_notices)
         self._notice_seq = 0
-        self._condition: asyncio.Condition | None = None
+        # One event per published snapshot, set (and replaced) when the next one is published: waiting on
+        # it needs no lock, so a timed-out or cancelled wait can never leave a lock half-held (an
+        # asyncio.Condition under wait_for did: "cannot wait on un-acquired lock").
+        self._changed: asyncio.Event | None = None
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -140,7 +162,7 @@ class LiveState:
 
     async def start(self) -> None:
         """Start watching (in the running event loop)."""
-        self._condition = asyncio.Condition()
+        self._changed = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="bounceback-dashboard-watch")
 
     async def stop(self) -> None:
@@ -153,26 +175,27 @@ class LiveState:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        condition = self._condition
-        if condition is not None:
-            async with condition:
-                condition.notify_all()
+        self._wake()
 
     async def wait(self, version: int, timeout: float) -> Snapshot | None:
         """The first snapshot newer than ``version``, or None after ``timeout`` seconds without one."""
-        condition = self._condition
-        if condition is None:
+        changed = self._changed
+        if changed is None:
             raise RuntimeError("LiveState.wait before start()")
-        if self.snapshot.version > version:
-            return self.snapshot
+        if self.snapshot.version > version or self._task is None:
+            return self.snapshot if self.snapshot.version > version else None
         try:
-            async with condition:
-                await asyncio.wait_for(
-                    condition.wait_for(lambda: self.snapshot.version > version or self._task is None), timeout
-                )
+            await asyncio.wait_for(changed.wait(), timeout)
         except TimeoutError:
             return None
         return self.snapshot if self.snapshot.version > version else None
+
+    def _wake(self) -> None:
+        """Wake every waiter of the current snapshot and give the next waiters a fresh event."""
+        changed = self._changed
+        if changed is not None:
+            self._changed = asyncio.Event()
+            changed.set()
 
     @property
     def running(self) -> bool:
@@ -217,6 +240,4 @@ class LiveState:
             self._notices.append((self._notice_seq, notice))
             if self._on_notice is not None:
                 asyncio.get_running_loop().run_in_executor(None, self._on_notice, notice)
-        if self._condition is not None:
-            async with self._condition:
-                self._condition.notify_all()
+        self._wake()

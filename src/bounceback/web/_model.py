@@ -45,6 +45,10 @@ class BreakerView:
     consecutive: int = 0
     rejected: int = 0
     reopens: int = 0
+    min_calls: int = 0
+    """Calls the window needs before its rates are judged (``breaker.min_calls``; 0: unknown)."""
+    threshold: float = 0.0
+    """The failure rate in percent that opens the breaker (``breaker.failure_rate``; 0: unknown)."""
 
     @property
     def failure_rate(self) -> float:
@@ -106,6 +110,18 @@ class RunView:
     def is_active(self) -> bool:
         """True while the run goes on."""
         return self.status == "running"
+
+    def attempt_now(self, now: float) -> int:
+        """The number of the attempt running at ``now``: the next one once its wait is over (or when
+        no wait is planned), else the last one, which failed.
+
+        >>> run = RunView("r1", "fetch", "running", 100.0, 101.0, None, 1, 5, next_try_at=104.0)
+        >>> run.attempt_now(102.0), run.attempt_now(105.0)
+        (1, 2)
+        """
+        if self.is_active and (self.next_try_at is None or self.next_try_at <= now):
+            return self.attempts + 1
+        return self.attempts
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,15 @@ FLASH = {
 """The messages a redirect may ask for (``?done=saved``); fixed texts, so a link cannot inject one."""
 
 
+def _flash(request: Request) -> str:
+    done = request.query_params.get("done", "")
+    key = request.query_params.get("key", "")
+    if done == "reset" and key in SCHEMA:  # a known key only: a link cannot put its own words here
+        below = "global value" if request.query_params.get("op") else "default"
+        return f"{key} reset: the {below} applies again."
+    return FLASH.get(done, "")
+
+
 def _operation(request: Request, raw: Any) -> str | None:
     return dashboard_of(request).actions.check_operation(raw)
 
@@ -52,7 +61,7 @@ async def _page(request: Request, view: str, **kwargs: Any) -> Response:
     except ConfigError as exc:
         operation, status = None, 400
         kwargs.update(flash=message_of(exc), flash_error=True)
-    flash = kwargs.pop("flash", None) or FLASH.get(request.query_params.get("done", ""), "")
+    flash = kwargs.pop("flash", None) or _flash(request)
     snapshot = await board.fresh()
     html = render_full(
         view,
@@ -145,7 +154,7 @@ async def settings_reset(request: Request) -> Response:
         await asyncio.to_thread(board.collector.settings.reset, key, operation)
     except (ConfigError, StoreError) as exc:
         return await _refused(request, "settings", exc, operation=operation)
-    return _back("/settings", "reset", op=operation)
+    return _back("/settings", "reset", op=operation, key=key)
 
 
 async def settings_undo(request: Request) -> Response:

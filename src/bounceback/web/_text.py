@@ -21,7 +21,9 @@ __all__ = [
     "esc",
     "fmt_clock",
     "fmt_seconds",
+    "plural",
     "redact_secrets",
+    "singular_one",
 ]
 
 MAX_TEXT = 500
@@ -107,12 +109,37 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{hours} h {rest} min" if rest else f"{hours} h"
 
 
-def fmt_clock(at: float | None) -> str:
-    """Wall time as local ``HH:MM:SS`` (``-`` for None).
+def fmt_clock(at: float | None, now: float | None = None) -> str:
+    """Wall time as local ``HH:MM:SS`` (``-`` for None); with the date (``YYYY-MM-DD HH:MM:SS``) when ``now``
+    is given and falls on another day, so a breaker open "since 16:39" is never really open since yesterday.
 
-    >>> len(fmt_clock(1_800_000_000.0))
-    8
+    >>> len(fmt_clock(1_800_000_000.0)), len(fmt_clock(1_800_000_000.0, now=1_800_000_000.0 + 3 * 86400))
+    (8, 19)
     """
     if at is None:
         return "-"
-    return time.strftime("%H:%M:%S", time.localtime(at))
+    local = time.localtime(at)
+    if now is not None and time.localtime(now)[:3] != local[:3]:
+        return time.strftime("%Y-%m-%d %H:%M:%S", local)
+    return time.strftime("%H:%M:%S", local)
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``count`` and ``noun``, the noun in the plural unless the count is one.
+
+    >>> plural(1, "attempt"), plural(2, "attempt"), plural(1, "recovery", "recoveries")
+    ('1 attempt', '2 attempts', '1 recovery')
+    """
+    return f"{count} {noun if count == 1 else (many or noun + 's')}"
+
+
+_ONE = re.compile(r"\b1 (probe|attempt|call|failure|time|run|request|error)s\b")
+
+
+def singular_one(text: str) -> str:
+    """Text from elsewhere (a breaker's stored reason) with "1 probes" read as "1 probe".
+
+    >>> singular_one("1 probes succeeded; 11 probes failed")
+    '1 probe succeeded; 11 probes failed'
+    """
+    return _ONE.sub(lambda m: f"1 {m.group(1)}", text)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from bounceback.web._html import attr, post_button, table
 from bounceback.web._model import BreakerView, Snapshot
-from bounceback.web._text import esc, fmt_clock, fmt_seconds
+from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural, singular_one
 
-__all__ = ["breaker_status", "overview_body", "render_overview"]
+__all__ = ["ATTENTION", "breaker_status", "overview_body", "render_overview", "why_closed"]
+
+ATTENTION = ("forced_open", "open", "half_open")
+"""The states a person must see first, in this order (they refuse or probe calls)."""
 
 _STATE_TEXT = {
     "closed": "closed",
@@ -30,10 +33,12 @@ def breaker_status(brk: BreakerView, now: float) -> str:
     badge = f'<span class="status status-{attr(state)}">{esc(label)}</span>'
     if brk.state == "open" and brk.open_until is not None:
         left = brk.open_until - now
-        text = f"probe in {fmt_seconds(left)}" if left > 0 else "probe due"
+        text = f"probe in {fmt_seconds(left)}" if left > 0 else "next call probes"
+        # When the countdown ends before the next snapshot, the page says what the breaker will do;
+        # the next snapshot (within two seconds) shows it half-open, read live.
         badge += (
             f' <span class="countdown" data-until="{brk.open_until:.3f}" data-prefix="probe in " '
-            f'data-done="probe due">{esc(text)}</span>'
+            f'data-done="next call probes">{esc(text)}</span>'
         )
     elif brk.state == "half_open":
         badge += ' <span class="countdown">probing</span>'
@@ -62,9 +67,44 @@ def _controls(brk: BreakerView, csrf: str) -> str:
     return "".join(buttons)
 
 
+def why_closed(brk: BreakerView) -> str:
+    """Why a closed breaker with failures in its window stays closed (empty when there is nothing to say).
+
+    >>> why_closed(BreakerView("db", "closed", 0.0, None, "", 5, 5, min_calls=10, threshold=50))
+    'stays closed: 5 of the 10 calls needed before the failure rate counts (breaker.min_calls)'
+    >>> why_closed(BreakerView("db", "closed", 0.0, None, "", 20, 4, min_calls=10, threshold=50))
+    'stays closed: 20% is below the 50% that opens it (breaker.failure_rate)'
+    """
+    if brk.state != "closed" or not brk.failures:
+        return ""
+    if brk.min_calls and brk.calls < brk.min_calls:
+        return (
+            f"stays closed: {brk.calls} of the {plural(brk.min_calls, 'call')} needed before the failure "
+            "rate counts (breaker.min_calls)"
+        )
+    if brk.threshold and brk.failure_rate < brk.threshold:
+        return (
+            f"stays closed: {brk.failure_rate:.0f}% is below the {brk.threshold:.0f}% that opens it "
+            "(breaker.failure_rate)"
+        )
+    return ""
+
+
+def _reason(brk: BreakerView) -> str:
+    reason = singular_one(brk.reason.strip())
+    # "forced open" beside a "forced open" badge says nothing new.
+    if reason.lower() in {_STATE_TEXT.get(brk.state, ""), brk.state, "forced open", "forced closed"}:
+        reason = ""
+    why = why_closed(brk)
+    parts = [esc(reason, 200)] if reason else []
+    if why:
+        parts.append(f'<span class="why">{esc(why)}</span>')
+    return "<br>".join(parts)
+
+
 def _breaker_row(brk: BreakerView, now: float, csrf: str) -> str:
     if brk.calls:
-        rate = f'{brk.failure_rate:.0f}%<span class="sub"> of {brk.calls} calls</span>'
+        rate = f'{brk.failure_rate:.0f}%<span class="sub"> of {plural(brk.calls, "call")}</span>'
     else:
         rate = '<span class="sub">no calls</span>'
     return (
@@ -74,8 +114,8 @@ def _breaker_row(brk: BreakerView, now: float, csrf: str) -> str:
         f'<td class="num">{rate}</td>'
         f'<td class="num">{brk.consecutive}</td>'
         f'<td class="num">{brk.rejected}</td>'
-        f'<td class="reason">{esc(brk.reason, 200)}</td>'
-        f"<td>{esc(fmt_clock(brk.since if brk.since > 0 else None))}</td>"
+        f'<td class="reason">{_reason(brk)}</td>'
+        f"<td>{esc(fmt_clock(brk.since if brk.since > 0 else None, now))}</td>"
         f'<td class="controls">{_controls(brk, csrf)}</td></tr>'
     )
 
@@ -113,19 +153,36 @@ def render_overview(snapshot: Snapshot, csrf: str) -> dict[str, str]:
     ['overview-breakers', 'overview-cards', 'overview-operations']
     """
     now = snapshot.now
-    open_count = sum(1 for b in snapshot.breakers if b.state in ("open", "forced_open"))
+    attention = [b for b in snapshot.breakers if b.state in ATTENTION]
+    count = len(attention)
+    if count:
+        kinds = ", ".join(
+            f"{n} {_STATE_TEXT[state]}"
+            for state in ATTENTION
+            if (n := sum(1 for b in attention if b.state == state))
+        )
+        headline = (
+            f'<a href="#breakers">{"breaker" if count == 1 else "breakers"} not closed</a>'
+            f'<span class="sub"> ({esc(kinds)}) of {len(snapshot.breakers)}</span>'
+        )
+    else:
+        headline = f"breakers not closed of {len(snapshot.breakers)}"
+    active, waiting = len(snapshot.active), len(snapshot.waiting_tickets)
     cards = (
-        f'<div class="card{" alert" if open_count else ""}"><span class="big">{open_count}</span> '
-        f"breaker{'s' if open_count != 1 else ''} open of {len(snapshot.breakers)}</div>"
-        f'<div class="card"><span class="big">{len(snapshot.active)}</span> '
-        f'<a href="/recoveries">active recover{"ies" if len(snapshot.active) != 1 else "y"}</a></div>'
-        f'<div class="card{" alert" if snapshot.waiting_tickets else ""}">'
-        f'<span class="big">{len(snapshot.waiting_tickets)}</span> '
-        f'<a href="/tickets">ticket{"s" if len(snapshot.waiting_tickets) != 1 else ""} waiting</a></div>'
+        f'<div class="card{" alert" if count else ""}" id="card-breakers"><span class="big">{count}</span> '
+        f"{headline}</div>"
+        f'<div class="card"><span class="big">{active}</span> '
+        f'<a href="/recoveries">active recover{"ies" if active != 1 else "y"}</a></div>'
+        f'<div class="card{" alert" if waiting else ""}">'
+        f'<span class="big">{waiting}</span> '
+        f'<a href="/tickets">ticket{"s" if waiting != 1 else ""} waiting</a></div>'
     )
+    # Breakers that refuse or probe calls first (forced open, open, half-open), then the rest by name.
+    rank = {state: i for i, state in enumerate(ATTENTION)}
+    ordered = sorted(snapshot.breakers, key=lambda b: (rank.get(b.state, len(ATTENTION)), b.name))
     breakers = table(
         ["breaker", "status", "failure rate#", "in a row#", "rejected (1 h)#", "reason", "since", ""],
-        (_breaker_row(b, now, csrf) for b in snapshot.breakers),
+        (_breaker_row(b, now, csrf) for b in ordered),
         empty="No breaker has stored its state in this home database yet.",
         css="breakers",
     )
@@ -152,7 +209,7 @@ def overview_body(regions: dict[str, str]) -> str:
     return (
         "<h1>Overview</h1>"
         f'<div id="overview-cards" class="cards" data-live>{regions["overview-cards"]}</div>'
-        "<h2>Breakers</h2>"
+        '<h2 id="breakers">Breakers</h2>'
         f'<div id="overview-breakers" data-live>{regions["overview-breakers"]}</div>'
         "<h2>Operations</h2>"
         f'<div id="overview-operations" data-live>{regions["overview-operations"]}</div>'

@@ -23,12 +23,24 @@ def run_error(run: RunView, limit: int = 300) -> str:
 
 
 def _next_try(run: RunView, now: float) -> str:
-    if run.next_try_at is None:
-        return '<span class="sub">attempt running</span>'
+    if run.next_try_at is None or run.next_try_at <= now:
+        return f'<span class="sub">attempt {run.attempt_now(now)} running</span>'
     left = run.next_try_at - now
     return (
-        f'<span class="countdown" data-until="{run.next_try_at:.3f}" data-prefix="in " data-done="now">'
-        f"{esc('in ' + fmt_seconds(left) if left > 0 else 'now')}</span>"
+        f'<span class="countdown" data-until="{run.next_try_at:.3f}" data-prefix="in " '
+        f'data-done="attempt {run.attempts + 1} running">{esc("in " + fmt_seconds(left))}</span>'
+    )
+
+
+def _progress(run: RunView, now: float) -> str:
+    """``attempt 2 of 5 running`` while it runs, ``attempt 1 of 5 failed`` during the wait after it."""
+    top = run.max_attempts or max(run.attempts, 1)
+    current = run.attempt_now(now)
+    of = f" of {run.max_attempts}" if run.max_attempts else ""
+    state = "running" if current > run.attempts else "failed"
+    return (
+        f'attempt <span class="attempt-no">{current}</span>{of} <span class="sub">{state}</span> '
+        f'<progress max="{top}" value="{min(current, top)}"></progress>'
     )
 
 
@@ -45,7 +57,6 @@ def _deadline(run: RunView, now: float) -> str:
 
 
 def _active_row(run: RunView, now: float, csrf: str) -> str:
-    top = run.max_attempts or max(run.attempts, 1)
     if run.cancel_requested:
         action = '<span class="pending">cancel requested…</span>'
     else:
@@ -53,8 +64,7 @@ def _active_row(run: RunView, now: float, csrf: str) -> str:
     return (
         f'<tr data-run="{attr(run.run_id)}"><th scope=row>{esc(run.operation)}'
         f'<span class="sub"> {esc(run.run_id, 60)}</span></th>'
-        f'<td class="progress">attempt {esc(run.progress)} '
-        f'<progress max="{top}" value="{min(run.attempts, top)}"></progress></td>'
+        f'<td class="progress">{_progress(run, now)}</td>'
         f'<td class="next">{_next_try(run, now)}</td>'
         f'<td class="deadline">{_deadline(run, now)}</td>'
         f'<td class="error">{run_error(run)}</td>'
@@ -63,7 +73,7 @@ def _active_row(run: RunView, now: float, csrf: str) -> str:
     )
 
 
-def _ended_row(run: RunView) -> str:
+def _ended_row(run: RunView, now: float) -> str:
     why = f" ({esc(run.reason, 80)})" if run.reason else ""
     duration = (run.ended_at or run.updated_at) - run.started_at
     return (
@@ -71,7 +81,7 @@ def _ended_row(run: RunView) -> str:
         f"<th scope=row>{esc(run.operation)}</th>"
         f'<td><span class="status status-{attr(run.status)}">{esc(run.status)}</span>{why}</td>'
         f'<td class="num">{run.attempts}</td><td>{esc(fmt_seconds(duration))}</td>'
-        f"<td>{esc(fmt_clock(run.ended_at or run.updated_at))}</td>"
+        f"<td>{esc(fmt_clock(run.ended_at or run.updated_at, now))}</td>"
         f'<td class="error">{run_error(run, 160)}</td></tr>'
     )
 
@@ -82,7 +92,9 @@ def render_recoveries(snapshot: Snapshot, csrf: str) -> dict[str, str]:
     >>> from bounceback.web._model import RunView
     >>> run = RunView("r1", "fetch", "running", 100.0, 101.0, None, 2, 5, next_try_at=104.0)
     >>> regions = render_recoveries(Snapshot(now=102.0, runs=(run,)), "t0k")
-    >>> "attempt 2 of 5" in regions["recoveries-active"] and "Cancel" in regions["recoveries-active"]
+    >>> 'attempt <span class="attempt-no">2</span> of 5' in regions["recoveries-active"]
+    True
+    >>> "Cancel" in regions["recoveries-active"]
     True
     """
     now = snapshot.now
@@ -95,7 +107,7 @@ def render_recoveries(snapshot: Snapshot, csrf: str) -> dict[str, str]:
     ended = sorted((r for r in snapshot.runs if not r.is_active), key=lambda r: -(r.ended_at or r.updated_at))
     recent = table(
         ["operation", "outcome", "attempts#", "took", "ended", "last error"],
-        (_ended_row(r) for r in ended[:15]),
+        (_ended_row(r, now) for r in ended[:15]),
         empty="No recovery ended in the last hour.",
         css="runs ended",
     )
@@ -106,8 +118,9 @@ def recoveries_body(regions: dict[str, str]) -> str:
     """Lay the recoveries regions out."""
     return (
         "<h1>Active recoveries</h1>"
-        '<p class="lead">Every automatic recovery running on this machine. <strong>Cancel</strong> stops its '
-        "automatic attempts within a second and hands it to manual recovery.</p>"
+        '<p class="lead">Every automatic recovery running on this machine. <strong>Cancel</strong> ends its '
+        "wait at once and hands it to manual recovery; a command run by <code>bounceback run</code> is "
+        "stopped within a second, a library call ends after its current attempt.</p>"
         f'<div id="recoveries-active" data-live>{regions["recoveries-active"]}</div>'
         "<h2>Recently ended</h2>"
         f'<div id="recoveries-recent" data-live>{regions["recoveries-recent"]}</div>'

@@ -83,9 +83,12 @@ def _row(
     unit = f' <span class="unit">{esc(setting.unit)}</span>' if setting.unit else ""
     reset = ""
     if stored_here and not read_only:
+        below = "the global value" if operation else "the default"
         reset = (
-            f'<button type="submit" class="quiet" name="reset" value="{attr(key)}" '
-            f'formaction="/settings/reset" title="Remove this value so the layer below applies">reset</button>'
+            f'<button type="submit" class="quiet reset" name="reset" value="{attr(key)}" '
+            f'formaction="/settings/reset" aria-label="{attr(f"Reset {key} to {below}")}" '
+            f'title="{attr(f"Remove this value of {key} so {below} applies")}">reset to '
+            f"{'global' if operation else 'default'}</button>"
         )
     note = (
         ' <span class="note">change it with <code>bounceback settings set</code></span>' if read_only else ""
@@ -146,7 +149,7 @@ def _history(snapshot: Snapshot, operation: str | None, csrf: str) -> str:
             f'<tr data-change="{int(change["id"])}"><td class="num">#{int(change["id"])}</td>'
             f"<td><code>{esc(key)}</code> {esc(text('old'))} → <strong>{esc(text('new'))}</strong>"
             f'<span class="sub"><br>{esc(change["action"])} by {esc(change["who"])} at '
-            f'{esc(fmt_clock(change["at"]))}</span></td><td class="controls">{undo}</td></tr>'
+            f'{esc(fmt_clock(change["at"], snapshot.now))}</span></td><td class="controls">{undo}</td></tr>'
         )
         if len(rows) >= 25:
             break
@@ -195,9 +198,14 @@ def render_settings(
             f'<p class="form-error" role="alert">{count} value{"s" if count > 1 else ""} refused; '
             "nothing was saved. Fix the fields marked below.</p>"
         )
+    # A refused save holds the form (data-hold): live re-renders must not wipe the error and the typed
+    # values until the person saves again. The first submit button of a form is what Enter presses: a
+    # hidden Save comes first, so Enter in any field saves and never resets another setting.
+    hold = ' data-hold="refused"' if errors else ""
     form = (
         f"{summary}"
-        '<form method="post" action="/settings" class="settings" novalidate>'
+        f'<form method="post" action="/settings" class="settings" novalidate{hold}>'
+        '<button type="submit" class="enter-saves" tabindex="-1" aria-hidden="true">Save</button>'
         f'<input type="hidden" name="csrf" value="{attr(csrf)}">'
         f'<input type="hidden" name="op" value="{attr(operation or "")}">'
         f'<table class="settings-table"><caption>Values for {scope}</caption>{body}</table>'

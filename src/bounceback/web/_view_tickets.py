@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bounceback.web._html import attr, post_button, table
 from bounceback.web._model import ChoiceView, Snapshot, TicketView
-from bounceback.web._text import esc, fmt_clock, fmt_seconds
+from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural
 
 __all__ = ["render_tickets", "tickets_body"]
 
@@ -44,7 +44,7 @@ def _choice(ticket: TicketView, choice: ChoiceView, first: bool, csrf: str) -> s
     return f'<li class="choice" data-choice="{attr(choice.key)}">{button}{record}{detail}</li>'
 
 
-def _card(ticket: TicketView, csrf: str) -> str:
+def _card(ticket: TicketView, csrf: str, now: float | None = None) -> str:
     steps = []
     for step in ticket.guidance:
         record = f' <span class="record">{esc(step.record)}</span>' if step.record else ""
@@ -63,7 +63,7 @@ def _card(ticket: TicketView, csrf: str) -> str:
     return (
         f'<article class="ticket" data-ticket="{attr(ticket.ticket_id)}">'
         f'<header><h2>{esc(ticket.operation)} <span class="sub">ticket {esc(ticket.ticket_id, 60)}</span></h2>'
-        f'<span class="sub">opened {esc(fmt_clock(ticket.opened_at))} · {ticket.attempts} attempts{why}</span>'
+        f'<span class="sub">opened {esc(fmt_clock(ticket.opened_at, now))} · {plural(ticket.attempts, "attempt")}{why}</span>'
         "</header>"
         f'<p class="error"><span class="error-type">{esc(ticket.error_type, 120)}</span>: '
         f'<span class="error-text">{esc(ticket.error)}</span>{kind}</p>'
@@ -81,7 +81,7 @@ def _resolved_row(ticket: TicketView, now: float) -> str:
         f'<tr data-ticket="{attr(ticket.ticket_id)}"><th scope=row>{esc(ticket.operation)}</th>'
         f"<td>{esc(ticket.ticket_id, 60)}</td><td>{esc(ticket.choice or '-')}{outcome}</td>"
         f"<td>{esc(ticket.resolved_by or '-', 120)}</td>"
-        f"<td>{esc(fmt_clock(ticket.resolved_at))}{esc(ago)}</td>"
+        f"<td>{esc(fmt_clock(ticket.resolved_at, now))}{esc(ago)}</td>"
         f'<td class="error">{esc(ticket.error_type, 80)}: {esc(ticket.error, 160)}</td></tr>'
     )
 
@@ -95,7 +95,7 @@ def render_tickets(snapshot: Snapshot, csrf: str) -> dict[str, str]:
     True
     """
     waiting = snapshot.waiting_tickets
-    cards = "".join(_card(t, csrf) for t in waiting)
+    cards = "".join(_card(t, csrf, snapshot.now) for t in waiting)
     open_html = cards or '<p class="empty">No ticket is waiting for a person.</p>'
     resolved = sorted(
         (t for t in snapshot.tickets if not t.is_open), key=lambda t: -(t.resolved_at or t.opened_at)

@@ -1,8 +1,10 @@
 """The timeline page: recent runs and their attempts on a time axis (inline SVG), filterable by operation.
 
-One lane per run, newest at the top: a bar from its first attempt to its end (or now), coloured by
-outcome; each attempt a dot (red failed, green succeeded) with its error in a tooltip; each wait that
-followed a failure a thin line as long as the wait. Colours come from CSS classes only.
+One lane per run, newest at the top: the operation's full name and start time above a bar from its
+first attempt to its end (or now), coloured by outcome; each attempt a dot (red failed, green succeeded)
+with its error in a tooltip; each wait that followed a failure a thin line as long as the wait, cut where
+the run ended (a cancelled run never draws the wait it did not do). Colours come from CSS classes only.
+The SVG is drawn twice, for a desk screen and for a phone (narrow, larger text); CSS shows one.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from collections.abc import Sequence
 
 from bounceback.web._html import attr
 from bounceback.web._model import RunView, Snapshot
-from bounceback.web._text import clean, esc, fmt_clock, fmt_seconds
+from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural
 
-__all__ = ["MAX_LANES", "render_timeline", "tick_step", "timeline_body", "timeline_svg"]
+__all__ = ["MAX_LANES", "render_timeline", "tick_step", "timeline_body", "timeline_svg", "wrap_label"]
 
 MAX_LANES = 40
 """The most runs drawn at once (the newest)."""
 
 _STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
-_W, _LABEL, _RIGHT, _LANE, _TOP, _AXIS = 980, 190, 20, 24, 8, 30
+_LEFT, _RIGHT, _LANE, _TOP, _AXIS, _TEXT = 12, 20, 40, 8, 30, 16
+"""Margins, lane height (a text line above the bar), top, axis band, and the height of the text line."""
 
 
 def tick_step(span: float, wanted: int = 6) -> float:
@@ -34,12 +37,29 @@ def tick_step(span: float, wanted: int = 6) -> float:
     return _STEPS[-1]
 
 
+def wrap_label(text: str, limit: int) -> list[str]:
+    """``text`` cut into lines of at most ``limit`` characters, after a ``-_./: `` where one is near.
+
+    >>> wrap_label("nightly-export-of-the-plant-historian", 16)
+    ['nightly-export-', 'of-the-plant-', 'historian']
+    >>> wrap_label("short", 16)
+    ['short']
+    """
+    lines: list[str] = []
+    while len(text) > limit:
+        cut = max((text.rfind(c, limit // 2, limit) for c in "-_./: "), default=-1)
+        cut = cut + 1 if cut > 0 else limit
+        lines.append(text[:cut])
+        text = text[cut:]
+    return [*lines, text] if text or not lines else lines
+
+
 def _tip(*lines: str) -> str:
     return "<title>" + esc("\n".join(lines), 600) + "</title>"
 
 
-def timeline_svg(runs: Sequence[RunView], snapshot: Snapshot) -> str:
-    """The SVG of ``runs`` (drawn newest first) with their attempts from ``snapshot``."""
+def timeline_svg(runs: Sequence[RunView], snapshot: Snapshot, width: int = 980, css: str = "wide") -> str:
+    """The SVG of ``runs`` (drawn newest first) with their attempts from ``snapshot``, ``width`` units wide."""
     now = snapshot.now
     shown = sorted(runs, key=lambda r: r.started_at, reverse=True)[:MAX_LANES]
     if not shown:
@@ -50,55 +70,88 @@ def timeline_svg(runs: Sequence[RunView], snapshot: Snapshot) -> str:
     start -= span * 0.02
     end += span * 0.02
     span = end - start
-    plot_w = _W - _LABEL - _RIGHT
-    height = _TOP + _LANE * len(shown) + _AXIS
+    plot_w = width - _LEFT - _RIGHT
+    # The label of a lane: the full name (wrapped on a narrow drawing), then the start time and status.
+    per_line = int(plot_w / (_TEXT * 0.56))
+    labels = []
+    for run in shown:
+        why = f" ({run.reason})" if run.reason else ""
+        name = wrap_label(run.operation, per_line)
+        when = f"{fmt_clock(run.started_at)} · {run.status}{why}"
+        if len(name[-1]) + 1 + len(when) <= per_line:
+            labels.append((name, when, False))
+        else:
+            labels.append((name, when, True))
+    tops = []
+    y = _TOP
+    for name, _, own_line in labels:
+        tops.append(y)
+        y += _LANE + _TEXT * (len(name) - 1 + own_line)
+    axis_y = y
+    height = axis_y + _AXIS
 
     def x(at: float) -> float:
-        return _LABEL + plot_w * (min(max(at, start), end) - start) / span
+        return _LEFT + plot_w * (min(max(at, start), end) - start) / span
 
     parts = [
-        f'<svg class="timeline" viewBox="0 0 {_W} {height}" role="img" aria-label="Runs and attempts over time" '
-        'xmlns="http://www.w3.org/2000/svg">'
+        f'<svg class="timeline {attr(css)}" viewBox="0 0 {width} {height}" role="img" '
+        'aria-label="Runs and attempts over time" xmlns="http://www.w3.org/2000/svg">'
     ]
-    step = tick_step(span)
+    step = tick_step(span, wanted=max(2, width // 160))
     tick = (start // step + 1) * step
-    axis_y = _TOP + _LANE * len(shown)
     while tick < end:
         label = fmt_clock(tick) if step >= 1 else f"{fmt_clock(tick)}.{round(tick % 1 * 10) % 10}"
         parts.append(f'<line class="grid" x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{_TOP}" y2="{axis_y}"/>')
-        # A label too close to the right edge would be cut off by the viewBox.
-        if x(tick) < _W - 30:
+        # A label too close to either edge would be cut off by the viewBox.
+        if 30 < x(tick) < width - 30:
             parts.append(
-                f'<text class="tick" x="{x(tick):.1f}" y="{axis_y + 18}" text-anchor="middle">{esc(label)}</text>'
+                f'<text class="tick" x="{x(tick):.1f}" y="{axis_y + 20}" text-anchor="middle">{esc(label)}</text>'
             )
         tick += step
     parts.append(f'<line class="now" x1="{x(now):.1f}" x2="{x(now):.1f}" y1="{_TOP}" y2="{axis_y}"/>')
     for lane, run in enumerate(shown):
-        y = _TOP + lane * _LANE
-        mid = y + _LANE / 2
+        name, when, own_line = labels[lane]
+        y = tops[lane]
+        text_lines = len(name) + own_line
+        bar_y = y + _TEXT * text_lines + 2
+        mid = bar_y + (_LANE - _TEXT - 8) / 2
         finish = run.ended_at if run.ended_at is not None else (now if run.is_active else run.updated_at)
+        why = f" ({run.reason})" if run.reason else ""
+        # The full name, on its own line(s) above the bar: never cut, never left of the chart.
+        spans = "".join(
+            f'<tspan x="{_LEFT}" dy="{0 if i == 0 else _TEXT}">{esc(part, 200)}</tspan>'
+            for i, part in enumerate(name)
+        )
+        if own_line:
+            spans += f'<tspan class="lane-time" x="{_LEFT}" dy="{_TEXT}">{esc(when, 200)}</tspan>'
+        else:
+            spans += f' <tspan class="lane-time">{esc(when, 200)}</tspan>'
         parts.append(
             f'<g class="run status-{attr(run.status)}" data-run="{attr(run.run_id)}">'
-            f'<text class="lane-label" x="{_LABEL - 8}" y="{mid + 4:.1f}" text-anchor="end">'
-            f'{esc(clean(run.operation, 18))} <tspan class="lane-time">{esc(fmt_clock(run.started_at))}</tspan>'
-            "</text>"
-            f'<rect class="bar" x="{x(run.started_at):.1f}" y="{y + 6}" '
-            f'width="{max(x(finish) - x(run.started_at), 2.0):.1f}" height="{_LANE - 12}" rx="3">'
+            f'<text class="lane-label" x="{_LEFT}" y="{y + _TEXT - 3}">{spans}</text>'
+            f'<rect class="bar" x="{x(run.started_at):.1f}" y="{bar_y}" '
+            f'width="{max(x(finish) - x(run.started_at), 2.0):.1f}" height="{_LANE - _TEXT - 8}" rx="3">'
             + _tip(
-                f"{run.operation} · {run.status}" + (f" ({run.reason})" if run.reason else ""),
-                f"{fmt_clock(run.started_at)} → {fmt_clock(finish)} · {run.attempts} attempts",
+                f"{run.operation} · {run.status}{why}",
+                f"{fmt_clock(run.started_at)} → {fmt_clock(finish)} · {plural(run.attempts, 'attempt')}",
             )
             + "</rect>"
         )
         for att in snapshot.attempts.get(run.run_id, ()):
-            if att.delay:
+            # A wait is drawn only as far as the run went: a run cancelled during its wait did not wait on.
+            waited_until = min(att.at + att.delay, finish) if att.delay else att.at
+            if waited_until > att.at:
                 parts.append(
-                    f'<line class="wait" x1="{x(att.at):.1f}" x2="{x(att.at + att.delay):.1f}" '
+                    f'<line class="wait" x1="{x(att.at):.1f}" x2="{x(waited_until):.1f}" '
                     f'y1="{mid:.1f}" y2="{mid:.1f}"/>'
                 )
             outcome = "succeeded" if att.outcome == "succeeded" else "failed"
             detail = f"{att.error_type or ''}: {att.error or ''}".strip(": ") if outcome == "failed" else "ok"
-            wait = f" · then waited {fmt_seconds(att.delay)}" if att.delay else ""
+            wait = ""
+            if att.delay and waited_until >= att.at + att.delay:
+                wait = f" · then waited {fmt_seconds(att.delay)}"
+            elif att.delay:
+                wait = f" · waited {fmt_seconds(waited_until - att.at)} of {fmt_seconds(att.delay)}, then stopped"
             parts.append(
                 f'<circle class="attempt {outcome}" cx="{x(att.at):.1f}" cy="{mid:.1f}" r="4.5">'
                 + _tip(f"attempt {att.attempt} {outcome} at {fmt_clock(att.at)}{wait}", detail)
@@ -123,22 +176,24 @@ def render_timeline(snapshot: Snapshot, operation: str | None) -> dict[str, str]
     >>> run = RunView("r1", "fetch", "recovered", 100.0, 103.0, 103.0, 2, 5)
     >>> att = AttemptView("r1", 1, 100.5, 0.5, "failed", "OSError", "<b>refused</b>", "transient", 2.0)
     >>> svg = render_timeline(Snapshot(now=110.0, runs=(run,), attempts={"r1": (att,)}), None)["timeline"]
-    >>> svg.count("<circle"), "&lt;b&gt;refused" in svg
-    (1, True)
+    >>> svg.count("<circle"), "&lt;b&gt;refused" in svg  # drawn twice: desk and phone
+    (2, True)
     """
     runs = [r for r in snapshot.runs if operation is None or r.operation == operation]
     svg = timeline_svg(runs, snapshot)
+    if svg:
+        svg += timeline_svg(runs, snapshot, width=420, css="narrow")
     scope = f" of {esc(operation)}" if operation else ""
     if not svg:
         body = f'<p class="empty">No recovery run{scope} in the last hour.</p>'
     else:
         more = len(runs) - MAX_LANES
-        note = f'<p class="sub">{more} older runs not drawn.</p>' if more > 0 else ""
+        note = f'<p class="sub">{plural(more, "older run")} not drawn.</p>' if more > 0 else ""
         body = (
             f"{svg}{note}"
             '<p class="legend"><span class="key ok"></span> succeeded <span class="key failed"></span> failed '
             '<span class="key wait"></span> wait <span class="key next"></span> next try '
-            f"· {len(runs[:MAX_LANES])} run{'s' if len(runs) != 1 else ''}{scope}</p>"
+            f"· {plural(len(runs[:MAX_LANES]), 'run')}{scope}</p>"
         )
     options = ['<option value="">all operations</option>']
     names = set(snapshot.operations) | ({operation} if operation else set())

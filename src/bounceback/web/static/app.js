@@ -40,6 +40,8 @@
 
   // -- live regions ----------------------------------------------------------------------------------
   function isDirty(region) {
+    // A refused save: its messages and the values typed stay until the person saves again.
+    if (region.querySelector("[data-hold]")) return true;
     const active = document.activeElement;
     if (active && region.contains(active) && active.matches("input, select, textarea")) return true;
     for (const el of region.querySelectorAll("input, textarea")) {
