@@ -383,7 +383,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
                         why = "a probe was slow" if outcome == SLOW else "a probe failed"
                         change = self._move(_O, why)
                     elif success and successes >= self._cfg.half_open_calls:
-                        why = f"{successes} probes succeeded"
+                        why = "1 probe succeeded" if successes == 1 else f"{successes} probes succeeded"
                         change = self._move(_C, why, clear=True, reopens=0)
         self._after(change)
         if successes < 0 and self._shared:

@@ -41,7 +41,7 @@ def plot(
     """Draw calls per second over time for every policy of ``report`` into ``path`` (``.png`` or ``.svg``).
 
     ``smoothing`` is a moving average in buckets (default: about 1/200 of the run, at least 1). Returns the
-    path written. Needs matplotlib (``pip install matplotlib``).
+    path written. Needs matplotlib (``pip install 'bounceback[plot]'``).
     """
     target = Path(path)
     if target.suffix.lower() not in _FORMATS:
@@ -53,7 +53,10 @@ def plot(
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - matplotlib is installed in CI
         raise ConfigError(
-            "plot", str(path), "matplotlib installed", hint="pip install matplotlib, or leave --plot out"
+            "plot",
+            str(path),
+            "matplotlib installed",
+            hint="pip install 'bounceback[plot]', or leave --plot out",
         ) from exc
 
     longest = max((len(r.calls_series) for r in report.results), default=0)
