@@ -31,6 +31,14 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "redis-sigkill-under-load": ("fault", "Redis killed (SIGKILL) and restarted while threads call"),
     "sqlite-long-write-lock": ("fault", "SQLite held by another process in a long write transaction"),
     "home-read-only": ("fault", "The home database made read-only (a process without write access)"),
+    "home-read-only-mount": (
+        "fault",
+        "The home on a read-only mount (bind mount remounted ro): SQLite cannot create -shm",
+    ),
+    "sqlite-write-lock-fleet": (
+        "fault",
+        "BEGIN EXCLUSIVE held by another process: fail-closed breakers in several processes",
+    ),
     "sigkill-mid-recovery": ("fault", "A process SIGKILLed mid-recovery, mid-ticket and mid-settings write"),
     "wall-clock-jump": ("fault", "Wall clock jumps (FakeClock and real stores): waits and open times hold"),
     # -- bad input ----------------------------------------------------------------------------------

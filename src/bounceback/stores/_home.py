@@ -35,6 +35,8 @@ __all__ = [
     "database_path",
     "explain",
     "home_dir",
+    "is_disk_full",
+    "is_read_only_mount",
     "migrate",
     "open_home",
     "register_migrations",
@@ -99,10 +101,51 @@ def store_name(path: str | Path) -> str:
     return f"sqlite:{path}"
 
 
-def explain(exc: BaseException) -> str:
-    """What a SQLite error means for a person, and what to do about it."""
+def is_read_only_mount(path: str | Path) -> bool:
+    """True when ``path`` (or its nearest existing parent) is on a file system mounted read-only."""
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:
+        return bool(os.statvfs(here).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows) or the folder vanished
+        return False
+
+
+def is_disk_full(path: str | Path) -> bool:
+    """True when the file system holding ``path`` (or its nearest existing parent) has no free block left
+    for an ordinary user (SQLite then often reports "disk I/O error" rather than "database or disk is
+    full", depending on which write found the disk full)."""
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:
+        stat = os.statvfs(here)
+    except (OSError, AttributeError):
+        return False
+    return stat.f_bavail == 0 or (stat.f_favail == 0 and stat.f_files > 0)
+
+
+def explain(exc: BaseException, path: str | Path | None = None) -> str:
+    """What a SQLite error means for a person, and what to do about it.
+
+    With the database ``path``, an error caused by the file system (mounted read-only, or full) is named
+    as such, whatever SQLite's own words for it were.
+    """
     text = str(exc)
     low = text.lower()
+    fs_error = "readonly" in low or "unable to open" in low or "i/o error" in low
+    if path is not None and fs_error and is_read_only_mount(Path(path).parent):
+        return (
+            f"{text}: the folder {str(Path(path).parent)!r} is on a file system mounted read-only; "
+            f"stored values can be read but nothing can be written; remount it read-write, or point "
+            f"--home / {HOME_ENV} at a writable folder"
+        )
+    if path is not None and ("full" in low or "i/o error" in low) and is_disk_full(Path(path).parent):
+        return (
+            f"{text}: the disk is full (no free space left on the file system of {str(Path(path).parent)!r}); "
+            "free some space, then try again; nothing was written"
+        )
     if "locked" in low or "busy" in low:
         return (
             f"{text}: another process held the database lock longer than the busy timeout; "
@@ -131,7 +174,7 @@ def translate_errors(path: str | Path, action: str) -> Iterator[None]:
     try:
         yield
     except (sqlite3.Error, OSError) as exc:
-        raise StoreError(store_name(path), action, explain(exc)) from exc
+        raise StoreError(store_name(path), action, explain(exc, path)) from exc
 
 
 def connect(path: str | Path, *, timeout: float = 5.0, create: bool = True) -> sqlite3.Connection:
@@ -158,13 +201,27 @@ def connect(path: str | Path, *, timeout: float = 5.0, create: bool = True) -> s
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError as exc:
             conn.close()
-            if not (create and "readonly" in str(exc).lower() and path.is_file()):
+            if not (create and _cannot_write_beside(exc) and path.is_file()):
                 raise
-            conn = _open_immutable(path, timeout)
+            try:
+                conn = _open_immutable(path, timeout)
+            except sqlite3.Error:
+                raise exc from None  # the first error says more than the fallback's
+
         except BaseException:
             conn.close()
             raise
     return conn
+
+
+def _cannot_write_beside(exc: sqlite3.Error) -> bool:
+    """True for the errors of a database whose folder cannot take its ``-shm`` / ``-wal`` files.
+
+    A folder without write permission gives "readonly"; a read-only mount gives "unable to open database
+    file" (SQLite cannot create ``-shm`` there, so it cannot even read).
+    """
+    text = str(exc).lower()
+    return "readonly" in text or "unable to open" in text
 
 
 def _open_immutable(path: Path, timeout: float) -> sqlite3.Connection:

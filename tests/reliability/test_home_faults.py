@@ -1,0 +1,266 @@
+"""The home database under the faults of its file system and its neighbours: a read-only mount, a full
+disk, another process holding the write lock (or frozen with it), seen by real processes.
+
+Real mounts (``mount --bind`` remounted read-only, a small ``tmpfs``) under the test's temp folder, so the
+tests need root, which CI has. What must hold: stored values are read intact; a write that cannot be made
+is refused with the true reason (read-only file system, disk full) and nothing half-written; a shared
+store is called healthy again only when it can be written; nothing queued is lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.conftest import ROOT, Figures, soak_size
+from tests.reliability.dbcheck import consistency_problems, snapshot
+
+
+def _run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _worker(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.workers", *args],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` if it still runs, reap it and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def _mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], check=False, capture_output=True, text=True)
+    assert done.returncode == 0, f"mount {' '.join(args)}: {done.stderr} (the reliability suite runs as root)"
+
+
+@contextmanager
+def read_only_mount(folder: Path) -> Iterator[Path]:
+    """``folder`` bind-mounted onto itself, then remounted read-only; unmounted at the end."""
+    _mount("--bind", str(folder), str(folder))
+    try:
+        _mount("-o", "remount,bind,ro", str(folder))
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A ``tmpfs`` of ``size`` mounted on ``folder``; unmounted at the end."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _mount("-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder))
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the file system of ``folder`` to its last byte; returns the filler file."""
+    filler = folder / "filler"
+    with open(filler, "wb") as out:
+        block = b"\0" * 65536
+        try:
+            while True:
+                out.write(block)
+                out.flush()
+        except OSError:
+            pass
+        # The last partial block: byte by byte, so not even a small write fits afterwards.
+        try:
+            while True:
+                out.write(b"\0")
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _prepare(db: Path, *, checkpoint: bool) -> None:
+    """A home as running programs leave it: settings, a journal, tickets, a breaker row."""
+    from bounceback.stores import SqliteSettings
+
+    with SqliteSettings(db) as settings:
+        settings.set("retry.max_attempts", 3, operation="meter")
+    used = _run("-m", "tests.reliability.workers", "use", str(db))
+    assert used.stdout.strip() == "ok", used.stderr
+    if checkpoint:
+        import sqlite3
+
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        for suffix in ("-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+
+# -- 1. a home on a read-only mount ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shutdown", ["clean", "after-crash"])
+def test_a_home_on_a_read_only_mount_is_read_intact(
+    tmp_path: Path, shutdown: str, figures: Callable[[str], Figures]
+) -> None:
+    """``mount -o remount,bind,ro``: SQLite cannot create ``-shm``; the stored values must still apply."""
+    fig = figures("home-read-only-mount")
+    folder = tmp_path / "home"
+    folder.mkdir()
+    db = folder / "bounceback.db"
+    _prepare(db, checkpoint=shutdown == "clean")
+    if shutdown == "after-crash":
+        # The last change sits in the WAL (its writer was SIGKILLed), then the mount goes read-only.
+        crash = _run(
+            "-c",
+            "import os, sys; from bounceback.stores import SqliteSettings; "
+            "SqliteSettings(sys.argv[1]).set('retry.initial_delay', 0.25, operation='meter'); "
+            "os.kill(os.getpid(), 9)",
+            str(db),
+        )
+        assert crash.returncode == -signal.SIGKILL, crash.stderr
+        assert db.with_name(db.name + "-wal").stat().st_size > 0
+    before = snapshot(db)
+    files_before = sorted(p.name for p in folder.iterdir())
+    env = {"BOUNCEBACK_HOME": str(folder)}
+    with read_only_mount(folder):
+        seen = _run("-m", "tests.reliability.workers", "read-only", str(db))
+        status = _run("-m", "bounceback", "status", "--json", env=env)
+        get = _run("-m", "bounceback", "settings", "get", "retry.max_attempts", "--op", "meter", env=env)
+        refused = _run("-m", "bounceback", "settings", "set", "retry.max_attempts", "5", env=env)
+        dashboard = _run("-m", "tests.reliability.workers", "snapshot", str(db))
+    assert seen.returncode == 0, seen.stderr[-3000:]
+    found = json.loads(seen.stdout)
+    assert found["effective"] == 3, "stored settings must apply on a read-only mount, not the defaults"
+    assert "mounted read-only" in found["set"] and "remount it read-write" in found["set"], found["set"]
+    assert found["effective_after"] == 3
+    assert found["breaker_results"] == list(range(20))
+    assert found["store_unavailable"] == 1
+    assert found["policy"] == "ok"
+    assert found["park"].startswith("RecoveryRequired"), found["park"]
+    if shutdown == "after-crash":
+        assert found["initial_delay"] == 0.25, "the change still in the WAL must be seen"
+    assert status.returncode == 0, status.stderr[-2000:]
+    names = {row["name"] for row in json.loads(status.stdout)["operations"]}
+    assert {"meter", "after-crash"} <= names
+    assert get.returncode == 0 and "3" in get.stdout, get.stdout + get.stderr
+    assert "using the built-in defaults" not in get.stderr + status.stderr
+    assert refused.returncode != 0 and "mounted read-only" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert dashboard.returncode == 0, dashboard.stderr[-2000:]
+    assert "meter" in json.loads(dashboard.stdout)["operations"]
+    assert snapshot(db) == before
+    assert sorted(p.name for p in folder.iterdir()) == files_before, "nothing may be left beside the file"
+    fig.tries += 20 + 4 + 4
+    fig.result = (
+        "a WAL home checkpointed cleanly, and one with its last change still in the WAL, on a bind mount "
+        "remounted read-only: stored values applied (not the defaults), status, settings get and the "
+        "dashboard snapshot read them; every write refused as 'mounted read-only' with the fix; calls "
+        "unaffected; file unchanged"
+    )
+
+
+# -- 2. another process holding the write lock --------------------------------------------------------------
+
+
+def _hold(db: Path, mode: str = "EXCLUSIVE") -> subprocess.Popen[str]:
+    proc = _worker("hold-lock", str(db), mode)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("locked"), line + (proc.stderr.read() if proc.stderr else "")
+    return proc
+
+
+def _release(proc: subprocess.Popen[str]) -> float:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    assert line.startswith("released"), line
+    proc.wait(10)
+    return float(line.split()[1])
+
+
+def test_a_held_write_lock_keeps_a_fail_closed_fleet_closed(
+    home: Path, figures: Callable[[str], Figures]
+) -> None:
+    """``BEGIN EXCLUSIVE`` held elsewhere: the store is unavailable until it can be written again.
+
+    Each process reports the store unavailable once and recovered once, after the release; in fail-closed
+    mode no call goes through between a process learning the store is unavailable and the lock's release.
+    """
+    fig = figures("sqlite-write-lock-fleet")
+    db = home / "bounceback.db"
+    _prepare(db, checkpoint=False)
+    count = soak_size(4, 8)
+    hold_seconds = soak_size(2, 10)
+    workers = [_worker("fail-closed", str(db)) for _ in range(count)]
+    holder: subprocess.Popen[str] | None = None
+    try:
+        for proc in workers:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.strip() == "ready", line + (proc.stderr.read() if proc.stderr else "")
+        holder = _hold(db)
+        time.sleep(hold_seconds)  # the fault's duration: the fleet keeps calling meanwhile
+        released = _release(holder)
+        time.sleep(1.5)  # long enough for every worker to find the store again (store_retry 0.2 s)
+        reports = []
+        for proc in workers:
+            out, err = proc.communicate("stop\n", timeout=30)
+            assert proc.returncode == 0, err[-3000:]
+            reports.append(json.loads(out))
+    finally:
+        for proc in [*workers, *([holder] if holder else [])]:
+            _end(proc)
+    leaked = 0
+    refused = 0
+    for report in reports:
+        kinds = [kind for kind, _at in report["events"]]
+        assert kinds == ["unavailable", "recovered"], report["events"]
+        down_at, back_at = (at for _kind, at in report["events"])
+        assert back_at >= released, "the store was called healthy while the lock was still held"
+        leaked += sum(1 for at in report["admitted"] if down_at < at < released)
+        refused += report["refused"]
+    assert leaked == 0, (
+        f"{leaked} calls went through a fail-closed breaker while its store could not be written"
+    )
+    assert refused > 0
+    assert consistency_problems(db) == []
+    fig.tries = sum(len(r["admitted"]) + r["refused"] for r in reports)
+    fig.result = (
+        f"{count} processes with fail-closed breakers while another held BEGIN EXCLUSIVE for {hold_seconds} s: "
+        f"each reported the store unavailable once and recovered once, after the release; 0 calls let through "
+        f"while the store could not be written ({refused} refused)"
+    )
+    fig.note(lock_fleet_processes=count, lock_fleet_refused=refused)
