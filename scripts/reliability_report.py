@@ -29,6 +29,7 @@ HEADINGS = {
     "input": "Bad input tried",
     "security": "Security",
     "load": "Load held",
+    "reference": "Checked against the references",
 }
 
 LIMITS = """\

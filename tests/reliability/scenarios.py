@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = ["GROUPS", "SCENARIOS"]
 
-GROUPS = ("fault", "input", "security", "load")
+GROUPS = ("fault", "input", "security", "load", "reference")
 """The sections of RELIABILITY.md, in order."""
 
 SCENARIOS: dict[str, tuple[str, str]] = {
@@ -50,14 +50,31 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "input",
         "Ticket resolution requests (hypothesis): refused, ticket unchanged",
     ),
+    "input-format-characters": (
+        "input",
+        "Bidi overrides and other invisible format characters in operation names (CLI, import, screen)",
+    ),
     "input-dashboard-api": ("input", "Dashboard JSON API (schemathesis and hypothesis): no 5xx, no change"),
     # -- security -----------------------------------------------------------------------------------
     "dashboard-token-csrf": ("security", "Dashboard without/with a wrong token, cross-site, no CSRF token"),
     "dashboard-hostile-text": ("security", "Error text with HTML/script, very long and binary, on the page"),
+    "settings-import-commands": (
+        "security",
+        "An imported settings file that sets notify.command (a program the machine will run)",
+    ),
     "secret-redaction": ("security", "Credentials in URLs redacted in events, logs, journal, tickets, page"),
     # -- load ---------------------------------------------------------------------------------------
     "soak-policy-breaker-journal": ("load", "Soak: calls through policy + breaker + journal, memory flat"),
     "concurrency-asyncio": ("load", "10,000 concurrent asyncio calls through one policy: counts add up"),
+    "settings-import-at-scale": (
+        "load",
+        "Settings import of thousands of operations; status over them; files past the size limits",
+    ),
     "concurrency-threads": ("load", "16 threads through one policy: counts add up"),
+    # -- against the references --------------------------------------------------------------------
+    "reference-backoff-jitter": (
+        "reference",
+        "Full, equal and decorrelated jitter against Brooker's formulas, draw for draw",
+    ),
 }
 """id -> (group, what RELIABILITY.md says the scenario is)."""
