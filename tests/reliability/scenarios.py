@@ -58,6 +58,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     # -- security -----------------------------------------------------------------------------------
     "dashboard-token-csrf": ("security", "Dashboard without/with a wrong token, cross-site, no CSRF token"),
     "dashboard-hostile-text": ("security", "Error text with HTML/script, very long and binary, on the page"),
+    "dashboard-loopback-hosts": (
+        "security",
+        "dashboard --host on every loopback spelling, other addresses, foreign Host headers",
+    ),
     "settings-import-commands": (
         "security",
         "An imported settings file that sets notify.command (a program the machine will run)",

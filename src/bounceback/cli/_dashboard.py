@@ -8,6 +8,7 @@ import click
 
 from bounceback.cli._app import AppContext, cli, pass_app
 from bounceback.web import DashboardServer
+from bounceback.web._server import is_loopback
 
 __all__ = ["dashboard"]
 
@@ -44,7 +45,7 @@ def dashboard(
     )
     click.echo(f"bounceback dashboard for {app.database}", err=True)
     click.echo(server.url)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(host):
         click.echo(f"warning: listening on {host}; anyone who has the URL can change breakers", err=True)
     if not no_open:
         webbrowser.open(server.url)
