@@ -39,6 +39,14 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "fault",
         "BEGIN EXCLUSIVE held by another process: fail-closed breakers in several processes",
     ),
+    "disk-full-run": (
+        "fault",
+        "The disk fills during a run that then exits normally (tmpfs holding the home)",
+    ),
+    "disk-full-closed-home": (
+        "fault",
+        "The disk filled to the last byte while the home is closed (tmpfs)",
+    ),
     "sigkill-mid-recovery": ("fault", "A process SIGKILLed mid-recovery, mid-ticket and mid-settings write"),
     "wall-clock-jump": ("fault", "Wall clock jumps (FakeClock and real stores): waits and open times hold"),
     # -- bad input ----------------------------------------------------------------------------------

@@ -89,22 +89,20 @@ def small_disk(folder: Path, size: str) -> Iterator[Path]:
 
 def fill(folder: Path) -> Path:
     """Fill the file system of ``folder`` to its last byte; returns the filler file."""
+    stat = os.statvfs(folder)
+    assert stat.f_blocks * stat.f_frsize <= 64 * 1024 * 1024, f"{folder} is not one of our small disks"
     filler = folder / "filler"
-    with open(filler, "wb") as out:
-        block = b"\0" * 65536
-        try:
-            while True:
-                out.write(block)
-                out.flush()
-        except OSError:
-            pass
-        # The last partial block: byte by byte, so not even a small write fits afterwards.
-        try:
-            while True:
-                out.write(b"\0")
-                out.flush()
-        except OSError:
-            pass
+    # Unbuffered writes: a buffered file would fail again (ENOSPC) while flushing at close.
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (65536, 1):  # big blocks, then the last partial block byte by byte
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -117,13 +115,18 @@ def _prepare(db: Path, *, checkpoint: bool) -> None:
     used = _run("-m", "tests.reliability.workers", "use", str(db))
     assert used.stdout.strip() == "ok", used.stderr
     if checkpoint:
-        import sqlite3
+        close_cleanly(db)
 
-        conn = sqlite3.connect(db)
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.close()
-        for suffix in ("-wal", "-shm"):
-            db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+def close_cleanly(db: Path) -> None:
+    """As after a clean shutdown: the WAL folded back into the file, no ``-wal`` / ``-shm`` left."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    for suffix in ("-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
 
 
 # -- 1. a home on a read-only mount ------------------------------------------------------------------------
@@ -264,3 +267,128 @@ def test_a_held_write_lock_keeps_a_fail_closed_fleet_closed(
         f"while the store could not be written ({refused} refused)"
     )
     fig.note(lock_fleet_processes=count, lock_fleet_refused=refused)
+
+
+# -- 4. the disk fills during a run that then exits normally -----------------------------------------------
+
+FAST = {"retry.initial_delay": 0.01, "retry.max_delay": 0.05, "retry.jitter": "none", "manual.mode": "raise"}
+
+_FILL_THEN_FAIL = """
+import os, sys
+marker, folder = sys.argv[1], sys.argv[2]
+if os.path.exists(marker):
+    sys.exit(0)
+if os.statvfs(folder).f_blocks * os.statvfs(folder).f_frsize > 64 * 1024 * 1024:
+    sys.exit("refusing to fill a file system larger than 64 MB: " + folder)
+open(marker, "w").close()
+fd = os.open(os.path.join(folder, "filler"), os.O_WRONLY | os.O_CREAT)
+for size in (65536, 1):
+    try:
+        while True:
+            os.write(fd, b"\\0" * size)
+    except OSError:
+        pass
+os.close(fd)
+sys.exit(75)
+"""
+
+
+def _configure(db: Path) -> None:
+    from bounceback.stores import SqliteSettings
+
+    with SqliteSettings(db) as settings:
+        for key, value in FAST.items():
+            settings.set(key, value)
+
+
+def test_a_disk_filling_during_a_run_gets_a_final_word(
+    tmp_path: Path, figures: Callable[[str], Figures]
+) -> None:
+    """The command fills the disk on its first attempt; the run recovers and exits 0; the journal cannot
+    take its events, and the process says so before it ends, naming the run."""
+    fig = figures("disk-full-run")
+    runs = soak_size(2, 5)
+    lost_runs = 0
+    with small_disk(tmp_path / "disk", "3m") as disk:
+        home = disk / "home"
+        db = home / "bounceback.db"
+        _configure(db)
+        warm = _run("-m", "bounceback", "--home", str(home), "run", "--op", "warm", "--", "true")
+        assert warm.returncode == 0, warm.stderr
+        for i in range(runs):
+            marker = tmp_path / f"marker-{i}"
+            done = _run(
+                "-m", "bounceback", "--home", str(home), "run", "--op", f"sync-{i}", "--",
+                sys.executable, "-c", _FILL_THEN_FAIL, str(marker), str(disk),
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert "recovered after 2 attempts" in done.stderr
+            assert "NOT written" in done.stderr and f"sync-{i}: run " in done.stderr, done.stderr[-3000:]
+            assert "the disk is full" in done.stderr, done.stderr[-3000:]
+            assert "Traceback" not in done.stderr
+            lost_runs += 1
+            (disk / "filler").unlink()
+        # Space back: the database is whole and takes the next run's journal.
+        assert consistency_problems(db) == []
+        flaky = str(ROOT / "tests" / "flaky_command.py")
+        after = _run("-m", "bounceback", "--home", str(home), "run", "--op", "after", "--",
+                     sys.executable, flaky, str(tmp_path / "counter"), "1")  # fmt: skip
+        assert after.returncode == 0 and "NOT written" not in after.stderr, after.stderr[-2000:]
+        status = _run("-m", "bounceback", "--home", str(home), "status", "--json")
+        names = {row["name"]: row for row in json.loads(status.stdout)["operations"]}
+        assert names["after"]["recovered"] == 1
+    fig.tries = runs + 1
+    fig.result = (
+        f"{runs} runs whose command filled a 3 MB tmpfs holding the home, then recovered and exited 0: each "
+        "ended with an error naming the run and operation whose journal events were not written and why "
+        "('the disk is full'); with space back the database was whole and journaled the next run"
+    )
+    fig.note(disk_full_runs_reported=lost_runs)
+
+
+# -- 5. a disk filled while the home is closed --------------------------------------------------------------
+
+
+def test_a_full_disk_says_disk_full_reads_on_and_leaves_nothing_behind(
+    tmp_path: Path, figures: Callable[[str], Figures]
+) -> None:
+    fig = figures("disk-full-closed-home")
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        home = disk / "home"
+        db = home / "bounceback.db"
+        _configure(db)
+        _prepare(db, checkpoint=True)
+        before = snapshot(db)
+        close_cleanly(db)
+        files = sorted(p.name for p in home.iterdir())
+        assert files == ["bounceback.db"]
+        filler = fill(disk)
+        env = {"BOUNCEBACK_HOME": str(home)}
+        seen = _run("-m", "tests.reliability.workers", "read-only", str(db))
+        status = _run("-m", "bounceback", "status", "--json", env=env)
+        get = _run("-m", "bounceback", "settings", "get", "retry.max_attempts", "--op", "meter", env=env)
+        refused = _run("-m", "bounceback", "settings", "set", "retry.max_attempts", "5", env=env)
+        left = sorted(p.name for p in home.iterdir())
+        filler.unlink()
+        assert seen.returncode == 0, seen.stderr[-3000:]
+        found = json.loads(seen.stdout)
+        assert found["effective"] == 3
+        assert "the disk is full" in found["set"] and "free some space" in found["set"], found["set"]
+        assert found["breaker_results"] == list(range(20)) and found["policy"] == "ok"
+        assert status.returncode == 0, status.stderr[-2000:]
+        assert get.returncode == 0 and get.stdout.strip() == "3", get.stdout + get.stderr
+        assert refused.returncode == 2 and "the disk is full" in refused.stderr, refused.stderr
+        assert "disk I/O error: the file" not in refused.stderr + status.stderr
+        assert left == files, f"a failed open left files behind: {sorted(set(left) - set(files))}"
+        assert snapshot(db) == before
+        # Space back: everything writes again, the database whole.
+        again = _run("-m", "bounceback", "settings", "set", "retry.max_attempts", "5", env=env)
+        assert again.returncode == 0, again.stderr
+        assert consistency_problems(db) == []
+    fig.tries = 20 + 4 + 4 + 1
+    fig.result = (
+        "a 2 MB tmpfs filled to its last byte while the home was closed: stored values still applied and "
+        "status / settings get read them; every write refused as 'the disk is full ... free some space' "
+        "(not 'disk I/O error'); no -shm / -wal stub left beside the file; file unchanged; with space back "
+        "writes worked again"
+    )

@@ -16,9 +16,11 @@ already has a higher version than this code knows was written by a newer bounceb
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -134,14 +136,14 @@ def explain(exc: BaseException, path: str | Path | None = None) -> str:
     """
     text = str(exc)
     low = text.lower()
-    fs_error = "readonly" in low or "unable to open" in low or "i/o error" in low
+    fs_error = any(word in low for word in ("readonly", "unable to open", "i/o error", "full"))
     if path is not None and fs_error and is_read_only_mount(Path(path).parent):
         return (
             f"{text}: the folder {str(Path(path).parent)!r} is on a file system mounted read-only; "
             f"stored values can be read but nothing can be written; remount it read-write, or point "
             f"--home / {HOME_ENV} at a writable folder"
         )
-    if path is not None and ("full" in low or "i/o error" in low) and is_disk_full(Path(path).parent):
+    if path is not None and fs_error and is_disk_full(Path(path).parent):
         return (
             f"{text}: the disk is full (no free space left on the file system of {str(Path(path).parent)!r}); "
             "free some space, then try again; nothing was written"
@@ -190,6 +192,7 @@ def connect(path: str | Path, *, timeout: float = 5.0, create: bool = True) -> s
             target = str(path)
         else:
             target = f"{path.absolute().as_uri()}?mode=rw"
+        beside = [p for p in _companions(path) if not p.exists()]  # files this open may create
         conn = sqlite3.connect(
             target, timeout=timeout, isolation_level=None, check_same_thread=False, uri=not create
         )
@@ -201,7 +204,8 @@ def connect(path: str | Path, *, timeout: float = 5.0, create: bool = True) -> s
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError as exc:
             conn.close()
-            if not (create and _cannot_write_beside(exc) and path.is_file()):
+            _remove_stubs(beside)
+            if not (create and _cannot_write_beside(exc, path) and path.is_file()):
                 raise
             try:
                 conn = _open_immutable(path, timeout)
@@ -214,14 +218,53 @@ def connect(path: str | Path, *, timeout: float = 5.0, create: bool = True) -> s
     return conn
 
 
-def _cannot_write_beside(exc: sqlite3.Error) -> bool:
+def _cannot_write_beside(exc: sqlite3.Error, path: Path) -> bool:
     """True for the errors of a database whose folder cannot take its ``-shm`` / ``-wal`` files.
 
     A folder without write permission gives "readonly"; a read-only mount gives "unable to open database
-    file" (SQLite cannot create ``-shm`` there, so it cannot even read).
+    file" (SQLite cannot create ``-shm`` there, so it cannot even read); a full disk gives "disk I/O error"
+    (``-shm`` cannot be grown). Reading without them (immutable) is only right while the ``-wal`` holds
+    nothing: an immutable connection does not read the WAL, so its last commits would be missing.
     """
     text = str(exc).lower()
-    return "readonly" in text or "unable to open" in text
+    if "readonly" in text or "unable to open" in text:
+        return True
+    if ("i/o error" in text or "full" in text) and is_disk_full(path.parent):
+        wal = path.with_name(path.name + "-wal")
+        return not wal.exists() or wal.stat().st_size == 0
+    return False
+
+
+def _companions(path: Path) -> list[Path]:
+    return [path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+def _remove_stubs(created: list[Path]) -> None:
+    """Remove the ``-shm`` / ``-wal`` stubs a failed open left (a full disk leaves a 3-byte ``-shm``).
+
+    Only files this open created, and only while no other connection uses the database: SQLite's users
+    hold a shared POSIX lock on the "dead man switch" byte (offset 128) of ``-shm``; if nobody does, the
+    stubs belong to nobody and would only confuse a person looking at the folder.
+    """
+    if sys.platform != "linux":  # the struct flock layout below is Linux's; elsewhere leave the files
+        return
+    import fcntl
+
+    shm = next((p for p in created if p.name.endswith("-shm")), None)
+    if shm is not None and shm.exists():
+        try:
+            with open(shm, "rb+") as handle:
+                probe = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 128, 1, 0)
+                held = struct.unpack("hhqqi", fcntl.fcntl(handle, fcntl.F_GETLK, probe))[0]
+            if held != fcntl.F_UNLCK:
+                return  # another process opened the database meanwhile: its files, not stubs
+            shm.unlink()
+        except OSError:
+            return
+    for stub in created:
+        with contextlib.suppress(OSError):
+            if stub.exists() and stub.stat().st_size == 0:
+                stub.unlink()
 
 
 def _open_immutable(path: Path, timeout: float) -> sqlite3.Connection:
