@@ -39,6 +39,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "fault",
         "BEGIN EXCLUSIVE held by another process: fail-closed breakers in several processes",
     ),
+    "sqlite-lock-holder-sigstop": (
+        "fault",
+        "The process holding the SQLite write lock frozen (SIGSTOP), then resumed",
+    ),
     "disk-full-run": (
         "fault",
         "The disk fills during a run that then exits normally (tmpfs holding the home)",

@@ -392,3 +392,98 @@ def test_a_full_disk_says_disk_full_reads_on_and_leaves_nothing_behind(
         "(not 'disk I/O error'); no -shm / -wal stub left beside the file; file unchanged; with space back "
         "writes worked again"
     )
+
+
+# -- new: the process holding the write lock is frozen (SIGSTOP) ---------------------------------------------
+
+
+class Flaky(ConnectionError):
+    pass
+
+
+def test_a_frozen_lock_holder_is_named_and_loses_nothing(
+    home: Path, figures: Callable[[str], Figures]
+) -> None:
+    """A process SIGSTOPped inside its write transaction holds the lock until it is resumed: refusals name
+    it (pid, command, "stopped", how to resume it), reads go on, nothing queued meanwhile is lost."""
+    from bounceback import Backoff, CircuitBreaker, EventBus, Policy
+    from bounceback.core._events import StoreRecovered, StoreUnavailable
+    from bounceback.stores import SqliteBreakerStore
+    from bounceback.stores._journal import Journal
+    from bounceback.stores._journal_writer import JournalWriter
+    from bounceback.testing import FakeClock, RecordingSink
+
+    fig = figures("sqlite-lock-holder-sigstop")
+    db = home / "bounceback.db"
+    _prepare(db, checkpoint=False)
+    before = snapshot(db, skip=("reliability_scratch",))
+    holder = _hold(db)
+    runs = soak_size(30, 300)
+    try:
+        os.kill(holder.pid, signal.SIGSTOP)
+        refused = _run("-m", "bounceback", "--home", str(home), "--timeout", "0.2",
+                       "settings", "set", "retry.max_attempts", "8", "--op", "meter")  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert f"pid {holder.pid}" in refused.stderr and "stopped by a signal" in refused.stderr, (
+            refused.stderr
+        )
+        assert f"kill -CONT {holder.pid}" in refused.stderr
+        read = _run(
+            "-m", "bounceback", "--home", str(home), "settings", "get", "retry.max_attempts", "--op", "meter"
+        )
+        assert read.returncode == 0 and read.stdout.strip() == "3", read.stderr
+
+        clock, bus = FakeClock(), EventBus()
+        sink = RecordingSink(bus)
+        breaker = CircuitBreaker(
+            "frozen-db", store=SqliteBreakerStore(db, timeout=0.05), clock=clock, bus=bus, window=10,
+            min_calls=10, store_retry_seconds=1,
+        )  # fmt: skip
+        results = []
+        for i in range(20):
+            results.append(breaker.call(lambda i=i: i))
+            clock.advance(0.5)  # the store is asked again every second: it must stay unavailable
+        assert results == list(range(20))
+        assert len(sink.of(StoreUnavailable)) == 1 and sink.of(StoreRecovered) == []
+
+        writer = JournalWriter(db, bus=bus, clock=clock, timeout=0.05, flush_interval=3600).start()
+        try:
+            for i in range(runs):
+                left = [1]
+
+                def flaky(left: list[int] = left) -> int:
+                    if left[0]:
+                        left[0] -= 1
+                        raise Flaky("reset by peer")
+                    return 1
+
+                Policy(f"frozen-{i % 3}", attempts=2, backoff=Backoff(initial=0.01, jitter="none"),
+                       clock=clock, bus=bus).call(flaky)  # fmt: skip
+            assert writer.flush() == 0 and writer.queued >= runs
+            os.kill(holder.pid, signal.SIGCONT)
+            _release(holder)
+            assert writer.flush() > 0 and writer.queued == 0
+        finally:
+            writer.close()
+        assert writer.lost == 0
+        clock.advance(1)
+        breaker.call(lambda: None)
+        assert len(sink.of(StoreRecovered)) == 1
+    finally:
+        if holder.poll() is None:
+            os.kill(holder.pid, signal.SIGCONT)
+        _end(holder)
+    journal = Journal(db)
+    found = [r for r in journal.runs(limit=None) if r.operation.startswith("frozen-")]
+    journal.close()
+    assert len(found) == runs and all(r.status == "recovered" for r in found)
+    after = snapshot(db, skip=("reliability_scratch",))
+    assert after["settings_values"] == before["settings_values"]
+    assert after["settings_history"] == before["settings_history"]
+    assert consistency_problems(db) == []
+    fig.tries = 2 + 20 + runs
+    fig.result = (
+        "a process SIGSTOPped inside BEGIN EXCLUSIVE: settings set refused naming its pid, command, 'stopped' "
+        f"and kill -CONT; reads went on; a breaker stayed on local state (unavailable once, never falsely "
+        f"recovered) and resynchronised after SIGCONT; {runs} recoveries queued meanwhile all journaled"
+    )

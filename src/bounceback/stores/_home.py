@@ -35,10 +35,12 @@ __all__ = [
     "HOME_ENV",
     "connect",
     "database_path",
+    "describe_lock_holders",
     "explain",
     "home_dir",
     "is_disk_full",
     "is_read_only_mount",
+    "lock_holders",
     "migrate",
     "open_home",
     "register_migrations",
@@ -128,6 +130,64 @@ def is_disk_full(path: str | Path) -> bool:
     return stat.f_bavail == 0 or (stat.f_favail == 0 and stat.f_files > 0)
 
 
+def lock_holders(path: str | Path) -> list[int]:
+    """The other processes holding a write lock on the database ``path`` (Linux: from ``/proc/locks``).
+
+    In WAL mode the writer locks bytes of ``-shm`` (120 the write lock, 121 a checkpoint, 122+ recovery);
+    a rollback-mode writer locks the database file itself. Empty where ``/proc/locks`` is not available.
+    """
+    path = Path(path)
+    targets: dict[tuple[int, int, int], str] = {}
+    for file, kind in ((path, "db"), (path.with_name(path.name + "-shm"), "shm")):
+        try:
+            st = os.stat(file)
+        except OSError:
+            continue
+        targets[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = kind
+    if not targets:
+        return []
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    found: list[int] = []
+    for line in lines:
+        parts = line.split()
+        if "->" in parts:  # a request waiting for a lock, not a lock held
+            continue
+        try:
+            _n, _type, _mode, access, pid_text, where, start = parts[:7]
+            major, minor, inode = where.split(":")
+            key = (int(major, 16), int(minor, 16), int(inode))
+            pid, first = int(pid_text), int(start)
+        except ValueError:
+            continue
+        what = targets.get(key)
+        if access != "WRITE" or what is None or pid in (0, os.getpid()) or pid in found:
+            continue
+        if what == "db" or 120 <= first < 128:
+            found.append(pid)
+    return found
+
+
+def describe_lock_holders(path: str | Path) -> str:
+    """`` (held by pid 4242: python worker.py, stopped ...)`` for an error message; empty when unknown."""
+    described = []
+    for pid in lock_holders(path)[:3]:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+            state = stat[stat.rindex(")") + 2 :].split()[0]
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        text = f"pid {pid}: {command.strip()[:80] or '?'}"
+        if state in ("T", "t"):
+            text += f", stopped by a signal (resume it with kill -CONT {pid}, or end it)"
+        described.append(text)
+    return f" (held by {'; '.join(described)})" if described else ""
+
+
 def explain(exc: BaseException, path: str | Path | None = None) -> str:
     """What a SQLite error means for a person, and what to do about it.
 
@@ -149,9 +209,10 @@ def explain(exc: BaseException, path: str | Path | None = None) -> str:
             "free some space, then try again; nothing was written"
         )
     if "locked" in low or "busy" in low:
+        holders = describe_lock_holders(path) if path is not None else ""
         return (
-            f"{text}: another process held the database lock longer than the busy timeout; "
-            "try again, or stop the process that keeps it locked"
+            f"{text}: another process held the database lock longer than the busy timeout"
+            f"{holders}; try again, or stop the process that keeps it locked"
         )
     if "readonly" in low or "read-only" in low:
         return (
