@@ -51,6 +51,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "fault",
         "The disk filled to the last byte while the home is closed (tmpfs)",
     ),
+    "disk-full-mid-write": (
+        "fault",
+        "ENOSPC in the middle of journal writes and WAL checkpoints (tmpfs)",
+    ),
     "sigkill-mid-recovery": ("fault", "A process SIGKILLed mid-recovery, mid-ticket and mid-settings write"),
     "wall-clock-jump": ("fault", "Wall clock jumps (FakeClock and real stores): waits and open times hold"),
     # -- bad input ----------------------------------------------------------------------------------

@@ -487,3 +487,80 @@ def test_a_frozen_lock_holder_is_named_and_loses_nothing(
         f"and kill -CONT; reads went on; a breaker stayed on local state (unavailable once, never falsely "
         f"recovered) and resynchronised after SIGCONT; {runs} recoveries queued meanwhile all journaled"
     )
+
+
+# -- new: ENOSPC in the middle of journal writes and WAL checkpoints -----------------------------------------
+
+
+def test_enospc_mid_write_and_mid_checkpoint_loses_nothing_queued(
+    tmp_path: Path, figures: Callable[[str], Figures]
+) -> None:
+    """The journal grows on a nearly full disk while another connection checkpoints the WAL after each
+    batch: appends to the WAL and checkpoints into the file meet ENOSPC at some point. Nothing committed
+    is lost or corrupted; what could not be written stays queued and is written once space is back."""
+    import sqlite3
+
+    from bounceback import Backoff, EventBus, Policy
+    from bounceback.stores._journal import Journal
+    from bounceback.stores._journal_writer import JournalWriter
+    from bounceback.testing import FakeClock
+
+    fig = figures("disk-full-mid-write")
+    batches = soak_size(60, 300)
+    with small_disk(tmp_path / "disk", "6m") as disk:
+        home = disk / "home"
+        db = home / "bounceback.db"
+        _configure(db)
+        _prepare(db, checkpoint=True)
+        filler = fill(disk)
+        os.truncate(filler, max(0, filler.stat().st_size - 700 * 1024))  # leave ~700 kB
+        clock, bus = FakeClock(), EventBus()
+        writer = JournalWriter(db, bus=bus, clock=clock, timeout=0.2, flush_interval=3600).start()
+        checkpointer = sqlite3.connect(db, isolation_level=None, timeout=0.2)
+        refused_flushes = refused_checkpoints = made = 0
+        try:
+            for batch in range(batches):
+                for i in range(20):
+                    left = [1]
+
+                    def flaky(left: list[int] = left) -> int:
+                        if left[0]:
+                            left[0] -= 1
+                            raise ConnectionError("reset by peer " + "x" * 200)
+                        return 1
+
+                    Policy(f"grow-{(batch * 20 + i) % 7}", attempts=2, backoff=Backoff(initial=0.01, jitter="none"),
+                           clock=clock, bus=bus).call(flaky)  # fmt: skip
+                    made += 1
+                if writer.flush() == 0:
+                    refused_flushes += 1
+                try:
+                    checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                except sqlite3.OperationalError as exc:
+                    assert "full" in str(exc).lower() or "i/o" in str(exc).lower(), exc  # noqa: PT017
+                    refused_checkpoints += 1
+                check = checkpointer.execute("PRAGMA quick_check").fetchone()[0]
+                assert check == "ok", f"after batch {batch}: {check}"
+            assert refused_flushes + refused_checkpoints > 0, (
+                "the disk never filled: make the test disk smaller"
+            )
+            assert writer.queued > 0
+            filler.unlink()  # space back
+            assert writer.flush() > 0 and writer.queued == 0
+            checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            checkpointer.close()
+            writer.close()
+        assert writer.lost == 0 and writer.dropped == 0
+        journal = Journal(db)
+        found = [r for r in journal.runs(limit=None) if r.operation.startswith("grow-")]
+        journal.close()
+        assert len(found) == made and all(r.status == "recovered" for r in found)
+        assert consistency_problems(db) == []
+    fig.tries = made + batches
+    fig.result = (
+        f"{made} recoveries journaled in {batches} batches on a 6 MB tmpfs left with 700 kB, a WAL checkpoint "
+        f"after each: {refused_flushes} batch writes and {refused_checkpoints} checkpoints met ENOSPC; "
+        "quick_check ok after every batch; every queued event written once space was back"
+    )
+    fig.note(enospc_flushes=refused_flushes, enospc_checkpoints=refused_checkpoints)
