@@ -288,12 +288,11 @@ def _cannot_write_beside(exc: sqlite3.Error, path: Path) -> bool:
     nothing: an immutable connection does not read the WAL, so its last commits would be missing.
     """
     text = str(exc).lower()
-    if "readonly" in text or "unable to open" in text:
-        return True
-    if ("i/o error" in text or "full" in text) and is_disk_full(path.parent):
-        wal = path.with_name(path.name + "-wal")
-        return not wal.exists() or wal.stat().st_size == 0
-    return False
+    cause = "readonly" in text or "unable to open" in text
+    if not cause and ("i/o error" in text or "full" in text):
+        cause = is_disk_full(path.parent)
+    wal = path.with_name(path.name + "-wal")
+    return cause and (not wal.exists() or wal.stat().st_size == 0)
 
 
 def _companions(path: Path) -> list[Path]:
