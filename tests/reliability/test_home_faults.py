@@ -507,7 +507,8 @@ def test_enospc_mid_write_and_mid_checkpoint_loses_nothing_queued(
 
     fig = figures("disk-full-mid-write")
     batches = soak_size(60, 300)
-    with small_disk(tmp_path / "disk", "6m") as disk:
+    size_mb = soak_size(6, 32)  # room for every batch once the filler is gone
+    with small_disk(tmp_path / "disk", f"{size_mb}m") as disk:
         home = disk / "home"
         db = home / "bounceback.db"
         _configure(db)
@@ -559,7 +560,7 @@ def test_enospc_mid_write_and_mid_checkpoint_loses_nothing_queued(
         assert consistency_problems(db) == []
     fig.tries = made + batches
     fig.result = (
-        f"{made} recoveries journaled in {batches} batches on a 6 MB tmpfs left with 700 kB, a WAL checkpoint "
+        f"{made} recoveries journaled in {batches} batches on a {size_mb} MB tmpfs left with 700 kB, a WAL checkpoint "
         f"after each: {refused_flushes} batch writes and {refused_checkpoints} checkpoints met ENOSPC; "
         "quick_check ok after every batch; every queued event written once space was back"
     )

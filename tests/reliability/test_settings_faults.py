@@ -139,6 +139,15 @@ _NAMES = st.tuples(
 ).map("".join)  # fmt: skip
 
 
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string, every character outside plain ASCII escaped (\\uXXXX, \\UXXXXXXXX)."""
+    return '"' + "".join(
+        ch if ch.isascii() and (ch.isalnum() or ch in "-._") else
+        f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}"
+        for ch in text
+    ) + '"'  # fmt: skip
+
+
 def test_format_characters_are_refused_in_names_and_escaped_on_screen(
     home: Path, figures: Callable[[str], Figures]
 ) -> None:
@@ -167,7 +176,7 @@ def test_format_characters_are_refused_in_names_and_escaped_on_screen(
     @given(name=_NAMES)
     @settings(max_examples=soak_size(6, 40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def through_an_import(name: str) -> None:
-        escaped = json.dumps(name)  # a TOML basic string with \u escapes
+        escaped = _toml_string(name)
         path = home / "names.toml"
         path.write_text(f"[operations.{escaped}.retry]\nmax_attempts = 3\n", encoding="utf-8")
         done = bb(home, "settings", "import", str(path))
