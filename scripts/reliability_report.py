@@ -29,6 +29,7 @@ HEADINGS = {
     "input": "Bad input tried",
     "security": "Security",
     "load": "Load held",
+    "reference": "Checked against the references",
 }
 
 LIMITS = """\
@@ -42,7 +43,16 @@ LIMITS = """\
   interval, 50 ms by default); the rows already written are whole, and its unfinished runs show as
   `abandoned`.
 - The journal writer keeps at most `max_queue` (100,000) unwritten events while the database is
-  unavailable; beyond that the oldest are dropped, counted in `JournalWriter.dropped` and logged.
+  unavailable; beyond that the oldest are dropped, counted in `JournalWriter.dropped` and logged. Events
+  still unwritten when the writer closes (or the program exits) are lost, with a final error naming the
+  runs and why (`JournalWriter.lost`).
+- A home that cannot take its `-shm` file (a read-only mount, a disk full to the last byte) is read without
+  it, as an immutable file: changes other processes make meanwhile are not seen until it is reopened. If
+  its `-wal` still holds commits (a crash) and no `-shm` is left, it is refused rather than read without
+  them.
+- Naming the process that holds the SQLite lock (pid, command, stopped) reads `/proc/locks`: Linux only.
+- Operation names chosen in code are not refused for format characters (only names typed in the CLI, a
+  settings file or the dashboard are); they are shown escaped.
 """
 
 

@@ -12,9 +12,9 @@ from bounceback.core._settings import SCHEMA, SettingsLayers, defaults
 GLOBAL_KEYS = list(SCHEMA)
 OPERATION_KEYS = [k for k, s in SCHEMA.items() if s.per_operation]
 
-# Printable text without control characters or surrogates (neither survives a file or SQLite).
+# Printable text without control or format characters or surrogates (refused in names and text settings).
 _TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cc", "Cs")),
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Cf", "Zl", "Zp")),
     max_size=40,
 )
 

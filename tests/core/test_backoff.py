@@ -120,3 +120,49 @@ def test_equality_and_repr() -> None:
     assert Backoff(jitter="none") == Backoff(jitter=Jitter.NONE)
     assert hash(Backoff()) == hash(Backoff())
     assert "exponential" in repr(Backoff())
+
+
+class _Draws:
+    """An injected random source that records its draws."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self.draws: list[float] = []
+
+    def random(self) -> float:
+        value = self._rng.random()
+        self.draws.append(value)
+        return value
+
+
+@given(
+    st.floats(min_value=0.001, max_value=5),
+    st.floats(min_value=1, max_value=200),
+    st.integers(min_value=1, max_value=80),
+    st.integers(),
+)
+def test_decorrelated_jitter_is_brookers_formula(initial: float, spread: float, n: int, seed: int) -> None:
+    """sleep = min(cap, uniform(base, sleep * 3)), starting from sleep = base (Brooker, AWS blog 2015)."""
+    cap = initial * spread
+    b = Backoff(initial=initial, max_delay=cap, jitter="decorrelated")
+    rng = _Draws(seed)
+    previous = 0.0
+    sleep = initial
+    for retry in range(n):
+        previous = b.delay(retry, previous, rng)
+        u = rng.draws[-1]
+        sleep = min(cap, initial + u * (sleep * 3 - initial))
+        assert previous == pytest.approx(sleep, rel=1e-12, abs=1e-12)
+
+
+def test_decorrelated_waits_grow_to_the_published_average() -> None:
+    """With the defaults (0.2 s, 30 s cap) a long outage waits about 15 s on average, not 8 s.
+
+    The cap is applied to the draw: once 3 x previous is past the cap, about half the draws are the cap.
+    Seeded, so the figure is exact for this seed (a regression would move it by several seconds).
+    """
+    b = Backoff(initial=0.2, max_delay=30, jitter="decorrelated")
+    waits = b.schedule(20_000, seed=22)[100:]  # past the growth from 0.2 s
+    mean = sum(waits) / len(waits)
+    assert 13.0 < mean < 16.5, mean  # 15.0 s for this seed; the range-capped formula gave 8.2 s
+    assert sum(1 for w in waits if w == 30) / len(waits) > 0.2

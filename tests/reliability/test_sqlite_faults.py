@@ -63,7 +63,7 @@ def held(home: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     db = home / "bounceback.db"
     _prepare(db)
     with _worker("hold-lock", str(db)) as proc:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        assert proc.stdout is not None and proc.stdout.readline().startswith("locked")
         try:
             yield db, proc
         finally:
@@ -76,7 +76,7 @@ def _release(proc: subprocess.Popen[str]) -> None:
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write("go\n")
     proc.stdin.flush()
-    assert proc.stdout.readline().strip() == "released"
+    assert proc.stdout.readline().startswith("released")
 
 
 class Flaky(ConnectionError):

@@ -1,8 +1,9 @@
 """Processes the fault tests start, kill and inspect: ``python -m tests.reliability.workers <command> ...``.
 
-``hold-lock DB``
-    Open the database, take its write lock (``BEGIN IMMEDIATE``, a row written), print ``locked``, and keep
-    the transaction open until a line arrives on stdin (or 60 s pass); then roll back and print ``released``.
+``hold-lock DB [IMMEDIATE|EXCLUSIVE]``
+    Open the database, take its write lock (``BEGIN IMMEDIATE``, a row written), print ``locked <time>``,
+    and keep the transaction open until a line arrives on stdin (or 60 s pass); then roll back and print
+    ``released <time>`` (the wall time just before the rollback).
 ``churn DB SEED``
     Do everything bounceback persists, over and over, printing ``tick N`` after each round: recoveries
     journalled by a JournalWriter, a give-up parked as a ticket (a quarter of them resolved), settings
@@ -10,6 +11,12 @@
 ``read-only DB``
     Drop root's file-permission override, then use every part against a home it may not write and print
     what happened, as JSON.
+``fail-closed DB``
+    A fail-closed breaker on the SQLite store, called every few milliseconds (one call in ten fails) until
+    a line arrives on stdin; prints ``ready`` after its first 50 calls, then at the end, as JSON: the wall
+    times of the calls it let through, and of its StoreUnavailable / StoreRecovered events.
+``snapshot DB``
+    Read the home as the dashboard does and print its operations and the problems met, as JSON.
 ``use DB``
     After a crash: open every store, use each once, and print ``ok`` (exit 0) when all of them work.
 """
@@ -38,19 +45,22 @@ SETTING_VALUES = {
 """The settings ``churn`` writes (valid values only: the crash, not the value, is under test)."""
 
 
-def hold_lock(db: str) -> None:
+def hold_lock(db: str, mode: str = "IMMEDIATE") -> None:
+    import time
+
     conn = sqlite3.connect(db, isolation_level=None, timeout=10)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("CREATE TABLE IF NOT EXISTS reliability_scratch (n INTEGER)")
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(f"BEGIN {mode}")
     conn.execute("INSERT INTO reliability_scratch VALUES (1)")
-    print("locked", flush=True)
+    print(f"locked {time.time()!r}", flush=True)
     ready = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.readline(), ready.set()), daemon=True).start()
     ready.wait(60)
+    released = time.time()  # before the lock goes: nothing can have written before this instant
     conn.execute("ROLLBACK")
     conn.close()
-    print("released", flush=True)
+    print(f"released {released!r}", flush=True)
 
 
 class Flaky(ConnectionError):
@@ -99,6 +109,55 @@ def churn(db: str, seed: int) -> None:
             except (Flaky, CircuitOpenError):
                 pass
             print(f"tick {tick}", flush=True)
+
+
+def fail_closed(db: str) -> None:
+    import json
+    import time
+
+    from bounceback.core._events import StoreRecovered, StoreUnavailable
+    from bounceback.testing import RecordingSink
+
+    bus = EventBus()
+    sink = RecordingSink(bus)
+    breaker = CircuitBreaker(
+        "fleet-db",
+        store=SqliteBreakerStore(Path(db), timeout=0.05),
+        store_unavailable="fail-closed",
+        store_retry_seconds=0.2,
+        sync_seconds=0.1,
+        min_calls=50,
+        window=100,
+        bus=bus,
+        timers=False,
+    )
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    admitted: list[float] = []
+    refused = 0
+    n = 0
+
+    def work() -> None:
+        admitted.append(time.time())
+        if n % 10 == 0:
+            raise Flaky("one in ten fails")
+
+    while not stop.is_set():
+        n += 1
+        try:
+            breaker.call(work)
+        except Flaky:
+            pass
+        except CircuitOpenError:
+            refused += 1
+        if n == 50:
+            print("ready", flush=True)
+        stop.wait(0.003)  # pacing between calls (a steady load), not a backoff
+    events = [("unavailable", e.at) for e in sink.of(StoreUnavailable)]
+    events += [("recovered", e.at) for e in sink.of(StoreRecovered)]
+    print(
+        json.dumps({"admitted": admitted, "refused": refused, "events": sorted(events, key=lambda e: e[1])})
+    )
 
 
 def use(db: str) -> None:
@@ -176,12 +235,13 @@ def read_only(db: str) -> None:
     try:
         open(path, "ab").close()
         seen["file_writable"] = True
-    except PermissionError:
+    except OSError:  # PermissionError, or "Read-only file system" on a read-only mount
         seen["file_writable"] = False
     bus = EventBus()
     sink = RecordingSink(bus)
     settings = SqliteSettings(path, timeout=0.5, bus=bus)
     seen["effective"] = settings.effective("meter")["retry.max_attempts"]
+    seen["initial_delay"] = settings.effective("meter")["retry.initial_delay"]
     try:
         settings.set("retry.max_attempts", 9, operation="meter")
         seen["set"] = "stored"
@@ -231,12 +291,31 @@ def read_only(db: str) -> None:
     print(json.dumps(seen), flush=True)
 
 
+def dashboard_snapshot(db: str) -> None:
+    """What the dashboard would show: operations, breakers and the problems it met, as JSON."""
+    import json
+
+    from bounceback.web._collect import Collector
+
+    collector = Collector(Path(db))
+    try:
+        snap = collector.collect()
+    finally:
+        collector.close()
+    operations = sorted({str(op) for op in snap.settings if op} | {r.operation for r in snap.runs})
+    print(json.dumps({"operations": operations, "problems": list(snap.problems)}), flush=True)
+
+
 def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "hold-lock":
-        hold_lock(args[0])
+        hold_lock(*args)
     elif command == "churn":
         churn(args[0], int(args[1]))
+    elif command == "snapshot":
+        dashboard_snapshot(args[0])
+    elif command == "fail-closed":
+        fail_closed(args[0])
     elif command == "use":
         use(args[0])
     elif command == "read-only":

@@ -37,8 +37,10 @@ def test_the_ranking_of_jitter_kinds(clients: int) -> None:
     # Full jitter: the least work (equal jitter is a near tie in this model, never clearly ahead).
     assert work["full"] < work["decorrelated"]
     assert work["full"] <= work["equal"] * 1.02
-    # Decorrelated: about as fast as full jitter (here a little faster), with somewhat more work.
-    assert time["decorrelated"] <= time["full"] * 1.1
+    # Decorrelated: about as fast as full jitter, with somewhat more work. With the draw capped as in
+    # Brooker's formula (min(cap, uniform(base, 3 * prev))) the waits sit at the cap more often, so at 150
+    # clients it finished 1.2x later than full jitter in this model (it was a tie while the range was capped).
+    assert time["decorrelated"] <= time["full"] * 1.35
     assert 1.0 < work["decorrelated"] / work["full"] < 1.6
     # Equal jitter takes longer than full jitter.
     assert time["equal"] > time["full"]

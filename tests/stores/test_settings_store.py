@@ -288,7 +288,8 @@ def test_export_then_import_into_another_database(tmp_path: Path, store: SqliteS
     for fmt in ("toml", "json"):
         text = store.export(fmt)  # type: ignore[arg-type]
         with SqliteSettings(tmp_path / f"copy-{fmt}.db") as copy:
-            copy.import_document(parse_document(text, fmt))  # type: ignore[arg-type]
+            # notify.command is set: an import needs consent to choose a command (see the test below).
+            copy.import_document(parse_document(text, fmt), allow_commands=True)  # type: ignore[arg-type]
             assert copy.layers() == store.layers()
     assert store.export("toml").startswith("# bounceback settings from ")
 
@@ -304,14 +305,14 @@ def test_any_valid_settings_survive_save_load_export_import(
 ) -> None:
     first, second = _fresh(tmp_path), _fresh(tmp_path)
     with SqliteSettings(first) as s:
-        s.import_document(layers_to_document(layers))
+        s.import_document(layers_to_document(layers), allow_commands=True)
         text = s.export(fmt)
     with SqliteSettings(first) as loaded:
         assert loaded.layers() == layers
         for op in [None, *layers.operations]:
             assert dict(loaded.effective(op)) == layers.effective(op)
     with SqliteSettings(second) as other:
-        other.import_document(parse_document(text, fmt))
+        other.import_document(parse_document(text, fmt), allow_commands=True)
         assert other.layers() == layers
         assert other.export(fmt).split("\n", 2)[2:] == text.split("\n", 2)[2:]  # same but the header
 

@@ -38,14 +38,16 @@ def dashboard(
     Prints a URL carrying a fresh access token; every request needs it (the browser keeps it in a
     cookie after the first visit). Stop with Ctrl-C.
     """
-    from bounceback.web import DashboardServer  # the web extra: imported only when the dashboard runs
+    # the web extra: imported only when the dashboard runs
+    from bounceback.web import DashboardServer
+    from bounceback.web._server import is_loopback
 
     server = DashboardServer(
         app.database, host=host, port=port, allow_remote=allow_remote, hooks=not no_hooks
     )
     click.echo(f"bounceback dashboard for {app.database}", err=True)
     click.echo(server.url)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(host):
         click.echo(f"warning: listening on {host}; anyone who has the URL can change breakers", err=True)
     if not no_open:
         webbrowser.open(server.url)

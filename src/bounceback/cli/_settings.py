@@ -14,7 +14,9 @@ from typing import Any
 import click
 
 from bounceback.cli._app import AppContext, cli, echo_json, pass_app
+from bounceback.console._text import one_line
 from bounceback.core._settings import SCHEMA, Format, Resolved, check_operation, parse_document, split_key
+from bounceback.core._settings_doc import MAX_DOCUMENT_BYTES, check_document_size
 from bounceback.errors import ConfigError
 from bounceback.stores import Change
 
@@ -231,25 +233,64 @@ def export_settings(app: AppContext, fmt: Format, output: Path | None) -> None:
         click.echo(f"wrote {output}", err=True)
 
 
+def _read_limited(file: Path, name: str) -> str:
+    """The text of FILE (or stdin), refused before it is read whole when it is past the size limit."""
+    limit = MAX_DOCUMENT_BYTES
+    try:
+        if str(file) == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with file.open("rb") as handle:
+                data = handle.read(limit + 1)
+        if len(data) > limit:
+            check_document_size(data, name)  # raises: past the limit
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.FileError(name, hint=str(exc)) from exc
+
+
 @settings_group.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["toml", "json"]), help="Default: from the file name.")
 @click.option("--replace", is_flag=True, help="Also reset every stored value the file does not set.")
+@click.option(
+    "--allow-commands",
+    is_flag=True,
+    help="Accept the commands (notify.command) the file sets; without it they are shown and, at a "
+    "terminal, confirmed first.",
+)
 @_json_option
 @pass_app
-def import_settings(app: AppContext, file: Path, fmt: Format | None, replace: bool, as_json: bool) -> None:
-    """Set every value in FILE (TOML or JSON; - for stdin), all or nothing."""
+def import_settings(
+    app: AppContext, file: Path, fmt: Format | None, replace: bool, allow_commands: bool, as_json: bool
+) -> None:
+    """Set every value in FILE (TOML or JSON; - for stdin), all or nothing.
+
+    Files are limited to 2 MiB and 20,000 values. A file that sets a command bounceback runs
+    (notify.command) shows it first and asks (or needs --allow-commands when nobody can answer).
+    """
     name = "<stdin>" if str(file) == "-" else str(file)
-    if str(file) == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise click.FileError(name, hint=str(exc)) from exc
+    text = _read_limited(file, name)
     chosen: Format = fmt or ("json" if file.suffix.lower() == ".json" else "toml")
     document = parse_document(text, chosen, source=name)
-    changes = app.settings().import_document(document, replace=replace, source=name)
+    store = app.settings()
+    commands = [] if allow_commands else store.commands_in(document)
+    if commands:
+        click.echo(
+            f"{name} sets {len(commands)} command(s) that bounceback runs when a person is needed:", err=True
+        )
+        for field, command in commands:
+            click.echo(f"  {field} = {one_line(command, 2000)}", err=True)
+        if str(file) == "-" or not sys.stdin.isatty():
+            raise click.UsageError(
+                "nothing was imported: a settings file may not choose a command to run without consent; "
+                "read the command(s) above, then run again with --allow-commands"
+            )
+        if not click.confirm("Import them, so bounceback runs them?", default=False, err=True):
+            click.echo("nothing was imported", err=True)
+            raise SystemExit(1)
+        allow_commands = True
+    changes = store.import_document(document, replace=replace, source=name, allow_commands=allow_commands)
     if as_json:
         echo_json([c.to_plain() for c in changes])
         return

@@ -85,11 +85,29 @@ def _run_json(run: RunEntry) -> dict[str, Any]:
 # -- status ------------------------------------------------------------------------------------------
 
 
+_QUIET_SHOWN = 20
+"""Operations with stored settings but nothing to show (no runs, no breaker) listed before they are counted."""
+_RICH_ROWS = 300
+"""Beyond this many rows the table is drawn as plain aligned text (rich takes ~1 ms a row)."""
+
+
+def _is_quiet(row: dict[str, Any]) -> bool:
+    counted = ("runs", "running", "abandoned", "failed_attempts", "rejections")
+    return row["breaker"] is None and not any(row[k] for k in counted)
+
+
 @cli.command("status")
 @click.option("--since", "since_text", default="24h", show_default=True, help="Count runs over this period.")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help=f"List every operation; by default past {_QUIET_SHOWN} operations that only have stored settings "
+    "(no runs, no breaker) are counted, not listed.",
+)
 @_json_option
 @pass_app
-def status(app: AppContext, since_text: str, as_json: bool) -> None:
+def status(app: AppContext, since_text: str, show_all: bool, as_json: bool) -> None:
     """Operations and breakers: state, next probe time, counts, and the recoveries running now."""
     now = time.time()
     since = now - _since(since_text)
@@ -129,39 +147,79 @@ def status(app: AppContext, since_text: str, as_json: bool) -> None:
         )
         return
     console = _console()
-    table = Table(title=f"operations (counts since {clock_time(since, now)})", title_justify="left")
-    for heading in (
-        "operation",
-        "breaker",
-        "next probe",
-        "runs",
-        "recovered",
-        "gave up",
-        "failed",
-        "rejected",
-    ):
+    hidden = 0
+    quiet = sum(1 for row in rows if _is_quiet(row))
+    if not show_all and quiet > _QUIET_SHOWN:
+        rows = [row for row in rows if not _is_quiet(row)]
+        hidden = quiet
+    title = f"operations (counts since {clock_time(since, now)})"
+    if len(rows) > _RICH_ROWS:
+        _print_plain(console, title, rows, now)
+    elif rows:
+        console.print(_operations_table(title, rows, now))
+    elif not hidden:
+        console.print(Text("no operations yet", style="dim"))
+    if hidden:
+        console.print(
+            Text(
+                f"{hidden:,} more operations have stored settings but no runs since {clock_time(since, now)} "
+                "and no shared breaker (bounceback status --all lists them)",
+                style="dim",
+            )
+        )
+    console.print(_active_table(active, now))
+
+
+_HEADINGS = ("operation", "breaker", "next probe", "runs", "recovered", "gave up", "failed", "rejected")
+
+
+def _cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
+    brk = row["breaker"]
+    probe = brk["next_probe_at"] if brk else None
+    when = (
+        f"{clock_time(probe, now)} (in {seconds(probe - now)})"
+        if probe and probe > now
+        else ("now" if probe else "")
+    )
+    return (
+        one_line(row["name"], 200),  # names written by programs are not checked: show escapes, not effects
+        brk["state"] if brk else "—",
+        when,
+        str(row["runs"]),
+        str(row["recovered"]),
+        str(row["gave_up"]),
+        str(row["failed_attempts"]),
+        str(row["rejections"]),
+    )
+
+
+def _print_plain(console: Console, title: str, rows: list[dict[str, Any]], now: float) -> None:
+    """Many rows: aligned columns without rich's per-cell layout (linear, a few microseconds a row)."""
+    cells = [_cells(row, now) for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(_HEADINGS)]
+
+    def line(values: tuple[str, ...]) -> str:
+        return "  ".join(
+            v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        )
+
+    body = "\n".join(line(c).rstrip() for c in cells)
+    console.print(Text(title))
+    console.print(Text(line(_HEADINGS).rstrip(), style="bold"))
+    # One write for the whole body (markup off: names are printed as they are).
+    console.print(Text(body), soft_wrap=True)
+
+
+def _operations_table(title: str, rows: list[dict[str, Any]], now: float) -> Table:
+    table = Table(title=title, title_justify="left")
+    for heading in _HEADINGS:
         table.add_column(heading, justify="right" if heading not in ("operation", "breaker") else "left")
     for row in rows:
+        name, state, *rest = _cells(row, now)
         brk = row["breaker"]
-        badge = Text(brk["state"], style=badge_style(brk["state"])) if brk else Text("—", style="dim")
-        probe = brk["next_probe_at"] if brk else None
-        when = (
-            f"{clock_time(probe, now)} (in {seconds(probe - now)})"
-            if probe and probe > now
-            else ("now" if probe else "")
-        )
-        table.add_row(
-            Text(row["name"]),
-            badge,
-            when,
-            str(row["runs"]),
-            str(row["recovered"]),
-            str(row["gave_up"]),
-            str(row["failed_attempts"]),
-            str(row["rejections"]),
-        )
-    console.print(table if rows else Text("no operations yet", style="dim"))
-    console.print(_active_table(active, now))
+        badge = Text(state, style=badge_style(state)) if brk else Text(state, style="dim")
+        table.add_row(Text(name), badge, *rest)
+    return table
 
 
 def _active_table(active: list[RunEntry], now: float) -> Any:
@@ -182,7 +240,13 @@ def _active_table(active: list[RunEntry], now: float) -> Any:
             used += f" of {countdown(run.deadline_at - run.started_at)}"
         error = one_line(f"{run.last_error_type}: {run.last_error}", 80) if run.last_error_type else ""
         table.add_row(
-            run.run_id, Text(run.operation), of, wait, used, f"{run.pid}@{run.host}", Text(error, style="red")
+            run.run_id,
+            Text(one_line(run.operation, 200)),
+            of,
+            wait,
+            used,
+            f"{run.pid}@{run.host}",
+            Text(error, style="red"),
         )
     return table
 

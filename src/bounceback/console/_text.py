@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 import time
 
+from bounceback.core._setting import UNSAFE_CHARS
+
 __all__ = ["badge_style", "clock_time", "countdown", "describe_reason", "one_line", "plural", "seconds"]
 
-# C0 controls (tab and newline included: they are collapsed first), DEL and C1 controls.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 controls (tab and newline included: they are collapsed first), DEL, C1 controls, and the invisible
+# format characters (bidi overrides ...) that would make a terminal show something other than the text.
+_CONTROL = re.compile(f"[{UNSAFE_CHARS}]")
 _SPACE = re.compile(r"\s+")
 
 _BADGE_STYLES = {
@@ -32,12 +35,19 @@ def one_line(text: str, limit: int = 300) -> str:
     'refused by peer'
     >>> one_line("\\x1b[2Jboom")
     '\\\\x1b[2Jboom'
+    >>> one_line("report\\u202etxt.exe")
+    'report\\\\u202etxt.exe'
     >>> one_line("x" * 10, limit=5)
     'xxxx…'
     """
     flat = _SPACE.sub(" ", text).strip()
-    safe = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", flat)
+    safe = _CONTROL.sub(_escape, flat)
     return safe if len(safe) <= limit else safe[: limit - 1] + "…"
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def seconds(value: float) -> str:

@@ -12,7 +12,9 @@ exit codes.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -24,6 +26,8 @@ __all__ = [
     "Kind",
     "MAX_SECONDS",
     "Setting",
+    "UNSAFE_CHARS",
+    "first_unsafe_char",
     "has_control_chars",
     "seconds_text",
 ]
@@ -42,9 +46,39 @@ _MAX_TEXT = 2000
 _DURATION_UNITS = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001))
 
 
+UNSAFE_CHARS = (
+    # Control characters (C0, DEL, C1) and lone surrogates: neither survives a file, a terminal or SQLite.
+    "\x00-\x1f\x7f-\x9f\ud800-\udfff"
+    # Format characters (Unicode category Cf) and the line / paragraph separators: invisible, yet they
+    # reorder or hide what a terminal shows (U+202E right-to-left override turns "retry-db" into a name
+    # that reads differently from what it is, the "Trojan Source" trick). Hieroglyph format controls up to
+    # U+1343F are listed as of Unicode 15, so a newer Python's tables change nothing.
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+"""A regular-expression character class body of the characters refused in names and text settings."""
+
+_UNSAFE = re.compile(f"[{UNSAFE_CHARS}]")
+
+
 def has_control_chars(text: str) -> bool:
-    """True if ``text`` holds a control character or a lone surrogate (neither survives a file or SQLite)."""
-    return any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in text)
+    """True if ``text`` holds a control or format character or a lone surrogate (see :data:`UNSAFE_CHARS`).
+
+    >>> has_control_chars("retry-db"), has_control_chars("db\u202etxt.exe"), has_control_chars("a\x1bb")
+    (False, True, True)
+    """
+    return _UNSAFE.search(text) is not None
+
+
+def first_unsafe_char(text: str) -> str | None:
+    """The first refused character of ``text`` as ``U+202E``, for messages; None when there is none.
+
+    >>> first_unsafe_char("db\u202etxt")
+    'U+202E'
+    """
+    found = _UNSAFE.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
 
 
 def _number_text(number: float) -> str:
@@ -117,6 +151,9 @@ class Setting:
 
     def allowed(self) -> str:
         """What this setting accepts, in words (used in every refusal message)."""
+        return _allowed_text(self)
+
+    def _describe(self) -> str:
         low, high = self.minimum, self.maximum
         if self.kind == "duration":
             lo = "0" if low is None else seconds_text(low)
@@ -136,7 +173,7 @@ class Setting:
         elif self.schemes:
             text = "empty, or a URL starting with " + " or ".join(self.schemes)
         else:
-            text = f"text of at most {_MAX_TEXT} characters without control characters"
+            text = f"text of at most {_MAX_TEXT} characters without control characters or invisible format characters"
         if self.nullable:
             text += ", or off"
         if self.zero_is_off:
@@ -284,3 +321,9 @@ class Setting:
             if close:
                 return ConfigError(bad.field, bad.value, bad.allowed, hint=f"did you mean {close[0]!r}?")
         return bad
+
+
+@functools.cache
+def _allowed_text(setting: Setting) -> str:
+    # Every validation builds its refusal up front; the words never change, so build them once.
+    return setting._describe()

@@ -26,10 +26,25 @@ from bounceback.core._settings_layers import SettingsLayers, field_name
 from bounceback.core._settings_schema import SCHEMA
 from bounceback.errors import ConfigError
 
-__all__ = ["Format", "layers_from_document", "layers_to_document", "parse_document", "render_document"]
+__all__ = [
+    "Format",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_DOCUMENT_VALUES",
+    "check_document_size",
+    "layers_from_document",
+    "layers_to_document",
+    "parse_document",
+    "render_document",
+]
 
 Format = Literal["toml", "json"]
 """A settings file format."""
+
+MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
+"""The largest settings file read (2 MiB of UTF-8): larger ones are refused before they are parsed."""
+MAX_DOCUMENT_VALUES = 20_000
+"""The most values one document may set (about 10,000 operations of two values; an import of that size
+takes about 2 s). Split a larger file, or set the common values globally instead of per operation."""
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
@@ -61,6 +76,16 @@ def layers_from_document(
                 entries.extend((op, k, v) for k, v in _walk("", op_doc))
         else:
             entries.extend((None, k, v) for k, v in _walk("", {key: value}))
+    if len(entries) > MAX_DOCUMENT_VALUES:
+        problems.append(
+            ConfigError(
+                "document",
+                f"{len(entries):,} values",
+                f"at most {MAX_DOCUMENT_VALUES:,} values in one document",
+                hint="split it into several imports, or set values shared by many operations once, globally",
+            )
+        )
+        return SettingsLayers(), problems
     seen: set[tuple[str | None, str]] = set()
     unique: list[tuple[str | None, str, Any]] = []
     for op, key, value in entries:
@@ -125,12 +150,36 @@ def render_document(layers: SettingsLayers, fmt: Format = "toml", header: str = 
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def check_document_size(text: str | bytes, source: str = "<text>") -> None:
+    """Refuse settings text longer than :data:`MAX_DOCUMENT_BYTES` (in UTF-8) with a clear ConfigError.
+
+    >>> check_document_size("x" * (MAX_DOCUMENT_BYTES + 1), "team.toml")
+    Traceback (most recent call last):
+    ...
+    bounceback.errors.ConfigError: team.toml: got 'more than 2 MiB'; expected a settings file of at most 2 MiB ...
+    """
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise ConfigError(
+            source,
+            f"more than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB",
+            f"a settings file of at most {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB and "
+            f"{MAX_DOCUMENT_VALUES:,} values",
+            hint="split it into several imports, or set values shared by many operations once, globally; "
+            "nothing was imported",
+        )
+
+
 def parse_document(text: str, fmt: Format, source: str = "<text>") -> dict[str, Any]:
     """Parse settings text in ``fmt``; a syntax error is a ConfigError naming ``source`` and the line.
+
+    Text past :data:`MAX_DOCUMENT_BYTES` is refused before it is parsed.
 
     >>> parse_document('[retry]\\nmax_attempts = 3\\n', "toml")
     {'retry': {'max_attempts': 3}}
     """
+    if len(text) * 4 > MAX_DOCUMENT_BYTES:  # cheap first: only long text is measured in UTF-8
+        check_document_size(text, source)
     if fmt == "toml":
         try:
             return tomllib.loads(text)

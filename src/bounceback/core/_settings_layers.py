@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from bounceback.core._setting import has_control_chars
+from bounceback.core._setting import first_unsafe_char, has_control_chars
 from bounceback.core._settings_schema import SCHEMA, lookup
 from bounceback.errors import ConfigError
 
@@ -46,6 +46,7 @@ _ORDERED = (
 
 # (value, default cap): when only the value is set, above the cap's default, the cap follows it up.
 _FOLLOWS = (("breaker.open_seconds", "breaker.open_seconds_max"),)
+_SCHEMA_ORDER = {key: i for i, key in enumerate(SCHEMA)}
 
 
 def defaults() -> dict[str, Any]:
@@ -74,10 +75,16 @@ def check_operation(name: Any) -> str:
         or len(name) > _MAX_OPERATION
         or has_control_chars(name)
     ):
+        found = first_unsafe_char(name) if isinstance(name, str) else None
         raise ConfigError(
             "operation",
             name,
-            f"a name of 1 to {_MAX_OPERATION} characters without control characters or surrounding spaces",
+            f"a name of 1 to {_MAX_OPERATION} characters without control characters, invisible format characters or surrounding "
+            "spaces",
+            hint=None
+            if found is None
+            else f"it holds {found}, an invisible character that changes how the name is shown; type the "
+            "name again without it",
         )
     return name
 
@@ -236,6 +243,20 @@ class SettingsLayers:
         ops[operation] = {**ops.get(operation, {}), key: value}
         return SettingsLayers(self.values, ops)
 
+    def with_values(self, other: SettingsLayers) -> SettingsLayers:
+        """A copy with every value of ``other`` set on top (one step per value, not per value and layer).
+
+        >>> a = SettingsLayers.build({"retry.max_attempts": 3}, {"x": {"retry.max_attempts": 2}})
+        >>> b = a.with_values(SettingsLayers.build(None, {"x": {"retry.deadline": "1m"}}))
+        >>> dict(b.operations["x"])
+        {'retry.max_attempts': 2, 'retry.deadline': 60.0}
+        """
+        values = {**self.values, **other.values}
+        ops = dict(self.operations)
+        for op, layer in other.operations.items():
+            ops[op] = {**ops[op], **layer} if op in ops else dict(layer)
+        return SettingsLayers(values, ops)
+
     def updated(self, key: str, value: Any, operation: str | None = None) -> tuple[SettingsLayers, Any]:
         """Validate one value (text or typed) and return a copy with it set, and the normalised value.
 
@@ -263,12 +284,12 @@ class SettingsLayers:
 
     def entries(self) -> Iterator[tuple[str | None, str, Any]]:
         """Every stored value as ``(operation, key, value)``, global ones first, in schema order."""
-        order = list(SCHEMA)
-        for key in sorted(self.values, key=order.index):
+        order = _SCHEMA_ORDER
+        for key in sorted(self.values, key=order.__getitem__):
             yield None, key, self.values[key]
         for op in sorted(self.operations):
             layer = self.operations[op]
-            for key in sorted(layer, key=order.index):
+            for key in sorted(layer, key=order.__getitem__):
                 yield op, key, layer[key]
 
     def problems(self, changed: Iterable[tuple[str | None, str]] = ()) -> list[ConfigError]:
@@ -277,11 +298,21 @@ class SettingsLayers:
         ``changed`` names the ``(operation, key)`` entries being changed, so the refusal names the key a
         person just touched rather than its partner.
         """
-        touched = set(changed)
-        found = cross_check(self.effective(None), None, {k for op, k in touched if op is None})
+        # Group the touched keys by layer once: a loop over the operations that scanned every touched entry
+        # made an import of N operations take N^2 steps.
+        global_keys: set[str] = set()
+        by_op: dict[str, set[str]] = {}
+        for op, key in changed:
+            if op is None:
+                global_keys.add(key)
+            else:
+                by_op.setdefault(op, set()).add(key)
+        found = cross_check(self.effective(None), None, global_keys)
+        base = defaults()
+        base.update(self.values)
         for op in sorted(self.operations):
-            keys = {k for o, k in touched if o in (None, op)}
-            found.extend(cross_check(self.effective(op), op, keys))
+            keys = global_keys | by_op[op] if op in by_op else global_keys
+            found.extend(cross_check({**base, **self.operations[op]}, op, keys))
         return found
 
 

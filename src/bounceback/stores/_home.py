@@ -16,9 +16,11 @@ already has a higher version than this code knows was written by a newer bounceb
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -33,8 +35,12 @@ __all__ = [
     "HOME_ENV",
     "connect",
     "database_path",
+    "describe_lock_holders",
     "explain",
     "home_dir",
+    "is_disk_full",
+    "is_read_only_mount",
+    "lock_holders",
     "migrate",
     "open_home",
     "register_migrations",
@@ -99,14 +105,114 @@ def store_name(path: str | Path) -> str:
     return f"sqlite:{path}"
 
 
-def explain(exc: BaseException) -> str:
-    """What a SQLite error means for a person, and what to do about it."""
+def is_read_only_mount(path: str | Path) -> bool:
+    """True when ``path`` (or its nearest existing parent) is on a file system mounted read-only."""
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:
+        return bool(os.statvfs(here).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows) or the folder vanished
+        return False
+
+
+def is_disk_full(path: str | Path) -> bool:
+    """True when the file system holding ``path`` (or its nearest existing parent) has no free block left
+    for an ordinary user (SQLite then often reports "disk I/O error" rather than "database or disk is
+    full", depending on which write found the disk full)."""
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:
+        stat = os.statvfs(here)
+    except (OSError, AttributeError):
+        return False
+    return stat.f_bavail == 0 or (stat.f_favail == 0 and stat.f_files > 0)
+
+
+def lock_holders(path: str | Path) -> list[int]:
+    """The other processes holding a write lock on the database ``path`` (Linux: from ``/proc/locks``).
+
+    In WAL mode the writer locks bytes of ``-shm`` (120 the write lock, 121 a checkpoint, 122+ recovery);
+    a rollback-mode writer locks the database file itself. Empty where ``/proc/locks`` is not available.
+    """
+    path = Path(path)
+    targets: dict[tuple[int, int, int], str] = {}
+    for file, kind in ((path, "db"), (path.with_name(path.name + "-shm"), "shm")):
+        try:
+            st = os.stat(file)
+        except OSError:
+            continue
+        targets[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = kind
+    if not targets:
+        return []
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    found: list[int] = []
+    for line in lines:
+        parts = line.split()
+        if "->" in parts:  # a request waiting for a lock, not a lock held
+            continue
+        try:
+            _n, _type, _mode, access, pid_text, where, start = parts[:7]
+            major, minor, inode = where.split(":")
+            key = (int(major, 16), int(minor, 16), int(inode))
+            pid, first = int(pid_text), int(start)
+        except ValueError:
+            continue
+        what = targets.get(key)
+        if access != "WRITE" or what is None or pid in (0, os.getpid()) or pid in found:
+            continue
+        if what == "db" or 120 <= first < 128:
+            found.append(pid)
+    return found
+
+
+def describe_lock_holders(path: str | Path) -> str:
+    """`` (held by pid 4242: python worker.py, stopped ...)`` for an error message; empty when unknown."""
+    described = []
+    for pid in lock_holders(path)[:3]:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+            state = stat[stat.rindex(")") + 2 :].split()[0]
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        text = f"pid {pid}: {command.strip()[:80] or '?'}"
+        if state in ("T", "t"):
+            text += f", stopped by a signal (resume it with kill -CONT {pid}, or end it)"
+        described.append(text)
+    return f" (held by {'; '.join(described)})" if described else ""
+
+
+def explain(exc: BaseException, path: str | Path | None = None) -> str:
+    """What a SQLite error means for a person, and what to do about it.
+
+    With the database ``path``, an error caused by the file system (mounted read-only, or full) is named
+    as such, whatever SQLite's own words for it were.
+    """
     text = str(exc)
     low = text.lower()
-    if "locked" in low or "busy" in low:
+    fs_error = any(word in low for word in ("readonly", "unable to open", "i/o error", "full"))
+    if path is not None and fs_error and is_read_only_mount(Path(path).parent):
         return (
-            f"{text}: another process held the database lock longer than the busy timeout; "
-            "try again, or stop the process that keeps it locked"
+            f"{text}: the folder {str(Path(path).parent)!r} is on a file system mounted read-only; "
+            f"stored values can be read but nothing can be written; remount it read-write, or point "
+            f"--home / {HOME_ENV} at a writable folder"
+        )
+    if path is not None and fs_error and is_disk_full(Path(path).parent):
+        return (
+            f"{text}: the disk is full (no free space left on the file system of {str(Path(path).parent)!r}); "
+            "free some space, then try again; nothing was written"
+        )
+    if "locked" in low or "busy" in low:
+        holders = describe_lock_holders(path) if path is not None else ""
+        return (
+            f"{text}: another process held the database lock longer than the busy timeout"
+            f"{holders}; try again, or stop the process that keeps it locked"
         )
     if "readonly" in low or "read-only" in low:
         return (
@@ -131,7 +237,7 @@ def translate_errors(path: str | Path, action: str) -> Iterator[None]:
     try:
         yield
     except (sqlite3.Error, OSError) as exc:
-        raise StoreError(store_name(path), action, explain(exc)) from exc
+        raise StoreError(store_name(path), action, explain(exc, path)) from exc
 
 
 def connect(path: str | Path, *, timeout: float = 5.0, create: bool = True) -> sqlite3.Connection:
@@ -147,6 +253,7 @@ def connect(path: str | Path, *, timeout: float = 5.0, create: bool = True) -> s
             target = str(path)
         else:
             target = f"{path.absolute().as_uri()}?mode=rw"
+        beside = [p for p in _companions(path) if not p.exists()]  # files this open may create
         conn = sqlite3.connect(
             target, timeout=timeout, isolation_level=None, check_same_thread=False, uri=not create
         )
@@ -158,13 +265,66 @@ def connect(path: str | Path, *, timeout: float = 5.0, create: bool = True) -> s
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError as exc:
             conn.close()
-            if not (create and "readonly" in str(exc).lower() and path.is_file()):
+            _remove_stubs(beside)
+            if not (create and _cannot_write_beside(exc, path) and path.is_file()):
                 raise
-            conn = _open_immutable(path, timeout)
+            try:
+                conn = _open_immutable(path, timeout)
+            except sqlite3.Error:
+                raise exc from None  # the first error says more than the fallback's
+
         except BaseException:
             conn.close()
             raise
     return conn
+
+
+def _cannot_write_beside(exc: sqlite3.Error, path: Path) -> bool:
+    """True for the errors of a database whose folder cannot take its ``-shm`` / ``-wal`` files.
+
+    A folder without write permission gives "readonly"; a read-only mount gives "unable to open database
+    file" (SQLite cannot create ``-shm`` there, so it cannot even read); a full disk gives "disk I/O error"
+    (``-shm`` cannot be grown). Reading without them (immutable) is only right while the ``-wal`` holds
+    nothing: an immutable connection does not read the WAL, so its last commits would be missing.
+    """
+    text = str(exc).lower()
+    cause = "readonly" in text or "unable to open" in text
+    if not cause and ("i/o error" in text or "full" in text):
+        cause = is_disk_full(path.parent)
+    wal = path.with_name(path.name + "-wal")
+    return cause and (not wal.exists() or wal.stat().st_size == 0)
+
+
+def _companions(path: Path) -> list[Path]:
+    return [path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+def _remove_stubs(created: list[Path]) -> None:
+    """Remove the ``-shm`` / ``-wal`` stubs a failed open left (a full disk leaves a 3-byte ``-shm``).
+
+    Only files this open created, and only while no other connection uses the database: SQLite's users
+    hold a shared POSIX lock on the "dead man switch" byte (offset 128) of ``-shm``; if nobody does, the
+    stubs belong to nobody and would only confuse a person looking at the folder.
+    """
+    if sys.platform != "linux":  # the struct flock layout below is Linux's; elsewhere leave the files
+        return
+    import fcntl
+
+    shm = next((p for p in created if p.name.endswith("-shm")), None)
+    if shm is not None and shm.exists():
+        try:
+            with open(shm, "rb+") as handle:
+                probe = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 128, 1, 0)
+                held = struct.unpack("hhqqi", fcntl.fcntl(handle, fcntl.F_GETLK, probe))[0]
+            if held != fcntl.F_UNLCK:
+                return  # another process opened the database meanwhile: its files, not stubs
+            shm.unlink()
+        except OSError:
+            return
+    for stub in created:
+        with contextlib.suppress(OSError):
+            if stub.exists() and stub.stat().st_size == 0:
+                stub.unlink()
 
 
 def _open_immutable(path: Path, timeout: float) -> sqlite3.Connection:

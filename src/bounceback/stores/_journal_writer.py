@@ -8,6 +8,11 @@ Cost to the program, by design:
 * a daemon thread drains the queue every ``flush_interval`` (50 ms by default) and writes the batch in
   **one transaction**, so a crash (even SIGKILL) leaves either the whole batch or none of it.
 
+When the writer closes (``close()``, the end of a ``with`` block, or the program's normal exit: the
+writer registers itself with :mod:`atexit`) with events it could not write (disk full, read-only, locked),
+it logs a final error naming the runs and operations that are missing from the journal and why, so a gap is
+never silent; ``JournalWriter.lost`` counts them.
+
 The same thread polls the cancel requests other processes write (``Journal.request_cancel``) about every
 ``cancel_poll`` seconds, only while this process has recoveries running, and cancels the matching runs
 through ``run_controls`` (enabled while the writer runs). It also prunes entries older than the retention
@@ -16,6 +21,7 @@ through ``run_controls`` (enabled while the writer runs). It also prunes entries
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
@@ -103,6 +109,9 @@ class JournalWriter:
         """Events written so far (for tests and metrics)."""
         self.dropped = 0
         """Events given up because the database stayed unwritable past ``max_queue`` queued events."""
+        self.lost = 0
+        """Events still unwritten when the writer closed (reported in a final error)."""
+        self._last_error = ""
 
     def __repr__(self) -> str:
         return f"JournalWriter({str(self.path)!r})"
@@ -120,6 +129,8 @@ class JournalWriter:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="bounceback-journal", daemon=True)
         self._thread.start()
+        # A program that ends without close() still writes (or reports) what is queued.
+        atexit.register(self.close)
         return self
 
     def close(self) -> None:
@@ -132,11 +143,42 @@ class JournalWriter:
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
+        atexit.unregister(self.close)
         self.flush()
         with self._write_lock:
+            left = self._pending + list(self._queue)
+            self._pending = []
+            self._queue.clear()
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        if left:
+            self._report_lost(left)
+
+    def _report_lost(self, events: list[Event]) -> None:
+        """The final word on events that will never be written: which runs, which operations, and why."""
+        self.lost += len(events)
+        runs: dict[str, set[str]] = {}
+        for event in events:
+            run_id = getattr(event, "run_id", None)
+            runs.setdefault(event.operation, set())
+            if run_id:
+                runs[event.operation].add(str(run_id))
+        shown = "; ".join(
+            f"{op}: "
+            + (", ".join(f"run {r}" for r in sorted(ids)[:5]) or "breaker events")
+            + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            for op, ids in sorted(runs.items())[:10]
+        )
+        more = f"; and {len(runs) - 10} more operations" if len(runs) > 10 else ""
+        _log.error(
+            "bounceback: %d journal event(s) of this process were NOT written to %s and are lost (%s%s): %s",
+            len(events),
+            self.path,
+            shown,
+            more,
+            self._last_error or "the database could not be written",
+        )
 
     def __enter__(self) -> JournalWriter:
         return self.start()
@@ -199,6 +241,7 @@ class JournalWriter:
                 with transaction(conn, self.path, "write the journal"):
                     _apply(conn, batch, os.getpid(), HOST)
             except (StoreError, sqlite3.Error) as exc:
+                self._last_error = str(exc)
                 if not self._failing:
                     self._failing = True
                     _log.warning("cannot write the journal to %s (%s); will try again", self.path, exc)

@@ -20,6 +20,7 @@ from bounceback.core._settings import (
     Resolved,
     SettingsLayers,
     check_operation,
+    field_name,
     layers_from_document,
     lookup,
     raise_problems,
@@ -43,7 +44,24 @@ from bounceback.stores._settings_rows import (
 from bounceback.stores._settings_watch import WatchedSettings
 from bounceback.stores._shared import budget_ledger_from_settings
 
-__all__ = ["SqliteSettings"]
+__all__ = ["COMMAND_KEYS", "SqliteSettings", "new_commands"]
+
+
+COMMAND_KEYS = ("notify.command",)
+"""Settings whose value is a program bounceback runs: an import may set them only with consent."""
+
+
+def new_commands(stored: SettingsLayers, incoming: SettingsLayers) -> list[tuple[str, str]]:
+    """The non-empty commands of ``incoming`` that differ from ``stored``, as (field, command)."""
+    found: list[tuple[str, str]] = []
+    for key in COMMAND_KEYS:
+        layers: list[tuple[str | None, Mapping[str, Any]]] = [(None, incoming.values)]
+        layers.extend(sorted(incoming.operations.items()))
+        for op, values in layers:
+            command = values.get(key)
+            if command and stored.stored(key, op) != (True, command):
+                found.append((field_name(key, op), str(command)))
+    return found
 
 _log = logging.getLogger("bounceback.settings")
 
@@ -175,20 +193,34 @@ class SqliteSettings(WatchedSettings):
             raise ConfigError("id", change_id, "a change that can still be undone")
         return changes[0]
 
+    def commands_in(self, document: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The commands (``notify.command``) importing ``document`` would set or change, as (field, command).
+
+        A file from elsewhere that sets one chooses a program this machine runs: show these to a person
+        before :meth:`import_document` with ``allow_commands=True``.
+        """
+        incoming, _problems = layers_from_document(document, check_combinations=False)
+        return new_commands(self.layers(), incoming)
+
     def import_document(
-        self, document: Mapping[str, Any], *, replace: bool = False, source: str = "<document>"
+        self,
+        document: Mapping[str, Any],
+        *,
+        replace: bool = False,
+        source: str = "<document>",
+        allow_commands: bool = False,
     ) -> list[Change]:
         """Store every value of a settings document, or none: every problem is listed in the error.
 
-        With ``replace``, stored values the document does not mention are reset.
+        With ``replace``, stored values the document does not mention are reset. A document that would set
+        or change a command bounceback runs (``notify.command``) is refused unless ``allow_commands``: see
+        :meth:`commands_in`. Documents are limited in size (see ``MAX_DOCUMENT_VALUES``).
         """
         incoming, problems = layers_from_document(document, check_combinations=False)
         touched = [(op, key) for op, key, _ in incoming.entries()]
 
         def change(_conn: sqlite3.Connection, layers: SettingsLayers) -> SettingsLayers:
-            merged = SettingsLayers() if replace else layers
-            for op, key, value in incoming.entries():
-                merged = merged.with_value(key, value, op)
+            merged = (SettingsLayers() if replace else layers).with_values(incoming)
             found = problems + merged.problems(touched)
             if found:
                 error = ConfigError(
@@ -199,6 +231,20 @@ class SqliteSettings(WatchedSettings):
                 )
                 for problem in found:
                     error.add_note(str(problem))
+                raise error
+            commands = [] if allow_commands else new_commands(layers, incoming)
+            if commands:
+                field, command = commands[0]
+                error = ConfigError(
+                    field,
+                    command,
+                    "an imported file that chooses no command to run",
+                    hint=f"{source} sets {len(commands)} command(s) that bounceback runs when a person is "
+                    "needed; read them, then import with allow_commands=True (bounceback settings import "
+                    "--allow-commands); nothing was imported",
+                )
+                for other, text in commands[1:]:
+                    error.add_note(f"{other} = {text!r}")
                 raise error
             return merged
 
@@ -225,7 +271,8 @@ class SqliteSettings(WatchedSettings):
             self._install(after)
             if changes:
                 self._last_change = max(self._last_change, changes[0].id)
-        own = [c for c in changes if c.id in new_ids]
+        mine = set(new_ids)
+        own = [c for c in changes if c.id in mine]
         if changes:
             self._announce(changes)
         return sorted(own, key=lambda c: c.id)

@@ -10,6 +10,10 @@ must fail fast and heal by itself:
   person moved aside, or a folder made writable again, is picked up without a restart;
 * a process forked after the connection was opened gets a connection of its own (SQLite connections must
   not cross ``fork``);
+* after any failure, the next read takes the write lock (``BEGIN IMMEDIATE``) instead of a plain read
+  snapshot: a breaker asks its store "are you back?" with a read, and WAL lets a read through while another
+  process holds the write lock (or while the file is read-only), so only a read that could have written
+  proves the store usable again; otherwise the breaker would flap recovered / unavailable every retry;
 * the busy timeout is short (1 s by default): a call waits at most that long for another process's
   transaction, then the breaker falls back instead of stalling the caller.
 """
@@ -35,6 +39,8 @@ DEFAULT_BUSY_TIMEOUT = 1.0
 
 T = TypeVar("T")
 
+_PROVE_WRITABLE = "UPDATE schema_migrations SET version = version WHERE 0"
+
 
 def _is_busy(cause: BaseException | None) -> bool:
     if not isinstance(cause, sqlite3.OperationalError):
@@ -53,7 +59,7 @@ class SqliteLink:
     >>> link.close()
     """
 
-    __slots__ = ("_conn", "_lock", "_pid", "components", "name", "path", "timeout")
+    __slots__ = ("_conn", "_lock", "_pid", "_suspect", "components", "name", "path", "timeout")
 
     def __init__(
         self,
@@ -71,6 +77,8 @@ class SqliteLink:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        # Set by any failure, cleared by the next transaction that took the write lock.
+        self._suspect = False
 
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn
@@ -120,9 +128,10 @@ class SqliteLink:
                         conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
+                self._suspect = False
                 return result
             except (sqlite3.Error, OSError) as exc:
-                error = StoreError(self.name, action, explain(exc))
+                error = StoreError(self.name, action, explain(exc, self.path))
                 self._after_error(exc)
                 raise error from exc
             except StoreError as exc:
@@ -130,19 +139,32 @@ class SqliteLink:
                 raise
 
     def read(self, action: str, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``body`` in one read transaction (a consistent snapshot, no write lock)."""
+        """Run ``body`` in one read transaction (a consistent snapshot, no write lock).
+
+        After a failure the read takes the write lock instead, so that it succeeds only when a write would
+        (see the module's notes): it is the store's health check.
+        """
         with self._lock:
             try:
                 conn = (
                     self._conn if self._pid == os.getpid() and self._conn is not None else self._connection()
                 )
-                conn.execute("BEGIN")
+                if self._suspect:
+                    conn.execute("BEGIN IMMEDIATE")
+                    if self.components:
+                        # BEGIN IMMEDIATE succeeds on a read-only file; a statement that writes (nothing)
+                        # does not, so together they prove the store can be written.
+                        conn.execute(_PROVE_WRITABLE)
+                else:
+                    conn.execute("BEGIN")
                 try:
-                    return body(conn)
+                    result = body(conn)
                 finally:
                     conn.execute("COMMIT")
+                self._suspect = False
+                return result
             except (sqlite3.Error, OSError) as exc:
-                error = StoreError(self.name, action, explain(exc))
+                error = StoreError(self.name, action, explain(exc, self.path))
                 self._after_error(exc)
                 raise error from exc
             except StoreError as exc:
@@ -150,6 +172,7 @@ class SqliteLink:
                 raise
 
     def _after_error(self, cause: BaseException | None) -> None:
+        self._suspect = True
         if _is_busy(cause):
             return  # another process is busy: the connection itself is fine
         conn, self._conn = self._conn, None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import ipaddress
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -78,13 +79,25 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def loopback_hosts(port: int) -> frozenset[str]:
+def loopback_hosts(port: int, bound: str | None = None) -> frozenset[str]:
     """The Host header values a loopback dashboard on ``port`` answers to.
+
+    ``bound`` is the loopback address it listens on: any of 127.0.0.0/8 may be chosen, and the URL printed
+    for it names it, so it is accepted too (a loopback literal cannot be a DNS-rebinding name).
 
     >>> sorted(loopback_hosts(8080))
     ['127.0.0.1:8080', '[::1]:8080', 'localhost:8080']
+    >>> sorted(loopback_hosts(8080, "127.0.0.2"))
+    ['127.0.0.1:8080', '127.0.0.2:8080', '[::1]:8080', 'localhost:8080']
     """
-    return frozenset({f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"})
+    hosts = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+    if bound is not None and bound.lower() != "localhost":
+        address = ipaddress.ip_address(bound.strip("[]"))
+        if address.is_loopback:
+            # The canonical spelling, as a browser sends it (IPv6 in brackets, compressed and lower case).
+            text = f"[{address.compressed}]" if address.version == 6 else address.compressed
+            hosts.add(f"{text}:{port}")
+    return frozenset(hosts)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ class DashboardServer:
         self.database = Path(database)
         self._socket = _bind(host, port)
         self.port = int(self._socket.getsockname()[1])
-        hosts = loopback_hosts(self.port) if is_loopback(host) else None
+        hosts = loopback_hosts(self.port, host) if is_loopback(host) else None
         self.policy = AccessPolicy(token or new_token(), self.port, hosts)
         self._server: uvicorn.Server | None = None
         app = create_app(
@@ -116,15 +116,24 @@ class DashboardServer:
         return bool(self._server is not None and self._server.should_exit)
 
     @property
+    def _shown_host(self) -> str:
+        # The address as a browser will send it back in the Host header (canonical, IPv6 unbracketed here).
+        if self.host in ("0.0.0.0", "localhost"):
+            return "127.0.0.1"
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).compressed
+        except ValueError:
+            return self.host  # a name, with --allow-remote
+
+    @property
     def url(self) -> str:
         """The ready-to-click URL with the access token."""
-        shown = "127.0.0.1" if self.host in ("0.0.0.0", "localhost") else self.host
-        return self.policy.url(shown)
+        return self.policy.url(self._shown_host)
 
     @property
     def base_url(self) -> str:
         """``http://HOST:PORT`` without the token."""
-        shown = "127.0.0.1" if self.host in ("0.0.0.0", "localhost") else self.host
+        shown = self._shown_host
         shown = f"[{shown}]" if ":" in shown else shown
         return f"http://{shown}:{self.port}"
 
