@@ -551,3 +551,12 @@ def test_every_breaker_setting_key_exists_in_the_schema_with_the_same_default() 
         assert SCHEMA[key].default == getattr(base, field), key
     breaker_keys = {k for k in SCHEMA if k.startswith("breaker.")} - {"breaker.enabled"}
     assert breaker_keys == set(SETTINGS_KEYS)
+
+
+def test_state_name_is_true_after_the_open_time_without_reading_state_first() -> None:
+    clock = FakeClock()
+    brk = make(clock, window=2, min_calls=2, open_seconds=10)
+    fail(brk, 2)
+    assert brk.state_name == "open"
+    clock.advance(10)
+    assert brk.state_name == "half_open"  # not "open" until someone reads .state

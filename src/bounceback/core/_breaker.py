@@ -215,8 +215,12 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
 
     @property
     def state_name(self) -> str:
-        """The current state's value (``"open"``), without looking at the clock."""
-        return self._state._value_  # a plain attribute; Enum.value is a slower descriptor
+        """The current state's value (``"open"``), true now: an open breaker whose open time is over says
+        ``"half_open"`` (the same clock check as :attr:`state`, made only while open)."""
+        st = self._state
+        if st is _O and (_monotonic() if self._real else self._now()) >= self._open_until:
+            return self.state._value_
+        return st._value_  # a plain attribute; Enum.value is a slower descriptor
 
     def acquire(self) -> Any:
         """Admit one call and return its permit for :meth:`release`, or refuse it.
