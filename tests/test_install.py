@@ -38,6 +38,12 @@ LIBRARY = {
     "http": "import bounceback.integrations._httpx, bounceback.integrations._requests",
     "prometheus": "import bounceback.integrations._prometheus",
     "otel": "import bounceback.integrations._otel",
+    # The error packs: each library's first error loads its pack, which must import in that venv.
+    "modbus": "import bounceback.integrations._pack_modbus, bounceback.integrations._modbus",
+    "opcua": "import bounceback.integrations._pack_opcua, bounceback.integrations._opcua",
+    "grpc": "import bounceback.integrations._pack_grpc, bounceback.integrations._grpc",
+    "aiohttp": "import bounceback.integrations._pack_aiohttp, bounceback.integrations._aiohttp",
+    "postgres": "import bounceback.integrations._pack_postgres",
 }
 
 
@@ -134,8 +140,12 @@ def _command(bin_dir: Path, home: Path, name: str, tmp: Path) -> tuple[int, str,
 
 
 @pytest.mark.parametrize(
-    "extra", ["", "cli", "web", "demo", "plot", "redis", "http", "prometheus", "otel", "all"]
-)
+    "extra",
+    [
+        "", "cli", "web", "demo", "plot", "redis", "http", "prometheus", "otel",
+        "modbus", "opcua", "grpc", "aiohttp", "postgres", "all",
+    ],
+)  # fmt: skip
 def test_every_command_works_or_names_the_extra_to_install(
     wheelhouse: tuple[Path, Path], tmp_path: Path, extra: str
 ) -> None:
@@ -179,6 +189,7 @@ def test_every_command_works_or_names_the_extra_to_install(
 def test_the_readme_names_an_extra_for_every_command() -> None:
     readme = (ROOT / "README.md").read_text()
     install = readme.split("## Install", 1)[1].split("\n## ", 1)[0]
-    for extra in ("cli", "web", "demo", "plot", "redis", "http", "prometheus", "otel", "all"):
+    extras = ("cli", "web", "demo", "plot", "redis", "http", "prometheus", "otel")
+    for extra in (*extras, "modbus", "opcua", "grpc", "aiohttp", "postgres", "all"):
         assert f"bounceback[{extra}]" in install, extra
     assert os.path.exists(ROOT / "pyproject.toml")
