@@ -488,3 +488,12 @@ def test_docs_reference_table_matches_the_schema() -> None:
     page = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
     table = schema_table()
     assert table in page, "docs/settings.md is out of date; paste this table:\n" + table
+
+
+def test_an_operation_open_time_above_the_default_cap_takes_the_cap_with_it() -> None:
+    layers = SettingsLayers().updated("breaker.open_seconds", "4m", "slow-db")[0]
+    values = layers.effective("slow-db")
+    assert (values["breaker.open_seconds"], values["breaker.open_seconds_max"]) == (240.0, 240.0)
+    assert layers.effective(None)["breaker.open_seconds_max"] == 15.0  # other operations keep the default
+    with pytest.raises(ConfigError, match="open_seconds_max"):
+        layers.updated("breaker.open_seconds_max", "1m", "slow-db")  # a cap set below it is still refused

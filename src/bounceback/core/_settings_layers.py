@@ -312,7 +312,13 @@ class SettingsLayers:
         base.update(self.values)
         for op in sorted(self.operations):
             keys = global_keys | by_op[op] if op in by_op else global_keys
-            found.extend(cross_check({**base, **self.operations[op]}, op, keys))
+            own = self.operations[op]
+            values = {**base, **own}
+            for low_key, high_key in _FOLLOWS:
+                # As resolve() does: a cap left at its default follows the value it caps.
+                if high_key not in own and high_key not in self.values and values[low_key] > values[high_key]:
+                    values[high_key] = values[low_key]
+            found.extend(cross_check(values, op, keys))
         return found
 
 
