@@ -66,6 +66,12 @@ def test_breaker_states_fill_their_periods_and_running_runs_reach_now() -> None:
     assert "─" in running.split("✗")[1]  # drawn on until now
 
 
+def test_a_command_at_its_first_attempt_says_it_is_running() -> None:
+    runs = [_run("dd-c4", "backup", 90.0, None, "running", 0)]  # announced, nothing failed yet
+    [_axis, line] = _draw(runs, {"dd-c4": []}, [], since=0.0, until=100.0)
+    assert line.rstrip().endswith("running, attempt 1, 0 s") and "0 attempts" not in line
+
+
 def test_empty_and_crowded_timelines_say_so() -> None:
     assert "no recoveries in this period" in _draw([], {}, [], since=0.0, until=60.0)[-1]
     runs = [_run(f"r-{i}", "op", float(i), float(i) + 0.5, "recovered", 2) for i in range(10)]

@@ -82,7 +82,9 @@ def _journal(conn: sqlite3.Connection) -> list[str]:
     if orphans:
         out.append(f"journal: {orphans} attempt(s) without a run")
     bad = conn.execute(
-        "SELECT run_id FROM journal_runs WHERE attempts < 1 OR (outcome IS NOT NULL AND ended_at IS NULL) "
+        # attempts 0 only while no outcome: a `bounceback run` command announced at its first attempt.
+        "SELECT run_id FROM journal_runs WHERE attempts < 0 OR (attempts = 0 AND outcome IS NOT NULL) "
+        "OR (outcome IS NOT NULL AND ended_at IS NULL) "
         "OR outcome NOT IN ('recovered', 'gave-up') AND outcome IS NOT NULL"
     ).fetchall()
     if bad:

@@ -381,3 +381,65 @@ def test_the_journal_matches_what_the_policies_did(tmp_path: Path, plans: list[t
         assert [a.attempt for a in attempts] == list(range(1, run.attempts + 1))
         assert all(a.outcome == "failed" for a in attempts[:-1])
         assert (attempts[-1].outcome == "succeeded") == (run.status == "recovered")
+
+
+def test_an_announced_command_has_one_row_from_its_first_attempt_to_its_end(db: Path, tmp_path: Path) -> None:
+    from bounceback.integrations._subprocess import CommandRun, CommandRunner
+
+    flaky = str(Path(__file__).resolve().parents[1] / "flaky_command.py")
+    bus, clock, controls = EventBus(), FakeClock(), RunControls()
+    with JournalWriter(db, bus=bus, clock=clock, flush_interval=60, controls=controls) as writer:
+        journal = Journal(db)
+        # The first attempt succeeds: listed while it runs, forgotten after (as a library call's success).
+        run = CommandRun(
+            "backup", ["true"], attempts=3, deadline=600, bus=bus, controls=controls, clock=clock
+        )
+        assert controls.active() == {run.run_id: "backup"}  # a Cancel of its id reaches it
+        runner = CommandRunner(["true"], operation="backup", announce=run, clock=clock)
+        Policy("backup", attempts=3, bus=bus, clock=clock, cancel=run.token).call(runner.attempt)
+        writer.flush()
+        [entry] = journal.active_runs()
+        assert (entry.run_id, entry.attempts, entry.max_attempts, entry.status) == (
+            run.run_id,
+            0,
+            3,
+            "running",
+        )
+        assert entry.deadline_at == pytest.approx(entry.started_at + 600)
+        run.close(0, runner.attempts)
+        writer.flush()
+        assert journal.runs() == [] and controls.active() == {}
+
+        # The first attempt fails: the row moves to the recovery's id and ends as recovered.
+        argv = [sys.executable, flaky, str(tmp_path / "n"), "1"]
+        run = CommandRun("backup", argv, attempts=3, bus=bus, controls=controls, clock=clock)
+        runner = CommandRunner(argv, operation="backup", announce=run, clock=clock)
+        policy = Policy("backup", attempts=3, backoff=NO_JITTER, bus=bus, clock=clock, cancel=run.token)
+        policy.call(runner.attempt)
+        run.close(0, runner.attempts)
+        writer.flush()
+        [entry] = journal.runs()
+        assert entry.run_id != run.run_id and (entry.status, entry.attempts) == ("recovered", 2)
+        assert [a.outcome for a in journal.attempts(entry.run_id)] == ["failed", "succeeded"]
+
+
+def test_announced_rows_are_matched_to_their_recoveries_by_start_time(db: Path) -> None:
+    from bounceback import RunEnded, RunStarted
+
+    bus, clock = EventBus(), FakeClock()
+    verdict = Classification(ErrorKind.TRANSIENT, "test")
+    with _writer(db, bus, clock) as writer:
+        for run_id, at in (("c-1", 1000.0), ("c-2", 1010.0)):
+            bus.emit(RunStarted("export", at, run_id, 5, None, 4242, ("export.sh",)))
+        # Another operation's recovery, and a second attempt, never take an announced row.
+        bus.emit(AttemptFailed("other", 1011.0, "r-x", 1, 5, 0.5, "OSError", "no", verdict, True))
+        bus.emit(AttemptFailed("export", 1012.0, "r-y", 2, 5, 2.0, "OSError", "no", verdict, True))
+        # The recovery that started at 1010 takes c-2, the one of 1000 takes c-1.
+        bus.emit(AttemptFailed("export", 1011.0, "r-2", 1, 5, 1.0, "OSError", "no", verdict, True))
+        bus.emit(AttemptFailed("export", 1003.0, "r-1", 1, 5, 3.0, "OSError", "no", verdict, True))
+        bus.emit(RunEnded("export", 1020.0, "c-1", 1, 20.0, 75))  # moved already: nothing to delete
+        writer.flush()
+    rows = {r.run_id: r for r in Journal(db).runs()}
+    assert set(rows) == {"r-x", "r-y", "r-1", "r-2"}
+    assert (rows["r-1"].started_at, rows["r-2"].started_at) == (1000.0, 1010.0)
+    assert rows["r-x"].started_at == 1010.5

@@ -9,7 +9,9 @@ settings form must keep what a person typed. The screenshots land in ``test-arti
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,10 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from bounceback.stores import SqliteSettings
+from bounceback.stores._journal import Journal
 from bounceback.web import DashboardServer
+from tests.cli.run_helpers import bb_start
+from tests.cli.test_run_watched import GATE
 from tests.web.conftest import Scenario, run_scenario
 from tests.web.test_browser import ARTIFACTS, RECORD_NOTIFICATIONS, Session, browser  # noqa: F401  (fixture)
 
@@ -187,3 +192,46 @@ def test_breaker_state_is_read_live_and_the_running_attempt_is_numbered(tab: Ses
         _shot(tab, "recoveries-running")
     finally:
         runner.stop()
+
+
+def test_a_command_is_shown_from_its_first_attempt_and_cancel_stops_it(
+    tab: Session, database: Path, tmp_path: Path
+) -> None:
+    """`bounceback run` appears at once as "attempt 1 of 5 running" (nothing failed yet), and its Cancel
+    stops the command's process group: the run ends as cancelled (exit 3) after that one attempt."""
+    with SqliteSettings(database) as settings:
+        settings.set("manual.mode", "raise")  # no ticket parked: the run's own exit code is read
+    gate, pids = tmp_path / "gate", tmp_path / "pids"
+    os.mkfifo(gate)
+    argv = [sys.executable, GATE, str(gate), "--pid", str(pids)]
+    proc = bb_start("run", "--op", LONG_NAME, "--attempts", "5", "--", *argv)
+    try:
+        page = tab.open("/recoveries")
+        row = page.wait_for_selector("#recoveries-active tr[data-run]", timeout=15000)
+        assert row is not None
+        text = " ".join(row.inner_text().split())
+        assert "attempt 1 of 5 running" in text and LONG_NAME in text, text
+        assert "Cancel" in text
+        _fits(page)
+        _shot(tab, "recoveries-first-attempt")
+        page.click('#recoveries-active button:has-text("Cancel")')
+        page.wait_for_selector("text=Cancel requested")
+        _out, err = proc.communicate(timeout=30)
+        page.wait_for_selector("#recoveries-active tr[data-run]", state="detached", timeout=10000)
+        assert "No recovery is running" in page.inner_text("#recoveries-active")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == 3 and "cancelled from the dashboard" in err, err
+    [command] = [int(line) for line in pids.read_text().split()]  # one attempt, not retried
+    assert not Path(f"/proc/{command}").exists() or _zombie(command)
+    [run] = Journal(database).runs()
+    assert (run.status, run.reason, run.attempts) == ("gave-up", "cancelled", 1)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -212,6 +212,21 @@ def test_recoveries_show_progress_countdown_deadline_and_cancel() -> None:
     assert "no deadline" in pending.group(0)
 
 
+def test_a_command_at_its_first_attempt_is_running_attempt_1_with_cancel() -> None:
+    # A `bounceback run` announced before anything failed: no attempt made yet, no error, no wait.
+    run = RunView("c-1", "backup", "running", NOW - 4, NOW - 4, None, 0, 5, deadline_at=NOW + 596)
+    snapshot = Snapshot(now=NOW, runs=(run,))
+    markup = render_recoveries(snapshot, CSRF)["recoveries-active"]
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", markup))
+    assert "attempt 1 of 5 running" in text and "attempt 1 running" in text, text
+    assert 'name="run_id" value="c-1"' in markup and ">Cancel</button>" in markup
+    assert '<progress max="5" value="1">' in markup
+    timeline = render_timeline(snapshot, None)["timeline"]
+    assert "attempt 1 running" in timeline and "0 attempts" not in timeline
+    overview = render_overview(snapshot, CSRF)["overview-operations"]
+    assert '<a href="/recoveries">1 running</a>' in overview
+
+
 def test_recently_ended_runs_are_listed_newest_first() -> None:
     markup = render_recoveries(rich_snapshot(), CSRF)["recoveries-recent"]
     assert markup.index('data-run="r-gave"') < markup.index('data-run="r-done"')

@@ -43,6 +43,7 @@ from bounceback.errors import BulkheadFull, CircuitOpenError, RecoveryCancelled,
 from bounceback.integrations._subprocess import (
     TIMEOUT_EXIT_CODE,
     CommandFailed,
+    CommandRun,
     CommandRunner,
     ExitCodes,
     exit_code_of,
@@ -254,39 +255,55 @@ def _run(
         return interrupts.stop_reason() or run_controls.cancelled_reason()
 
     def execute(limits: dict[str, Any]) -> tuple[int, BaseException | None]:
+        # Announced from its first attempt on (the journal lists it, a Cancel of its id stops it); a
+        # signal cancels its token too, so a signal stops even a run that has not failed yet.
+        announced = CommandRun(
+            operation,
+            argv,
+            attempts=None,
+            parent=interrupts.token,
+            is_recovering=lambda: tracker.run_id is not None,
+        )
+        returncode = 1
         # Per-attempt timeouts are the runner's (it stops the process group); the policy must not add its own.
         policy = Policy(
             operation,
             attempt_timeout=None,
             settings=settings,
             breaker=breaker,
-            cancel=interrupts.token,  # a parent token: a signal stops even a run that has not failed yet
+            cancel=announced.token,
             **limits,
         )
         deadline = policy.config.deadline
-        allowed[0] = policy.config.attempts
+        allowed[0] = announced.attempts = policy.config.attempts
+        announced.deadline = None if deadline == float("inf") else deadline
         runner = CommandRunner(
             argv,
             operation=operation,
             codes=codes,
             timeout=per_attempt,
-            deadline=None if deadline == float("inf") else deadline,
+            deadline=announced.deadline,
             around_attempt=display.suspended,
             stop_when=stop_when,
             terminal=attended,
+            announce=announced,
         )
         holder.append(runner)
         try:
             with display:
                 policy.call(runner.attempt)
+            returncode = 0
         except RecoveryCancelled as exc:
+            returncode = exit_code_of(runner.last_error)
             return EXIT_STOPPED, exc
         except (CommandFailed, CircuitOpenError, BulkheadFull, TimeoutError) as exc:
             reason = getattr(exc, "bounceback_reason", "")
+            returncode = exit_code_of(runner.last_error)
             # A run that ran out of time exits as GNU timeout does, whatever its last attempt returned.
-            return (TIMEOUT_EXIT_CODE if reason == "deadline" else exit_code_of(runner.last_error)), exc
+            return (TIMEOUT_EXIT_CODE if reason == "deadline" else returncode), exc
         finally:
             policy.close()
+            announced.close(returncode, runner.attempts)
         return 0, None
 
     try:

@@ -76,9 +76,17 @@ def _breaker_json(state: SharedState | None, now: float) -> dict[str, Any] | Non
     }
 
 
-def _run_json(run: RunEntry) -> dict[str, Any]:
+def _attempt_now(run: RunEntry, now: float) -> int | None:
+    """The number of the attempt running now (None while the run waits, or once it ended)."""
+    if run.status != "running" or (run.next_try_at is not None and run.next_try_at > now):
+        return None
+    return run.attempts + 1
+
+
+def _run_json(run: RunEntry, now: float | None = None) -> dict[str, Any]:
     data = asdict(run)
     data["duration"] = run.duration
+    data["attempt_now"] = _attempt_now(run, time.time() if now is None else now)
     return data
 
 
@@ -142,7 +150,7 @@ def status(app: AppContext, since_text: str, show_all: bool, as_json: bool) -> N
                 "since": since,
                 "database": str(app.database),
                 "operations": rows,
-                "active_runs": [_run_json(r) for r in active],
+                "active_runs": [_run_json(r, now) for r in active],
             }
         )
         return
@@ -229,12 +237,12 @@ def _active_table(active: list[RunEntry], now: float) -> Any:
     for heading in ("run", "operation", "attempt", "next try", "time used", "pid", "last error"):
         table.add_column(heading)
     for run in active:
-        of = f"{run.attempts} of {run.max_attempts}" if run.max_attempts else str(run.attempts)
-        wait = (
-            f"in {countdown(run.next_try_at - now)}"
-            if run.next_try_at and run.next_try_at > now
-            else "trying"
-        )
+        # The attempt running now (a command's first one has no failure yet), or the one that failed last.
+        running = _attempt_now(run, now)
+        shown = running if running is not None else run.attempts
+        of = f"{shown} of {run.max_attempts}" if run.max_attempts else str(shown)
+        of += " running" if running is not None else " failed"
+        wait = f"in {countdown(run.next_try_at - now)}" if running is None and run.next_try_at else "now"
         used = countdown(now - run.started_at)
         if run.deadline_at is not None:
             used += f" of {countdown(run.deadline_at - run.started_at)}"
@@ -384,6 +392,10 @@ def cancel_run(app: AppContext, run_id: str, wait_seconds: float) -> None:
                 click.echo(f"run {run_id}: automatic recovery stopped")
                 return
             if time.monotonic() >= deadline:
+                if journal.run(run_id) is None:
+                    # An announced command whose first attempt succeeded meanwhile: its entry is gone.
+                    click.echo(f"run {run_id} ended before its program acted on the cancel", err=True)
+                    sys.exit(1)
                 click.echo(
                     f"run {run_id}: cancel requested, but its program did not act within {wait_seconds:g} s "
                     "(it acts only while its journal is on: journal.enabled)",

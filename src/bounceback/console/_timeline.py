@@ -125,7 +125,10 @@ def _run_row(
     for char, cell_style in cells:
         row.append(char, style=cell_style)
     plural = "s" if run.attempts != 1 else ""
-    summary = f"  {run.status}, {run.attempts} attempt{plural}, {seconds(run.duration)}"
+    done = f"{run.attempts} attempt{plural}"
+    if run.status == "running" and not run.attempts:
+        done = "attempt 1"  # a command of `bounceback run`, listed before anything failed
+    summary = f"  {run.status}, {done}, {seconds(run.duration)}"
     if run.status == "gave-up" and run.reason:
         summary += f" ({run.reason})"
     row.append(summary, style=style)

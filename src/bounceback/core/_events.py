@@ -31,6 +31,8 @@ __all__ = [
     "RecoveryExhausted",
     "RecoverySucceeded",
     "RetryScheduled",
+    "RunEnded",
+    "RunStarted",
     "SettingsChanged",
     "StoreRecovered",
     "StoreUnavailable",
@@ -108,6 +110,41 @@ class RecoveryExhausted(Event):
     error_type: str
     error_message: str
     classification: Classification | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(Event):
+    """A command run by ``bounceback run`` started its first attempt (a library call never emits this).
+
+    A library call is heard of only once an attempt fails: its success path emits nothing. A command is
+    announced from its start, so a person sees it running and can cancel it before anything failed.
+    ``run_id`` names the run until its first attempt fails; from then on the recovery's own run id (that
+    of ``AttemptFailed``) carries it, and the journal moves the entry over. ``attempts`` is the limit
+    (None: the deadline only), ``deadline_at`` the wall time the run must end by (None: none), ``pid``
+    the process id (and process group) of the first attempt, ``command`` the command line.
+    """
+
+    run_id: str
+    attempts: int | None
+    deadline_at: float | None
+    pid: int
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded(Event):
+    """A run announced by :class:`RunStarted` is over, whatever the outcome.
+
+    When its first attempt succeeded (``returncode`` 0, ``attempts`` 1) no other event tells of it: no
+    recovery took place, and the journal forgets the announcement. Otherwise the recovery's own events
+    (``RecoverySucceeded``, ``RecoveryExhausted``) have said how it ended. ``elapsed`` is measured from the
+    start of the first attempt.
+    """
+
+    run_id: str
+    attempts: int
+    elapsed: float
+    returncode: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ Exit codes, in this order (settings ``run.permanent_codes``, ``run.transient_cod
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import signal
@@ -30,13 +31,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bounceback.core._classify import Classification, ErrorKind
+from bounceback.core._control import RunControls, run_controls
+from bounceback.core._events import EventBus, RunEnded, RunStarted, default_bus
 from bounceback.core._policy import Policy
-from bounceback.core._time import SYSTEM_CLOCK, Clock
+from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock
 from bounceback.errors import AttemptTimeout, ConfigError
 
 __all__ = [
     "CommandFailed",
     "CommandResult",
+    "CommandRun",
     "CommandRunner",
     "ExitCodes",
     "TIMEOUT_EXIT_CODE",
@@ -173,6 +177,110 @@ class CommandResult:
     attempts: int
 
 
+_RUN_PREFIX = os.urandom(5).hex()
+_run_numbers = itertools.count(1)
+
+
+class CommandRun:
+    """One run of a command as others see it: announced when its first attempt starts, cancellable from then on.
+
+    A library call is journaled only once an attempt fails (its success path emits nothing). A command run
+    by ``bounceback run`` may take an hour, and a person watches for it: a :class:`CommandRunner` given
+    this object (``announce=``) calls :meth:`started` once its first attempt's process is running, which
+    emits :class:`~bounceback.RunStarted`; :meth:`close` emits :class:`~bounceback.RunEnded` when the run
+    is over. The journal shows the run as running attempt 1 in between, and forgets it when that attempt
+    succeeded (no recovery took place, as for a library call).
+
+    ``token`` is the cancel token to give the Policy that runs the command. While the run controls are
+    enabled (a journal writer runs) it is registered under :attr:`run_id`, so a Cancel of the announced
+    run (the dashboard, ``bounceback cancel``) cancels it: the runner's ``stop_when`` (polling
+    ``run_controls.cancelled_reason()``) stops the attempt's process group, and the recovery that the
+    failed attempt starts is a child of this token, so it ends as cancelled at once. ``parent`` (a token
+    cancelled by signals) cancels it too. ``is_recovering`` (optional) tells that the policy already
+    started a recovery (a breaker refused the first attempt): the command is not announced then, as the
+    recovery is already shown.
+
+    >>> bus, seen = EventBus(), []
+    >>> _ = bus.subscribe(seen.append)
+    >>> run = CommandRun("backup", ["true"], attempts=3, bus=bus)
+    >>> runner = CommandRunner(["true"], operation="backup", announce=run)
+    >>> Policy("backup", attempts=3, cancel=run.token).call(runner.attempt)
+    0
+    >>> run.close(0, runner.attempts)
+    >>> [type(e).__name__ for e in seen], seen[0].attempts, seen[0].command
+    (['RunStarted', 'RunEnded'], 3, ('true',))
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        argv: Sequence[str],
+        *,
+        attempts: int | None,
+        deadline: float | None = None,
+        parent: CancelToken | None = None,
+        bus: EventBus | None = None,
+        controls: RunControls = run_controls,
+        clock: Clock = SYSTEM_CLOCK,
+        is_recovering: Callable[[], bool] | None = None,
+    ) -> None:
+        self.operation = operation
+        self.argv = tuple(argv)
+        self.attempts = attempts
+        self.deadline = None if deadline is None or deadline == math.inf else float(deadline)
+        self.run_id = f"{_RUN_PREFIX}-c{next(_run_numbers)}"
+        """The run's id while its first attempt runs (``bounceback cancel`` takes it)."""
+        self._bus = bus or default_bus
+        self._controls = controls
+        self._clock = clock
+        self._parent = parent
+        self._is_recovering = is_recovering
+        self._registered = controls.enabled
+        if self._registered:
+            self.token = controls.open(self.run_id, parent, operation)
+        else:
+            self.token = parent.child() if parent is not None else CancelToken()
+        self._started: float | None = None
+        self._announced = False
+        self._closed = False
+
+    @property
+    def announced(self) -> bool:
+        """True once :class:`~bounceback.RunStarted` was emitted for this run."""
+        return self._announced
+
+    def started(self, pid: int) -> None:
+        """The first attempt's process ``pid`` is running: announce the run (once)."""
+        if self._started is not None or self._closed:
+            return
+        self._started = self._clock.monotonic()
+        if self._is_recovering is not None and self._is_recovering():
+            return
+        bus = self._bus
+        if bus.listening:
+            wall = self._clock.wall()
+            deadline_at = None if self.deadline is None else wall + self.deadline
+            self._announced = True
+            bus.emit(
+                RunStarted(self.operation, wall, self.run_id, self.attempts, deadline_at, pid, self.argv)
+            )
+
+    def close(self, returncode: int, attempts: int) -> None:
+        """The run is over (``returncode`` of its last attempt, ``attempts`` made): say so, and unregister."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._registered:
+            self._controls.close(self.run_id)
+        elif self._parent is not None:
+            self._parent.forget(self.token)
+        if self._announced and self._bus.listening and self._started is not None:
+            elapsed = self._clock.monotonic() - self._started
+            self._bus.emit(
+                RunEnded(self.operation, self._clock.wall(), self.run_id, attempts, elapsed, returncode)
+            )
+
+
 class CommandRunner:
     """Runs attempts of one command; :meth:`attempt` is the function a Policy calls.
 
@@ -185,7 +293,8 @@ class CommandRunner:
     With ``terminal`` (a person at the controlling terminal), each attempt's process group is made the
     terminal's foreground group while it runs, so the command can read the keyboard (a background group
     reading it is stopped or gets EIO), and Ctrl-C typed there reaches the command; a command that Ctrl-C
-    ended is reported to this process as its own SIGINT (as a shell does), so recovery stops.
+    ended is reported to this process as its own SIGINT (as a shell does), so recovery stops. With
+    ``announce`` (a :class:`CommandRun`), the run is announced once the first attempt's process started.
 
     >>> runner = CommandRunner(["true"])
     >>> runner.attempt(), runner.attempts
@@ -208,6 +317,7 @@ class CommandRunner:
         stop_when: Callable[[], str | None] | None = None,
         stop_grace: float = 0.5,
         terminal: bool = False,
+        announce: CommandRun | None = None,
     ) -> None:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise ConfigError(
@@ -226,6 +336,7 @@ class CommandRunner:
         self.stop_when = stop_when
         self.stop_grace = stop_grace
         self.terminal = terminal
+        self.announce = announce
         self.attempts = 0
         self.last_error: BaseException | None = None
         self._started: float | None = None
@@ -284,6 +395,8 @@ class CommandRunner:
             self._proc = proc
         if tty is not None:
             _set_foreground(tty, proc.pid)
+        if self.announce is not None and self.attempts == 1:
+            self.announce.started(proc.pid)
         try:
             try:
                 code = self._wait(proc, budget)

@@ -1,4 +1,12 @@
-"""How the journal writer turns a batch of events into rows: one upsert per run, one row per attempt."""
+"""How the journal writer turns a batch of events into rows: one upsert per run, one row per attempt.
+
+A command run by ``bounceback run`` is announced before anything failed (``RunStarted``): its row has no
+attempt yet (``attempts`` 0) and reads as "attempt 1 running". When that attempt fails, the recovery that
+follows has an id of its own (that of ``AttemptFailed``): the row is moved to it, so the run keeps one
+row from its start, with the recovery's id that its tickets and attempts use. ``RunEnded`` deletes a row
+that is still only an announcement: the first attempt succeeded, and a run without a recovery is not
+journaled (as for a library call).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +22,22 @@ from bounceback.core._events import (
     RecoveryExhausted,
     RecoverySucceeded,
     RetryScheduled,
+    RunEnded,
+    RunStarted,
 )
 
-__all__: list[str] = []
+__all__ = ["ApplyState"]
+
+
+class ApplyState:
+    """What the writer remembers between batches: whether this process announced commands at all, so
+    a library-only process never looks for an announced row to move (one query per first failure)."""
+
+    __slots__ = ("commands",)
+
+    def __init__(self) -> None:
+        self.commands = False
+
 
 _UPSERT_RUN = """
 INSERT INTO journal_runs (run_id, operation, started_at, updated_at, ended_at, outcome, reason, attempts,
@@ -35,6 +56,23 @@ ON CONFLICT (run_id) DO UPDATE SET
     breaker_state = coalesce(excluded.breaker_state, breaker_state),
     next_try_at = NULL
 """
+_ANNOUNCE_RUN = """
+INSERT INTO journal_runs (run_id, operation, started_at, updated_at, attempts, max_attempts, deadline_at,
+    pid, host)
+VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO NOTHING
+"""
+# The announced row of this process for this operation, still at its first attempt, whose start is nearest
+# to the recovery's: takes the recovery's id (never over an existing row). A process runs one command at
+# a time under `bounceback run`, so there is one candidate; several threads running commands of the same
+# operation at once are told apart by their start times.
+_MOVE_ANNOUNCED = """
+UPDATE journal_runs SET run_id = :new WHERE run_id = (
+    SELECT run_id FROM journal_runs
+    WHERE outcome IS NULL AND attempts = 0 AND operation = :operation AND pid = :pid AND host = :host
+    ORDER BY abs(started_at - :started) LIMIT 1
+) AND NOT EXISTS (SELECT 1 FROM journal_runs WHERE run_id = :new)
+"""
 _PUT_ATTEMPT = """
 INSERT OR REPLACE INTO journal_attempts (run_id, attempt, operation, at, elapsed, outcome, error_type, error,
     kind, kind_reason, delay, retry_at, breaker_state)
@@ -42,12 +80,26 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)
 """
 
 
-def _apply(conn: sqlite3.Connection, events: Iterable[Event], pid: int, host: str) -> None:
+def _apply(
+    conn: sqlite3.Connection, events: Iterable[Event], pid: int, host: str, state: ApplyState | None = None
+) -> None:
     """Write a batch of events (inside the caller's transaction)."""
     rejections: collections.Counter[tuple[str, int]] = collections.Counter()
+    announced = state.commands if state is not None else True
     for ev in events:
         if isinstance(ev, AttemptFailed):
             cls = ev.classification
+            if ev.attempt == 1 and announced:
+                conn.execute(
+                    _MOVE_ANNOUNCED,
+                    {
+                        "new": ev.run_id,
+                        "operation": ev.operation,
+                        "pid": pid,
+                        "host": host,
+                        "started": ev.at - ev.elapsed,
+                    },
+                )
             conn.execute(
                 _UPSERT_RUN,
                 (
@@ -140,6 +192,19 @@ def _apply(conn: sqlite3.Connection, events: Iterable[Event], pid: int, host: st
                     pid,
                     host,
                 ),
+            )
+        elif isinstance(ev, RunStarted):
+            announced = True
+            if state is not None:
+                state.commands = True
+            conn.execute(
+                _ANNOUNCE_RUN,
+                (ev.run_id, ev.operation, ev.at, ev.at, ev.attempts, ev.deadline_at, pid, host),
+            )
+        elif isinstance(ev, RunEnded):
+            # Still only an announcement: the first attempt succeeded, no recovery to keep.
+            conn.execute(
+                "DELETE FROM journal_runs WHERE run_id = ? AND attempts = 0 AND outcome IS NULL", (ev.run_id,)
             )
         elif isinstance(ev, BreakerStateChanged):
             conn.execute(

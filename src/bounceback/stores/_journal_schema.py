@@ -4,7 +4,9 @@ Four tables:
 
 ``journal_runs``
     One row per recovery run: a call whose first attempt failed. ``outcome`` stays NULL while the run is
-    going on, then becomes ``recovered`` or ``gave-up`` (with the ``reason``).
+    going on, then becomes ``recovered`` or ``gave-up`` (with the ``reason``). A command run by
+    ``bounceback run`` has its row from the start of its first attempt (``attempts`` 0 until that attempt
+    fails); the row is deleted again when that attempt succeeds.
 ``journal_attempts``
     One row per attempt of a run: the failed ones, and the one that succeeded.
 ``journal_breaker_changes`` / ``journal_rejections``
@@ -109,7 +111,8 @@ class RunEntry:
 
     ``status`` is ``running`` (no outcome yet, its process alive), ``recovered``, ``gave-up``, or
     ``abandoned`` (no outcome, and its process on this host is gone: killed, or the machine restarted).
-    Times are wall-clock epoch seconds.
+    Times are wall-clock epoch seconds. ``attempts`` counts the attempts made so far: 0 for a command of
+    ``bounceback run`` whose first attempt is running (nothing has failed yet).
 
     >>> entry = RunEntry("ab12-1", "fetch", 100.0, 103.0, 103.0, "recovered", None, 3, 5, None, None,
     ...                  "ConnectionRefusedError", "refused", "transient", "closed", 4242, "box", "recovered")
@@ -188,7 +191,8 @@ class BreakerChange:
 class OperationCounts:
     """What the journal holds about one operation since some time.
 
-    ``runs`` counts recoveries (calls whose first attempt failed); ``failed_attempts`` every failed
+    ``runs`` counts recoveries (calls whose first attempt failed) and the commands of ``bounceback run``
+    still at their first attempt (also counted in ``running``); ``failed_attempts`` every failed
     attempt; ``rejections`` calls a breaker refused; ``last_at`` the wall time of the latest run activity.
 
     >>> OperationCounts("fetch", 4, 3, 1, 0, 0, 7, 2, 190.0).runs

@@ -40,7 +40,7 @@ from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.errors import StoreError
 from bounceback.stores._home import connect, database_path, migrate, transaction, translate_errors
 from bounceback.stores._journal import HOST, prune
-from bounceback.stores._journal_apply import _apply
+from bounceback.stores._journal_apply import ApplyState, _apply
 
 __all__ = ["JournalWriter"]
 
@@ -105,6 +105,7 @@ class JournalWriter:
         self._unsubscribe: Any = None
         self._cancel_version: int | None = None
         self._failing = False
+        self._state = ApplyState()
         self.written = 0
         """Events written so far (for tests and metrics)."""
         self.dropped = 0
@@ -239,7 +240,7 @@ class JournalWriter:
             try:
                 conn = self._connection()
                 with transaction(conn, self.path, "write the journal"):
-                    _apply(conn, batch, os.getpid(), HOST)
+                    _apply(conn, batch, os.getpid(), HOST, self._state)
             except (StoreError, sqlite3.Error) as exc:
                 self._last_error = str(exc)
                 if not self._failing:

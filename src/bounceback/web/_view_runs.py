@@ -118,9 +118,10 @@ def recoveries_body(regions: dict[str, str]) -> str:
     """Lay the recoveries regions out."""
     return (
         "<h1>Active recoveries</h1>"
-        '<p class="lead">Every automatic recovery running on this machine. <strong>Cancel</strong> ends its '
-        "wait at once and hands it to manual recovery; a command run by <code>bounceback run</code> is "
-        "stopped within a second, a library call ends after its current attempt.</p>"
+        '<p class="lead">Every automatic recovery running on this machine, and every command of '
+        "<code>bounceback run</code> from its first attempt. <strong>Cancel</strong> ends a wait at once "
+        "and hands the run to manual recovery; a command run by <code>bounceback run</code> is stopped "
+        "within a second, a library call ends after its current attempt.</p>"
         f'<div id="recoveries-active" data-live>{regions["recoveries-active"]}</div>'
         "<h2>Recently ended</h2>"
         f'<div id="recoveries-recent" data-live>{regions["recoveries-recent"]}</div>'

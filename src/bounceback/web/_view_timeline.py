@@ -133,7 +133,13 @@ def timeline_svg(runs: Sequence[RunView], snapshot: Snapshot, width: int = 980, 
             f'width="{max(x(finish) - x(run.started_at), 2.0):.1f}" height="{_LANE - _TEXT - 8}" rx="3">'
             + _tip(
                 f"{run.operation} · {run.status}{why}",
-                f"{fmt_clock(run.started_at)} → {fmt_clock(finish)} · {plural(run.attempts, 'attempt')}",
+                f"{fmt_clock(run.started_at)} → {fmt_clock(finish)} · "
+                # A command of `bounceback run` is drawn from its first attempt, before anything failed.
+                + (
+                    f"attempt {run.attempt_now(now)} running"
+                    if run.attempt_now(now) > run.attempts
+                    else plural(run.attempts, "attempt")
+                ),
             )
             + "</rect>"
         )
