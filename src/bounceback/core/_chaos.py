@@ -18,13 +18,14 @@ import random
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from bounceback.core._events import EventBus, FaultInjected, default_bus
 from bounceback.core._settings_layers import DEFAULTS
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
 from bounceback.errors import ConfigError
 
+F = TypeVar("F", bound=Callable[..., Any])
 __all__ = ["FaultInjector", "InjectedFault", "active_injectors"]
 
 _log = logging.getLogger("bounceback.chaos")
@@ -69,8 +70,8 @@ def active_injectors() -> list[FaultInjector]:
 class FaultInjector:
     """Injects faults into one operation's calls at configured rates; does nothing unless enabled.
 
-    ``error_rate`` of the calls raise ``error`` (an exception, a function of the operation name returning
-    one, or one of ``"connection"``, ``"timeout"``, ``"throttled"``); ``latency_rate`` of them are delayed
+    ``error_rate`` of the calls raise ``error`` (an exception, an exception class, a function of the
+    operation name returning one, or one of ``"connection"``, ``"timeout"``, ``"throttled"``); ``latency_rate`` of them are delayed
     ``latency`` seconds first (on the clock); ``result_rate`` of them return ``result`` without running.
     With ``settings=`` (a SettingsSource), the ``chaos.*`` values of ``operation`` are followed live, so
     a game day is switched on and off with ``bounceback settings set chaos.enabled yes --op NAME``.
@@ -232,7 +233,8 @@ class FaultInjector:
             return _ERRORS[error](self.operation)
         if isinstance(error, BaseException):
             return error
-        made = error(self.operation) if not isinstance(error, type) else error()
+        # An exception class, or any function of the operation name: both are called with a message.
+        made = error(f"{self.operation} (injected by chaos)" if isinstance(error, type) else self.operation)
         if not isinstance(made, BaseException):
             raise ConfigError("error", error, "a function that returns an exception")
         return made
@@ -257,7 +259,7 @@ class FaultInjector:
             return delay, None, self.result
         return delay, None, _NO_RESULT
 
-    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(self, fn: F) -> F:
         """Wrap ``fn`` (sync or ``async def``): while enabled, its calls meet the configured faults."""
         if inspect.iscoroutinefunction(fn):
 
@@ -273,7 +275,7 @@ class FaultInjector:
                         return result
                 return await fn(*args, **kwargs)
 
-            return async_wrapper
+            return cast(F, async_wrapper)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -287,7 +289,7 @@ class FaultInjector:
                     return result
             return fn(*args, **kwargs)
 
-        return wrapper
+        return cast(F, wrapper)
 
     def __repr__(self) -> str:
         return f"FaultInjector({self.operation!r}, enabled={self._enabled})"

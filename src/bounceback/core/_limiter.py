@@ -26,6 +26,7 @@ from bounceback.core._events import EventBus, LimitRejected, default_bus
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
 from bounceback.errors import ConcurrencyLimitExceeded, ConfigError
 
+F = TypeVar("F", bound=Callable[..., Any])
 __all__ = ["ConcurrencyLimiter"]
 
 T = TypeVar("T")
@@ -284,7 +285,7 @@ class ConcurrencyLimiter:
         async with self:
             return await fn(*args, **kwargs)
 
-    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(self, fn: F) -> F:
         """Decorate a function (sync or ``async def``) so every call holds a slot."""
         if inspect.iscoroutinefunction(fn):
 
@@ -293,14 +294,14 @@ class ConcurrencyLimiter:
                 async with self:
                     return await fn(*args, **kwargs)
 
-            return async_wrapper
+            return cast(F, async_wrapper)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with self:
                 return fn(*args, **kwargs)
 
-        return cast(Callable[..., Any], wrapper)
+        return cast(F, wrapper)
 
     def __repr__(self) -> str:
         return (

@@ -17,13 +17,14 @@ import inspect
 import math
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from bounceback.core._events import EventBus, LimitRejected, default_bus
 from bounceback.core._limiter import _in_event_loop
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
 from bounceback.errors import ConfigError, RateLimitExceeded
 
+F = TypeVar("F", bound=Callable[..., Any])
 __all__ = ["RateLimiter"]
 
 T = TypeVar("T")
@@ -163,7 +164,7 @@ class RateLimiter:
         await self.acquire_async()
         return await fn(*args, **kwargs)
 
-    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(self, fn: F) -> F:
         """Decorate a function (sync or ``async def``): every call takes a token first."""
         if inspect.iscoroutinefunction(fn):
 
@@ -172,14 +173,14 @@ class RateLimiter:
                 await self.acquire_async()
                 return await fn(*args, **kwargs)
 
-            return async_wrapper
+            return cast(F, async_wrapper)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             self.acquire()
             return fn(*args, **kwargs)
 
-        return wrapper
+        return cast(F, wrapper)
 
     def __repr__(self) -> str:
         return (
