@@ -97,8 +97,10 @@ class RateLimiter:
         self.rejected = 0
         """Calls refused since creation."""
 
-    def _reserve(self, max_wait: float) -> float:
-        """Take a token now or reserve the next one: the seconds to wait for it. Raises when too far."""
+    def reserve(self, max_wait: float) -> float:
+        """Take a token now (0.0), or reserve the next one and return the seconds to wait for it; raise
+        RateLimitExceeded when that is more than ``max_wait``. The caller does the waiting (a simulator
+        schedules it on virtual time); :meth:`acquire` is this plus the sleep."""
         with self._lock:
             now = self._clock.monotonic()
             tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate) - 1.0
@@ -120,7 +122,7 @@ class RateLimiter:
 
     def try_acquire(self) -> float:
         """Take a token without waiting: 0.0, or raise RateLimitExceeded (``retry_after`` set)."""
-        return self._reserve(0.0)
+        return self.reserve(0.0)
 
     def acquire(self) -> None:
         """Take a token, sleeping up to ``max_wait`` on the clock for it; raise RateLimitExceeded otherwise.
@@ -128,13 +130,13 @@ class RateLimiter:
         On a thread that runs an event loop (a Policy's async attempt) it never sleeps: a call that would
         have to wait is refused with its hint, since a sleep there would stop every task of the loop.
         """
-        wait = self._reserve(0.0 if self.max_wait and _in_event_loop() else self.max_wait)
+        wait = self.reserve(0.0 if self.max_wait and _in_event_loop() else self.max_wait)
         if wait > 0:
             self._clock.sleep(wait)
 
     async def acquire_async(self) -> None:
         """Take a token, awaiting up to ``max_wait`` for it; raise RateLimitExceeded otherwise."""
-        wait = self._reserve(self.max_wait)
+        wait = self.reserve(self.max_wait)
         if wait > 0:
             await self._clock.async_sleep(wait)
 
