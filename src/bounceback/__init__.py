@@ -30,6 +30,7 @@ from bounceback.core._classify import (
 )
 from bounceback.core._events import (
     AttemptFailed,
+    AttemptHedged,
     BreakerClosed,
     BreakerHalfOpened,
     BreakerOpened,
@@ -51,6 +52,7 @@ from bounceback.core._events import (
     default_bus,
 )
 from bounceback.core._guidance import GuidanceCatalog, Step, default_guidance
+from bounceback.core._hedge import Hedge
 from bounceback.core._limiter import ConcurrencyLimiter
 from bounceback.core._log import event_fields, log_events
 from bounceback.core._manual import Choice, ChoiceKind, GuidanceStep, Record, Resolution, Ticket, open_ticket
@@ -92,6 +94,7 @@ __all__ = [
     "AdaptiveThrottle",
     "Attempt",
     "AttemptFailed",
+    "AttemptHedged",
     "AttemptRecord",
     "AttemptTimeout",
     "Attempts",
@@ -130,6 +133,7 @@ __all__ = [
     "GuidanceCatalog",
     "GuidanceStep",
     "HealthChecked",
+    "Hedge",
     "InjectedFault",
     "Jitter",
     "LimitRejected",

@@ -20,6 +20,7 @@ from bounceback.core._classify import Classification
 
 __all__ = [
     "AttemptFailed",
+    "AttemptHedged",
     "BreakerClosed",
     "BreakerHalfOpened",
     "BreakerOpened",
@@ -159,6 +160,15 @@ class LimitRejected(Event):
     limiter: str
     reason: str
     retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptHedged(Event):
+    """A slow call got another attempt beside the first: ``hedge`` is its number (1 for the first hedge),
+    ``after`` the seconds since the call started."""
+
+    hedge: int
+    after: float
 
 
 @dataclass(frozen=True, slots=True)
