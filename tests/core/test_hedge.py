@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bounceback import AttemptHedged, ConfigError, EventBus, Hedge, Policy, RetryBudget
+from bounceback import AttemptHedged, ConfigError, EventBus, Hedge, Policy, RetryBudget, StaticSettings
 from bounceback.testing import FakeClock
 
 
@@ -165,3 +165,17 @@ def test_inside_a_policy_each_attempt_is_hedged() -> None:
         return outcome
 
     assert asyncio.run(quote()) == "ok"  # attempt 1 and its hedge failed; attempt 2 answered
+
+
+def test_settings_set_the_delay_live_and_code_wins() -> None:
+    settings = StaticSettings({"hedge.delay": "200ms"}, operations={"search": {"hedge.max_hedges": 3}})
+    hedge = Hedge("search", idempotent=True, settings=settings, budget=None)
+    assert (hedge.current_delay(), hedge.max_hedges) == (0.2, 3)
+    settings.set("hedge.percentile", "95", operation="search")
+    assert hedge.delay == "p95" and hedge.current_delay() == 0.2  # the fixed delay until latencies are seen
+    fixed = Hedge("search", idempotent=True, delay=0.05, settings=settings, budget=None)
+    settings.set("hedge.delay", "1s")
+    assert fixed.current_delay() == 0.05 and fixed.max_hedges == 3
+    assert Hedge("other", idempotent=True, budget=None).current_delay() == 1.0  # the built-in default
+    hedge.close()
+    fixed.close()

@@ -18,14 +18,17 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
+import logging
 import math
 import re
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from bounceback.core._events import AttemptHedged, EventBus, default_bus
+from bounceback.core._settings_layers import DEFAULTS
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
 from bounceback.errors import ConfigError
 
@@ -39,11 +42,25 @@ _MIN_SAMPLES = 20  # fewer than this: the fallback delay is used
 _UNSET: Any = object()
 
 
+def _from_settings(values: Any, delay: Any, initial_delay: Any, max_hedges: Any) -> tuple[Any, Any, Any]:
+    """The limits from resolved ``hedge.*`` values, where code did not give them."""
+    if delay is _UNSET:
+        percentile = values["hedge.percentile"]
+        delay = f"p{percentile:g}" if percentile else values["hedge.delay"]
+    if initial_delay is _UNSET:
+        initial_delay = values["hedge.delay"]
+    if max_hedges is _UNSET:
+        max_hedges = values["hedge.max_hedges"]
+    return delay, initial_delay, max_hedges
+
+
 class Hedge:
     """Start another attempt of a slow call after ``delay``; the first success wins. Thread- and task-safe.
 
     ``delay`` is seconds (or ``timedelta``) or a percentile of observed latencies (``"p90"``, ``"p99"``;
     ``initial_delay`` until 20 calls have been seen). ``max_hedges`` bounds the extra attempts per call.
+    What code does not give comes from ``settings`` (``hedge.delay``, ``hedge.percentile``,
+    ``hedge.max_hedges`` of the operation, followed live), or the built-in defaults.
     ``idempotent=True`` is required: you state that running the call twice is harmless. ``budget`` is a
     retry budget each hedge spends from (default: the operation's own, shared with its Policy; ``None``
     for none). ``max_workers`` bounds the threads that run sync attempts.
@@ -76,6 +93,7 @@ class Hedge:
         "_pool",
         "_samples",
         "_seen",
+        "_unsubscribe",
         "delay",
         "hedged",
         "initial_delay",
@@ -89,11 +107,12 @@ class Hedge:
         self,
         name: str,
         *,
-        delay: float | str | Any,
+        delay: float | str | Any = _UNSET,
         idempotent: bool = False,
-        max_hedges: int = 1,
-        initial_delay: float | Any = 1.0,
+        max_hedges: int | Any = _UNSET,
+        initial_delay: float | Any = _UNSET,
         budget: Any = _UNSET,
+        settings: Any = None,
         max_workers: int = 32,
         clock: Clock | None = None,
         bus: EventBus | None = None,
@@ -109,21 +128,22 @@ class Hedge:
                 "payment or an append",
             )
         self.name = name
+        given_delay, given_initial, given_max = delay, initial_delay, max_hedges
+        if initial_delay is _UNSET and settings is None:
+            initial_delay = DEFAULTS["hedge.delay"]
+        if max_hedges is _UNSET and settings is None:
+            max_hedges = DEFAULTS["hedge.max_hedges"]
+        self._unsubscribe: Callable[[], None] | None = None
+        if settings is not None:
+            values = {**DEFAULTS, **settings.effective(name)}
+            delay, initial_delay, max_hedges = _from_settings(values, delay, initial_delay, max_hedges)
+        elif delay is _UNSET:
+            delay = DEFAULTS["hedge.delay"]
         self._percentile: float | None = None
-        if isinstance(delay, str) and _PERCENTILE.match(delay.strip()):
-            self._percentile = float(delay.strip()[1:]) / 100
-            if not 0 < self._percentile < 1:
-                raise ConfigError("delay", delay, "a percentile from p1 to p99, or seconds")
-            self.delay: float | str = delay.strip()
-        else:
-            try:
-                self.delay = to_seconds(delay, "delay", allow_zero=False)
-            except ConfigError:
-                raise ConfigError("delay", delay, "seconds (0.2, '200ms') or a percentile ('p95')") from None
-        self.initial_delay = to_seconds(initial_delay, "initial_delay", allow_zero=False)
-        if isinstance(max_hedges, bool) or not isinstance(max_hedges, int) or not 1 <= max_hedges <= 10:
-            raise ConfigError("max_hedges", max_hedges, "a whole number from 1 to 10", hint="1 is usual")
-        self.max_hedges = max_hedges
+        self.delay: float | str = 0.0
+        self.initial_delay = 0.0
+        self.max_hedges = 1
+        self._configure(delay, initial_delay, max_hedges)
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 2:
             raise ConfigError("max_workers", max_workers, "a whole number >= 2 (an attempt and its hedge)")
         self.max_workers = max_workers
@@ -132,7 +152,7 @@ class Hedge:
         if budget is _UNSET:
             from bounceback.core._policy_settings import _budget_from_settings
 
-            budget = _budget_from_settings(None, name, clock)
+            budget = _budget_from_settings(settings, name, clock)
         self._budget = budget
         self._lock = threading.Lock()
         self._samples: deque[float] = deque(maxlen=_SAMPLES)
@@ -143,6 +163,62 @@ class Hedge:
         """Hedges started since creation."""
         self.won_by_hedge = 0
         """Calls whose answer came from a hedge rather than the first attempt."""
+        if settings is not None:
+            ref = weakref.ref(self)
+            given = (given_delay, given_initial, given_max)
+
+            def on_change() -> None:
+                hedge = ref()
+                if hedge is not None:
+                    hedge.reload(settings, given)
+
+            self._unsubscribe = settings.subscribe(on_change)
+
+    def _configure(self, delay: Any, initial_delay: Any, max_hedges: Any) -> None:
+        """Validate and set the limits (all or nothing)."""
+        percentile: float | None = None
+        if isinstance(delay, str) and _PERCENTILE.match(delay.strip()):
+            percentile = float(delay.strip()[1:]) / 100
+            if not 0 < percentile < 1:
+                raise ConfigError("delay", delay, "a percentile from p1 to p99, or seconds")
+            fixed: float | str = delay.strip()
+        else:
+            try:
+                fixed = to_seconds(delay, "delay", allow_zero=False)
+            except ConfigError:
+                raise ConfigError("delay", delay, "seconds (0.2, '200ms') or a percentile ('p95')") from None
+        initial = to_seconds(initial_delay, "initial_delay", allow_zero=False)
+        if isinstance(max_hedges, bool) or not isinstance(max_hedges, int) or not 1 <= max_hedges <= 10:
+            raise ConfigError("max_hedges", max_hedges, "a whole number from 1 to 10", hint="1 is usual")
+        self._percentile, self.delay, self.initial_delay, self.max_hedges = (
+            percentile,
+            fixed,
+            initial,
+            max_hedges,
+        )
+        if percentile is None or not getattr(self, "_samples", None):
+            self._cutoff = initial
+
+    def reload(self, settings: Any, given: tuple[Any, Any, Any] = (_UNSET, _UNSET, _UNSET)) -> None:
+        """Read the ``hedge.*`` settings of the operation now (done by itself on every settings change);
+        values given in code stay. A bad value leaves the last good ones in force."""
+        values = {**DEFAULTS, **settings.effective(self.name)}
+        try:
+            self._configure(*_from_settings(values, *given))
+        except ConfigError:
+            logging.getLogger("bounceback.hedge").warning(
+                "hedge settings for %r are invalid; keeping the last good values", self.name, exc_info=True
+            )
+
+    def close(self) -> None:
+        """Stop following settings changes, and the worker threads once their attempts end."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the delay -----------------------------------------------------------------------------------
 
@@ -302,13 +378,6 @@ class Hedge:
             return self.call(fn, *args, **kwargs)
 
         return cast(F, wrapper)
-
-    def close(self) -> None:
-        """Stop the worker threads once their attempts end (sync hedging starts them on first use)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
 
     def __repr__(self) -> str:
         return f"Hedge({self.name!r}, delay={self.delay!r}, max_hedges={self.max_hedges})"
