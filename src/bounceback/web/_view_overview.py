@@ -6,7 +6,14 @@ from bounceback.web._html import attr, post_button, table
 from bounceback.web._model import BreakerView, Snapshot
 from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural, singular_one
 
-__all__ = ["ATTENTION", "breaker_status", "overview_body", "render_overview", "why_closed"]
+__all__ = [
+    "ATTENTION",
+    "breaker_status",
+    "chaos_operations",
+    "overview_body",
+    "render_overview",
+    "why_closed",
+]
 
 ATTENTION = ("forced_open", "open", "half_open")
 """The states a person must see first, in this order (they refuse or probe calls)."""
@@ -146,6 +153,22 @@ def _operation_rows(snapshot: Snapshot) -> list[str]:
     return rows
 
 
+def chaos_operations(snapshot: Snapshot) -> list[str | None]:
+    """Where the stored settings switch fault injection on: ``None`` for every operation, then names.
+
+    >>> chaos_operations(Snapshot(now=0.0, settings={"pricing": {"chaos.enabled": True}}))
+    ['pricing']
+    """
+    everywhere = bool(snapshot.settings.get(None, {}).get("chaos.enabled", False))
+    found: list[str | None] = [None] if everywhere else []
+    if everywhere:
+        return found  # an operation that switches it off again still reads as "every operation": be loud
+    for op, values in sorted((k, v) for k, v in snapshot.settings.items() if k is not None):
+        if bool(values.get("chaos.enabled", False)):
+            found.append(op)
+    return found
+
+
 def render_overview(snapshot: Snapshot, csrf: str) -> dict[str, str]:
     """The regions of the overview page.
 
@@ -168,7 +191,16 @@ def render_overview(snapshot: Snapshot, csrf: str) -> dict[str, str]:
     else:
         headline = f"breakers not closed of {len(snapshot.breakers)}"
     active, waiting = len(snapshot.active), len(snapshot.waiting_tickets)
-    cards = (
+    chaos = chaos_operations(snapshot)
+    banner = ""
+    if chaos:
+        # Fault injection must never run unnoticed: the first card, in the alert style, on every refresh.
+        where = ", ".join("every operation" if op is None else op for op in chaos)
+        banner = (
+            f'<div class="card alert" id="card-chaos"><span class="big">CHAOS</span> fault injection is ON '
+            f'for {esc(where)} <span class="sub">(chaos.enabled; <a href="/settings">settings</a>)</span></div>'
+        )
+    cards = banner + (
         f'<div class="card{" alert" if count else ""}" id="card-breakers"><span class="big">{count}</span> '
         f"{headline}</div>"
         f'<div class="card"><span class="big">{active}</span> '
