@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from bounceback import (
     CircuitBreaker,
+    CircuitOpenError,
     ConcurrencyLimiter,
     ConcurrencyLimitExceeded,
     ConfigError,
@@ -367,3 +369,61 @@ class LimiterMachine(RuleBasedStateMachine):
 
 TestLimiterMachine = LimiterMachine.TestCase
 TestLimiterMachine.settings = hsettings(max_examples=60, stateful_step_count=25, deadline=None)
+
+
+# -- the chain of gates, any outcomes ----------------------------------------------------------------
+
+
+class _Interrupted(BaseException):
+    """Stands for KeyboardInterrupt / cancellation: an end without an outcome."""
+
+
+_OUTCOMES = ("ok", "transient", "permanent", "interrupt", "busy")
+
+
+@given(outcomes=st.lists(st.sampled_from(_OUTCOMES), min_size=1, max_size=25), breaker_on=st.booleans())
+@hsettings(max_examples=60, deadline=None)
+def test_every_slot_comes_back_whatever_the_outcome(outcomes: list[str], breaker_on: bool) -> None:
+    from bounceback import AdaptiveThrottle, RateLimiter, RequestThrottled
+
+    clock = FakeClock()
+    limiter = ConcurrencyLimiter(1)
+    bucket = RateLimiter(1000, burst=1000, clock=clock)
+    breaker = (
+        CircuitBreaker("chain", consecutive_failures=3, open_seconds=1, clock=clock) if breaker_on else None
+    )
+    policy = Policy(
+        "chain",
+        limiter=limiter,
+        rate_limit=bucket,
+        throttle=AdaptiveThrottle(name="chain", clock=clock),
+        breaker=breaker,
+        attempts=2,
+        clock=clock,
+        budget=None,
+    )
+    for outcome in outcomes:
+
+        def call(outcome: str = outcome) -> str:
+            if outcome == "transient":
+                raise ConnectionResetError("reset")
+            if outcome == "permanent":
+                raise ValueError("bad")
+            if outcome == "interrupt":
+                raise _Interrupted
+            if outcome == "busy":
+                # Someone else holds the only slot during the call: a nested call is refused, not queued.
+                with pytest.raises((ConcurrencyLimitExceeded, RequestThrottled)):
+                    policy.call(lambda: "nested")
+            return "ok"
+
+        refused_by_breaker = False
+        try:
+            policy.call(call)
+        except (ConnectionResetError, ValueError, _Interrupted, ConcurrencyLimitExceeded, RequestThrottled):
+            pass
+        except CircuitOpenError:
+            refused_by_breaker = True  # the slot taken before the breaker said no must come back too
+        assert breaker_on or not refused_by_breaker
+        assert limiter.in_flight == 0 and limiter.waiting == 0
+        clock.advance(1)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bounceback import Backoff
 from bounceback.core._settings import StaticSettings
-from bounceback.sim import Capacity, ConcurrencySpec, Contention, PolicySpec, RateLimitSpec, simulate
+from bounceback.sim import (
+    BreakerSpec,
+    Capacity,
+    ConcurrencySpec,
+    Contention,
+    PolicySpec,
+    RateLimitSpec,
+    simulate,
+)
 
 
 def test_a_rate_limit_caps_what_each_client_sends() -> None:
@@ -50,3 +61,37 @@ def test_settings_bring_the_limits_into_the_simulation() -> None:
     assert spec.concurrency == ConcurrencySpec(3)
     assert spec.rate_limit == RateLimitSpec(2.0, 0, 1.0)
     assert PolicySpec.from_settings(StaticSettings({}).effective("x")).rate_limit is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    attempts=st.integers(1, 5),
+    concurrency=st.sampled_from([None, 1, 2]),
+    rate=st.sampled_from([None, 0.05, 0.5]),
+    max_wait=st.sampled_from([0.0, 5.0]),
+    breaker=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_bookkeeping_adds_up_with_limits(
+    attempts: int, concurrency: int | None, rate: float | None, max_wait: float, breaker: bool, seed: int
+) -> None:
+    model = Capacity(clients=20, rate_per_client=1, surge_start=10, surge_seconds=10, after_seconds=20)
+    spec = PolicySpec(
+        "p",
+        attempts=attempts,
+        breaker=BreakerSpec({"min_calls": 4, "open_seconds": 2}) if breaker else None,
+        budget=None,
+        concurrency=ConcurrencySpec(concurrency) if concurrency else None,
+        rate_limit=RateLimitSpec(rate, burst=2, max_wait=max_wait) if rate else None,
+    )
+    r = simulate(model, spec, seed=seed)
+    assert sum(r.calls_series) == r.calls
+    # Every attempt reached the service or was refused by a gate; a request with no call was refused.
+    assert r.calls + r.rejected + r.shed <= attempts * r.requests
+    assert r.calls >= r.requests - r.rejected - r.shed
+    if rate is None:
+        assert r.shed == 0
+    else:
+        assert r.calls <= 20 * (2 + rate * r.completion) + 1e-6  # each client's bucket: burst + rate * t
+    if concurrency is None and not breaker:
+        assert r.rejected == 0
