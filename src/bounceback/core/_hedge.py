@@ -289,7 +289,9 @@ class Hedge:
         while True:
             can_hedge = hedges < self.max_hedges
             done, running = concurrent.futures.wait(
-                running, timeout=self.current_delay() if can_hedge else None, return_when=concurrent.futures.FIRST_COMPLETED
+                running,
+                timeout=self.current_delay() if can_hedge else None,
+                return_when=concurrent.futures.FIRST_COMPLETED,
             )
             for future in done:
                 error = future.exception()
