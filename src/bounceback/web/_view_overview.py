@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bounceback.web._html import attr, post_button, table
-from bounceback.web._model import BreakerView, Snapshot
+from bounceback.web._model import BreakerView, LimitView, Snapshot
 from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural, singular_one
 
 __all__ = [
@@ -233,7 +233,34 @@ def render_overview(snapshot: Snapshot, csrf: str) -> dict[str, str]:
         empty="No operation has been seen yet.",
         css="operations",
     )
+    if snapshot.limits:
+        operations += '<h2 id="limits">Limits</h2>' + table(
+            ["limiter", "kind", "in use#", "of#", "waiting#", "refused#", "processes#"],
+            (_limit_row(lim) for lim in snapshot.limits),
+            empty="",
+            css="limits",
+        )
     return {"overview-cards": cards, "overview-breakers": breakers, "overview-operations": operations}
+
+
+def _limit_row(lim: LimitView) -> str:
+    """One limiter: calls in flight of the room (concurrency), or tokens left at a rate (rate limit).
+
+    >>> ">3 (38%)<" in _limit_row(LimitView("search", "concurrency", 3.0, 1, 8.0, 0, 2))
+    True
+    >>> ">2.5<" in _limit_row(LimitView("quotes", "rate", 2.5, 0, 10.0, 4, 1))
+    True
+    """
+    if lim.kind == "concurrency":
+        used, room = f"{lim.used:g} ({lim.occupancy:.0%})", f"{lim.capacity:g} calls"
+    else:
+        used, room = f"{lim.used:.3g}", f"{lim.capacity:g}/s"
+    alert = ' class="state-open"' if lim.kind == "concurrency" and lim.occupancy >= 1 else ""
+    return (
+        f'<tr data-limit="{attr(lim.name)}"{alert}><td>{esc(lim.name)}</td><td>{esc(lim.kind)}</td>'
+        f"<td class=num>{esc(used)}</td><td class=num>{esc(room)}</td><td class=num>{lim.waiting}</td>"
+        f"<td class=num>{lim.rejected}</td><td class=num>{lim.processes}</td></tr>"
+    )
 
 
 def overview_body(regions: dict[str, str]) -> str:
