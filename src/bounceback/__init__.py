@@ -14,6 +14,7 @@ from bounceback.core._breaker import BreakerMetrics, BreakerState, CircuitBreake
 from bounceback.core._breaker_config import BreakerConfig
 from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, SharedState, WindowSpec
 from bounceback.core._budget import RetryBudget
+from bounceback.core._chaos import FaultInjector, InjectedFault, active_injectors
 from bounceback.core._classify import (
     DEFAULT_CLASSIFIER,
     Classification,
@@ -29,6 +30,7 @@ from bounceback.core._classify import (
 )
 from bounceback.core._events import (
     AttemptFailed,
+    AttemptHedged,
     BreakerClosed,
     BreakerHalfOpened,
     BreakerOpened,
@@ -36,7 +38,9 @@ from bounceback.core._events import (
     CallRejected,
     Event,
     EventBus,
+    FaultInjected,
     HealthChecked,
+    LimitRejected,
     RecoveryExhausted,
     RecoverySucceeded,
     RetryScheduled,
@@ -50,12 +54,15 @@ from bounceback.core._events import (
     default_bus,
 )
 from bounceback.core._guidance import GuidanceCatalog, Step, default_guidance
+from bounceback.core._hedge import Hedge
+from bounceback.core._limiter import ConcurrencyLimiter
 from bounceback.core._log import event_fields, log_events
 from bounceback.core._manual import Choice, ChoiceKind, GuidanceStep, Record, Resolution, Ticket, open_ticket
 from bounceback.core._manual_ports import MemoryTickets, TicketPrompter, TicketStore
 from bounceback.core._manual_recovery import PASS, ManualRecovery, chain
 from bounceback.core._packs import ErrorPack, register_pack, unregister_pack
 from bounceback.core._policy import Policy, RetryAgain, retry
+from bounceback.core._rate import RateLimiter
 from bounceback.core._redact import redact
 from bounceback.core._registry import Registry, registry
 from bounceback.core._retry import AttemptRecord, GiveUp, RetryConfig
@@ -69,7 +76,9 @@ from bounceback.errors import (
     BouncebackError,
     BulkheadFull,
     CircuitOpenError,
+    ConcurrencyLimitExceeded,
     ConfigError,
+    RateLimitExceeded,
     RecoveryCancelled,
     RecoveryRequired,
     RequestThrottled,
@@ -87,6 +96,7 @@ __all__ = [
     "AdaptiveThrottle",
     "Attempt",
     "AttemptFailed",
+    "AttemptHedged",
     "AttemptRecord",
     "AttemptTimeout",
     "Attempts",
@@ -111,22 +121,31 @@ __all__ = [
     "Classification",
     "Classifier",
     "Clock",
+    "ConcurrencyLimitExceeded",
+    "ConcurrencyLimiter",
     "ConfigError",
     "DEFAULT_CLASSIFIER",
     "ErrorKind",
     "ErrorPack",
     "Event",
     "EventBus",
+    "FaultInjected",
+    "FaultInjector",
     "GiveUp",
     "GuidanceCatalog",
     "GuidanceStep",
     "HealthChecked",
+    "Hedge",
+    "InjectedFault",
     "Jitter",
+    "LimitRejected",
     "ManualRecovery",
     "MemoryBreakerStore",
     "MemoryTickets",
     "PASS",
     "Policy",
+    "RateLimitExceeded",
+    "RateLimiter",
     "Record",
     "RecoveryCancelled",
     "RecoveryExhausted",
@@ -161,6 +180,7 @@ __all__ = [
     "WindowCounts",
     "WindowSpec",
     "__version__",
+    "active_injectors",
     "chain",
     "classify",
     "default_bus",

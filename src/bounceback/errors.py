@@ -9,7 +9,9 @@
         ├── RecoveryCancelled      a person or a token stopped the automatic recovery
         ├── CircuitOpenError       a breaker refused the call (open, forced open, probes busy)
         ├── BulkheadFull           a breaker's in-flight limit refused the call
+        │   └── ConcurrencyLimitExceeded  a concurrency limiter was full and its queue too (or timed out)
         ├── RequestThrottled       adaptive client-side throttling refused the call
+        │   └── RateLimitExceeded  a rate limiter had no token for the call (``retry_after`` says when)
         ├── AttemptTimeout         (also a TimeoutError) one attempt ran past its timeout
         ├── RecoveryRequired       automatic recovery gave up; a person holds the ticket
         └── StoreError             shared state (SQLite, Redis) could not be read or written
@@ -30,7 +32,9 @@ __all__ = [
     "BouncebackError",
     "BulkheadFull",
     "CircuitOpenError",
+    "ConcurrencyLimitExceeded",
     "ConfigError",
+    "RateLimitExceeded",
     "RecoveryCancelled",
     "RecoveryRequired",
     "RequestThrottled",
@@ -146,6 +150,54 @@ class RequestThrottled(BouncebackError):
         super().__init__(
             f"throttle {throttle!r} refused the call locally: the service has been turning requests away "
             f"(refusing {probability:.0%} of calls now); it lets more through as the service accepts again"
+        )
+
+
+class ConcurrencyLimitExceeded(BulkheadFull):
+    """A concurrency limiter (bulkhead) refused the call without running it: ``max_in_flight`` calls were
+    running and ``max_waiting`` already queued (``reason`` ``"full"``), or the call waited ``queue_timeout``
+    seconds in the queue without a slot (``reason`` ``"queue timeout"``). Classified throttled.
+
+    ``limiter`` is the limiter's name (also ``breaker``, as for every :class:`BulkheadFull`), ``limit`` its
+    ``max_in_flight``, ``waited`` the seconds spent queued.
+    """
+
+    def __init__(self, limiter: str, limit: int, max_waiting: int, reason: str, waited: float = 0.0) -> None:
+        super().__init__(limiter, limit)
+        self.limiter = limiter
+        self.max_waiting = max_waiting
+        self.reason = reason
+        self.waited = waited
+        self.args = (limiter, limit, max_waiting, reason, waited)
+
+    def __str__(self) -> str:
+        if self.reason == "queue timeout":
+            what = f"waited {self.waited:.3g} s in the queue without a free slot"
+        else:
+            what = f"{self.limit} call(s) in flight and {self.max_waiting} waiting, the configured limits"
+        return (
+            f"concurrency limiter {self.limiter!r}: {what}; raise max_in_flight / max_waiting / "
+            "queue_timeout or slow the callers down"
+        )
+
+
+class RateLimitExceeded(RequestThrottled):
+    """A rate limiter had no token for the call, so it was refused without running (classified throttled,
+    not retried by a Policy). ``retry_after`` is the number of seconds until a token is free, the hint to
+    give a caller (an HTTP ``Retry-After``); ``rate`` the tokens per second, ``limiter`` the limiter's name.
+    """
+
+    def __init__(self, limiter: str, rate: float, retry_after: float) -> None:
+        Exception.__init__(self, limiter, rate, retry_after)
+        self.throttle = self.limiter = limiter
+        self.probability = 1.0
+        self.rate = rate
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return (
+            f"rate limiter {self.limiter!r} ({self.rate:g} calls/s) refused the call: no token is free "
+            f"for another {self.retry_after:.3g} s; retry after that, or raise the rate or the burst"
         )
 
 

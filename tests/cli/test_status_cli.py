@@ -153,3 +153,14 @@ def test_breaker_commands_need_a_shared_store(home: Path) -> None:
     done = bb("breaker", "open", "svc")
     assert done.returncode == 2
     assert "error: store.backend: got 'memory'" in done.stderr and "own breaker state" in done.stderr
+
+
+def test_status_shows_fault_injection_while_it_is_on(home: Path) -> None:
+    assert _status()["chaos"] == []
+    configure(home, {"chaos.enabled": True, "chaos.error_rate": 0.25}, operation="pricing")
+    [entry] = _status()["chaos"]
+    assert entry["operation"] == "pricing" and entry["error_rate"] == 0.25
+    text = bb("status")
+    assert text.returncode == 0
+    assert "CHAOS: fault injection is ON for 'pricing': 25% connection errors" in text.stdout
+    assert "chaos.enabled no --op pricing" in text.stdout

@@ -102,3 +102,34 @@ def test_export_prometheus_uses_the_given_registry_and_namespace(
         reg.get_sample_value("myapp_breaker_state", {"breaker": "prom-forced", "state": "forced_open"}) == 1
     )
     exporter.close()
+
+
+def test_limits_hedges_and_faults(setup: tuple[CollectorRegistry, EventBus, Registry, FakeClock]) -> None:
+    from bounceback import ConcurrencyLimiter, FaultInjector, InjectedFault, RateLimiter, RateLimitExceeded
+
+    reg, bus, named, clock = setup
+    exporter = PrometheusExporter(reg, bus=bus, breakers=named)
+    limiter = ConcurrencyLimiter(3, name="prom-lim", bus=bus)
+    bucket = RateLimiter(2, burst=1, name="prom-rate", clock=clock, bus=bus)
+    policy = Policy("prom-op", limiter=limiter, rate_limit=bucket, clock=clock, bus=bus)
+    named.add_policy(policy)
+    limiter.acquire()
+    assert policy.call(lambda: "ok") == "ok"
+    with pytest.raises(RateLimitExceeded):
+        policy.call(lambda: "no token")
+    chaos = FaultInjector("prom-op", enabled=True, error_rate=1.0, bus=bus)
+    with pytest.raises(InjectedFault):
+        chaos(lambda: None)()
+
+    def sample(name: str, labels: dict[str, str]) -> float | None:
+        return reg.get_sample_value(name, labels)
+
+    assert sample("bounceback_limiter_in_flight_calls", {"limiter": "prom-lim"}) == 1
+    assert sample("bounceback_limiter_max_in_flight", {"limiter": "prom-lim"}) == 3
+    assert sample("bounceback_rate_limit_rate", {"limiter": "prom-rate"}) == 2
+    assert sample("bounceback_rate_limit_tokens", {"limiter": "prom-rate"}) == 0
+    rejected = {"limiter": "prom-rate", "kind": "rate", "reason": "no token"}
+    assert sample("bounceback_limit_rejected_calls_total", rejected) == 1
+    assert sample("bounceback_faults_injected_total", {"operation": "prom-op", "fault": "error"}) == 1
+    limiter.release()
+    exporter.close()

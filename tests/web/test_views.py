@@ -474,3 +474,12 @@ def test_a_time_on_another_day_carries_its_date() -> None:
     dated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(NOW - 86400 * 2))
     plain_time = time.strftime("%H:%M:%S", time.localtime(NOW - 60))
     assert f'"since">{dated}</td>' in markup and f'"since">{plain_time}</td>' in markup
+
+
+def test_overview_warns_while_fault_injection_is_on() -> None:
+    quiet = render_overview(Snapshot(now=NOW, settings={"pricing": {"chaos.enabled": False}}), CSRF)
+    assert "card-chaos" not in quiet["overview-cards"]
+    on = render_overview(Snapshot(now=NOW, settings={"pricing": {"chaos.enabled": True}}), CSRF)
+    assert 'id="card-chaos"' in on["overview-cards"] and "ON for pricing" in on["overview-cards"]
+    everywhere = render_overview(Snapshot(now=NOW, settings={None: {"chaos.enabled": True}}), CSRF)
+    assert "ON for every operation" in everywhere["overview-cards"]

@@ -22,6 +22,7 @@ from bounceback.console._timeline import render_timeline
 from bounceback.core._breaker import CircuitBreaker
 from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, SharedState
 from bounceback.core._settings import check_operation
+from bounceback.core._settings_layers import DEFAULTS
 from bounceback.core._time import parse_duration
 from bounceback.errors import ConfigError
 from bounceback.stores._journal import Journal
@@ -143,6 +144,7 @@ def status(app: AppContext, since_text: str, show_all: bool, as_json: bool) -> N
                 "last_at": c.last_at if c else None,
             }
         )
+    chaos = _chaos_on(app.settings(), configured)
     if as_json:
         echo_json(
             {
@@ -151,10 +153,14 @@ def status(app: AppContext, since_text: str, show_all: bool, as_json: bool) -> N
                 "database": str(app.database),
                 "operations": rows,
                 "active_runs": [_run_json(r, now) for r in active],
+                "chaos": chaos,
             }
         )
         return
     console = _console()
+    for entry in chaos:
+        # Fault injection must never go unnoticed: first, in bold, on every status.
+        console.print(Text(_chaos_line(entry), style="bold red"))
     hidden = 0
     quiet = sum(1 for row in rows if _is_quiet(row))
     if not show_all and quiet > _QUIET_SHOWN:
@@ -176,6 +182,39 @@ def status(app: AppContext, since_text: str, show_all: bool, as_json: bool) -> N
             )
         )
     console.print(_active_table(active, now))
+
+
+def _chaos_on(source: Any, operations: list[str]) -> list[dict[str, Any]]:
+    """Where fault injection is switched on in the stored settings: globally (``operation`` None) or per
+    operation, with its rates."""
+    found: list[dict[str, Any]] = []
+    everywhere = {**DEFAULTS, **source.effective(None)}
+    for name in [None, *operations]:
+        values = everywhere if name is None else {**DEFAULTS, **source.effective(name)}
+        if not values["chaos.enabled"] or (
+            name is not None and everywhere["chaos.enabled"] and values == everywhere
+        ):
+            continue
+        found.append(
+            {
+                "operation": name,
+                "error_rate": values["chaos.error_rate"],
+                "error": values["chaos.error"],
+                "latency_rate": values["chaos.latency_rate"],
+                "latency": values["chaos.latency"],
+            }
+        )
+    return found
+
+
+def _chaos_line(entry: dict[str, Any]) -> str:
+    op = entry["operation"]
+    where, stop = ("every operation", "") if op is None else (repr(op), f" --op {op}")
+    return (
+        f"CHAOS: fault injection is ON for {where}: {entry['error_rate']:.0%} {entry['error']} errors, "
+        f"{entry['latency_rate']:.0%} delayed {entry['latency']:g}s "
+        f"(stop it: bounceback settings set chaos.enabled no{stop})"
+    )
 
 
 _HEADINGS = ("operation", "breaker", "next probe", "runs", "recovered", "gave up", "failed", "rejected")

@@ -15,7 +15,9 @@ from bounceback.errors import (
     AttemptTimeout,
     BulkheadFull,
     CircuitOpenError,
+    ConcurrencyLimitExceeded,
     ConfigError,
+    RateLimitExceeded,
     RecoveryCancelled,
     RecoveryRequired,
     RequestThrottled,
@@ -113,10 +115,12 @@ def _by_type(cls: type[BaseException]) -> Classification | _Inspect | None:
     if pack_for(cls) is not None:
         # A library's pack reads the instance (status code, SQLSTATE, message); asked once per type.
         return _INSPECT
-    if issubclass(cls, (CircuitOpenError, socket.gaierror)) or cls.__module__ == "sqlite3":
+    if issubclass(cls, (CircuitOpenError, RateLimitExceeded, socket.gaierror)) or cls.__module__ == "sqlite3":
         return _INSPECT
     if cls.__name__ == "HTTPError":
         return _INSPECT
+    if issubclass(cls, ConcurrencyLimitExceeded):
+        return Classification(ErrorKind.THROTTLED, "the concurrency limiter was full")
     if issubclass(cls, BulkheadFull):
         return Classification(ErrorKind.THROTTLED, "too many calls in flight")
     if issubclass(cls, RequestThrottled):
@@ -142,6 +146,11 @@ def _by_instance(exc: BaseException) -> Classification | None:
             # Forced open: only a person can close it, so waiting cannot help.
             return Classification(ErrorKind.PERMANENT, f"circuit {exc.breaker!r} is {exc.state} by hand")
         return Classification(ErrorKind.THROTTLED, f"circuit {exc.breaker!r} is {exc.state}", exc.retry_after)
+    if isinstance(exc, RateLimitExceeded):
+        # The limiter knows when its next token is free: that is the wait worth honouring.
+        return Classification(
+            ErrorKind.THROTTLED, f"rate limiter {exc.limiter!r} had no token", exc.retry_after
+        )
     pack = pack_for(type(exc))
     if pack is not None:
         known = pack_classify(pack, exc)

@@ -20,6 +20,7 @@ from bounceback.core._classify import Classification
 
 __all__ = [
     "AttemptFailed",
+    "AttemptHedged",
     "BreakerClosed",
     "BreakerHalfOpened",
     "BreakerOpened",
@@ -27,7 +28,9 @@ __all__ = [
     "CallRejected",
     "Event",
     "EventBus",
+    "FaultInjected",
     "HealthChecked",
+    "LimitRejected",
     "RecoveryExhausted",
     "RecoverySucceeded",
     "RetryScheduled",
@@ -181,6 +184,37 @@ class CallRejected(Event):
 
     state: str
     retry_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRejected(Event):
+    """A concurrency or rate limiter refused a call without running it (``operation`` is its name).
+
+    ``limiter`` is ``"concurrency"`` or ``"rate"``; ``reason`` ``"full"``, ``"queue timeout"`` or
+    ``"no token"``; ``retry_after`` the seconds until a rate limiter has a token (None for concurrency).
+    """
+
+    limiter: str
+    reason: str
+    retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptHedged(Event):
+    """A slow call got another attempt beside the first: ``hedge`` is its number (1 for the first hedge),
+    ``after`` the seconds since the call started."""
+
+    hedge: int
+    after: float
+
+
+@dataclass(frozen=True, slots=True)
+class FaultInjected(Event):
+    """Fault injection (chaos) acted on a call: ``fault`` is ``"error"``, ``"latency"`` or ``"result"``,
+    ``detail`` the error's type, the seconds added or the result's repr."""
+
+    fault: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)

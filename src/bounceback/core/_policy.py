@@ -23,6 +23,8 @@ from bounceback.core._attempts import Attempts
 from bounceback.core._backoff import Backoff
 from bounceback.core._classify import Classification, ClassifierLike
 from bounceback.core._events import EventBus, default_bus
+from bounceback.core._gates import Gates
+from bounceback.core._limiter import ConcurrencyLimiter
 from bounceback.core._policy_parts import (
     UNSET,
     FallbackArg,
@@ -32,7 +34,14 @@ from bounceback.core._policy_parts import (
     _FollowUp,
     _name_of,
 )
-from bounceback.core._policy_settings import _budget_from_settings, _from_settings, _throttle_from_settings
+from bounceback.core._policy_settings import (
+    _budget_from_settings,
+    _from_settings,
+    _limiter_from_settings,
+    _rate_limit_from_settings,
+    _throttle_from_settings,
+)
+from bounceback.core._rate import RateLimiter
 from bounceback.core._registry import registry
 from bounceback.core._retry import (
     _RESULT,
@@ -46,7 +55,7 @@ from bounceback.core._retry import (
 from bounceback.core._retry_state import call_with_timeout
 from bounceback.core._settings import SettingsSource
 from bounceback.core._settings_schema import SCHEMA
-from bounceback.core._throttle import AdaptiveThrottle, ThrottleGate
+from bounceback.core._throttle import AdaptiveThrottle
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, Duration, to_seconds, waits_enabled
 from bounceback.errors import (
     AttemptTimeout,
@@ -94,7 +103,9 @@ class Policy:
         "_fallback",
         "_fast",
         "_given_breaker",
+        "_limiter",
         "_mode",
+        "_rate_limit",
         "_result_check",
         "_settings",
         "_throttle",
@@ -115,6 +126,8 @@ class Policy:
         retry_if_result: Callable[[Any], bool] | None = None,
         breaker: BreakerPort | None = None,
         throttle: AdaptiveThrottle | None = None,
+        limiter: ConcurrencyLimiter | None = None,
+        rate_limit: RateLimiter | None = None,
         fallback: FallbackArg | Unset = UNSET,
         cancel: CancelToken | None = None,
         budget: BudgetPort | Unset | None = UNSET,
@@ -142,10 +155,23 @@ class Policy:
             throttle = _throttle_from_settings(settings, operation, clock)
         if throttle is not None and not isinstance(throttle, AdaptiveThrottle):
             raise ConfigError("throttle", throttle, "a bounceback.AdaptiveThrottle, or None")
+        if limiter is None and settings is not None:
+            limiter = _limiter_from_settings(settings, operation, clock)
+        if limiter is not None and not isinstance(limiter, ConcurrencyLimiter):
+            raise ConfigError("limiter", limiter, "a bounceback.ConcurrencyLimiter, or None")
+        if rate_limit is None and settings is not None:
+            rate_limit = _rate_limit_from_settings(settings, operation, clock)
+        if rate_limit is not None and not isinstance(rate_limit, RateLimiter):
+            raise ConfigError("rate_limit", rate_limit, "a bounceback.RateLimiter, or None")
         self._given_breaker = breaker
         self._throttle = throttle
-        # What every attempt passes: the breaker, or the throttle then the breaker.
-        self._breaker = breaker if throttle is None else ThrottleGate(throttle, breaker)
+        self._limiter = limiter
+        self._rate_limit = rate_limit
+        # What every attempt passes: the breaker alone, or the chain rate limit → limiter → throttle → breaker.
+        if throttle is None and limiter is None and rate_limit is None:
+            self._breaker = breaker
+        else:
+            self._breaker = Gates(rate_limit=rate_limit, limiter=limiter, throttle=throttle, breaker=breaker)
         self._fallback = fallback
         self._result_check = retry_if_result
         cfg = self._build_config()
@@ -238,6 +264,16 @@ class Policy:
         """The adaptive throttle every attempt asks first, if any."""
         return self._throttle
 
+    @property
+    def limiter(self) -> ConcurrencyLimiter | None:
+        """The concurrency limiter every attempt passes, if any."""
+        return self._limiter
+
+    @property
+    def rate_limit(self) -> RateLimiter | None:
+        """The rate limiter every attempt passes first, if any."""
+        return self._rate_limit
+
     def replace(self, **changes: Any) -> Policy:
         """A copy of this policy with some arguments changed (the breaker is shared, not copied)."""
         eng = self._engine
@@ -246,6 +282,8 @@ class Policy:
             "retry_if_result": self._result_check,
             "breaker": self._given_breaker,
             "throttle": self._throttle,
+            "limiter": self._limiter,
+            "rate_limit": self._rate_limit,
             "fallback": self._fallback,
             "cancel": eng.cancel,
             "clock": eng.clock,
@@ -645,6 +683,8 @@ class RetryOptions(TypedDict, total=False):
     classifier: ClassifierLike | None
     retry_if_result: Callable[[Any], bool] | None
     throttle: AdaptiveThrottle | None
+    limiter: ConcurrencyLimiter | None
+    rate_limit: RateLimiter | None
     fallback: FallbackArg
     cancel: CancelToken | None
     budget: BudgetPort | None

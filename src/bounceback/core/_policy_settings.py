@@ -9,6 +9,8 @@ from typing import Any, TypeVar, cast
 
 from bounceback.core._backoff import Backoff
 from bounceback.core._budget import RetryBudget
+from bounceback.core._limiter import ConcurrencyLimiter
+from bounceback.core._rate import RateLimiter
 from bounceback.core._retry import BudgetPort
 from bounceback.core._settings_layers import DEFAULTS
 from bounceback.core._throttle import AdaptiveThrottle
@@ -80,7 +82,47 @@ def _throttle_from_settings(
     )
 
 
-# Budgets and throttles by clock, then by operation and limits: the policies of one operation in a process
+def _limiter_from_settings(
+    settings: Any, operation: str | None, clock: Clock | None
+) -> ConcurrencyLimiter | None:
+    """The operation's concurrency limiter when ``concurrency.max_in_flight`` is above 0, read at creation;
+    shared by the policies of the operation in this process (one set of slots per operation)."""
+    values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
+    if not values["concurrency.max_in_flight"]:
+        return None
+    name = operation or "anonymous"
+    rule = (
+        values["concurrency.max_in_flight"],
+        values["concurrency.max_waiting"],
+        values["concurrency.queue_timeout"],
+    )
+    return _shared(
+        clock,
+        ("limiter", name, rule),
+        lambda: ConcurrencyLimiter(
+            rule[0], max_waiting=rule[1], queue_timeout=rule[2], name=name, clock=clock
+        ),
+    )
+
+
+def _rate_limit_from_settings(
+    settings: Any, operation: str | None, clock: Clock | None
+) -> RateLimiter | None:
+    """The operation's rate limiter when ``rate_limit.rate`` is above 0, read at creation; one token bucket
+    per operation in this process, shared by its policies."""
+    values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
+    if not values["rate_limit.rate"]:
+        return None
+    name = operation or "anonymous"
+    rule = (values["rate_limit.rate"], values["rate_limit.burst"] or None, values["rate_limit.max_wait"])
+    return _shared(
+        clock,
+        ("rate_limit", name, rule),
+        lambda: RateLimiter(rule[0], burst=rule[1], max_wait=rule[2], name=name, clock=clock),
+    )
+
+
+# Budgets, throttles and limiters by clock, then by operation and limits: the policies of one operation in a process
 # share one. Other clocks than the system's (a test's FakeClock) are held weakly: their pools go with them.
 _T = TypeVar("_T")
 _system_pool: dict[tuple[Any, ...], Any] = {}

@@ -25,7 +25,7 @@ from bounceback.core._classify import Classification, ErrorKind
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
 from bounceback.errors import ConfigError, RequestThrottled
 
-__all__ = ["AdaptiveThrottle", "ThrottleGate", "is_accepted"]
+__all__ = ["AdaptiveThrottle", "is_accepted"]
 
 _SLICES = 12
 
@@ -135,45 +135,3 @@ class AdaptiveThrottle:
 
     def __repr__(self) -> str:
         return f"AdaptiveThrottle({self.name!r}, k={self.k:g}, window={self.window:g})"
-
-
-class ThrottleGate:
-    """What the attempts of a Policy with a throttle pass: the throttle, then the breaker (if any).
-
-    It speaks the breaker port (``acquire`` / ``release`` / ``abandon``), so the Policy's attempt steps stay
-    the same with or without a throttle; the outcome of every call sent is counted by both.
-    """
-
-    __slots__ = ("breaker", "name", "throttle")
-
-    fast_path = False  # every call must be counted by the throttle: never the breaker's no-permit path
-
-    def count_success(self) -> None:
-        """Never called: ``fast_path`` is always false."""
-
-    def __init__(self, throttle: AdaptiveThrottle, breaker: Any) -> None:
-        self.throttle = throttle
-        self.breaker = breaker
-        self.name = breaker.name if breaker is not None else throttle.name
-
-    @property
-    def state_name(self) -> str:
-        """The breaker's state, or ``closed`` without one."""
-        return self.breaker.state_name if self.breaker is not None else "closed"
-
-    def acquire(self) -> Any:
-        """Refuse with RequestThrottled, else pass the breaker (which may refuse too)."""
-        self.throttle.check()
-        # A breaker refusal is not sent either: it counted as a request and will count no accept.
-        return self.breaker.acquire() if self.breaker is not None else None
-
-    def release(self, permit: Any, failure: Classification | None) -> None:
-        """Count the outcome in the throttle and the breaker."""
-        self.throttle.record(True, is_accepted(failure))
-        if self.breaker is not None:
-            self.breaker.release(permit, failure)
-
-    def abandon(self, permit: Any) -> None:
-        """A call ended without an outcome: only the breaker has a permit to give back."""
-        if self.breaker is not None:
-            self.breaker.abandon(permit)

@@ -19,11 +19,14 @@ from prometheus_client.registry import Collector
 from bounceback.core._breaker_core import BreakerState
 from bounceback.core._events import (
     AttemptFailed,
+    AttemptHedged,
     BreakerStateChanged,
     CallRejected,
     Event,
     EventBus,
+    FaultInjected,
     HealthChecked,
+    LimitRejected,
     RecoveryExhausted,
     RecoverySucceeded,
     RetryScheduled,
@@ -51,7 +54,12 @@ class PrometheusExporter:
     store}``; scraped live: ``bounceback_breaker_state{breaker, state}`` (1 for the current state),
     ``bounceback_breaker_failure_rate_percent``, ``bounceback_breaker_slow_call_rate_percent``,
     ``bounceback_breaker_window_calls``, ``bounceback_breaker_in_flight_calls``,
-    ``bounceback_breaker_store_available`` (all ``{breaker}``).
+    ``bounceback_breaker_store_available`` (all ``{breaker}``). Limits, hedging and fault injection:
+    ``bounceback_limit_rejected_calls_total{limiter, kind, reason}``, ``bounceback_hedges_total{operation}``,
+    ``bounceback_faults_injected_total{operation, fault}``; scraped live from the limiters of named policies:
+    ``bounceback_limiter_in_flight_calls``, ``bounceback_limiter_waiting_calls``,
+    ``bounceback_limiter_max_in_flight`` (``{limiter}``) and ``bounceback_rate_limit_tokens``,
+    ``bounceback_rate_limit_rate`` (``{limiter}``).
 
     >>> from prometheus_client import CollectorRegistry
     >>> exporter = PrometheusExporter(CollectorRegistry())
@@ -99,8 +107,18 @@ class PrometheusExporter:
         self.store_errors = counter(
             "store_errors", "Times a breaker lost its shared store.", ["breaker", "store"]
         )
-        self._collector = _BreakerCollector(ns, breakers if breakers is not None else default_registry)
+        self.limit_rejected = counter(
+            "limit_rejected_calls",
+            "Calls a concurrency or rate limiter refused.",
+            ["limiter", "kind", "reason"],
+        )
+        self.hedges = counter("hedges", "Hedged attempts started beside slow ones.", ["operation"])
+        self.faults = counter("faults_injected", "Faults injected by chaos.", ["operation", "fault"])
+        named = breakers if breakers is not None else default_registry
+        self._collector = _BreakerCollector(ns, named)
         reg.register(self._collector)
+        self._limits = _LimitCollector(ns, named)
+        reg.register(self._limits)
         self._unsubscribe = (bus if bus is not None else default_bus).subscribe(self.handle)
 
     def handle(self, event: Event) -> None:
@@ -125,6 +143,12 @@ class PrometheusExporter:
             self.store_errors.labels(event.operation, event.store).inc()
         elif isinstance(event, StoreRecovered):
             pass  # the live gauge bounceback_breaker_store_available shows the recovery
+        elif isinstance(event, LimitRejected):
+            self.limit_rejected.labels(event.operation, event.limiter, event.reason).inc()
+        elif isinstance(event, AttemptHedged):
+            self.hedges.labels(event.operation).inc()
+        elif isinstance(event, FaultInjected):
+            self.faults.labels(event.operation, event.fault).inc()
 
     def close(self) -> None:
         """Stop listening and remove this exporter's metrics from the registry."""
@@ -138,7 +162,11 @@ class PrometheusExporter:
             self.rejected,
             self.health_checks,
             self.store_errors,
+            self.limit_rejected,
+            self.hedges,
+            self.faults,
             self._collector,
+            self._limits,
         ):
             with contextlib.suppress(KeyError):
                 self.registry.unregister(metric)
@@ -186,6 +214,44 @@ class _BreakerCollector(Collector):
 
     def describe(self) -> Iterator[Any]:
         # Describing by collecting would snapshot every breaker at registration; names are enough.
+        return iter(())
+
+
+class _LimitCollector(Collector):
+    """Reads the concurrency and rate limiters of every named policy at scrape time (each limiter once)."""
+
+    def __init__(self, namespace: str, named: Registry) -> None:
+        self.namespace = namespace
+        self.named = named
+
+    def collect(self) -> Iterator[Any]:
+        ns = self.namespace
+
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{ns}_{name}", doc, labels=["limiter"])
+
+        in_flight = gauge("limiter_in_flight_calls", "Calls holding a concurrency slot.")
+        waiting = gauge("limiter_waiting_calls", "Calls queued for a concurrency slot.")
+        size = gauge("limiter_max_in_flight", "The concurrency limit.")
+        tokens = gauge("rate_limit_tokens", "Tokens in the rate limiter's bucket (negative: reserved).")
+        rate = gauge("rate_limit_rate", "The rate limit, calls per second.")
+        seen: set[int] = set()
+        for _, policy in sorted(self.named.policies().items()):
+            limiter = getattr(policy, "limiter", None)
+            if limiter is not None and id(limiter) not in seen:
+                seen.add(id(limiter))
+                snap = limiter.snapshot()
+                in_flight.add_metric([limiter.name], float(snap["in_flight"]))
+                waiting.add_metric([limiter.name], float(snap["waiting"]))
+                size.add_metric([limiter.name], float(snap["max_in_flight"]))
+            bucket = getattr(policy, "rate_limit", None)
+            if bucket is not None and id(bucket) not in seen:
+                seen.add(id(bucket))
+                tokens.add_metric([bucket.name], bucket.available())
+                rate.add_metric([bucket.name], bucket.rate)
+        yield from (in_flight, waiting, size, tokens, rate)
+
+    def describe(self) -> Iterator[Any]:
         return iter(())
 
 

@@ -18,19 +18,28 @@ from bounceback.sim._models import Capacity, Contention, Model, Outage, Service
 from bounceback.sim._plot import plot
 from bounceback.sim._report import PolicyResult, SimReport
 from bounceback.sim._run import simulate
-from bounceback.sim._spec import BreakerSpec, BudgetSpec, PolicySpec, ThrottleSpec
+from bounceback.sim._spec import (
+    BreakerSpec,
+    BudgetSpec,
+    ConcurrencySpec,
+    PolicySpec,
+    RateLimitSpec,
+    ThrottleSpec,
+)
 
 __all__ = [
     "BreakerSpec",
     "BudgetSpec",
     "COMPARISONS",
     "Capacity",
+    "ConcurrencySpec",
     "Contention",
     "Model",
     "OLD_DEFAULTS",
     "Outage",
     "PolicyResult",
     "PolicySpec",
+    "RateLimitSpec",
     "Service",
     "SimReport",
     "ThrottleSpec",

@@ -18,8 +18,9 @@ from bounceback.core._breaker import CircuitBreaker
 from bounceback.core._budget import LocalLedger, RetryBudget
 from bounceback.core._classify import Classification, ErrorKind
 from bounceback.core._events import EventBus
+from bounceback.core._limiter import ConcurrencyLimiter
 from bounceback.core._throttle import AdaptiveThrottle
-from bounceback.errors import BulkheadFull, CircuitOpenError
+from bounceback.errors import BulkheadFull, CircuitOpenError, RateLimitExceeded
 from bounceback.sim._clock import VirtualClock
 from bounceback.sim._models import OK, Model
 from bounceback.sim._report import PolicyResult, percentile, recovery_seconds
@@ -36,7 +37,7 @@ _OPERATION = "simulated"
 
 
 class _Request:
-    __slots__ = ("attempt", "client", "permit", "previous", "started", "token")
+    __slots__ = ("attempt", "client", "paid", "permit", "previous", "slot", "started", "token")
 
     def __init__(self, client: int, started: float) -> None:
         self.client = client
@@ -45,6 +46,8 @@ class _Request:
         self.previous = 0.0
         self.token = 0
         self.permit: Any = None
+        self.paid = False  # this attempt has its rate-limit token (it waited for it)
+        self.slot = False  # this attempt holds a concurrency slot
 
 
 def _make_breakers(
@@ -107,6 +110,15 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
             for _ in range(n)
         ]
 
+    # Limits per client (as per process), on a private bus: a simulation must not reach the program's events.
+    quiet = EventBus()
+    limiters = None
+    if spec.concurrency is not None:
+        size = spec.concurrency.max_in_flight
+        limiters = [ConcurrencyLimiter(size, clock=clock, bus=quiet) for _ in range(n)]
+    buckets = [spec.rate_limit.build(clock, quiet) for _ in range(n)] if spec.rate_limit is not None else None
+    rate_wait = spec.rate_limit.max_wait if spec.rate_limit is not None else 0.0
+
     backoff_delay = spec.backoff.delay
     attempts = spec.attempts if spec.attempts is not None else math.inf
     deadline = spec.deadline
@@ -158,6 +170,12 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
         req.previous = delay
         return delay
 
+    def _free(req: _Request) -> None:
+        """Give back the attempt's concurrency slot, if it holds one."""
+        if req.slot and limiters is not None:
+            limiters[req.client].release()
+            req.slot = False
+
     def end(req: _Request, t: float, ok: bool) -> None:
         nonlocal succeeded, completion
         if ok:
@@ -204,9 +222,46 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
             kind = _ATTEMPT
         assert req is not None
         if kind == _ATTEMPT:
+            # The gates in a Policy's order: rate limit, concurrency limit, throttle, breaker.
+            if buckets is not None and not req.paid:
+                try:
+                    wait = buckets[req.client].reserve(rate_wait)
+                except RateLimitExceeded:
+                    wait = None
+                if wait is None:
+                    # Refused for want of a token: a Policy does not retry it; never sent.
+                    shed += 1
+                    if req.attempt == 1:
+                        bucket(first_ok_series, req.started)
+                    end(req, t, False)
+                    continue
+                if wait > 0:
+                    req.paid = True  # the token is reserved: come back when it is due
+                    push(heap, (t + wait, seq, _ATTEMPT, req))
+                    seq += 1
+                    continue
+            req.paid = False
+            if limiters is not None:
+                try:
+                    limiters[req.client].acquire()
+                except BulkheadFull:
+                    # Refused, never sent: retried after a backoff like any throttled error.
+                    rejected += 1
+                    delay = retry_delay(req, t, None)
+                    if req.attempt == 1:
+                        bucket(first_ok_series, req.started)
+                    if delay is None:
+                        end(req, t, False)
+                    else:
+                        req.attempt += 1
+                        push(heap, (t + delay, seq, _ATTEMPT, req))
+                        seq += 1
+                    continue
+                req.slot = True
             if throttles is not None and not throttles[req.client].admit():
                 # Shed here, never sent: the engine gives up at once (reason "throttled").
                 shed += 1
+                _free(req)
                 if req.attempt == 1:
                     bucket(first_ok_series, req.started)
                 end(req, t, False)
@@ -218,6 +273,7 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
                     req.permit = brk.acquire()
                 except (CircuitOpenError, BulkheadFull) as exc:
                     rejected += 1
+                    _free(req)
                     hint = exc.retry_after if isinstance(exc, CircuitOpenError) else None
                     first = req.attempt == 1
                     if isinstance(exc, CircuitOpenError) and hint is None:
@@ -244,6 +300,7 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
             seq += 1
             continue
         # _DONE
+        _free(req)
         outcome = finish(t, req.token)
         ok = outcome == OK
         if throttles is not None:

@@ -18,12 +18,22 @@ from typing import Any
 from bounceback.core._backoff import Backoff
 from bounceback.core._breaker_config import SETTINGS_KEYS
 from bounceback.core._budget import BudgetRule
+from bounceback.core._limiter import ConcurrencyLimiter
+from bounceback.core._rate import RateLimiter
 from bounceback.core._settings_layers import defaults
 from bounceback.core._throttle import AdaptiveThrottle
 from bounceback.core._time import to_seconds
 from bounceback.errors import ConfigError
 
-__all__ = ["BREAKER_KEYS", "BreakerSpec", "BudgetSpec", "PolicySpec", "ThrottleSpec"]
+__all__ = [
+    "BREAKER_KEYS",
+    "BreakerSpec",
+    "BudgetSpec",
+    "ConcurrencySpec",
+    "PolicySpec",
+    "RateLimitSpec",
+    "ThrottleSpec",
+]
 
 BREAKER_KEYS = tuple(sorted(SETTINGS_KEYS.values()))
 """The breaker options a simulation passes on: the ``breaker.*`` settings, by their keyword names."""
@@ -108,6 +118,54 @@ class ThrottleSpec:
 
 
 @dataclass(frozen=True)
+class ConcurrencySpec:
+    """A concurrency limit per client (see :class:`bounceback.ConcurrencyLimiter`): at most
+    ``max_in_flight`` attempts of one client at once; a refused attempt is retried like a throttled error.
+
+    Queued waits are not simulated: a client's calls beyond the limit are refused at once.
+
+    >>> ConcurrencySpec(4).describe()
+    'concurrency 4'
+    """
+
+    max_in_flight: int = 10
+
+    def __post_init__(self) -> None:
+        ConcurrencyLimiter(self.max_in_flight)  # validates
+
+    def describe(self) -> str:
+        """A short summary for tables."""
+        return f"concurrency {self.max_in_flight}"
+
+
+@dataclass(frozen=True)
+class RateLimitSpec:
+    """A token bucket per client (see :class:`bounceback.RateLimiter`): ``rate`` attempts per second,
+    ``burst`` at once (0: a second's worth), waiting up to ``max_wait`` for a token; a refused request ends
+    at once, as a Policy does not retry a rate-limit refusal.
+
+    >>> RateLimitSpec(5, max_wait=0.5).describe()
+    'rate 5/s wait<=0.5s'
+    """
+
+    rate: float = 10.0
+    burst: int = 0
+    max_wait: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.build()  # validates
+
+    def build(self, clock: Any = None, bus: Any = None) -> RateLimiter:
+        """A limiter with these values on ``clock``, emitting to ``bus``."""
+        return RateLimiter(self.rate, burst=self.burst or None, max_wait=self.max_wait, clock=clock, bus=bus)
+
+    def describe(self) -> str:
+        """A short summary for tables."""
+        wait = f" wait<={self.max_wait:g}s" if self.max_wait else ""
+        return f"rate {self.rate:g}/s{wait}"
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     """The policy every simulated client uses, and its label in the report.
 
@@ -128,6 +186,8 @@ class PolicySpec:
     breaker: BreakerSpec | None = None
     budget: BudgetSpec | None = None
     throttle: ThrottleSpec | None = None
+    concurrency: ConcurrencySpec | None = None
+    rate_limit: RateLimitSpec | None = None
 
     def __post_init__(self) -> None:
         a = self.attempts
@@ -159,8 +219,9 @@ class PolicySpec:
             parts.append(self.breaker.describe())
         if self.budget is not None:
             parts.append(self.budget.describe())
-        if self.throttle is not None:
-            parts.append(self.throttle.describe())
+        for extra in (self.throttle, self.concurrency, self.rate_limit):
+            if extra is not None:
+                parts.append(extra.describe())
         return ", ".join(parts)
 
     @classmethod
@@ -200,6 +261,14 @@ class PolicySpec:
         throttle = None
         if get("throttle.enabled", False):
             throttle = ThrottleSpec(get("throttle.k", 2.0), get("throttle.window", 30.0))
+        concurrency = None
+        if get("concurrency.max_in_flight", 0):
+            concurrency = ConcurrencySpec(get("concurrency.max_in_flight", 0))
+        rate_limit = None
+        if get("rate_limit.rate", 0.0):
+            rate_limit = RateLimitSpec(
+                get("rate_limit.rate", 0.0), get("rate_limit.burst", 0), get("rate_limit.max_wait", 0.0)
+            )
         deadline = values.get("retry.deadline")
         timeout = values.get("retry.attempt_timeout")
         return cls(
@@ -212,4 +281,6 @@ class PolicySpec:
             breaker=breaker,
             budget=budget,
             throttle=throttle,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
         )

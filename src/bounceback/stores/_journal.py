@@ -25,6 +25,7 @@ from bounceback.stores._journal_schema import (
     AttemptEntry,
     BreakerChange,
     CancelRequest,
+    LimitReading,
     OperationCounts,
     RunEntry,
 )
@@ -254,6 +255,16 @@ class Journal(HomeComponent):
         rows = self._query("read the breaker changes", sql + " ORDER BY at, id", params)
         return [BreakerChange(*row) for row in rows]
 
+    def limits(self, *, since: float | None = None) -> list[LimitReading]:
+        """The latest limiter readings taken at or after wall time ``since``, by name, kind and process."""
+        rows = self._query(
+            "read the limiters",
+            "SELECT name, kind, pid, host, at, used, waiting, capacity, rejected FROM journal_limits "
+            "WHERE at >= ? ORDER BY name, kind, host, pid",
+            [since if since is not None else -1e300],
+        )
+        return [LimitReading(*row) for row in rows]
+
     # -- cancel requests ------------------------------------------------------------------------------
 
     def request_cancel(
@@ -310,6 +321,8 @@ class Journal(HomeComponent):
 def prune(conn: sqlite3.Connection, path: str | Path, cutoff: float) -> int:
     """Delete journal rows older than wall time ``cutoff`` in one transaction; returns runs deleted."""
     with transaction(conn, path, "prune the journal"):
+        # Limiter readings of processes long gone (the dashboard shows only fresh ones).
+        conn.execute("DELETE FROM journal_limits WHERE at < ?", (cutoff,))
         # Attempts go first: deleting them explicitly is faster than a cascade row by row.
         conn.execute(
             "DELETE FROM journal_attempts WHERE run_id IN (SELECT run_id FROM journal_runs "

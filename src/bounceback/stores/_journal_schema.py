@@ -11,6 +11,9 @@ Four tables:
     One row per attempt of a run: the failed ones, and the one that succeeded.
 ``journal_breaker_changes`` / ``journal_rejections``
     Breaker state changes, and calls a breaker refused (counted per operation and minute, not one row each).
+``journal_limits``
+    The latest reading of each process's concurrency and rate limiters (one row per limiter and process,
+    replaced about once a second by its journal writer), for the dashboard's occupancy and rate.
 ``journal_cancel_requests``
     A person asked (from the CLI or the dashboard) that a run stop waiting; the process that owns the run
     picks the request up and cancels it.
@@ -26,6 +29,7 @@ __all__ = [
     "AttemptEntry",
     "BreakerChange",
     "CancelRequest",
+    "LimitReading",
     "OperationCounts",
     "RunEntry",
 ]
@@ -99,6 +103,20 @@ _MIGRATIONS = [
         handled_pid  INTEGER
     );
     CREATE INDEX journal_cancel_requests_open ON journal_cancel_requests (run_id) WHERE handled_at IS NULL;
+    """,
+    """
+    CREATE TABLE journal_limits (
+        name      TEXT    NOT NULL,
+        kind      TEXT    NOT NULL,          -- concurrency | rate
+        pid       INTEGER NOT NULL,
+        host      TEXT    NOT NULL,
+        at        REAL    NOT NULL,          -- wall time of the reading
+        used      REAL    NOT NULL,          -- concurrency: calls in flight; rate: tokens in the bucket
+        waiting   INTEGER NOT NULL,          -- concurrency: calls queued; rate: 0
+        capacity  REAL    NOT NULL,          -- concurrency: max_in_flight; rate: calls per second
+        rejected  INTEGER NOT NULL,          -- refusals since the limiter was made
+        PRIMARY KEY (name, kind, pid, host)
+    );
     """,
 ]
 
@@ -229,3 +247,26 @@ class CancelRequest:
     def handled(self) -> bool:
         """True once the owning process cancelled the run."""
         return self.handled_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitReading:
+    """One process's latest reading of one limiter (``kind`` ``concurrency`` or ``rate``).
+
+    For a concurrency limiter ``used`` is the calls in flight, ``waiting`` the calls queued and ``capacity``
+    its ``max_in_flight``; for a rate limiter ``used`` is the tokens in the bucket (negative while waiting
+    calls hold reservations) and ``capacity`` the calls per second. ``at`` is the wall time of the reading.
+
+    >>> LimitReading("search", "rate", 42, "box", 100.0, 3.5, 0, 10.0, 2).kind
+    'rate'
+    """
+
+    name: str
+    kind: str
+    pid: int
+    host: str
+    at: float
+    used: float
+    waiting: int
+    capacity: float
+    rejected: int

@@ -36,6 +36,7 @@ from bounceback.core._events import (
     EventBus,
     default_bus,
 )
+from bounceback.core._registry import Registry, registry
 from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.errors import StoreError
 from bounceback.stores._home import connect, database_path, migrate, transaction, translate_errors
@@ -80,6 +81,8 @@ class JournalWriter:
         settings: Any = None,
         flush_interval: float = 0.05,
         cancel_poll: float = 0.2,
+        limits_interval: float = 1.0,
+        named: Registry = registry,
         prune_interval: float = 600.0,
         timeout: float = 1.0,
         max_queue: int = 100_000,
@@ -88,6 +91,8 @@ class JournalWriter:
         self.path = Path(path) if path is not None else database_path(home)
         self.flush_interval = flush_interval
         self.cancel_poll = cancel_poll
+        self.limits_interval = limits_interval
+        self._named = named
         self.prune_interval = prune_interval
         self.timeout = timeout
         self._bus = bus or default_bus
@@ -198,9 +203,13 @@ class JournalWriter:
         clock = self._clock
         last_poll = last_prune = -float("inf")
         # Wait first: whatever the first tick would find is written one interval later anyway.
+        last_limits = -float("inf")
         while not self._stop.wait(self.flush_interval):
             try:
                 now = clock.monotonic()
+                if now - last_limits >= self.limits_interval:
+                    last_limits = now
+                    self.publish_limits()
                 if now - last_prune >= self.prune_interval:
                     last_prune = now
                     self.prune()
@@ -266,6 +275,65 @@ class JournalWriter:
             self._pending = []
             self.written += len(batch)
             return len(batch)
+
+    def publish_limits(self) -> int:
+        """Write the current reading of every limiter of this process's named policies (concurrency and
+        rate); returns how many. The dashboard shows them while they are fresh. Nothing is written, and
+        no connection opened, when no named policy has a limiter."""
+        readings: list[tuple[Any, ...]] = []
+        seen: set[int] = set()
+        wall = self._clock.wall()
+        pid = os.getpid()
+        for _, policy in sorted(self._named.policies().items()):
+            limiter = getattr(policy, "limiter", None)
+            if limiter is not None and id(limiter) not in seen:
+                seen.add(id(limiter))
+                snap = limiter.snapshot()
+                readings.append(
+                    (
+                        limiter.name,
+                        "concurrency",
+                        pid,
+                        HOST,
+                        wall,
+                        float(snap["in_flight"]),
+                        snap["waiting"],
+                        float(snap["max_in_flight"]),
+                        snap["rejected"],
+                    )
+                )
+            bucket = getattr(policy, "rate_limit", None)
+            if bucket is not None and id(bucket) not in seen:
+                seen.add(id(bucket))
+                readings.append(
+                    (
+                        bucket.name,
+                        "rate",
+                        pid,
+                        HOST,
+                        wall,
+                        bucket.available(),
+                        0,
+                        bucket.rate,
+                        bucket.rejected,
+                    )
+                )
+        if not readings:
+            return 0
+        with self._write_lock:
+            try:
+                conn = self._connection()
+                with transaction(conn, self.path, "write the limiter readings"):
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO journal_limits (name, kind, pid, host, at, used, waiting, "
+                        "capacity, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        readings,
+                    )
+            except (StoreError, sqlite3.Error) as exc:
+                # A reading is replaced a second later anyway: nothing to keep, nothing to retry.
+                _log.debug("cannot write the limiter readings to %s: %s", self.path, exc)
+                return 0
+        return len(readings)
 
     def prune(self) -> int:
         """Delete entries older than the retention now; returns the number of runs deleted."""

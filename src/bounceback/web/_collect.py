@@ -31,16 +31,19 @@ from bounceback.web._model import (
     AttemptView,
     BreakerView,
     ChoiceView,
+    LimitView,
     RunView,
     Snapshot,
     StepView,
     TicketView,
 )
 
-__all__ = ["Collector", "RECENT_SECONDS", "attempt_view", "run_view", "ticket_view"]
+__all__ = ["Collector", "LIMIT_FRESH_SECONDS", "RECENT_SECONDS", "attempt_view", "run_view", "ticket_view"]
 
 _log = logging.getLogger("bounceback.web")
 
+LIMIT_FRESH_SECONDS = 10.0
+"""A limiter reading older than this is from a process that stopped (they are written every second)."""
 RECENT_SECONDS = 3600.0
 """How far back the timeline, the rejection counts and the ended runs reach."""
 _MAX_RUNS = 300
@@ -174,6 +177,7 @@ class Collector:
                 ("breakers", self._breakers),
                 ("journal", self._journal),
                 ("tickets", self._tickets),
+                ("limiters", self._limits),
             ]
             for name, read in readers:
                 try:
@@ -197,6 +201,7 @@ class Collector:
                 runs=runs,
                 attempts=attempts,
                 tickets=parts.get("tickets", ()),
+                limits=parts.get("limiters", ()),
                 settings=settings,
                 history=history,
                 problems=tuple(problems),
@@ -282,6 +287,18 @@ class Collector:
                 )
             )
         return tuple(views)
+
+    def _limits(self, now: float) -> tuple[LimitView, ...]:
+        """Readings fresh within LIMIT_FRESH_SECONDS, summed per limiter over the processes reporting it."""
+        totals: dict[tuple[str, str], list[Any]] = {}
+        for r in self.journal.limits(since=now - LIMIT_FRESH_SECONDS):
+            t = totals.setdefault((r.name, r.kind), [0.0, 0, 0.0, 0, 0])
+            t[0] += r.used
+            t[1] += r.waiting
+            t[2] += r.capacity
+            t[3] += r.rejected
+            t[4] += 1
+        return tuple(LimitView(name, kind, *t) for (name, kind), t in sorted(totals.items()))
 
     def _journal(self, now: float) -> tuple[tuple[RunView, ...], dict[str, tuple[AttemptView, ...]]]:
         entries = {e.run_id: e for e in self.journal.runs(since=now - RECENT_SECONDS, limit=_MAX_RUNS)}

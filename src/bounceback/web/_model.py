@@ -15,12 +15,38 @@ __all__ = [
     "AttemptView",
     "BreakerView",
     "ChoiceView",
+    "LimitView",
     "Notice",
     "RunView",
     "Snapshot",
     "StepView",
     "TicketView",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitView:
+    """One limiter summed over the processes that reported it lately (``kind`` concurrency or rate).
+
+    Concurrency: ``used`` calls in flight of ``capacity`` (per process, so summed: the fleet's total
+    room), ``waiting`` queued. Rate: ``used`` tokens left, ``capacity`` calls per second (summed too).
+
+    >>> LimitView("search", "concurrency", 3.0, 1, 8.0, 0, 2).occupancy
+    0.375
+    """
+
+    name: str
+    kind: str
+    used: float
+    waiting: int
+    capacity: float
+    rejected: int
+    processes: int
+
+    @property
+    def occupancy(self) -> float:
+        """Calls in flight as a fraction of the room (concurrency); 0 for a rate limiter."""
+        return self.used / self.capacity if self.kind == "concurrency" and self.capacity else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +264,8 @@ class Snapshot:
     tickets: tuple[TicketView, ...] = ()
     settings: Mapping[str | None, Mapping[str, Any]] = field(default_factory=dict)
     history: tuple[Mapping[str, Any], ...] = ()
+    limits: tuple[LimitView, ...] = ()
+    """Concurrency and rate limiters with fresh readings from running programs."""
     problems: tuple[str, ...] = ()
     """What could not be read (a store that failed), shown as a warning on every page."""
 

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from bounceback.web._html import attr, post_button, table
-from bounceback.web._model import BreakerView, Snapshot
+from bounceback.web._model import BreakerView, LimitView, Snapshot
 from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural, singular_one
 
-__all__ = ["ATTENTION", "breaker_status", "overview_body", "render_overview", "why_closed"]
+__all__ = [
+    "ATTENTION",
+    "breaker_status",
+    "chaos_operations",
+    "overview_body",
+    "render_overview",
+    "why_closed",
+]
 
 ATTENTION = ("forced_open", "open", "half_open")
 """The states a person must see first, in this order (they refuse or probe calls)."""
@@ -146,6 +153,22 @@ def _operation_rows(snapshot: Snapshot) -> list[str]:
     return rows
 
 
+def chaos_operations(snapshot: Snapshot) -> list[str | None]:
+    """Where the stored settings switch fault injection on: ``None`` for every operation, then names.
+
+    >>> chaos_operations(Snapshot(now=0.0, settings={"pricing": {"chaos.enabled": True}}))
+    ['pricing']
+    """
+    everywhere = bool(snapshot.settings.get(None, {}).get("chaos.enabled", False))
+    found: list[str | None] = [None] if everywhere else []
+    if everywhere:
+        return found  # an operation that switches it off again still reads as "every operation": be loud
+    for op, values in sorted((k, v) for k, v in snapshot.settings.items() if k is not None):
+        if bool(values.get("chaos.enabled", False)):
+            found.append(op)
+    return found
+
+
 def render_overview(snapshot: Snapshot, csrf: str) -> dict[str, str]:
     """The regions of the overview page.
 
@@ -168,7 +191,16 @@ def render_overview(snapshot: Snapshot, csrf: str) -> dict[str, str]:
     else:
         headline = f"breakers not closed of {len(snapshot.breakers)}"
     active, waiting = len(snapshot.active), len(snapshot.waiting_tickets)
-    cards = (
+    chaos = chaos_operations(snapshot)
+    banner = ""
+    if chaos:
+        # Fault injection must never run unnoticed: the first card, in the alert style, on every refresh.
+        where = ", ".join("every operation" if op is None else op for op in chaos)
+        banner = (
+            f'<div class="card alert" id="card-chaos"><span class="big">CHAOS</span> fault injection is ON '
+            f'for {esc(where)} <span class="sub">(chaos.enabled; <a href="/settings">settings</a>)</span></div>'
+        )
+    cards = banner + (
         f'<div class="card{" alert" if count else ""}" id="card-breakers"><span class="big">{count}</span> '
         f"{headline}</div>"
         f'<div class="card"><span class="big">{active}</span> '
@@ -201,7 +233,34 @@ def render_overview(snapshot: Snapshot, csrf: str) -> dict[str, str]:
         empty="No operation has been seen yet.",
         css="operations",
     )
+    if snapshot.limits:
+        operations += '<h2 id="limits">Limits</h2>' + table(
+            ["limiter", "kind", "in use#", "of#", "waiting#", "refused#", "processes#"],
+            (_limit_row(lim) for lim in snapshot.limits),
+            empty="",
+            css="limits",
+        )
     return {"overview-cards": cards, "overview-breakers": breakers, "overview-operations": operations}
+
+
+def _limit_row(lim: LimitView) -> str:
+    """One limiter: calls in flight of the room (concurrency), or tokens left at a rate (rate limit).
+
+    >>> ">3 (38%)<" in _limit_row(LimitView("search", "concurrency", 3.0, 1, 8.0, 0, 2))
+    True
+    >>> ">2.5<" in _limit_row(LimitView("quotes", "rate", 2.5, 0, 10.0, 4, 1))
+    True
+    """
+    if lim.kind == "concurrency":
+        used, room = f"{lim.used:g} ({lim.occupancy:.0%})", f"{lim.capacity:g} calls"
+    else:
+        used, room = f"{lim.used:.3g}", f"{lim.capacity:g}/s"
+    alert = ' class="state-open"' if lim.kind == "concurrency" and lim.occupancy >= 1 else ""
+    return (
+        f'<tr data-limit="{attr(lim.name)}"{alert}><td>{esc(lim.name)}</td><td>{esc(lim.kind)}</td>'
+        f"<td class=num>{esc(used)}</td><td class=num>{esc(room)}</td><td class=num>{lim.waiting}</td>"
+        f"<td class=num>{lim.rejected}</td><td class=num>{lim.processes}</td></tr>"
+    )
 
 
 def overview_body(regions: dict[str, str]) -> str:
