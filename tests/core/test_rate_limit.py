@@ -249,3 +249,20 @@ class RateMachine(RuleBasedStateMachine):
 
 TestRateMachine = RateMachine.TestCase
 TestRateMachine.settings = hsettings(max_examples=80, stateful_step_count=30, deadline=None)
+
+
+def test_an_async_policy_in_waiting_mode_awaits_its_token_on_the_clock() -> None:
+    import asyncio
+
+    clock = FakeClock()
+    bucket = RateLimiter(2, burst=1, max_wait=5, name="async-wait", clock=clock)
+    policy = Policy("async-wait", rate_limit=bucket, attempts=1, clock=clock, bus=EventBus())
+
+    async def fetch() -> str:
+        return "ok"
+
+    async def main() -> list[str]:
+        return [await policy.acall(fetch) for _ in range(3)]
+
+    assert asyncio.run(main()) == ["ok", "ok", "ok"]  # waited for tokens rather than being refused
+    assert clock.sleeps == [0.5, 0.5]

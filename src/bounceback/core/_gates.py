@@ -77,6 +77,23 @@ class Gates:
                 limiter.release()
             raise
 
+    async def acquire_async(self) -> Any:
+        """:meth:`acquire` for async callers: waits for a token and queues for a slot on the event loop
+        (a sync ``acquire`` there could only refuse, since blocking would stop the tasks that free slots)."""
+        if self.rate_limit is not None:
+            await self.rate_limit.acquire_async()
+        limiter = self.limiter
+        if limiter is not None:
+            await limiter.acquire_async()
+        try:
+            if self.throttle is not None:
+                self.throttle.check()
+            return self.breaker.acquire() if self.breaker is not None else None
+        except BaseException:
+            if limiter is not None:
+                limiter.release()
+            raise
+
     def release(self, permit: Any, failure: Classification | None) -> None:
         """Count the outcome in the breaker and the throttle, then free the concurrency slot."""
         try:

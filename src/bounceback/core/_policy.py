@@ -591,10 +591,21 @@ class Policy:
             return await self._recover_async(fn, args, kwargs, started, value, verdict, None)
         return await self._recover_async(fn, args, kwargs, started, None, verdict, value)
 
+    async def _admit_async(self) -> tuple[Any, tuple[bool, Any, Any] | None]:
+        """:meth:`_admit` for async calls: gates that queue or wait (a concurrency limit, a rate limit) await
+        their turn on the event loop instead of refusing at once."""
+        gates = self._breaker
+        if not isinstance(gates, Gates):
+            return self._admit()
+        try:
+            return await gates.acquire_async(), None
+        except REFUSALS as exc:
+            return None, (False, exc, self._engine.classify(exc))
+
     async def _attempt_async(
         self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any, timeout: float
     ) -> tuple[bool, Any, Any]:
-        permit, refused = self._admit()
+        permit, refused = await self._admit_async()
         if refused is not None:
             return refused
         try:
