@@ -17,6 +17,7 @@ their clocks in sync (NTP); a skew of ``d`` seconds shifts leases and time-windo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bounceback.core._breaker_store import SharedState, WindowSpec
@@ -175,7 +176,7 @@ class RedisBreakerStore:
         self._link = RedisLink(url, client=client, timeout=timeout)
         self.prefix = prefix
         self._script = LuaScript(BREAKER_LUA)
-        self._keys: dict[str, tuple[str, str, str, str]] = {}
+        self._keys: dict[str, tuple[str, str, str, str, str]] = {}
         self.name = self._link.name
         """``redis://host:port/db`` (without the password), for events and errors."""
         self.shared = True
@@ -186,13 +187,15 @@ class RedisBreakerStore:
         """The redis-py client."""
         return self._link.client
 
-    def _k(self, key: str) -> tuple[str, str, str, str]:
+    def _k(self, key: str) -> tuple[str, str, str, str, str]:
         keys = self._keys.get(key)
         if keys is None:
             if len(self._keys) > 10_000:
                 self._keys.clear()  # names are few; this only bounds a pathological caller
             base = f"{self.prefix}{{{key}}}"
-            keys = self._keys[key] = (base, base + ":ring", base + ":buckets", base + ":leases")
+            keys = self._keys[key] = (
+                base, base + ":ring", base + ":buckets", base + ":leases", base + ":batches"
+            )  # fmt: skip
         return keys
 
     def _run(self, key: str, args: tuple[Any, ...], action: str) -> Any:
@@ -212,6 +215,29 @@ class RedisBreakerStore:
             ("record", spec.kind, size, successes, outcome, repr(now), buckets, width),
             "record an outcome",
         )
+        counts = WindowCounts(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
+        return counts, _state(reply, 4)
+
+    def record_many(
+        self,
+        key: str,
+        spec: WindowSpec,
+        runs: Sequence[tuple[int, int, float]],
+        now: float,
+        batch: tuple[str, int] | None = None,
+    ) -> tuple[WindowCounts, SharedState | None]:
+        """Add ``runs`` (``(successes, outcome, at)`` each, in order) in one script call; return counts and state.
+
+        ``batch`` is ``(producer, seq)``: a batch whose ``seq`` the store has already seen from
+        ``producer`` is not added again, so resending one after a timeout cannot count it twice. With no
+        runs it only reads (and ages a time window to ``now``): how a batching process refreshes its cache.
+        """
+        size, buckets, width = _shape(spec)
+        producer, seq = batch if batch is not None else ("", 0)
+        args: list[Any] = ["batch", spec.kind, size, "-", "-", repr(now), buckets, width, producer, seq]
+        for successes, outcome, at in runs:
+            args += (successes, outcome, repr(at))
+        reply = self._run(key, tuple(args), f"record {len(runs)} batched outcomes")
         counts = WindowCounts(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
         return counts, _state(reply, 4)
 
