@@ -58,6 +58,8 @@ Run = tuple[int, int, float]
 DEFAULT_FLUSH_SECONDS = 0.05
 DEFAULT_FLUSH_COUNT = 1000
 DEFAULT_STALENESS = 1.0
+MAX_RUNS = 2000
+"""The most runs one store call carries (one run per failed or slow outcome; successes are a count)."""
 
 
 class BatchingStore(Protocol):
@@ -126,6 +128,10 @@ class _Key:
         return len(self.runs) + (1 if self.ok else 0)
 
     def take(self) -> list[Run]:
+        if len(self.runs) > MAX_RUNS:
+            # A flood of failures: send it in slices, so no single store call runs long.
+            runs, self.runs = self.runs[:MAX_RUNS], self.runs[MAX_RUNS:]
+            return runs
         runs = self.runs
         if self.ok:
             runs.append((self.ok, NO_OUTCOME, self.ok_now))
@@ -469,6 +475,11 @@ class BatchedBreakerStore:
             due = now - entry.fresh_at >= self.staleness / 2
             try:
                 self._flush_key(key, refresh=due)
+                # A flood of failures is sent in slices of MAX_RUNS; a round sends a bounded number of them.
+                for _ in range(16):
+                    if not entry.pending():
+                        break
+                    self._flush_key(key, refresh=False)
             except StoreError:
                 pass  # kept for the next round; callers see the staleness once it exceeds the bound
             except Exception:  # a bug in a store must not kill the flusher for good
