@@ -8,7 +8,8 @@
   No I/O happens on the caller's thread.
 * A background thread (one per store, shared by its keys and by asyncio users alike) flushes each key's
   runs in **one** store call (``record_many``: one SQLite transaction, one Redis script) every
-  ``flush_seconds``, or sooner once ``flush_count`` outcomes wait. The reply carries the fleet's window
+  ``flush_seconds``, or sooner once ``flush_count`` failed or slow outcomes wait (successes travel as one
+  number, so a healthy process makes one store call per interval whatever its call rate). The reply carries the fleet's window
   counts and state, which refresh the cache. A key with nothing to flush is refreshed every
   ``staleness / 2`` seconds, so an idle process also learns what the fleet decided.
 * ``load`` answers from the cache; only a key never seen reads the store (once, at breaker start-up).
@@ -47,7 +48,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from bounceback.core._breaker_store import NO_OUTCOME, BreakerStore, SharedState, WindowSpec
-from bounceback.core._window import FAILED, SLOW, WindowCounts
+from bounceback.core._window import FAILED, OK, SLOW, WindowCounts
 from bounceback.errors import ConfigError, StoreError
 
 __all__ = ["BatchedBreakerStore", "BatchingStore", "Run", "record_runs"]
@@ -55,6 +56,7 @@ __all__ = ["BatchedBreakerStore", "BatchingStore", "Run", "record_runs"]
 Run = tuple[int, int, float]
 """``(successes, outcome, now)``: ``successes`` plain successes, then one ``outcome`` (or ``NO_OUTCOME``)."""
 
+_NEVER = -float("inf")
 DEFAULT_FLUSH_SECONDS = 0.05
 DEFAULT_FLUSH_COUNT = 1000
 DEFAULT_STALENESS = 1.0
@@ -110,7 +112,7 @@ class _Key:
         self.spec = spec
         self.counts = WindowCounts()
         self.state: SharedState | None = None
-        self.fresh_at = -float("inf")
+        self.fresh_at = _NEVER
         self.runs: list[Run] = []
         self.ok = 0  # successes after the last run
         self.ok_now = 0.0
@@ -166,7 +168,7 @@ class BatchedBreakerStore:
     """A :class:`~bounceback.core._breaker_store.BreakerStore` that batches ``inner``'s writes off the call path.
 
     ``flush_seconds`` (0.05): the longest an outcome waits before it is sent; ``flush_count`` (1000): send
-    sooner once this many outcomes of one key wait; ``staleness`` (1.0 s): the oldest cached state a
+    sooner once this many failed or slow outcomes of one key wait; ``staleness`` (1.0 s): the oldest cached state a
     breaker may act on before the store counts as unavailable. ``monotonic`` measures staleness (tests
     inject a virtual clock); ``wait(seconds)`` is how the flusher waits between rounds (tests drive rounds
     themselves); ``background=False`` starts no thread (the owner calls :meth:`flush`). ``on_flush(key,
@@ -274,7 +276,7 @@ class BatchedBreakerStore:
         except StoreError:
             return
         with self._lock:
-            if entry.fresh_at == -float("inf"):
+            if entry.fresh_at == _NEVER:
                 entry.state = stored
                 entry.fresh_at = self._monotonic()
 
@@ -283,7 +285,7 @@ class BatchedBreakerStore:
         self._ensure_thread()
         with self._lock:
             entry = self._entry(key, None)
-            new = entry.fresh_at == -float("inf")
+            new = entry.fresh_at == _NEVER
         if new:
             self._fill(key, entry)
         with self._lock:
@@ -296,25 +298,25 @@ class BatchedBreakerStore:
         self, key: str, spec: WindowSpec, successes: int, outcome: int, now: float
     ) -> tuple[WindowCounts, SharedState | None]:
         """Count locally; answer from the last flushed window plus the outcomes not yet flushed."""
-        with self._lock:
-            entry = self._keys.get(key)
-            if entry is None or entry.fresh_at == -float("inf"):
-                new = True
-            else:
-                new = False
-                if entry.spec != spec:
-                    entry.spec = spec
-        if new:
+        entry = self._keys.get(key)
+        if entry is None or entry.fresh_at == _NEVER:
             self.load(key)  # raises when the store cannot be reached: the breaker falls back to local
+            entry = self._keys[key]
+        mono = self._monotonic()
         with self._lock:
-            entry = self._entry(key, spec)
-            error = self._stale(entry)
-            if error is not None:
-                self._wake.set()
-                raise error
+            if mono - entry.fresh_at > self.staleness:
+                error = self._stale(entry)
+                if error is not None:
+                    self._wake.set()
+                    raise error
+            if entry.spec is not spec and entry.spec != spec:
+                entry.spec = spec  # the store restarts a reshaped window at the next flush
             entry.last_now = now
-            entry.last_mono = self._monotonic()
+            entry.last_mono = mono
             entry.recorded = True
+            if outcome == OK:
+                successes += 1  # a plain success is the same as one more in the batch, and costs no run
+                outcome = NO_OUTCOME
             if successes > 0:
                 entry.ok += successes
                 entry.ok_now = now
@@ -335,29 +337,31 @@ class BatchedBreakerStore:
                     entry.p_broken = True
             counts = self._estimate(entry, spec)
             state = entry.state
-            due = entry.p_calls >= self.flush_count
-        if self._thread is None:
-            self._ensure_thread()
+            # Only failed and slow outcomes hurry a flush: successes travel as one count, whatever their number,
+            # so a busy healthy process sends one call per interval however fast it calls.
+            due = len(entry.runs) >= self.flush_count
         if due:
             self._wake.set()
+        if self._thread is None:
+            self._ensure_thread()
         return counts, state
 
     @staticmethod
     def _estimate(entry: _Key, spec: WindowSpec) -> WindowCounts:
         c = entry.counts
+        p_calls = entry.p_calls
         consec = entry.p_consec if entry.p_broken else c.consecutive_failures + entry.p_consec
-        calls = c.calls + entry.p_calls
-        failures = c.failures + entry.p_failures
-        slow = c.slow + entry.p_slow
-        if spec.kind == "count" and calls > spec.size:
-            # The pending outcomes push the oldest out: assume those failed at the window's own rate.
-            size = int(spec.size)
-            keep = max(size - entry.p_calls, 0)
-            share = keep / c.calls if c.calls else 0.0
-            calls = size
-            failures = min(size, round(c.failures * share) + min(entry.p_failures, size))
-            slow = min(size, round(c.slow * share) + min(entry.p_slow, size))
-        return WindowCounts(calls, failures, slow, consec)
+        calls = c.calls + p_calls
+        if spec.kind != "count" or calls <= spec.size:
+            return WindowCounts(calls, c.failures + entry.p_failures, c.slow + entry.p_slow, consec)
+        # The pending outcomes push the oldest out: assume those failed at the window's own rate.
+        size = int(spec.size)
+        if p_calls >= size:
+            return WindowCounts(size, min(entry.p_failures, size), min(entry.p_slow, size), consec)
+        keep = size - p_calls
+        failures = c.failures * keep // c.calls + entry.p_failures
+        slow = c.slow * keep // c.calls + entry.p_slow
+        return WindowCounts(size, failures, slow, consec)
 
     def counts(self, key: str, spec: WindowSpec, now: float) -> WindowCounts:
         """The store's window counts after this process's pending outcomes are flushed (a read, not a hot path)."""

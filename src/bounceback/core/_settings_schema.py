@@ -197,7 +197,7 @@ _SETTINGS = (
         "store.flush_count",
         "int",
         1000,
-        "Outcomes of one breaker that make a process send them before the flush interval ends.",
+        "Failed or slow outcomes of one breaker that make a process send them before the flush interval ends.",
         "outcomes",
         1,
         1_000_000,
