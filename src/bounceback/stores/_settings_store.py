@@ -63,7 +63,6 @@ def new_commands(stored: SettingsLayers, incoming: SettingsLayers) -> list[tuple
                 found.append((field_name(key, op), str(command)))
     return found
 
-
 _log = logging.getLogger("bounceback.settings")
 
 
