@@ -105,7 +105,7 @@ flush_seconds=0.05, flush_count=1000, staleness=1)
 def _batched(store: BreakerStore, values: Mapping[str, Any]) -> BreakerStore:
     """Wrap a shared store so that calls stay local (``store.flush_seconds`` 0: one store call per outcome)."""
     flush = values.get("store.flush_seconds", DEFAULT_FLUSH_SECONDS)
-    if flush == 0:
+    if not flush:  # 0 (or off): one store call per recorded outcome, as before batching
         return store
     return BatchedBreakerStore(
         store,
