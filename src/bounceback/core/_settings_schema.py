@@ -174,7 +174,7 @@ _SETTINGS = (
         "text",
         "",
         "Redis server for the redis backend.",
-        schemes=("redis://", "rediss://", "unix://"),
+        schemes=("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://"),
         per_operation=False,
     ),
     Setting(

@@ -30,11 +30,33 @@ __all__ = ["DEFAULT_REDIS_TIMEOUT", "RedisBreakerStore", "RedisLink", "redis_cli
 DEFAULT_REDIS_TIMEOUT = 0.5
 """Seconds to connect to, or wait for an answer from, Redis before the store reports it unavailable."""
 
-_SCHEMES = ("redis://", "rediss://", "unix://")
+_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://")
+_CLUSTER = "redis+cluster://"
+_SENTINEL = "redis+sentinel://"
+
+
+def _nodes(url: str, scheme: str) -> tuple[list[tuple[str, int]], str]:
+    """``scheme host:port,host:port/rest`` -> ([(host, port), ...], rest); a ConfigError names the field."""
+    body = url[len(scheme) :]
+    hosts, _, rest = body.partition("/")
+    nodes: list[tuple[str, int]] = []
+    for part in hosts.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                "store.redis_url", url, f"{scheme}host:port,host:port,... (a port after each host)"
+            )
+        nodes.append((host, int(port)))
+    return nodes, rest
 
 
 def redis_client(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT) -> Any:
     """A redis-py client for ``url`` with short timeouts and no retries of its own.
+
+    ``redis://``, ``rediss://`` (TLS) and ``unix://`` reach one server;
+    ``redis+cluster://host:port,host:port`` a Redis Cluster (any reachable nodes: the client finds the
+    others and follows the slots as they move); ``redis+sentinel://host:port,host:port/service`` the
+    primary that the Sentinels name for ``service`` (asked again after a failover).
 
     >>> client = redis_client("redis://127.0.0.1:6379/0", timeout=0.2)   # connects on first use
     >>> client.connection_pool.connection_kwargs["socket_timeout"]
@@ -44,7 +66,8 @@ def redis_client(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT) -> Any:
         raise ConfigError(
             "store.redis_url",
             url,
-            "a URL such as 'redis://127.0.0.1:6379/0' (redis://, rediss:// or unix://)",
+            "a URL such as 'redis://127.0.0.1:6379/0' (redis://, rediss://, unix://, redis+cluster://host:port,..."
+            " or redis+sentinel://host:port,.../service)",
         )
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
         raise ConfigError("timeout", timeout, "seconds from 0 (excluded) to 60, such as 0.5")
@@ -57,18 +80,54 @@ def redis_client(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT) -> Any:
             "store.backend", "redis", "'memory' or 'sqlite' unless redis-py is installed",
             hint="pip install 'bounceback[redis]'",
         ) from exc  # fmt: skip
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
         # Zero retries: one attempt, then the breaker decides (see the module docstring).
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if url.startswith(_CLUSTER):
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes, _ = _nodes(url, _CLUSTER)
+        # One attempt per call as well; a failed call makes the client re-read the slot map, so the next
+        # attempt (the flusher's next round) goes to the promoted replica.
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes], cluster_error_retry_attempts=1, **common
+        )
+    if url.startswith(_SENTINEL):
+        from redis.sentinel import Sentinel
+
+        nodes, service = _nodes(url, _SENTINEL)
+        if not service:
+            raise ConfigError("store.redis_url", url, "redis+sentinel://host:port,.../service_name")
+        sentinel = Sentinel(nodes, sentinel_kwargs={"socket_timeout": timeout}, **common)
+        return sentinel.master_for(service, **common)
+    return redis.Redis.from_url(url, health_check_interval=0, **common)
+
+
+def _kwargs(client: Any) -> dict[str, Any]:
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        kwargs: dict[str, Any] = pool.connection_kwargs
+        return kwargs
+    # A RedisCluster: the connection settings of its nodes.
+    node = client.get_default_node() if hasattr(client, "get_default_node") else None
+    if node is not None and node.redis_connection is not None:
+        found: dict[str, Any] = node.redis_connection.connection_pool.connection_kwargs
+        return found
+    return {}
 
 
 def _display_name(client: Any) -> str:
-    kwargs = client.connection_pool.connection_kwargs
+    if hasattr(client, "get_nodes"):
+        nodes = ",".join(f"{n.host}:{n.port}" for n in client.get_nodes() if n.server_type == "primary")
+        return f"redis+cluster://{nodes}"
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service:
+        return f"redis+sentinel://{service}"
+    kwargs = _kwargs(client)
     if kwargs.get("path"):
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
     scheme = "rediss" if kwargs.get("ssl") or "ssl_cert_reqs" in kwargs else "redis"
@@ -104,7 +163,7 @@ class RedisLink:
 
         self.client = client
         self.name = _display_name(client)
-        self.timeout = client.connection_pool.connection_kwargs.get("socket_timeout", timeout)
+        self.timeout = _kwargs(client).get("socket_timeout", timeout)
         self._errors = (redis.RedisError, OSError)
         self._reconnect_errors = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -113,9 +172,10 @@ class RedisLink:
         try:
             return script(self.client, keys, args)
         except self._errors as exc:
-            if isinstance(exc, self._reconnect_errors):
+            pool = getattr(self.client, "connection_pool", None)
+            if pool is not None and isinstance(exc, self._reconnect_errors):
                 # Idle pooled sockets to a dead server are dead too: let the next call dial afresh.
-                self.client.connection_pool.disconnect(inuse_connections=False)
+                pool.disconnect(inuse_connections=False)
             raise StoreError(self.name, action, _explain(exc, self.timeout)) from exc
 
     def close(self) -> None:
