@@ -93,7 +93,9 @@ def redis_client(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT) -> Any:
         # One attempt per call as well; a failed call makes the client re-read the slot map, so the next
         # attempt (the flusher's next round) goes to the promoted replica.
         return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in nodes], cluster_error_retry_attempts=1, **common
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
+            cluster_error_retry_attempts=1,
+            **common,
         )
     if url.startswith(_SENTINEL):
         from redis.sentinel import Sentinel
@@ -101,8 +103,8 @@ def redis_client(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT) -> Any:
         nodes, service = _nodes(url, _SENTINEL)
         if not service:
             raise ConfigError("store.redis_url", url, "redis+sentinel://host:port,.../service_name")
-        sentinel = Sentinel(nodes, sentinel_kwargs={"socket_timeout": timeout}, **common)
-        return sentinel.master_for(service, **common)
+        sentinel = Sentinel(nodes, sentinel_kwargs={"socket_timeout": timeout}, **common)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(service, **common)  # type: ignore[no-untyped-call]
     return redis.Redis.from_url(url, health_check_interval=0, **common)
 
 
