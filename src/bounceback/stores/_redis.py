@@ -94,7 +94,6 @@ def redis_client(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT) -> Any:
         # attempt (the flusher's next round) goes to the promoted replica.
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
-            cluster_error_retry_attempts=1,
             **common,
         )
     if url.startswith(_SENTINEL):
