@@ -74,11 +74,13 @@ def breaker_store_from_settings(
     *,
     path: str | Path | None = None,
     timeout: float | None = None,
+    batched: bool = True,
 ) -> BreakerStore:
     """The breaker store the settings ask for (default: the home database).
 
     ``settings`` is a mapping of keys or a settings source (``SqliteSettings``); ``path`` overrides the
-    database file and ``timeout`` the busy timeout (SQLite) or socket timeout (Redis).
+    database file and ``timeout`` the busy timeout (SQLite) or socket timeout (Redis). ``batched=False``
+    gives the store itself, for programs that only read it (status, dashboard): batching is for callers.
 
     >>> breaker_store_from_settings({"store.backend": "memory"})
     MemoryBreakerStore(shared=False, keys=0)
@@ -99,7 +101,7 @@ flush_seconds=0.05, flush_count=1000, staleness=1)
         store = SqliteBreakerStore(path) if timeout is None else SqliteBreakerStore(path, timeout=timeout)
     else:
         store = RedisBreakerStore(client=_client(url, timeout or DEFAULT_REDIS_TIMEOUT))
-    return _batched(store, values)
+    return _batched(store, values) if batched else store
 
 
 def _batched(store: BreakerStore, values: Mapping[str, Any]) -> BreakerStore:
