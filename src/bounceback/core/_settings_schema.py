@@ -188,7 +188,7 @@ _SETTINGS = (
     _d(
         "store.flush_seconds",
         0.05,
-        "Longest wait before outcomes counted in a process are sent to a shared store (0 = every call).",
+        "Longest wait before a process sends its counted outcomes (0: every call).",
         maximum=60.0,
         zero_is_off=True,
         per_operation=False,
@@ -197,7 +197,7 @@ _SETTINGS = (
         "store.flush_count",
         "int",
         1000,
-        "Failed or slow outcomes of one breaker that make a process send them before the flush interval ends.",
+        "Failed or slow outcomes that make a process send them at once.",
         "outcomes",
         1,
         1_000_000,
@@ -206,7 +206,7 @@ _SETTINGS = (
     _d(
         "store.staleness",
         1.0,
-        "Oldest shared state a process acts on before it treats the store as unavailable.",
+        "Oldest shared state a process acts on before the store counts as away.",
         min_exclusive=True,
         maximum=3600.0,
         per_operation=False,
