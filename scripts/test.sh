@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System parts: a real Redis server, Debian's Chromium (never a downloaded browser), and PostgreSQL's server
+# System parts: a real Redis server and Redis Sentinel, Debian's Chromium (never a downloaded browser), and PostgreSQL's server
 # binaries (the error-pack tests start a throwaway cluster of their own; the package's default cluster is
 # not used).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Sentinel is a package of its own on Debian (the failover tests start three of them).
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then

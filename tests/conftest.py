@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_cluster import redis_cluster  # noqa: F401  (fixture)
+from tests.redis_sentinel import redis_sentinel  # noqa: F401  (fixture)
 from tests.redis_server import _session_redis, own_redis_server, redis_server  # noqa: F401  (fixtures)
 
 

@@ -209,6 +209,7 @@ def test_fail_closed_from_settings_refuses_calls_while_redis_is_down(own_redis_s
         "store.backend": "redis",
         "store.redis_url": own_redis_server.url,
         "store.on_unavailable": "fail-closed",
+        "store.flush_seconds": 0,  # one script per call (the batched store has its own outage test)
     }
     clock = FakeClock()
     store = breaker_store_from_settings(values)

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, CircuitOpenError, EventBus, StoreError
+from bounceback.core._batched_store import BatchedBreakerStore
 from bounceback.core._breaker_store import SharedState, WindowSpec
 from bounceback.core._budget import RetryBudget
 from bounceback.core._events import StoreRecovered, StoreUnavailable
@@ -196,15 +197,17 @@ def test_fail_closed_refuses_calls_while_the_database_is_unusable(db: Path) -> N
 
 
 def test_stores_from_settings(db: Path) -> None:
-    store = breaker_store_from_settings({"store.backend": "sqlite"}, path=db)
+    store = breaker_store_from_settings({"store.backend": "sqlite", "store.flush_seconds": 0}, path=db)
     assert isinstance(store, SqliteBreakerStore)
     assert store.name == f"sqlite:{db}"
     ledger = budget_ledger_from_settings({"store.backend": "sqlite"}, path=db)
     assert isinstance(ledger, SqliteBudgetLedger)
     assert breaker_store_from_settings({"store.backend": "memory"}).shared is False
     default = breaker_store_from_settings()  # store.backend defaults to sqlite, in the home database
-    assert isinstance(default, SqliteBreakerStore)
+    assert isinstance(default, BatchedBreakerStore)  # calls stay local; outcomes are sent in batches
+    assert isinstance(default.inner, SqliteBreakerStore)
     assert default.path.name == "bounceback.db"
+    default.close()
 
 
 def test_budget_is_shared_by_two_ledgers_on_one_file(db: Path) -> None:

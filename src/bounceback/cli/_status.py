@@ -47,7 +47,9 @@ def _since(text: str) -> float:
 
 
 def _store(app: AppContext) -> BreakerStore | None:
-    store = breaker_store_from_settings(app.settings(), path=app.database, timeout=app.timeout)
+    store = breaker_store_from_settings(
+        app.settings(), path=app.database, timeout=app.timeout, batched=False
+    )  # a reader
     # Memory state lives inside each program: nothing shared to show or change from here.
     return None if isinstance(store, MemoryBreakerStore) else store
 

@@ -17,6 +17,7 @@ their clocks in sync (NTP); a skew of ``d`` seconds shifts leases and time-windo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bounceback.core._breaker_store import SharedState, WindowSpec
@@ -29,11 +30,33 @@ __all__ = ["DEFAULT_REDIS_TIMEOUT", "RedisBreakerStore", "RedisLink", "redis_cli
 DEFAULT_REDIS_TIMEOUT = 0.5
 """Seconds to connect to, or wait for an answer from, Redis before the store reports it unavailable."""
 
-_SCHEMES = ("redis://", "rediss://", "unix://")
+_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://")
+_CLUSTER = "redis+cluster://"
+_SENTINEL = "redis+sentinel://"
+
+
+def _nodes(url: str, scheme: str) -> tuple[list[tuple[str, int]], str]:
+    """``scheme host:port,host:port/rest`` -> ([(host, port), ...], rest); a ConfigError names the field."""
+    body = url[len(scheme) :]
+    hosts, _, rest = body.partition("/")
+    nodes: list[tuple[str, int]] = []
+    for part in hosts.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                "store.redis_url", url, f"{scheme}host:port,host:port,... (a port after each host)"
+            )
+        nodes.append((host, int(port)))
+    return nodes, rest
 
 
 def redis_client(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT) -> Any:
     """A redis-py client for ``url`` with short timeouts and no retries of its own.
+
+    ``redis://``, ``rediss://`` (TLS) and ``unix://`` reach one server;
+    ``redis+cluster://host:port,host:port`` a Redis Cluster (any reachable nodes: the client finds the
+    others and follows the slots as they move); ``redis+sentinel://host:port,host:port/service`` the
+    primary that the Sentinels name for ``service`` (asked again after a failover).
 
     >>> client = redis_client("redis://127.0.0.1:6379/0", timeout=0.2)   # connects on first use
     >>> client.connection_pool.connection_kwargs["socket_timeout"]
@@ -43,7 +66,8 @@ def redis_client(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT) -> Any:
         raise ConfigError(
             "store.redis_url",
             url,
-            "a URL such as 'redis://127.0.0.1:6379/0' (redis://, rediss:// or unix://)",
+            "a URL such as 'redis://127.0.0.1:6379/0' (redis://, rediss://, unix://, redis+cluster://host:port,..."
+            " or redis+sentinel://host:port,.../service)",
         )
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
         raise ConfigError("timeout", timeout, "seconds from 0 (excluded) to 60, such as 0.5")
@@ -56,18 +80,55 @@ def redis_client(url: str, *, timeout: float = DEFAULT_REDIS_TIMEOUT) -> Any:
             "store.backend", "redis", "'memory' or 'sqlite' unless redis-py is installed",
             hint="pip install 'bounceback[redis]'",
         ) from exc  # fmt: skip
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
         # Zero retries: one attempt, then the breaker decides (see the module docstring).
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if url.startswith(_CLUSTER):
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes, _ = _nodes(url, _CLUSTER)
+        # One attempt per call as well; a failed call makes the client re-read the slot map, so the next
+        # attempt (the flusher's next round) goes to the promoted replica.
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
+            **common,
+        )
+    if url.startswith(_SENTINEL):
+        from redis.sentinel import Sentinel
+
+        nodes, service = _nodes(url, _SENTINEL)
+        if not service:
+            raise ConfigError("store.redis_url", url, "redis+sentinel://host:port,.../service_name")
+        sentinel = Sentinel(nodes, sentinel_kwargs={"socket_timeout": timeout}, **common)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(service, **common)  # type: ignore[no-untyped-call]
+    return redis.Redis.from_url(url, health_check_interval=0, **common)
+
+
+def _kwargs(client: Any) -> dict[str, Any]:
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        kwargs: dict[str, Any] = pool.connection_kwargs
+        return kwargs
+    # A RedisCluster: the connection settings of its nodes.
+    node = client.get_default_node() if hasattr(client, "get_default_node") else None
+    if node is not None and node.redis_connection is not None:
+        found: dict[str, Any] = node.redis_connection.connection_pool.connection_kwargs
+        return found
+    return {}
 
 
 def _display_name(client: Any) -> str:
-    kwargs = client.connection_pool.connection_kwargs
+    if hasattr(client, "get_nodes"):
+        nodes = ",".join(f"{n.host}:{n.port}" for n in client.get_nodes() if n.server_type == "primary")
+        return f"redis+cluster://{nodes}"
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service:
+        return f"redis+sentinel://{service}"
+    kwargs = _kwargs(client)
     if kwargs.get("path"):
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
     scheme = "rediss" if kwargs.get("ssl") or "ssl_cert_reqs" in kwargs else "redis"
@@ -103,7 +164,7 @@ class RedisLink:
 
         self.client = client
         self.name = _display_name(client)
-        self.timeout = client.connection_pool.connection_kwargs.get("socket_timeout", timeout)
+        self.timeout = _kwargs(client).get("socket_timeout", timeout)
         self._errors = (redis.RedisError, OSError)
         self._reconnect_errors = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -112,9 +173,10 @@ class RedisLink:
         try:
             return script(self.client, keys, args)
         except self._errors as exc:
-            if isinstance(exc, self._reconnect_errors):
+            pool = getattr(self.client, "connection_pool", None)
+            if pool is not None and isinstance(exc, self._reconnect_errors):
                 # Idle pooled sockets to a dead server are dead too: let the next call dial afresh.
-                self.client.connection_pool.disconnect(inuse_connections=False)
+                pool.disconnect(inuse_connections=False)
             raise StoreError(self.name, action, _explain(exc, self.timeout)) from exc
 
     def close(self) -> None:
@@ -175,7 +237,7 @@ class RedisBreakerStore:
         self._link = RedisLink(url, client=client, timeout=timeout)
         self.prefix = prefix
         self._script = LuaScript(BREAKER_LUA)
-        self._keys: dict[str, tuple[str, str, str, str]] = {}
+        self._keys: dict[str, tuple[str, str, str, str, str]] = {}
         self.name = self._link.name
         """``redis://host:port/db`` (without the password), for events and errors."""
         self.shared = True
@@ -186,13 +248,15 @@ class RedisBreakerStore:
         """The redis-py client."""
         return self._link.client
 
-    def _k(self, key: str) -> tuple[str, str, str, str]:
+    def _k(self, key: str) -> tuple[str, str, str, str, str]:
         keys = self._keys.get(key)
         if keys is None:
             if len(self._keys) > 10_000:
                 self._keys.clear()  # names are few; this only bounds a pathological caller
             base = f"{self.prefix}{{{key}}}"
-            keys = self._keys[key] = (base, base + ":ring", base + ":buckets", base + ":leases")
+            keys = self._keys[key] = (
+                base, base + ":ring", base + ":buckets", base + ":leases", base + ":batches"
+            )  # fmt: skip
         return keys
 
     def _run(self, key: str, args: tuple[Any, ...], action: str) -> Any:
@@ -212,6 +276,29 @@ class RedisBreakerStore:
             ("record", spec.kind, size, successes, outcome, repr(now), buckets, width),
             "record an outcome",
         )
+        counts = WindowCounts(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
+        return counts, _state(reply, 4)
+
+    def record_many(
+        self,
+        key: str,
+        spec: WindowSpec,
+        runs: Sequence[tuple[int, int, float]],
+        now: float,
+        batch: tuple[str, int] | None = None,
+    ) -> tuple[WindowCounts, SharedState | None]:
+        """Add ``runs`` (``(successes, outcome, at)`` each, in order) in one script call; return counts and state.
+
+        ``batch`` is ``(producer, seq)``: a batch whose ``seq`` the store has already seen from
+        ``producer`` is not added again, so resending one after a timeout cannot count it twice. With no
+        runs it only reads (and ages a time window to ``now``): how a batching process refreshes its cache.
+        """
+        size, buckets, width = _shape(spec)
+        producer, seq = batch if batch is not None else ("", 0)
+        args: list[Any] = ["batch", spec.kind, size, "-", "-", repr(now), buckets, width, producer, seq]
+        for successes, outcome, at in runs:
+            args += (successes, outcome, repr(at))
+        reply = self._run(key, tuple(args), f"record {len(runs)} batched outcomes")
         counts = WindowCounts(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
         return counts, _state(reply, 4)
 

@@ -12,7 +12,9 @@ Keys of one breaker (the ``{name}`` hash tag keeps them in one Redis Cluster slo
   slow), position ``head % size``; bytes past its end read as successes, so a healthy service stores
   almost nothing;
 * ``<prefix>{name}:buckets`` hash: a time window, fields ``c<i> f<i> s<i>`` for absolute bucket ``i``;
-* ``<prefix>{name}:leases`` hash: half-open permits, token → wall time the lease runs out.
+* ``<prefix>{name}:leases`` hash: half-open permits, token → wall time the lease runs out;
+* ``<prefix>{name}:batches`` hash: producer → the last batch sequence number added (``batch``), so a
+  batch resent after a timeout is not counted twice; it expires a day after its last use.
 
 Floats travel as strings both ways: Redis turns a Lua number in a reply into an integer.
 """
@@ -25,7 +27,7 @@ from typing import Any
 __all__ = ["BREAKER_LUA", "BUDGET_LUA", "LuaScript"]
 
 BREAKER_LUA = r"""
-local H, RING, BUCKETS, LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local H, RING, BUCKETS, LEASES, SEEN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local op = ARGV[1]
 
 local function state()
@@ -46,9 +48,9 @@ if op == 'load' then
   if not s[2] then return false end
   return s
 
-elseif op == 'record' then
+elseif op == 'record' or op == 'batch' then
   local kind, size = ARGV[2], ARGV[3]
-  local successes, outcome, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local buckets, width = tonumber(ARGV[7]), tonumber(ARGV[8])
   local cur = redis.call('HMGET', H, 'version', 'kind', 'size')
   if not cur[1] then create() end
   if cur[2] ~= kind or cur[3] ~= size then
@@ -61,92 +63,118 @@ elseif op == 'record' then
   local head = tonumber(w[1])
   local calls, failures, slow = tonumber(w[2]), tonumber(w[3]), tonumber(w[4])
   local consec = tonumber(w[5]) or 0
-  if kind == 'count' then
-    local n = tonumber(size)
-    head = head or 0
-    if successes > 0 then
-      if successes >= n then
-        redis.call('DEL', RING)
-        calls, failures, slow = n, 0, 0
-      else
-        local function wipe(lo, hi)
-          local old = redis.call('GETRANGE', RING, lo, hi - 1)
-          local dirty = false
-          for i = 1, #old do
-            local b = string.byte(old, i)
-            if b ~= 0 then
-              local f, s = bits(b)
-              failures, slow, dirty = failures - f, slow - s, true
+
+  local function add(successes, outcome, now)
+    if kind == 'count' then
+      local n = tonumber(size)
+      head = head or 0
+      if successes > 0 then
+        if successes >= n then
+          redis.call('DEL', RING)
+          calls, failures, slow = n, 0, 0
+        else
+          local function wipe(lo, hi)
+            local old = redis.call('GETRANGE', RING, lo, hi - 1)
+            local dirty = false
+            for i = 1, #old do
+              local b = string.byte(old, i)
+              if b ~= 0 then
+                local f, s = bits(b)
+                failures, slow, dirty = failures - f, slow - s, true
+              end
+            end
+            if dirty then redis.call('SETRANGE', RING, lo, string.rep('\0', #old)) end
+          end
+          local start = head % n
+          local stop = start + successes
+          if stop <= n then
+            wipe(start, stop)
+          else
+            wipe(start, n)
+            wipe(0, stop - n)
+          end
+          calls = math.min(calls + successes, n)
+        end
+        head = head + successes
+      end
+      if outcome >= 0 then
+        local slot = head % n
+        local old = redis.call('GETRANGE', RING, slot, slot)
+        local ob = 0
+        if #old == 1 then ob = string.byte(old) end
+        if calls >= n then
+          local f, s = bits(ob)
+          failures, slow = failures - f, slow - s
+        else
+          calls = calls + 1
+        end
+        if outcome ~= ob then redis.call('SETRANGE', RING, slot, string.char(outcome)) end
+        local f, s = bits(outcome)
+        failures, slow = failures + f, slow + s
+        head = head + 1
+      end
+    else
+      local index = math.floor(now / width)
+      if head == nil then
+        head = index
+      elseif index > head then
+        if index - head >= buckets then
+          redis.call('DEL', BUCKETS)
+          calls, failures, slow = 0, 0, 0
+        else
+          for i = head - buckets + 1, index - buckets do
+            local b = redis.call('HMGET', BUCKETS, 'c' .. i, 'f' .. i, 's' .. i)
+            if b[1] then
+              calls = calls - tonumber(b[1])
+              failures = failures - (tonumber(b[2]) or 0)
+              slow = slow - (tonumber(b[3]) or 0)
+              redis.call('HDEL', BUCKETS, 'c' .. i, 'f' .. i, 's' .. i)
             end
           end
-          if dirty then redis.call('SETRANGE', RING, lo, string.rep('\0', #old)) end
         end
-        local start = head % n
-        local stop = start + successes
-        if stop <= n then
-          wipe(start, stop)
-        else
-          wipe(start, n)
-          wipe(0, stop - n)
-        end
-        calls = math.min(calls + successes, n)
+        head = index
       end
-      head = head + successes
+      local n, f, s = math.max(successes, 0), 0, 0
+      if outcome >= 0 then
+        n = n + 1
+        f, s = bits(outcome)
+      end
+      if n > 0 then
+        -- A reading that lags the newest bucket (another machine's clock) counts in the newest bucket.
+        redis.call('HINCRBY', BUCKETS, 'c' .. head, n)
+        if f > 0 then redis.call('HINCRBY', BUCKETS, 'f' .. head, f) end
+        if s > 0 then redis.call('HINCRBY', BUCKETS, 's' .. head, s) end
+        calls, failures, slow = calls + n, failures + f, slow + s
+      end
     end
+    if successes > 0 then consec = 0 end
     if outcome >= 0 then
-      local slot = head % n
-      local old = redis.call('GETRANGE', RING, slot, slot)
-      local ob = 0
-      if #old == 1 then ob = string.byte(old) end
-      if calls >= n then
-        local f, s = bits(ob)
-        failures, slow = failures - f, slow - s
-      else
-        calls = calls + 1
-      end
-      if outcome ~= ob then redis.call('SETRANGE', RING, slot, string.char(outcome)) end
-      local f, s = bits(outcome)
-      failures, slow = failures + f, slow + s
-      head = head + 1
-    end
-  else
-    local buckets, width = tonumber(ARGV[7]), tonumber(ARGV[8])
-    local index = math.floor(now / width)
-    if head == nil then
-      head = index
-    elseif index > head then
-      if index - head >= buckets then
-        redis.call('DEL', BUCKETS)
-        calls, failures, slow = 0, 0, 0
-      else
-        for i = head - buckets + 1, index - buckets do
-          local b = redis.call('HMGET', BUCKETS, 'c' .. i, 'f' .. i, 's' .. i)
-          if b[1] then
-            calls = calls - tonumber(b[1])
-            failures = failures - (tonumber(b[2]) or 0)
-            slow = slow - (tonumber(b[3]) or 0)
-            redis.call('HDEL', BUCKETS, 'c' .. i, 'f' .. i, 's' .. i)
-          end
-        end
-      end
-      head = index
-    end
-    local add, f, s = math.max(successes, 0), 0, 0
-    if outcome >= 0 then
-      add = add + 1
-      f, s = bits(outcome)
-    end
-    if add > 0 then
-      -- A reading that lags the newest bucket (another machine's clock) counts in the newest bucket.
-      redis.call('HINCRBY', BUCKETS, 'c' .. head, add)
-      if f > 0 then redis.call('HINCRBY', BUCKETS, 'f' .. head, f) end
-      if s > 0 then redis.call('HINCRBY', BUCKETS, 's' .. head, s) end
-      calls, failures, slow = calls + add, failures + f, slow + s
+      if outcome % 2 == 1 then consec = consec + 1 else consec = 0 end
     end
   end
-  if successes > 0 then consec = 0 end
-  if outcome >= 0 then
-    if outcome % 2 == 1 then consec = consec + 1 else consec = 0 end
+
+  if op == 'record' then
+    add(tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+  else
+    -- ARGV: 'batch' kind size - now buckets width producer seq then (successes outcome at) per run.
+    -- A batch id seen before (a resend after a timeout whose first try did land) adds nothing.
+    local producer, seq = ARGV[9], tonumber(ARGV[10])
+    local fresh = true
+    if producer ~= '' then
+      local seen = tonumber(redis.call('HGET', SEEN, producer))
+      if seen and seen >= seq then fresh = false end
+    end
+    if fresh then
+      for i = 11, #ARGV, 3 do
+        add(tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]))
+      end
+      if producer ~= '' then
+        redis.call('HSET', SEEN, producer, seq)
+        redis.call('PEXPIRE', SEEN, 86400000)
+      end
+    end
+    -- Age a time window to the flush time, so the counts returned are the counts now.
+    add(0, -1, tonumber(ARGV[6]))
   end
   redis.call('HSET', H, 'head', head, 'calls', calls, 'failures', failures, 'slow', slow, 'consec', consec)
   local s = state()

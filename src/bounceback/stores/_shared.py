@@ -1,4 +1,5 @@
-"""Build the shared-state stores from settings: ``store.backend``, ``store.redis_url``, ``store.on_unavailable``.
+"""Build the shared-state stores from settings: ``store.backend``, ``store.redis_url``, ``store.on_unavailable``,
+``store.flush_seconds``, ``store.flush_count``, ``store.staleness``.
 
 ``memory`` keeps breaker state and budgets in this process; ``sqlite`` shares them with every process of
 the machine through the home database; ``redis`` shares them with a fleet. The breaker store and the
@@ -12,6 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bounceback.core._batched_store import (
+    DEFAULT_FLUSH_COUNT,
+    DEFAULT_FLUSH_SECONDS,
+    DEFAULT_STALENESS,
+    BatchedBreakerStore,
+)
 from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore
 from bounceback.core._budget import BudgetLedger, LocalLedger
 from bounceback.core._settings_layers import defaults
@@ -67,23 +74,47 @@ def breaker_store_from_settings(
     *,
     path: str | Path | None = None,
     timeout: float | None = None,
+    batched: bool = True,
 ) -> BreakerStore:
     """The breaker store the settings ask for (default: the home database).
 
     ``settings`` is a mapping of keys or a settings source (``SqliteSettings``); ``path`` overrides the
-    database file and ``timeout`` the busy timeout (SQLite) or socket timeout (Redis).
+    database file and ``timeout`` the busy timeout (SQLite) or socket timeout (Redis). ``batched=False``
+    gives the store itself, for programs that only read it (status, dashboard): batching is for callers.
 
     >>> breaker_store_from_settings({"store.backend": "memory"})
     MemoryBreakerStore(shared=False, keys=0)
     >>> breaker_store_from_settings({"store.backend": "redis", "store.redis_url": "redis://127.0.0.1:6379/0"})
-    RedisBreakerStore('redis://127.0.0.1:6379/0', prefix='bounceback:breaker:')
+    BatchedBreakerStore(RedisBreakerStore('redis://127.0.0.1:6379/0', prefix='bounceback:breaker:'), \
+flush_seconds=0.05, flush_count=1000, staleness=1)
+
+    Shared stores come wrapped in a :class:`~bounceback.core._batched_store.BatchedBreakerStore`
+    (``store.flush_seconds``, ``store.flush_count``, ``store.staleness``): a breaker's calls stay in the
+    process and its outcomes reach the store in batches; ``store.flush_seconds = 0`` turns that off.
     """
-    backend, url = _backend(_values(settings))
+    values = _values(settings)
+    backend, url = _backend(values)
     if backend == "memory":
         return MemoryBreakerStore()
+    store: BreakerStore
     if backend == "sqlite":
-        return SqliteBreakerStore(path) if timeout is None else SqliteBreakerStore(path, timeout=timeout)
-    return RedisBreakerStore(client=_client(url, timeout or DEFAULT_REDIS_TIMEOUT))
+        store = SqliteBreakerStore(path) if timeout is None else SqliteBreakerStore(path, timeout=timeout)
+    else:
+        store = RedisBreakerStore(client=_client(url, timeout or DEFAULT_REDIS_TIMEOUT))
+    return _batched(store, values) if batched else store
+
+
+def _batched(store: BreakerStore, values: Mapping[str, Any]) -> BreakerStore:
+    """Wrap a shared store so that calls stay local (``store.flush_seconds`` 0: one store call per outcome)."""
+    flush = values.get("store.flush_seconds", DEFAULT_FLUSH_SECONDS)
+    if not flush:  # 0 (or off): one store call per recorded outcome, as before batching
+        return store
+    return BatchedBreakerStore(
+        store,
+        flush_seconds=flush,
+        flush_count=values.get("store.flush_count", DEFAULT_FLUSH_COUNT),
+        staleness=values.get("store.staleness", DEFAULT_STALENESS),
+    )
 
 
 def budget_ledger_from_settings(

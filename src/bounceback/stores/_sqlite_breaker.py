@@ -14,6 +14,7 @@ dies, the next ``acquire_probe`` that finds every permit taken drops the expired
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,50 @@ class SqliteBreakerStore:
             return WindowCounts(t.calls, t.failures, t.slow, consecutive), _state(row)
 
         return self._link.write(f"record an outcome of breaker {key!r}", body)
+
+    def record_many(
+        self,
+        key: str,
+        spec: WindowSpec,
+        runs: Sequence[tuple[int, int, float]],
+        now: float,
+        batch: tuple[str, int] | None = None,  # noqa: ARG002 - part of the port; see the docstring
+    ) -> tuple[WindowCounts, SharedState | None]:
+        """Add ``runs`` (``(successes, outcome, at)`` each, in order) in one transaction; return counts and state.
+
+        With no runs it ages the window to ``now`` and returns it with the state (one transaction, which
+        is how a batching process refreshes its cache). ``batch`` is accepted for the port: a SQLite transaction
+        either commits or not, so a failed one is resent without any risk of counting it twice.
+        """
+        if not runs:
+            return self.record(key, spec, 0, -1, now)
+
+        def body(conn: sqlite3.Connection) -> tuple[WindowCounts, SharedState | None]:
+            row = _ensure(conn, key)
+            if _fits(row, spec):
+                t = Totals(row[10], row[11], row[12], row[13])
+            else:
+                clear_window(conn, key)
+                t = Totals(None, 0, 0, 0)
+            consecutive = row[14]
+            for successes, outcome, at in runs:
+                if spec.kind == "count":
+                    count_window_add(conn, key, int(spec.size), t, successes, outcome)
+                else:
+                    time_window_add(conn, key, spec, t, successes, outcome, at)
+                if successes > 0:
+                    consecutive = 0
+                if outcome >= 0:
+                    consecutive = consecutive + 1 if outcome & 1 else 0
+            if spec.kind == "time":
+                time_window_add(conn, key, spec, t, 0, -1, now)  # age the window to the flush time
+            conn.execute(
+                _SAVE_WINDOW,
+                (spec.kind, float(spec.size), t.head, t.calls, t.failures, t.slow, consecutive, key),
+            )
+            return WindowCounts(t.calls, t.failures, t.slow, consecutive), _state(row)
+
+        return self._link.write(f"record {len(runs)} batched outcomes of breaker {key!r}", body)
 
     def counts(self, key: str, spec: WindowSpec, now: float) -> WindowCounts:
         """The window counts at ``now``, without recording anything."""

@@ -223,7 +223,9 @@ class Collector:
         with self._store_lock:
             store = self._store
             if store is None or self._store_key != wanted:
-                store = breaker_store_from_settings(values, path=self.path, timeout=self._timeout)
+                store = breaker_store_from_settings(
+                    values, path=self.path, timeout=self._timeout, batched=False
+                )
                 if self._store is not None and hasattr(self._store, "close"):
                     self._store.close()
                 self._store, self._store_key = store, wanted

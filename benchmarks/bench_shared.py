@@ -1,0 +1,194 @@
+"""A shared breaker at fleet scale: the call path of a batched Redis breaker, and what it asks of Redis.
+
+In one run, against a ``redis-server`` this script starts on 127.0.0.1:
+
+1. **Success path** (microseconds per call, best of several repeats): a local breaker (the default
+   in-memory store), a local breaker on a shared in-memory store (the same per-call path as any shared
+   store, without I/O), a Redis breaker batched with the default settings (``breaker_store_from_settings``),
+   and the unbatched Redis breaker (one script per call) for reference.
+2. **Redis commands per process per second** under load: ``--procs`` processes each call a batched Redis
+   breaker as fast as they can for ``--seconds``; the server's ``INFO commandstats`` before and after gives
+   the commands clients sent (the commands run inside the Lua scripts, and the benchmark's own INFO,
+   excluded).
+3. **Trip delay**: the same processes call a dependency that starts failing at one moment; each reports
+   when its breaker first refused a call. Reported in flush intervals (``store.flush_seconds``).
+
+Run: ``python benchmarks/bench_shared.py`` (``--quick`` for a smoke run). Needs ``redis-server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_stores import measure, redis_server
+
+from bounceback import CircuitBreaker, CircuitOpenError, EventBus, MemoryBreakerStore
+from bounceback.core._settings_layers import defaults
+from bounceback.stores import RedisBreakerStore, breaker_store_from_settings, redis_client
+
+CTX = multiprocessing.get_context("spawn")
+
+
+def settings(url: str) -> dict[str, Any]:
+    values = dict(defaults())
+    values.update({"store.backend": "redis", "store.redis_url": url})
+    return values
+
+
+def quiet_breaker(name: str, store: Any) -> CircuitBreaker:
+    return CircuitBreaker(name, store=store, bus=EventBus(), timers=False, window=100, min_calls=10)
+
+
+def work() -> int:
+    return 1
+
+
+def success_rows(url: str, number: int, repeat: int) -> list[tuple[str, float]]:
+    local = quiet_breaker("local", MemoryBreakerStore())
+    shared_mem = quiet_breaker("shared-memory", MemoryBreakerStore(shared=True))
+    batched_store = breaker_store_from_settings(settings(url))
+    batched = quiet_breaker("batched", batched_store)
+    direct = quiet_breaker("direct", RedisBreakerStore(client=redis_client(url)))
+    rows = [
+        ("local breaker (in-memory store, fast path)", measure(lambda: local.call(work), number, repeat)),
+        ("local breaker on a shared in-memory store", measure(lambda: shared_mem.call(work), number, repeat)),
+        ("Redis breaker, batched (default settings)", measure(lambda: batched.call(work), number, repeat)),
+        ("Redis breaker, one script per call", measure(lambda: direct.call(work), number // 10, repeat)),
+    ]
+    batched_store.close()  # type: ignore[attr-defined]
+    return rows
+
+
+def hammer(url: str, seconds: float, start: Any, out: Any) -> None:
+    store = breaker_store_from_settings(settings(url))
+    brk = quiet_breaker("fleet-load", store)
+    brk.call(work)
+    start.wait()
+    calls = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(100):
+            brk.call(work)
+        calls += 100
+    out.put(calls)
+    store.close()  # type: ignore[attr-defined]
+
+
+# Commands that only the Lua scripts run: INFO commandstats counts them too, but they are no round trip.
+_IN_SCRIPTS = {
+    "hmget", "hset", "del", "getrange", "setrange", "hdel", "hget", "hincrby", "hgetall", "hlen",
+    "hexists", "pexpire", "hincrbyfloat",
+}  # fmt: skip
+
+
+def commandstats(client: Any) -> int:
+    """Commands clients sent (EVALSHA, SCRIPT LOAD, HELLO ...), not the commands scripts ran inside."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k.removeprefix("cmdstat_") not in _IN_SCRIPTS)
+
+
+def load_row(url: str, procs: int, seconds: float) -> tuple[float, float]:
+    """(calls per process per second, Redis commands per process per second)."""
+    start, out = CTX.Event(), CTX.Queue()
+    workers = [CTX.Process(target=hammer, args=(url, seconds, start, out)) for _ in range(procs)]
+    for p in workers:
+        p.start()
+    time.sleep(4.0)  # let every process import, connect and warm up before counting
+    client = redis_client(url, timeout=5.0)
+    before = commandstats(client)
+    began = time.monotonic()
+    start.set()
+    calls = sum(out.get(timeout=120) for _ in workers)
+    after = commandstats(client) - 1  # our own INFO
+    # The flushers run the whole time between the two readings, not only while the callers call.
+    elapsed = time.monotonic() - began
+    for p in workers:
+        p.join(timeout=30)
+    sent = after - before
+    return calls / procs / seconds, sent / procs / elapsed
+
+
+def tripper(url: str, failing_from: Any, ready: Any, out: Any) -> None:
+    store = breaker_store_from_settings(settings(url))
+    brk = CircuitBreaker("fleet-trip", store=store, bus=EventBus(), timers=False, window=100, min_calls=20)
+    brk.call(work)
+    with ready.get_lock():
+        ready.value += 1
+
+    def call() -> None:
+        if failing_from.value and time.time() >= failing_from.value:
+            raise ConnectionError("down")
+
+    while True:
+        try:
+            brk.call(call)
+        except ConnectionError:
+            pass
+        except CircuitOpenError:
+            out.put(time.time())
+            break
+        time.sleep(0.0002)  # about 3-5k calls a second per process, like a busy service
+    store.close()  # type: ignore[attr-defined]
+
+
+def trip_row(url: str, procs: int) -> list[float]:
+    """Seconds from the moment the dependency fails to each process refusing calls."""
+    failing_from = CTX.RawValue("d", 0.0)
+    ready = CTX.Value("i", 0)
+    out = CTX.Queue()
+    workers = [CTX.Process(target=tripper, args=(url, failing_from, ready, out)) for _ in range(procs)]
+    for p in workers:
+        p.start()
+    while ready.value < procs:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    failing_from.value = time.time() + 0.2
+    refused = [out.get(timeout=120) for _ in workers]
+    for p in workers:
+        p.join(timeout=30)
+    return sorted(t - failing_from.value for t in refused)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
+    parser.add_argument("--procs", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    opts = parser.parse_args()
+    number, repeat = (2000, 3) if opts.quick else (20000, 5)
+    flush = float(defaults()["store.flush_seconds"])
+    with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
+        rows = success_rows(url, number, repeat)
+        per_proc, cmds = load_row(url, opts.procs, 1.0 if opts.quick else opts.seconds)
+        trips = trip_row(url, opts.procs)
+    local, shared_mem, batched, direct = (us for _, us in rows)
+    print(f"{'success path':48} {'us/call':>9} {'vs local':>9}")
+    for name, us in rows:
+        print(f"{name:48} {us:9.2f} {us / local:9.2f}")
+    print(
+        f"-- batched Redis vs the same path without I/O (shared in-memory store): {batched / shared_mem:.2f}x"
+    )
+    print(f"-- batched Redis vs one script per call: {direct / batched:.0f}x faster")
+    print(
+        f"-- load: {opts.procs} processes, {per_proc:,.0f} calls/s each; Redis commands per process per "
+        f"second: {cmds:.1f} (flush_seconds = {flush:g}: budget <= {1 / flush:.0f})"
+    )
+    intervals = [t / flush for t in trips]
+    print(
+        f"-- trip delay from the first failure to refusing calls, {opts.procs} processes: median "
+        f"{statistics.median(trips) * 1000:.0f} ms, max {max(trips) * 1000:.0f} ms "
+        f"({max(intervals):.1f} flush intervals; includes filling min_calls)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The batching store decorator, over the in-memory, SQLite and Redis stores (real file, real server)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bounceback import CircuitBreaker, CircuitOpenError, EventBus, StoreError
+from bounceback.core._batched_store import BatchedBreakerStore
+from bounceback.core._breaker_store import (
+    NO_OUTCOME,
+    BreakerStore,
+    MemoryBreakerStore,
+    SharedState,
+    WindowSpec,
+)
+from bounceback.core._events import StoreRecovered, StoreUnavailable
+from bounceback.core._window import FAILED, OK, SLOW, WindowCounts
+from bounceback.errors import ConfigError
+from bounceback.stores import RedisBreakerStore, SqliteBreakerStore, breaker_store_from_settings
+from bounceback.testing import FakeClock, RecordingSink
+from tests.redis_server import RedisServer
+from tests.stores.store_contract import EXAMPLES, OPS, SPECS, WALL0, WINDOW_OPS, run_contract
+
+_keys = itertools.count()
+_SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+class Flushed:
+    """A batched store seen through the port, flushed after every record: it must answer like the reference.
+
+    ``record`` answers with the store's counts read after the flush (exact), and the cached state.
+    """
+
+    def __init__(self, inner: BreakerStore) -> None:
+        self.store = BatchedBreakerStore(inner, monotonic=lambda: 0.0, background=False)
+        self.name = inner.name
+        self.shared = inner.shared
+
+    def record(
+        self, key: str, spec: WindowSpec, successes: int, outcome: int, now: float
+    ) -> tuple[WindowCounts, SharedState | None]:
+        self.store.record(key, spec, successes, outcome, now)
+        self.store._flush_key(key, refresh=True)  # what the flusher does: send, or refresh the cache
+        return self.store.counts(key, spec, now), self.store.load(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+class Grouped:
+    """Records are held and sent with ``record_many`` in groups of three: the answers must not change."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.shared = inner.shared
+        self.runs: list[tuple[int, int, float]] = []
+        self.seq = itertools.count(1)
+
+    def record(
+        self, key: str, spec: WindowSpec, successes: int, outcome: int, now: float
+    ) -> tuple[WindowCounts, SharedState | None]:
+        self.runs.append((successes, outcome, now))
+        runs, self.runs = self.runs, []
+        counts, state = self.inner.record_many(key, spec, runs, now, ("test", next(self.seq)))
+        return counts, state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@given(base=st.integers(0, len(SPECS) - 1), ops=OPS)
+@settings(max_examples=60, deadline=None)
+def test_batched_memory_store_answers_like_the_reference(base: int, ops: list[tuple[object, ...]]) -> None:
+    run_contract(Flushed(MemoryBreakerStore(shared=True)), base, ops, "k")  # type: ignore[arg-type]
+
+
+@given(base=st.integers(0, len(SPECS) - 1), ops=OPS)
+@_SLOW
+def test_batched_sqlite_store_answers_like_the_reference(
+    tmp_path: Path, base: int, ops: list[tuple[object, ...]]
+) -> None:
+    store = SqliteBreakerStore(tmp_path / "b.db")
+    run_contract(Flushed(store), base, ops, f"s{next(_keys)}")  # type: ignore[arg-type]
+    store.close()
+
+
+@given(base=st.integers(0, len(SPECS) - 1), ops=OPS)
+@_SLOW
+def test_batched_redis_store_answers_like_the_reference(
+    redis_server: RedisServer, base: int, ops: list[tuple[object, ...]]
+) -> None:
+    run_contract(Flushed(RedisBreakerStore(redis_server.url)), base, ops, f"r{next(_keys)}")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("base", "ops"), EXAMPLES)
+def test_batched_store_on_the_hand_picked_examples(
+    redis_server: RedisServer, base: int, ops: list[tuple[object, ...]]
+) -> None:
+    run_contract(Flushed(RedisBreakerStore(redis_server.url)), base, ops, f"e{next(_keys)}")  # type: ignore[arg-type]
+
+
+@given(base=st.integers(0, len(SPECS) - 1), ops=WINDOW_OPS, data=st.data())
+@_SLOW
+def test_record_many_adds_runs_like_single_records(
+    redis_server: RedisServer, tmp_path: Path, base: int, ops: list[tuple[Any, ...]], data: st.DataObject
+) -> None:
+    """A batch of runs in one call (one transaction, one script) leaves what the runs one by one leave."""
+    spec = SPECS[base]
+    runs = [(op[2], op[3], WALL0 + i * 0.7) for i, op in enumerate(ops) if op[0] == "record"]
+    cut = data.draw(st.integers(0, len(runs)))
+    ref = MemoryBreakerStore(shared=True)
+    want: tuple[WindowCounts, SharedState | None] = (WindowCounts(), None)
+    for successes, outcome, at in runs:
+        want = ref.record("k", spec, successes, outcome, at)
+    now = runs[-1][2] if runs else WALL0
+    sqlite = SqliteBreakerStore(tmp_path / f"m{next(_keys)}.db")
+    redis_store = RedisBreakerStore(redis_server.url)
+    for store in (sqlite, redis_store):
+        key = f"m{next(_keys)}"
+        store.record_many(
+            key, spec, runs[:cut], now if cut == len(runs) else runs[cut - 1][2] if cut else WALL0, ("p", 1)
+        )
+        got = store.record_many(key, spec, runs[cut:], now, ("p", 2))
+        assert got[0] == want[0], f"{store!r}: {got[0]} != {want[0]}"
+    sqlite.close()
+
+
+def test_a_resent_batch_is_counted_once(redis_server: RedisServer) -> None:
+    store = RedisBreakerStore(redis_server.url)
+    spec = WindowSpec("count", 100)
+    runs = [(5, FAILED, WALL0), (3, NO_OUTCOME, WALL0)]
+    first = store.record_many("dup", spec, runs, WALL0, ("proc-a", 7))
+    again = store.record_many("dup", spec, runs, WALL0, ("proc-a", 7))  # a resend after a timeout
+    other = store.record_many("dup", spec, runs, WALL0, ("proc-b", 7))  # another process's batch
+    assert first[0] == again[0] == WindowCounts(9, 1, 0, 0)
+    assert other[0] == WindowCounts(18, 2, 0, 0)
+
+
+def test_record_answers_locally_from_the_cache_plus_pending() -> None:
+    inner = MemoryBreakerStore(shared=True)
+    store = BatchedBreakerStore(inner, background=False, monotonic=lambda: 0.0)
+    spec = WindowSpec("count", 10)
+    inner.record("k", spec, 4, FAILED, WALL0)  # another process: 5 calls, 1 failure, in the store
+    counts, state = store.record("k", spec, 0, OK, WALL0)  # the window is not known yet: pending only
+    assert counts == WindowCounts(1, 0, 0, 0) and state == SharedState("closed", 0, 0.0)
+    store.flush()  # the reply brings the fleet's window
+    counts, _ = store.record("k", spec, 1, FAILED | SLOW, WALL0)
+    assert counts == WindowCounts(8, 2, 1, 1)
+    assert inner.counts("k", spec, WALL0).calls == 6  # nothing sent since the flush
+    assert store.pending("k") == 2
+    counts, _ = store.record("k", spec, 4, OK, WALL0)  # overflows the window: the oldest assumed average
+    assert counts.calls == 10 and counts.consecutive_failures == 0
+    store.flush()
+    assert inner.counts("k", spec, WALL0) == WindowCounts(10, 2, 1, 0)
+    assert store.pending("k") == 0
+
+
+def test_settings_are_checked_and_name_the_field() -> None:
+    inner = MemoryBreakerStore(shared=True)
+    for kwargs, field in [
+        ({"flush_seconds": 0}, "store.flush_seconds"),
+        ({"flush_seconds": "fast"}, "store.flush_seconds"),
+        ({"flush_count": 0}, "store.flush_count"),
+        ({"staleness": -1}, "store.staleness"),
+        ({"flush_seconds": 1.0, "staleness": 1.0}, "store.staleness"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            BatchedBreakerStore(inner, **kwargs)
+        assert field in str(err.value)
+
+
+def _breaker(store: BreakerStore, clock: FakeClock, bus: EventBus, **kw: Any) -> CircuitBreaker:
+    return CircuitBreaker(
+        "batched", store=store, clock=clock, bus=bus, timers=False, window=20, min_calls=4, failure_rate=50,
+        sync_seconds=1, store_retry_seconds=5, **kw,
+    )  # fmt: skip
+
+
+def _down() -> None:
+    raise ConnectionError("down")
+
+
+def test_a_breaker_on_a_batched_store_trips_and_the_other_process_follows(redis_server: RedisServer) -> None:
+    clock, bus = FakeClock(), EventBus()
+    one = BatchedBreakerStore(
+        RedisBreakerStore(redis_server.url), monotonic=clock.monotonic, background=False
+    )
+    two = BatchedBreakerStore(
+        RedisBreakerStore(redis_server.url), monotonic=clock.monotonic, background=False
+    )
+    a, b = _breaker(one, clock, bus), _breaker(two, clock, bus)
+    for brk in (a, b, a, b):
+        with pytest.raises(ConnectionError):
+            brk.call(_down)
+    # Neither has seen the other's failures: 2 of 4 is not min_calls yet, nothing has been sent.
+    assert a.state_name == b.state_name == "closed"
+    one.flush()
+    two.flush()
+    one._flush_key("batched", refresh=True)  # a's next flush brings the fleet's 4 failures
+    with pytest.raises(ConnectionError):
+        a.call(_down)  # its record sees 4 failures of 4 (+1 local) and opens the fleet's breaker at once
+    assert a.state_name == "open"
+    two._flush_key("batched", refresh=True)  # b's next flush brings the open state
+    calls: list[int] = []
+    with pytest.raises(ConnectionError):
+        b.call(_down)  # recorded, and the answer carries the open state
+    with pytest.raises(CircuitOpenError):
+        b.call(lambda: calls.append(1))
+    assert calls == [] and b.state_name == "open"
+    two.flush()  # b's last failure, recorded before it saw the open state, still counts
+    assert RedisBreakerStore(redis_server.url).counts("batched", WindowSpec("count", 20), WALL0).calls == 6
+
+
+def test_a_store_outage_longer_than_the_staleness_bound_fails_over_and_catches_up(
+    own_redis_server: RedisServer,
+) -> None:
+    clock, bus = FakeClock(), EventBus()
+    events = RecordingSink(bus)
+    store = BatchedBreakerStore(
+        RedisBreakerStore(own_redis_server.url, timeout=0.2), monotonic=clock.monotonic, background=False,
+        staleness=1.0,
+    )  # fmt: skip
+    brk = _breaker(store, clock, bus)
+    for _ in range(3):
+        brk.call(lambda: None)
+    own_redis_server.kill()
+    with pytest.raises(StoreError):
+        store.flush()  # the flusher's round fails: the three successes are kept
+    brk.call(lambda: None)  # within the staleness bound: answered from the cache, no wait
+    assert store.pending("batched") == 4 and not events.of(StoreUnavailable)
+    clock.advance(1.5)
+    brk.call(lambda: None)  # the cache is now too old: the breaker says the store is away, carries on
+    assert len(events.of(StoreUnavailable)) == 1
+    own_redis_server.restart()
+    clock.advance(5)
+    store.flush()  # the flusher's next round: the kept batch lands in the new server, once
+    brk.call(lambda: None)  # store_retry_seconds later the breaker asks again, and finds a fresh cache
+    assert len(events.of(StoreRecovered)) == 1
+    store.flush()
+    # 3 + 1 kept while the store was away, + 1 after; the one refused by the stale cache stayed local.
+    assert store.inner.counts("batched", WindowSpec("count", 20), WALL0).calls == 5
+
+
+def test_settings_wrap_the_shared_stores(tmp_path: Path, redis_server: RedisServer) -> None:
+    store = breaker_store_from_settings(
+        {"store.backend": "sqlite", "store.flush_seconds": 0.1}, path=tmp_path / "s.db"
+    )
+    assert isinstance(store, BatchedBreakerStore) and store.flush_seconds == 0.1
+    assert isinstance(store.inner, SqliteBreakerStore) and store.keys() == []
+    store.close()
+    plain = breaker_store_from_settings(
+        {"store.backend": "sqlite", "store.flush_seconds": 0}, path=tmp_path / "p.db"
+    )
+    assert isinstance(plain, SqliteBreakerStore)
+    plain.close()
+    with pytest.raises(ConfigError, match=r"store\.staleness"):
+        breaker_store_from_settings(
+            {"store.backend": "redis", "store.redis_url": redis_server.url, "store.staleness": 0.01}
+        )
