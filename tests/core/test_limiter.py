@@ -221,7 +221,7 @@ def test_task_queue_timeout_and_cancel_after_grant() -> None:
     asyncio.run(main())
 
 
-def test_async_policy_is_refused_at_once_rather_than_blocking_the_loop() -> None:
+def test_an_async_policy_queues_at_the_limiter_without_blocking_the_loop() -> None:
     async def main() -> None:
         clock = FakeClock()
         limiter = ConcurrencyLimiter(1, max_waiting=5, queue_timeout=None)
@@ -235,12 +235,13 @@ def test_async_policy_is_refused_at_once_rather_than_blocking_the_loop() -> None
         running = asyncio.create_task(policy.acall(fetch))
         await asyncio.sleep(0)
         assert limiter.in_flight == 1
-        with pytest.raises(ConcurrencyLimitExceeded):
-            await policy.acall(fetch)  # refused, retried once after a backoff, refused again
-        assert len(clock.sleeps) == 1
-        hold.set()
+        queued = asyncio.create_task(policy.acall(fetch))  # waits for the slot on the loop
+        await asyncio.sleep(0)
+        assert limiter.waiting == 1 and not queued.done()
+        hold.set()  # the loop was never blocked: the first call can finish and hand its slot on
         assert await running == "ok"
-        assert limiter.in_flight == 0
+        assert await queued == "ok"
+        assert limiter.in_flight == 0 and clock.sleeps == []  # queued, not refused and retried
 
     asyncio.run(main())
 

@@ -24,6 +24,7 @@ __all__ = [
     "AttemptHistory",
     "AttemptRecord",
     "GiveUp",
+    "RUN_PREFIX",
     "RetryConfig",
     "Run",
     "attach_history",
@@ -32,6 +33,9 @@ __all__ = [
 
 # Run ids: unique across processes and restarts (random prefix per process), cheap per run (a counter).
 _RUN_PREFIX = os.urandom(5).hex()
+RUN_PREFIX = _RUN_PREFIX
+"""This process's run-id prefix: every run id made here starts with it (a command announced before its first
+attempt too, so the journal can tell it is the same process's run)."""
 _run_numbers = itertools.count(1)
 
 

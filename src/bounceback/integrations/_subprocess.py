@@ -34,6 +34,7 @@ from bounceback.core._classify import Classification, ErrorKind
 from bounceback.core._control import RunControls, run_controls
 from bounceback.core._events import EventBus, RunEnded, RunStarted, default_bus
 from bounceback.core._policy import Policy
+from bounceback.core._retry_state import RUN_PREFIX
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock
 from bounceback.errors import AttemptTimeout, ConfigError
 
@@ -177,7 +178,7 @@ class CommandResult:
     attempts: int
 
 
-_RUN_PREFIX = os.urandom(5).hex()
+_RUN_PREFIX = RUN_PREFIX  # the core's: an announced command and its recovery share the process prefix
 _run_numbers = itertools.count(1)
 
 

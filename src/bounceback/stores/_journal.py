@@ -282,6 +282,21 @@ class Journal(HomeComponent):
                 row = conn.execute(
                     "SELECT outcome, pid, host FROM journal_runs WHERE run_id = ?", (run_id,)
                 ).fetchone()
+                if row is None and "-c" in run_id:
+                    # A command announced as PREFIX-cN continues under its recovery's id (PREFIX-M, the same
+                    # process prefix) once its first attempt fails: a Cancel pressed on the announced row a
+                    # moment too late follows it there (a `bounceback run` process runs one command).
+                    prefix = run_id.split("-c", 1)[0]
+                    moved = conn.execute(
+                        "SELECT run_id FROM journal_runs WHERE run_id LIKE ? AND ended_at IS NULL "
+                        "ORDER BY started_at DESC LIMIT 1",
+                        (prefix.replace("%", "").replace("_", "") + "-%",),
+                    ).fetchone()
+                    if moved is not None:
+                        run_id = moved[0]
+                        row = conn.execute(
+                            "SELECT outcome, pid, host FROM journal_runs WHERE run_id = ?", (run_id,)
+                        ).fetchone()
                 if row is None:
                     raise ConfigError(
                         "run_id",
