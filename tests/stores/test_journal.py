@@ -23,6 +23,7 @@ from bounceback import (
     BreakerOpened,
     CallRejected,
     Classification,
+    ConfigError,
     ErrorKind,
     EventBus,
     Policy,
@@ -443,3 +444,29 @@ def test_announced_rows_are_matched_to_their_recoveries_by_start_time(db: Path) 
     assert set(rows) == {"r-x", "r-y", "r-1", "r-2"}
     assert (rows["r-1"].started_at, rows["r-2"].started_at) == (1000.0, 1010.0)
     assert rows["r-x"].started_at == 1010.5
+
+
+def test_a_cancel_of_an_announced_command_follows_it_to_its_recovery_id(tmp_path: Path) -> None:
+    db = tmp_path / "bounceback.db"
+    journal = Journal(db)
+    journal.runs()  # opens the home and applies the journal's migrations
+    with closing(sqlite3.connect(db)) as conn, conn:
+        # The command's first attempt failed: its announced row (ab12-c1) became the recovery's (ab12-7).
+        conn.execute(
+            "INSERT INTO journal_runs (run_id, operation, started_at, updated_at, attempts, pid, host) "
+            "VALUES ('ab12-7', 'backup', 100.0, 101.0, 1, ?, ?)",
+            (os.getpid(), HOST),
+        )
+        conn.execute(
+            "INSERT INTO journal_runs (run_id, operation, started_at, updated_at, attempts, pid, host) "
+            "VALUES ('cd34-3', 'other', 100.0, 101.0, 1, ?, ?)",
+            (os.getpid(), HOST),
+        )
+    assert journal.current_run_id("ab12-c1") == "ab12-7"  # the same process prefix, still running
+    assert journal.current_run_id("cd34-3") == "cd34-3"  # ids that exist are themselves
+    assert journal.current_run_id("ef56-c2") == "ef56-c2"  # nothing to follow: unknown stays unknown
+    assert journal.request_cancel("ab12-c1", reason="pressed a moment too late")
+    assert journal.cancel_request("ab12-7") is not None
+    with pytest.raises(ConfigError):
+        journal.request_cancel("ef56-c2")
+    journal.close()

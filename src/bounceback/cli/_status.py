@@ -423,6 +423,7 @@ def cancel_run(app: AppContext, run_id: str, wait_seconds: float) -> None:
     ended or its program did not answer in time.
     """
     with Journal(app.database, timeout=app.timeout) as journal:
+        run_id = journal.current_run_id(run_id)  # an announced command may have moved to its recovery's id
         if not journal.request_cancel(run_id, reason="cancelled from the command line"):
             click.echo(f"run {run_id} has already ended; nothing to cancel", err=True)
             sys.exit(1)

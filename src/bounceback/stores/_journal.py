@@ -267,6 +267,12 @@ class Journal(HomeComponent):
 
     # -- cancel requests ------------------------------------------------------------------------------
 
+    def current_run_id(self, run_id: str) -> str:
+        """The id run ``run_id`` goes by now: a command announced as ``PREFIX-cN`` continues under its
+        recovery's id once its first attempt fails; any other id is returned as it is."""
+        with self._lock:
+            return _current_id(self._connection(), run_id)
+
     def request_cancel(
         self, run_id: str, *, reason: str = "cancelled by a person", requested_by: str | None = None
     ) -> bool:
@@ -282,21 +288,10 @@ class Journal(HomeComponent):
                 row = conn.execute(
                     "SELECT outcome, pid, host FROM journal_runs WHERE run_id = ?", (run_id,)
                 ).fetchone()
-                if row is None and "-c" in run_id:
-                    # A command announced as PREFIX-cN continues under its recovery's id (PREFIX-M, the same
-                    # process prefix) once its first attempt fails: a Cancel pressed on the announced row a
-                    # moment too late follows it there (a `bounceback run` process runs one command).
-                    prefix = run_id.split("-c", 1)[0]
-                    moved = conn.execute(
-                        "SELECT run_id FROM journal_runs WHERE run_id LIKE ? AND ended_at IS NULL "
-                        "ORDER BY started_at DESC LIMIT 1",
-                        (prefix.replace("%", "").replace("_", "") + "-%",),
-                    ).fetchone()
-                    if moved is not None:
-                        run_id = moved[0]
-                        row = conn.execute(
-                            "SELECT outcome, pid, host FROM journal_runs WHERE run_id = ?", (run_id,)
-                        ).fetchone()
+                run_id = _current_id(conn, run_id)
+                row = conn.execute(
+                    "SELECT outcome, pid, host FROM journal_runs WHERE run_id = ?", (run_id,)
+                ).fetchone()
                 if row is None:
                     raise ConfigError(
                         "run_id",
@@ -361,3 +356,19 @@ def _run(row: tuple[Any, ...]) -> RunEntry:
         status = "running" if is_process_alive(row[15], row[16]) else "abandoned"
     # The row holds exactly the 17 stored columns, in field order; mypy cannot count a tuple[Any, ...].
     return RunEntry(*row, status)  # type: ignore[call-arg]
+
+
+def _current_id(conn: sqlite3.Connection, run_id: str) -> str:
+    if (
+        "-c" not in run_id
+        or conn.execute("SELECT 1 FROM journal_runs WHERE run_id = ?", (run_id,)).fetchone()
+    ):
+        return run_id
+    # Gone from the journal under its announced id: the same process's newest unfinished run is where it went
+    # (an announced command and its recovery share the process's run-id prefix; `bounceback run` runs one).
+    prefix = run_id.split("-c", 1)[0].replace("%", "").replace("_", "")
+    moved = conn.execute(
+        "SELECT run_id FROM journal_runs WHERE run_id LIKE ? AND ended_at IS NULL ORDER BY started_at DESC LIMIT 1",
+        (prefix + "-%",),
+    ).fetchone()
+    return str(moved[0]) if moved is not None else run_id
