@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from bounceback import CircuitBreaker, EventBus
-from bounceback.core._breaker_store import WindowSpec
-from bounceback.core._budget import RetryBudget
-from bounceback.core._window import OK
+from bounceback.core.breaker._store import WindowSpec
+from bounceback.core.retry._budget import RetryBudget
+from bounceback.core.breaker._window import OK
 from bounceback.stores import (
     RedisBreakerStore,
     RedisBudgetLedger,

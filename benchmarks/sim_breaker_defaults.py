@@ -13,7 +13,7 @@ import argparse
 import math
 import time
 
-from bounceback.core._settings import StaticSettings
+from bounceback.core.settings._source import StaticSettings
 from bounceback.sim import Capacity, Outage, PolicySpec, simulate
 
 STARTS = (1.0, 2.0, 5.0, 10.0, 30.0)

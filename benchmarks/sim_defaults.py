@@ -18,7 +18,7 @@ import math
 import sys
 import time
 
-from bounceback.core._settings_layers import defaults
+from bounceback.core.settings._layers import defaults
 from bounceback.sim import Capacity, Outage, PolicyResult, PolicySpec, compare, default_specs, variants
 
 TARGETS = {"outage": (35.0, 0.37), "capacity": (30.0, 0.60)}

@@ -52,6 +52,48 @@ def test_core_is_pure_standard_library() -> None:
     assert bad == []
 
 
+# The core's capabilities, lowest first: each may import the core's root (its top-level modules) and the
+# capabilities of a lower rank, never one beside or above it (DESIGN.md, "Where things live").
+CAPABILITY_RANK = {"classify": 1, "settings": 1, "retry": 2, "breaker": 3, "strategies": 3, "recovery": 4, "policy": 5}
+
+
+def _capability(parts: tuple[str, ...]) -> str:
+    """The capability of a path or module under core/ (``parts`` after "core"): root for its private top-level
+    modules (their names start with an underscore; a capability's package name does not)."""
+    return "root" if parts[0].startswith("_") else parts[0]
+
+
+def _capability_violations(core: Path) -> list[str]:
+    bad = []
+    for path in core.rglob("*.py"):
+        mine = _capability(path.relative_to(core).parts)
+        rank = CAPABILITY_RANK.get(mine, 0)
+        for mod in _imports(path):
+            parts = tuple(mod.split("."))
+            if parts[:2] != ("bounceback", "core") or len(parts) < 3:
+                continue
+            theirs = _capability(parts[2:])
+            if theirs in {mine, "root"}:
+                continue
+            if CAPABILITY_RANK.get(theirs, 0) >= rank:
+                bad.append(f"core/{path.relative_to(core)} ({mine}) imports {mod} ({theirs})")
+    return bad
+
+
+def test_core_capabilities_import_only_the_root_and_those_below() -> None:
+    assert sorted(p.name for p in (PKG / "core").iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(
+        CAPABILITY_RANK
+    )
+    assert _capability_violations(PKG / "core") == []
+
+
+def test_the_capability_check_can_fail(tmp_path: Path) -> None:
+    (tmp_path / "retry").mkdir()
+    (tmp_path / "retry" / "_x.py").write_text("from bounceback.core.policy._policy import Policy\n")
+    (tmp_path / "_root.py").write_text("from bounceback.core.breaker import CircuitBreaker\n")
+    assert len(_capability_violations(tmp_path)) == 2
+
+
 def test_layers_only_import_downwards() -> None:
     bad = []
     for path in PKG.rglob("*.py"):

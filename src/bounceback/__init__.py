@@ -8,26 +8,6 @@
 'pong'
 """
 
-from bounceback.core._attempts import Attempt, Attempts
-from bounceback.core._backoff import Backoff, BackoffKind, Jitter
-from bounceback.core._breaker import BreakerMetrics, BreakerState, CircuitBreaker
-from bounceback.core._breaker_config import BreakerConfig
-from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, SharedState, WindowSpec
-from bounceback.core._budget import RetryBudget
-from bounceback.core._chaos import FaultInjector, InjectedFault, active_injectors
-from bounceback.core._classify import (
-    DEFAULT_CLASSIFIER,
-    Classification,
-    Classifier,
-    ErrorKind,
-    Rule,
-    classify,
-    mark,
-    on_errno,
-    on_message,
-    on_predicate,
-    on_type,
-)
 from bounceback.core._events import (
     AttemptFailed,
     AttemptHedged,
@@ -53,24 +33,52 @@ from bounceback.core._events import (
     TicketResolved,
     default_bus,
 )
-from bounceback.core._guidance import GuidanceCatalog, Step, default_guidance
-from bounceback.core._hedge import Hedge
-from bounceback.core._limiter import ConcurrencyLimiter
 from bounceback.core._log import event_fields, log_events
-from bounceback.core._manual import Choice, ChoiceKind, GuidanceStep, Record, Resolution, Ticket, open_ticket
-from bounceback.core._manual_ports import MemoryTickets, TicketPrompter, TicketStore
-from bounceback.core._manual_recovery import PASS, ManualRecovery, chain
-from bounceback.core._packs import ErrorPack, register_pack, unregister_pack
-from bounceback.core._policy import Policy, RetryAgain, retry
-from bounceback.core._rate import RateLimiter
 from bounceback.core._redact import redact
 from bounceback.core._registry import Registry, registry
-from bounceback.core._retry import AttemptRecord, GiveUp, RetryConfig
-from bounceback.core._retry_after import parse_retry_after
-from bounceback.core._settings import SettingsSource, StaticSettings
-from bounceback.core._throttle import AdaptiveThrottle
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock, SystemClock, parse_duration
-from bounceback.core._window import WindowCounts
+from bounceback.core.breaker._breaker import BreakerMetrics, BreakerState, CircuitBreaker
+from bounceback.core.breaker._config import BreakerConfig
+from bounceback.core.breaker._store import BreakerStore, MemoryBreakerStore, SharedState, WindowSpec
+from bounceback.core.breaker._window import WindowCounts
+from bounceback.core.classify._packs import ErrorPack, register_pack, unregister_pack
+from bounceback.core.classify._retry_after import parse_retry_after
+from bounceback.core.classify._rules import (
+    DEFAULT_CLASSIFIER,
+    Classification,
+    Classifier,
+    ErrorKind,
+    Rule,
+    classify,
+    mark,
+    on_errno,
+    on_message,
+    on_predicate,
+    on_type,
+)
+from bounceback.core.policy._attempts import Attempt, Attempts
+from bounceback.core.policy._manual import PASS, ManualRecovery, chain
+from bounceback.core.policy._policy import Policy, RetryAgain, retry
+from bounceback.core.recovery._guidance import GuidanceCatalog, Step, default_guidance
+from bounceback.core.recovery._ports import MemoryTickets, TicketPrompter, TicketStore
+from bounceback.core.recovery._tickets import (
+    Choice,
+    ChoiceKind,
+    GuidanceStep,
+    Record,
+    Resolution,
+    Ticket,
+    open_ticket,
+)
+from bounceback.core.retry._backoff import Backoff, BackoffKind, Jitter
+from bounceback.core.retry._budget import RetryBudget
+from bounceback.core.retry._engine import AttemptRecord, GiveUp, RetryConfig
+from bounceback.core.settings._source import SettingsSource, StaticSettings
+from bounceback.core.strategies._chaos import FaultInjector, InjectedFault, active_injectors
+from bounceback.core.strategies._hedge import Hedge
+from bounceback.core.strategies._limiter import ConcurrencyLimiter
+from bounceback.core.strategies._rate import RateLimiter
+from bounceback.core.strategies._throttle import AdaptiveThrottle
 from bounceback.errors import (
     AttemptTimeout,
     BouncebackError,

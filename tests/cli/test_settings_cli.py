@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bounceback.core._settings import SCHEMA
+from bounceback.core.settings._source import SCHEMA
 from bounceback.stores import open_home
 from tests.stores.sqlite_helpers import corrupt, exclusive_lock, snapshot
 

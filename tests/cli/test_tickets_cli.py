@@ -23,7 +23,7 @@ PARKING_PROGRAM = textwrap.dedent(
     """
     import sys
     from bounceback import Policy, RecoveryRequired
-    from bounceback.core._manual_recovery import ManualRecovery
+    from bounceback.core.policy._manual import ManualRecovery
     from bounceback.stores._tickets import SqliteTickets
     from bounceback.testing import FakeClock
 

@@ -9,7 +9,7 @@ import sys
 
 from bounceback import Policy
 from bounceback.console import TerminalPrompter
-from bounceback.core._manual_recovery import ManualRecovery
+from bounceback.core.policy._manual import ManualRecovery
 from bounceback.stores._tickets import SqliteTickets
 from bounceback.testing import FakeClock
 

@@ -26,7 +26,7 @@ from bounceback import (
     RetryScheduled,
 )
 from bounceback.console import ProgressDisplay, one_line, show_progress
-from bounceback.core._settings import StaticSettings
+from bounceback.core.settings._source import StaticSettings
 from bounceback.testing import FakeClock
 
 NO_JITTER = Backoff(initial=1, max_delay=100, jitter="none")

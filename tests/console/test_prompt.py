@@ -18,8 +18,8 @@ from rich.console import Console
 
 from bounceback import GiveUp
 from bounceback.console import TerminalPrompter, render_ticket
-from bounceback.core._classify import DEFAULT_CLASSIFIER
-from bounceback.core._manual import ChoiceKind, Record, Ticket, open_ticket, rank
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
+from bounceback.core.recovery._tickets import ChoiceKind, Record, Ticket, open_ticket, rank
 from bounceback.stores._tickets import SqliteTickets
 from bounceback.testing import FakeClock
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from bounceback.core._setting import MAX_SECONDS, Setting
-from bounceback.core._settings import SCHEMA, SettingsLayers, defaults
+from bounceback.core.settings._setting import MAX_SECONDS, Setting
+from bounceback.core.settings._source import SCHEMA, SettingsLayers, defaults
 
 GLOBAL_KEYS = list(SCHEMA)
 OPERATION_KEYS = [k for k, s in SCHEMA.items() if s.per_operation]

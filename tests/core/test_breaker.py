@@ -24,9 +24,9 @@ from bounceback import (
     EventBus,
     registry,
 )
-from bounceback.core._breaker_config import SETTINGS_KEYS
-from bounceback.core._classify import DEFAULT_CLASSIFIER
-from bounceback.core._settings_schema import SCHEMA
+from bounceback.core.breaker._config import SETTINGS_KEYS
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
+from bounceback.core.settings._schema import SCHEMA
 from bounceback.testing import FakeClock, RecordingSink
 
 DOWN = Classification(ErrorKind.TRANSIENT, "down")
@@ -507,7 +507,7 @@ def test_from_settings_and_live_reconfigure() -> None:
 
 
 def test_settings_source_is_followed_live() -> None:
-    from bounceback.core._settings import StaticSettings
+    from bounceback.core.settings._source import StaticSettings
 
     settings = StaticSettings({"breaker.failure_rate": 30})
     brk = CircuitBreaker("live-settings", settings=settings, clock=FakeClock(), bus=EventBus())
@@ -542,8 +542,8 @@ def test_metrics_snapshot() -> None:
 
 
 def test_every_breaker_setting_key_exists_in_the_schema_with_the_same_default() -> None:
-    from bounceback.core._breaker_config import SETTINGS_KEYS, BreakerConfig
-    from bounceback.core._settings import SCHEMA
+    from bounceback.core.breaker._config import SETTINGS_KEYS, BreakerConfig
+    from bounceback.core.settings._source import SCHEMA
 
     base = BreakerConfig()
     for key, field in SETTINGS_KEYS.items():

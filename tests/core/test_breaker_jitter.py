@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bounceback import BreakerState, CircuitBreaker, ConfigError, EventBus
-from bounceback.core._breaker_config import build_config
-from bounceback.core._classify import Classification, ErrorKind
+from bounceback.core.breaker._config import build_config
+from bounceback.core.classify._rules import Classification, ErrorKind
 from bounceback.testing import FakeClock
 
 DOWN = Classification(ErrorKind.TRANSIENT, "down")

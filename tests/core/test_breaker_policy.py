@@ -15,7 +15,7 @@ from bounceback import (
     RecoveryExhausted,
     RetryScheduled,
 )
-from bounceback.core._classify import Classification, ErrorKind
+from bounceback.core.classify._rules import Classification, ErrorKind
 from bounceback.testing import FakeClock, RecordingSink
 
 DOWN = Classification(ErrorKind.TRANSIENT, "down")

@@ -25,7 +25,7 @@ from bounceback import (
     ErrorKind,
     EventBus,
 )
-from bounceback.core._breaker_core import ALLOWED_TRANSITIONS, AUTOMATIC_TRANSITIONS, BreakerState
+from bounceback.core.breaker._core import ALLOWED_TRANSITIONS, AUTOMATIC_TRANSITIONS, BreakerState
 from bounceback.testing import FakeClock
 
 WINDOW = 4

@@ -23,7 +23,7 @@ from bounceback import (
     StoreUnavailable,
     WindowSpec,
 )
-from bounceback.core._window import FAILED, SLOW, CountWindow, TimeWindow
+from bounceback.core.breaker._window import FAILED, SLOW, CountWindow, TimeWindow
 from bounceback.testing import FakeClock, RecordingSink
 
 DOWN = Classification(ErrorKind.TRANSIENT, "down")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bounceback.core._budget import BudgetReading, BudgetRule, LocalLedger, RetryBudget
+from bounceback.core.retry._budget import BudgetReading, BudgetRule, LocalLedger, RetryBudget
 from bounceback.errors import ConfigError
 from bounceback.testing import FakeClock
 

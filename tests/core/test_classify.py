@@ -206,7 +206,7 @@ def test_a_classifier_that_is_neither_a_classifier_nor_a_function_is_refused_at_
 
 
 def test_a_function_that_answers_nonsense_gets_a_clear_error() -> None:
-    from bounceback.core._classify import as_classifier
+    from bounceback.core.classify._rules import as_classifier
 
     odd = as_classifier(lambda exc: 42)  # type: ignore[arg-type, return-value]
     with pytest.raises(ConfigError, match="to return a Classification"):

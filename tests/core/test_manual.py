@@ -31,13 +31,13 @@ from bounceback import (
     TicketResolved,
 )
 from bounceback.console import TerminalPrompter
-from bounceback.core._classify import DEFAULT_CLASSIFIER
-from bounceback.core._facts import clean_text, error_facts
-from bounceback.core._guidance import GuidanceCatalog, Step
-from bounceback.core._manual import ChoiceKind, Record, Ticket, open_ticket, rank
-from bounceback.core._manual_ports import MemoryTickets
-from bounceback.core._manual_recovery import PASS, ManualRecovery, chain
-from bounceback.core._settings import StaticSettings
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
+from bounceback.core.classify._facts import clean_text, error_facts
+from bounceback.core.recovery._guidance import GuidanceCatalog, Step
+from bounceback.core.recovery._tickets import ChoiceKind, Record, Ticket, open_ticket, rank
+from bounceback.core.recovery._ports import MemoryTickets
+from bounceback.core.policy._manual import PASS, ManualRecovery, chain
+from bounceback.core.settings._source import StaticSettings
 from bounceback.errors import CircuitOpenError
 from bounceback.testing import FakeClock, RecordingSink
 

@@ -19,9 +19,9 @@ from bounceback import (
     register_pack,
     unregister_pack,
 )
-from bounceback.core._classify import DEFAULT_CLASSIFIER
-from bounceback.core._manual import open_ticket
-from bounceback.core._packs import pack_for
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
+from bounceback.core.recovery._tickets import open_ticket
+from bounceback.core.classify._packs import pack_for
 from bounceback.testing import FakeClock
 
 SAMPLE = "tests.core.pack_sample"

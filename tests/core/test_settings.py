@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bounceback import ConfigError, Policy
-from bounceback.core._settings import (
+from bounceback.core.settings._source import (
     SCHEMA,
     SettingsLayers,
     SettingsSource,

@@ -20,8 +20,8 @@ from bounceback import (
     StaticSettings,
     classify,
 )
-from bounceback.core._classify import Classification, ErrorKind
-from bounceback.core._throttle import is_accepted
+from bounceback.core.classify._rules import Classification, ErrorKind
+from bounceback.core.strategies._throttle import is_accepted
 from bounceback.testing import FakeClock, RecordingSink
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from bounceback import GiveUp, Policy
-from bounceback.core._manual import Ticket, open_ticket
+from bounceback.core.recovery._tickets import Ticket, open_ticket
 from bounceback.testing import FakeClock
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bounceback.core._events import BreakerOpened, EventBus, RecoveryExhausted, TicketOpened
-from bounceback.core._settings import StaticSettings
+from bounceback.core.settings._source import StaticSettings
 from bounceback.integrations._notify import HookResult, NotifyHooks, event_payload
 from tests.http_server import closed_port
 
@@ -146,7 +146,7 @@ def test_bus_events_become_notifications(receiver: tuple[Receiver, str]) -> None
     stop = NotifyHooks(command="", webhook=url).subscribe(bus)
     bus.emit(BreakerOpened("db", 1.8e9, "closed", "open", "failure rate 60%", 1.8e9 + 30))
     bus.emit(TicketOpened("sync", 1.8e9, "t1", "sync: OSError after 3 attempts"))
-    from bounceback.core._classify import Classification, ErrorKind
+    from bounceback.core.classify._rules import Classification, ErrorKind
 
     bus.emit(
         RecoveryExhausted(

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bounceback import Classification, ErrorKind, Policy, classify
-from bounceback.core._facts import error_facts
-from bounceback.core._manual import Record, open_ticket, rank, step_item
+from bounceback.core.classify._facts import error_facts
+from bounceback.core.recovery._tickets import Record, open_ticket, rank, step_item
 from bounceback.integrations import raise_for_modbus
 from bounceback.integrations._modbus import ModbusResponseError
 from bounceback.testing import FakeClock

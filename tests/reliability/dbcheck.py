@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from bounceback.core._settings import SCHEMA
+from bounceback.core.settings._source import SCHEMA
 
 __all__ = ["consistency_problems", "snapshot", "stored_data"]
 

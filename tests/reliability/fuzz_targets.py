@@ -18,8 +18,8 @@ from collections.abc import Callable
 import atheris
 
 with atheris.instrument_imports():
-    from bounceback.core._retry_after import parse_retry_after
-    from bounceback.core._settings import SCHEMA, layers_from_document, parse_document
+    from bounceback.core.classify._retry_after import parse_retry_after
+    from bounceback.core.settings._source import SCHEMA, layers_from_document, parse_document
     from bounceback.errors import ConfigError
 
 __all__ = ["TARGETS"]

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from bounceback import ConfigError, StoreError, parse_retry_after
 from bounceback.cli import cli
-from bounceback.core._manual import open_ticket
-from bounceback.core._retry import GiveUp
-from bounceback.core._settings import SCHEMA
+from bounceback.core.recovery._tickets import open_ticket
+from bounceback.core.retry._engine import GiveUp
+from bounceback.core.settings._source import SCHEMA
 from bounceback.integrations._httpx import RecoveringTransport
 from bounceback.stores import SqliteSettings
 from bounceback.stores._tickets import SqliteTickets

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, EventBus, Policy, RecoveryRequired
-from bounceback.core._manual_recovery import ManualRecovery
+from bounceback.core.policy._manual import ManualRecovery
 from bounceback.stores import SqliteBreakerStore, SqliteSettings
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._tickets import SqliteTickets

@@ -2,7 +2,7 @@
 Backoff and Jitter" (AWS Architecture Blog, 2015), draw for draw with the same random numbers.
 
 The reference implementations below are written from the article's formulas, independently of
-``core/_backoff.py``; every wait bounceback computes must equal the reference's for the same draw.
+``core/retry/_backoff.py``; every wait bounceback computes must equal the reference's for the same draw.
 """
 
 from __future__ import annotations

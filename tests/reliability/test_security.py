@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bounceback import Backoff, CircuitBreaker, EventBus, Policy, RecoveryRequired, log_events
-from bounceback.core._manual_recovery import ManualRecovery
+from bounceback.core.policy._manual import ManualRecovery
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._tickets import SqliteTickets
 from bounceback.testing import FakeClock, RecordingSink

@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 
 from bounceback import Backoff, CircuitBreaker, CircuitOpenError, EventBus, Policy, RecoveryRequired
-from bounceback.core._manual_recovery import ManualRecovery
+from bounceback.core.policy._manual import ManualRecovery
 from bounceback.stores import SqliteBreakerStore, SqliteSettings
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._tickets import SqliteTickets

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bounceback import Backoff
-from bounceback.core._settings import StaticSettings
+from bounceback.core.settings._source import StaticSettings
 from bounceback.sim import (
     BreakerSpec,
     Capacity,

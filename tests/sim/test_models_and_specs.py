@@ -7,7 +7,7 @@ import math
 import pytest
 
 from bounceback import Backoff, ConfigError
-from bounceback.core._settings import StaticSettings
+from bounceback.core.settings._source import StaticSettings
 from bounceback.sim import (
     BreakerSpec,
     BudgetSpec,

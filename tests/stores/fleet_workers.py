@@ -1,6 +1,6 @@
 """Worker processes of the fleet test: many processes on one batched shared breaker, flush rounds driven by the test.
 
-Each worker builds a :class:`~bounceback.core._batched_store.BatchedBreakerStore` whose flusher thread
+Each worker builds a :class:`~bounceback.core.breaker._batched.BatchedBreakerStore` whose flusher thread
 waits for the test's *tick* (a shared integer) instead of a timer: one tick is one flush interval, the same
 for every process, so "the fleet opens within two flush intervals" is counted in ticks, not measured in
 seconds. Time is the shared virtual clock of :mod:`tests.stores.shared_workers`.
@@ -14,10 +14,10 @@ import traceback
 from typing import Any
 
 from bounceback import CircuitBreaker, CircuitOpenError, EventBus
-from bounceback.core._batched_store import BatchedBreakerStore
-from bounceback.core._breaker_store import SharedState
+from bounceback.core.breaker._batched import BatchedBreakerStore
+from bounceback.core.breaker._store import SharedState
 from bounceback.core._events import BreakerOpened
-from bounceback.core._window import WindowCounts
+from bounceback.core.breaker._window import WindowCounts
 from tests.stores import shared_workers as w
 
 FULL = os.environ.get("BOUNCEBACK_SOAK", "").strip().lower() == "full"

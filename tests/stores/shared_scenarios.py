@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bounceback import CircuitOpenError
-from bounceback.core._breaker_store import WindowSpec
+from bounceback.core.breaker._store import WindowSpec
 from tests.stores import shared_workers as w
 
 CTX = multiprocessing.get_context("spawn")

@@ -11,14 +11,14 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from bounceback.core._breaker_store import (
+from bounceback.core.breaker._store import (
     NO_OUTCOME,
     BreakerStore,
     MemoryBreakerStore,
     SharedState,
     WindowSpec,
 )
-from bounceback.core._budget import BudgetLedger, BudgetRule, LocalLedger
+from bounceback.core.retry._budget import BudgetLedger, BudgetRule, LocalLedger
 from bounceback.testing import FakeClock
 
 SPECS = [WindowSpec("count", 5), WindowSpec("count", 3), WindowSpec("time", 10.0), WindowSpec("time", 2.5)]

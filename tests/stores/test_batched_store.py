@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, CircuitOpenError, EventBus, StoreError
-from bounceback.core._batched_store import BatchedBreakerStore
-from bounceback.core._breaker_store import (
+from bounceback.core.breaker._batched import BatchedBreakerStore
+from bounceback.core.breaker._store import (
     NO_OUTCOME,
     BreakerStore,
     MemoryBreakerStore,
@@ -20,7 +20,7 @@ from bounceback.core._breaker_store import (
     WindowSpec,
 )
 from bounceback.core._events import StoreRecovered, StoreUnavailable
-from bounceback.core._window import FAILED, OK, SLOW, WindowCounts
+from bounceback.core.breaker._window import FAILED, OK, SLOW, WindowCounts
 from bounceback.errors import ConfigError
 from bounceback.stores import RedisBreakerStore, SqliteBreakerStore, breaker_store_from_settings
 from bounceback.testing import FakeClock, RecordingSink

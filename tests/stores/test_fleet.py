@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bounceback.core._breaker_store import WindowSpec
+from bounceback.core.breaker._store import WindowSpec
 from bounceback.stores import RedisBreakerStore, SqliteBreakerStore
 from tests.redis_server import RedisServer
 from tests.stores import fleet_workers as fw

@@ -30,7 +30,7 @@ from bounceback import (
     RecoveryCancelled,
 )
 from bounceback.core._control import RunControls
-from bounceback.core._settings import StaticSettings
+from bounceback.core.settings._source import StaticSettings
 from bounceback.stores._journal import HOST, Journal, is_process_alive
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.testing import FakeClock

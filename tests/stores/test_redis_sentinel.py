@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bounceback import CircuitBreaker, CircuitOpenError, EventBus, StoreError
-from bounceback.core._batched_store import BatchedBreakerStore
-from bounceback.core._breaker_store import WindowSpec
+from bounceback.core.breaker._batched import BatchedBreakerStore
+from bounceback.core.breaker._store import WindowSpec
 from bounceback.core._events import StoreRecovered, StoreUnavailable
 from bounceback.stores import RedisBreakerStore
 from bounceback.testing import FakeClock, RecordingSink

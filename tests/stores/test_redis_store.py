@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, CircuitOpenError, EventBus, StoreError
-from bounceback.core._breaker_store import WindowSpec
-from bounceback.core._budget import RetryBudget
+from bounceback.core.breaker._store import WindowSpec
+from bounceback.core.retry._budget import RetryBudget
 from bounceback.core._events import StoreRecovered, StoreUnavailable
-from bounceback.core._window import FAILED, OK
+from bounceback.core.breaker._window import FAILED, OK
 from bounceback.stores import (
     RedisBreakerStore,
     RedisBudgetLedger,

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from bounceback import ConfigError, GiveUp
-from bounceback.core._classify import DEFAULT_CLASSIFIER
-from bounceback.core._manual import ChoiceKind, Record, Ticket, open_ticket
-from bounceback.core._manual_ports import MemoryTickets
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
+from bounceback.core.recovery._tickets import ChoiceKind, Record, Ticket, open_ticket
+from bounceback.core.recovery._ports import MemoryTickets
 from bounceback.stores import open_home
 from bounceback.stores._tickets import SqliteTickets
 from bounceback.testing import FakeClock
@@ -263,7 +263,7 @@ def test_a_ticket_parked_by_one_process_is_read_by_another(home: Path) -> None:
         """
         import sys
         from bounceback import Policy, RecoveryRequired
-        from bounceback.core._manual_recovery import ManualRecovery
+        from bounceback.core.policy._manual import ManualRecovery
         from bounceback.stores._tickets import SqliteTickets
         from bounceback.testing import FakeClock
         def read():

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from bounceback import Backoff, EventBus, Policy
-from bounceback.core._breaker import CircuitBreaker
+from bounceback.core.breaker._breaker import CircuitBreaker
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._sqlite_breaker import SqliteBreakerStore
 from bounceback.testing import FakeClock
@@ -133,7 +133,7 @@ def parked_ticket(db: Path, operation: str = "read-meter", wait: float = 30.0) -
 
     The error message carries HTML and script, as a hostile or broken device might send.
     """
-    from bounceback.core._manual_recovery import ManualRecovery
+    from bounceback.core.policy._manual import ManualRecovery
     from bounceback.stores._tickets import SqliteTickets
 
     bus = EventBus()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bounceback.core._settings import defaults
+from bounceback.core.settings._source import defaults
 from bounceback.web._simplot import outage_plot
 
 

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bounceback.core._settings import SCHEMA
+from bounceback.core.settings._source import SCHEMA
 from bounceback.web._model import (
     AttemptView,
     BreakerView,

@@ -33,12 +33,12 @@ from bounceback.cli._run_support import (
 from bounceback.cli._tickets_run import record_success
 from bounceback.console._progress import ProgressDisplay
 from bounceback.console._text import clock_time, plural
-from bounceback.core._breaker import BreakerState, CircuitBreaker
 from bounceback.core._control import run_controls
 from bounceback.core._events import AttemptFailed, Event, RecoveryExhausted, RecoverySucceeded, default_bus
-from bounceback.core._policy import Policy
-from bounceback.core._settings import check_operation
 from bounceback.core._time import CancelToken, parse_duration
+from bounceback.core.breaker._breaker import BreakerState, CircuitBreaker
+from bounceback.core.policy._policy import Policy
+from bounceback.core.settings._source import check_operation
 from bounceback.errors import BulkheadFull, CircuitOpenError, RecoveryCancelled, StoreError
 from bounceback.integrations._subprocess import (
     TIMEOUT_EXIT_CODE,

@@ -15,8 +15,15 @@ import click
 
 from bounceback.cli._app import AppContext, cli, echo_json, pass_app
 from bounceback.console._text import one_line
-from bounceback.core._settings import SCHEMA, Format, Resolved, check_operation, parse_document, split_key
-from bounceback.core._settings_doc import MAX_DOCUMENT_BYTES, check_document_size
+from bounceback.core.settings._doc import MAX_DOCUMENT_BYTES, check_document_size
+from bounceback.core.settings._source import (
+    SCHEMA,
+    Format,
+    Resolved,
+    check_operation,
+    parse_document,
+    split_key,
+)
 from bounceback.errors import ConfigError
 from bounceback.stores import Change
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from bounceback.cli._app import AppContext, cli, echo_json, pass_app
-from bounceback.core._settings_schema import lookup
+from bounceback.core.settings._schema import lookup
 from bounceback.errors import ConfigError
 from bounceback.sim import (
     COMPARISONS,

@@ -19,11 +19,11 @@ from rich.text import Text
 from bounceback.cli._app import AppContext, cli, echo_json, pass_app
 from bounceback.console._text import badge_style, clock_time, countdown, one_line, seconds
 from bounceback.console._timeline import render_timeline
-from bounceback.core._breaker import CircuitBreaker
-from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, SharedState
-from bounceback.core._settings import check_operation
-from bounceback.core._settings_layers import DEFAULTS
 from bounceback.core._time import parse_duration
+from bounceback.core.breaker._breaker import CircuitBreaker
+from bounceback.core.breaker._store import BreakerStore, MemoryBreakerStore, SharedState
+from bounceback.core.settings._layers import DEFAULTS
+from bounceback.core.settings._source import check_operation
 from bounceback.errors import ConfigError
 from bounceback.stores._journal import Journal
 from bounceback.stores._journal_schema import RunEntry

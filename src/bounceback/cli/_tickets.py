@@ -20,10 +20,10 @@ import click
 from bounceback.cli._app import EXIT_USAGE, AppContext, cli, echo_json, pass_app
 from bounceback.cli._run_support import manual_handler, set_manual_handler
 from bounceback.cli._tickets_run import ticket_step
-from bounceback.core._facts import clean_text, format_clock_time
-from bounceback.core._manual import ChoiceKind, Ticket
-from bounceback.core._manual_recovery import current_person
 from bounceback.core._time import parse_duration
+from bounceback.core.classify._facts import clean_text, format_clock_time
+from bounceback.core.policy._manual import current_person
+from bounceback.core.recovery._tickets import ChoiceKind, Ticket
 from bounceback.errors import ConfigError, StoreError
 from bounceback.stores._tickets import SqliteTickets
 

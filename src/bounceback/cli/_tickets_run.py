@@ -30,11 +30,11 @@ from rich.console import Console
 
 from bounceback.cli._run_support import ManualStep
 from bounceback.console import TerminalPrompter
-from bounceback.core._classify import DEFAULT_CLASSIFIER
 from bounceback.core._events import TicketOpened, TicketResolved, default_bus
-from bounceback.core._manual import ChoiceKind, Ticket, open_ticket, rank
-from bounceback.core._manual_recovery import MODES
-from bounceback.core._retry import GiveUp
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
+from bounceback.core.policy._manual import MODES
+from bounceback.core.recovery._tickets import ChoiceKind, Ticket, open_ticket, rank
+from bounceback.core.retry._engine import GiveUp
 from bounceback.errors import CircuitOpenError, ConfigError, RecoveryCancelled, StoreError
 from bounceback.stores import database_path
 from bounceback.stores._tickets import SqliteTickets

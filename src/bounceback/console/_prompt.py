@@ -17,10 +17,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from bounceback.core._facts import clean_text, format_clock_time, format_duration
-from bounceback.core._manual import ChoiceKind, Resolution, Ticket
-from bounceback.core._manual_recovery import current_person
 from bounceback.core._time import SYSTEM_CLOCK, Clock, parse_duration
+from bounceback.core.classify._facts import clean_text, format_clock_time, format_duration
+from bounceback.core.policy._manual import current_person
+from bounceback.core.recovery._tickets import ChoiceKind, Resolution, Ticket
 from bounceback.errors import ConfigError
 
 __all__ = ["TerminalPrompter", "render_ticket"]
@@ -70,8 +70,8 @@ def render_ticket(
     """The ticket as a rich renderable: error, attempts, ranked guidance and choices.
 
     >>> import io
-    >>> from bounceback.core._retry import GiveUp
-    >>> from bounceback.core._manual import open_ticket
+    >>> from bounceback.core.retry._engine import GiveUp
+    >>> from bounceback.core.recovery._tickets import open_ticket
     >>> ticket = open_ticket(GiveUp("sync", TimeoutError("[red]no[/] answer"), "attempts", (), None, "r", 1.0, None), now=0)
     >>> console = Console(file=io.StringIO(), width=100)
     >>> console.print(render_ticket(ticket))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 
-from bounceback.core._setting import UNSAFE_CHARS
+from bounceback.core.settings._setting import UNSAFE_CHARS
 
 __all__ = ["badge_style", "clock_time", "countdown", "describe_reason", "one_line", "plural", "seconds"]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bounceback.core._classify import Classification
+from bounceback.core._kinds import Classification
 
 __all__ = [
     "AttemptFailed",

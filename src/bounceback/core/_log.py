@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bounceback.core._classify import Classification
 from bounceback.core._events import (
     AttemptFailed,
     BreakerOpened,
@@ -20,6 +19,7 @@ from bounceback.core._events import (
     StoreUnavailable,
     default_bus,
 )
+from bounceback.core._kinds import Classification
 
 __all__ = ["event_fields", "log_events"]
 

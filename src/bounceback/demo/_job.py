@@ -21,12 +21,12 @@ from typing import Any
 
 import httpx
 
-from bounceback.core._backoff import Backoff
-from bounceback.core._breaker import CircuitBreaker
-from bounceback.core._classify import DEFAULT_CLASSIFIER
 from bounceback.core._events import Event, RecoveryExhausted, RecoverySucceeded, default_bus
-from bounceback.core._manual_recovery import ManualRecovery
-from bounceback.core._policy import Policy
+from bounceback.core.breaker._breaker import CircuitBreaker
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
+from bounceback.core.policy._manual import ManualRecovery
+from bounceback.core.policy._policy import Policy
+from bounceback.core.retry._backoff import Backoff
 from bounceback.demo._fleet import DEVICES, Device, Fleet
 from bounceback.demo._plant import PLANT_DEVICES, PlantDevices, plant_available
 from bounceback.errors import RecoveryRequired

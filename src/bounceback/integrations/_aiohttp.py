@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from bounceback.core._classify import DEFAULT_CLASSIFIER, Classifier
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER, Classifier
 from bounceback.integrations._http import (
     IDEMPOTENT_METHODS,
     HttpRecovery,

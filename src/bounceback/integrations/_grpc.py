@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from bounceback.core._classify import DEFAULT_CLASSIFIER, Classifier
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER, Classifier
 from bounceback.errors import ConfigError
 
 __all__ = ["AsyncRecoveringInterceptor", "RecoveringInterceptor"]
@@ -47,7 +47,7 @@ class _Policies:
         classifier: Classifier,
         options: dict[str, Any],
     ) -> None:
-        from bounceback.core._policy import Policy
+        from bounceback.core.policy._policy import Policy
 
         if "fallback" in options:
             raise ConfigError("fallback", options["fallback"], "no fallback: a gRPC call returns or raises")
@@ -57,7 +57,7 @@ class _Policies:
         name = f"grpc:{target or operation}"
         breaker: Any = None
         if breakers is True:
-            from bounceback.core._breaker import CircuitBreaker
+            from bounceback.core.breaker._breaker import CircuitBreaker
 
             kwargs = {k: options[k] for k in ("clock", "bus") if options.get(k) is not None}
             breaker = CircuitBreaker(name, **kwargs)

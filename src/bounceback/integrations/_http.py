@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from bounceback.core._classify import Classification, ErrorKind, Rule, on_predicate
-from bounceback.core._retry_after import parse_retry_after
+from bounceback.core.classify._retry_after import parse_retry_after
+from bounceback.core.classify._rules import Classification, ErrorKind, Rule, on_predicate
 from bounceback.errors import ConfigError
 
 __all__ = [
@@ -158,7 +158,7 @@ class HttpRecovery:
         methods: Iterable[str],
         policy_options: Mapping[str, Any],
     ) -> None:
-        from bounceback.core._policy import Policy
+        from bounceback.core.policy._policy import Policy
 
         self._policy_cls = Policy
         self.operation = operation
@@ -174,7 +174,7 @@ class HttpRecovery:
             )
         factory: Callable[[str], Any] | None
         if breakers is True:
-            from bounceback.core._breaker import CircuitBreaker
+            from bounceback.core.breaker._breaker import CircuitBreaker
 
             bus = self.options.get("bus")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from bounceback.core._classify import (
+from bounceback.core.classify._rules import (
     DEFAULT_CLASSIFIER,
     Classification,
     Classifier,

@@ -12,7 +12,6 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from bounceback.core._breaker_core import BreakerState
 from bounceback.core._events import (
     AttemptFailed,
     BreakerStateChanged,
@@ -28,6 +27,7 @@ from bounceback.core._events import (
 )
 from bounceback.core._registry import Registry
 from bounceback.core._registry import registry as default_registry
+from bounceback.core.breaker._core import BreakerState
 
 __all__ = ["OpenTelemetryExporter", "export_otel"]
 

@@ -13,9 +13,9 @@ import socket
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from bounceback.core._classify_types import Classification, ErrorKind
-from bounceback.core._packs import ErrorPack
-from bounceback.core._retry_after import parse_retry_after
+from bounceback.core._kinds import Classification, ErrorKind
+from bounceback.core.classify._packs import ErrorPack
+from bounceback.core.classify._retry_after import parse_retry_after
 from bounceback.integrations._pack_support import type_names
 
 __all__ = ["AIOHTTP_PACK"]

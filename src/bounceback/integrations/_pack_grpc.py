@@ -14,9 +14,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bounceback.core._classify_types import Classification, ErrorKind
-from bounceback.core._guidance_step import Step
-from bounceback.core._packs import ErrorPack
+from bounceback.core._kinds import Classification, ErrorKind
+from bounceback.core.classify._packs import ErrorPack
+from bounceback.core.classify._step import Step
 
 __all__ = ["GRPC_PACK", "grpc_code_name"]
 

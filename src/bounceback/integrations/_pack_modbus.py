@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bounceback.core._classify_types import Classification, ErrorKind
-from bounceback.core._guidance_step import Step
-from bounceback.core._packs import ErrorPack
+from bounceback.core._kinds import Classification, ErrorKind
+from bounceback.core.classify._packs import ErrorPack
+from bounceback.core.classify._step import Step
 from bounceback.integrations._pack_support import type_names
 
 __all__ = ["MODBUS_PACK"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bounceback.core._classify_types import Classification, ErrorKind
-from bounceback.core._guidance_step import Step
-from bounceback.core._packs import ErrorPack
+from bounceback.core._kinds import Classification, ErrorKind
+from bounceback.core.classify._packs import ErrorPack
+from bounceback.core.classify._step import Step
 
 __all__ = ["OPCUA_PACK"]
 

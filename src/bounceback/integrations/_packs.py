@@ -9,7 +9,7 @@ and its pack is never loaded.
 
 from __future__ import annotations
 
-from bounceback.core._packs import register_pack
+from bounceback.core.classify._packs import register_pack
 
 __all__ = ["BUILTIN_PACKS", "register_builtin_packs"]
 

@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bounceback.core._breaker_core import BreakerState
 from bounceback.core._events import (
     AttemptFailed,
     AttemptHedged,
@@ -36,6 +35,7 @@ from bounceback.core._events import (
 )
 from bounceback.core._registry import Registry
 from bounceback.core._registry import registry as default_registry
+from bounceback.core.breaker._core import BreakerState
 
 __all__ = ["PrometheusExporter", "export_prometheus"]
 

@@ -14,7 +14,7 @@ import requests
 import requests.adapters
 import requests.exceptions as rex
 
-from bounceback.core._classify import DEFAULT_CLASSIFIER, Classifier, ErrorKind
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER, Classifier, ErrorKind
 from bounceback.integrations._http import (
     IDEMPOTENT_METHODS,
     HttpRecovery,

@@ -30,12 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bounceback.core._classify import Classification, ErrorKind
 from bounceback.core._control import RunControls, run_controls
 from bounceback.core._events import EventBus, RunEnded, RunStarted, default_bus
-from bounceback.core._policy import Policy
-from bounceback.core._retry_state import RUN_PREFIX
 from bounceback.core._time import SYSTEM_CLOCK, CancelToken, Clock
+from bounceback.core.classify._rules import Classification, ErrorKind
+from bounceback.core.policy._policy import Policy
+from bounceback.core.retry._state import RUN_PREFIX
 from bounceback.errors import AttemptTimeout, ConfigError
 
 __all__ = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from bounceback.core._backoff import Backoff, Jitter
-from bounceback.core._settings_layers import defaults
+from bounceback.core.retry._backoff import Backoff, Jitter
+from bounceback.core.settings._layers import defaults
 from bounceback.errors import ConfigError
 from bounceback.sim._models import Model
 from bounceback.sim._report import SimReport

@@ -14,12 +14,12 @@ import math
 import random
 from typing import Any
 
-from bounceback.core._breaker import CircuitBreaker
-from bounceback.core._budget import LocalLedger, RetryBudget
-from bounceback.core._classify import Classification, ErrorKind
 from bounceback.core._events import EventBus
-from bounceback.core._limiter import ConcurrencyLimiter
-from bounceback.core._throttle import AdaptiveThrottle
+from bounceback.core.breaker._breaker import CircuitBreaker
+from bounceback.core.classify._rules import Classification, ErrorKind
+from bounceback.core.retry._budget import LocalLedger, RetryBudget
+from bounceback.core.strategies._limiter import ConcurrencyLimiter
+from bounceback.core.strategies._throttle import AdaptiveThrottle
 from bounceback.errors import BulkheadFull, CircuitOpenError, RateLimitExceeded
 from bounceback.sim._clock import VirtualClock
 from bounceback.sim._models import OK, Model

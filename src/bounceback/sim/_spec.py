@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bounceback.core._backoff import Backoff
-from bounceback.core._breaker_config import SETTINGS_KEYS
-from bounceback.core._budget import BudgetRule
-from bounceback.core._limiter import ConcurrencyLimiter
-from bounceback.core._rate import RateLimiter
-from bounceback.core._settings_layers import defaults
-from bounceback.core._throttle import AdaptiveThrottle
 from bounceback.core._time import to_seconds
+from bounceback.core.breaker._config import SETTINGS_KEYS
+from bounceback.core.retry._backoff import Backoff
+from bounceback.core.retry._budget import BudgetRule
+from bounceback.core.settings._layers import defaults
+from bounceback.core.strategies._limiter import ConcurrencyLimiter
+from bounceback.core.strategies._rate import RateLimiter
+from bounceback.core.strategies._throttle import AdaptiveThrottle
 from bounceback.errors import ConfigError
 
 __all__ = [
@@ -67,7 +67,7 @@ class BreakerSpec:
 
 @dataclass(frozen=True)
 class BudgetSpec:
-    """A retry budget (see :class:`bounceback.core._budget.RetryBudget`).
+    """A retry budget (see :class:`bounceback.core.retry._budget.RetryBudget`).
 
     ``shared`` gives all clients one budget, as the workers of one process share theirs, or as a fleet
     would share one through a store; otherwise each client has its own, and its floor
@@ -228,7 +228,7 @@ class PolicySpec:
     def from_settings(cls, values: Mapping[str, Any], label: str = "current") -> PolicySpec:
         """The policy an operation's resolved settings describe (``settings.effective(operation)``).
 
-        >>> from bounceback.core._settings import StaticSettings
+        >>> from bounceback.core.settings._source import StaticSettings
         >>> spec = PolicySpec.from_settings(StaticSettings({"retry.jitter": "equal"}).effective("x"))
         >>> spec.backoff.jitter.value, spec.attempts, spec.breaker is not None, spec.budget is not None
         ('equal', 5, True, True)

@@ -2,7 +2,7 @@
 
 A retry budget is asked before every retry, so a store that cannot be reached must not turn into an error
 in the user's call. The shared ledgers (SQLite, Redis) hand their store errors to a :class:`LedgerFallback`:
-the budget carries on in a private :class:`~bounceback.core._budget.LocalLedger` (this process's own calls
+the budget carries on in a private :class:`~bounceback.core.retry._budget.LocalLedger` (this process's own calls
 and retries only), emits ``StoreUnavailable`` once, asks the store again every ``retry_seconds`` and emits
 ``StoreRecovered`` when it answers. What was counted locally meanwhile is not merged back: it is at most
 one window's worth, and the shared window has moved on by then.
@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from bounceback.core._budget import BudgetReading, BudgetRule, LocalLedger
 from bounceback.core._events import EventBus, StoreRecovered, StoreUnavailable, default_bus
 from bounceback.core._time import Clock
+from bounceback.core.retry._budget import BudgetReading, BudgetRule, LocalLedger
 from bounceback.errors import ConfigError, StoreError
 
 __all__ = ["LedgerFallback"]
@@ -27,7 +27,7 @@ class LedgerFallback:
     """The local stand-in of one shared ledger, and the bookkeeping of when to try the store again.
 
     >>> from bounceback.testing import FakeClock
-    >>> from bounceback.core._budget import BudgetRule
+    >>> from bounceback.core.retry._budget import BudgetRule
     >>> fallback = LedgerFallback("redis://db", FakeClock(), EventBus(), retry_seconds=5)
     >>> def unreachable():
     ...     raise StoreError("redis://db", "settle", "connection refused")

@@ -1,6 +1,6 @@
 """Breaker state in Redis or Valkey, shared by a fleet of machines (through redis-py).
 
-:class:`RedisBreakerStore` implements the :class:`~bounceback.core._breaker_store.BreakerStore` port with
+:class:`RedisBreakerStore` implements the :class:`~bounceback.core.breaker._store.BreakerStore` port with
 one Lua script call per method (see :mod:`bounceback.stores._redis_lua`): each recorded outcome, state
 change and probe permit is one atomic round trip, and nothing is locked while the user's call runs.
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bounceback.core._breaker_store import SharedState, WindowSpec
-from bounceback.core._window import WindowCounts, time_buckets
+from bounceback.core.breaker._store import SharedState, WindowSpec
+from bounceback.core.breaker._window import WindowCounts, time_buckets
 from bounceback.errors import ConfigError, StoreError
 from bounceback.stores._redis_lua import BREAKER_LUA, LuaScript
 
@@ -212,7 +212,7 @@ def _shape(spec: WindowSpec) -> tuple[str, int, str]:
 
 
 class RedisBreakerStore:
-    """A :class:`~bounceback.core._breaker_store.BreakerStore` in Redis or Valkey, shared by a fleet.
+    """A :class:`~bounceback.core.breaker._store.BreakerStore` in Redis or Valkey, shared by a fleet.
 
     Give it a URL (``redis://host:6379/0``, ``rediss://`` for TLS, ``unix:///path``) or a redis-py
     ``client`` you built yourself (then its timeouts and retries are yours: prefer :func:`redis_client`).

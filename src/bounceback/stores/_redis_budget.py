@@ -1,6 +1,6 @@
 """Retry budgets shared by a fleet, in Redis or Valkey: one script call (one round trip) per settle.
 
-:class:`RedisBudgetLedger` implements the :class:`~bounceback.core._budget.BudgetLedger` port. A budget's
+:class:`RedisBudgetLedger` implements the :class:`~bounceback.core.retry._budget.BudgetLedger` port. A budget's
 window is one hash (``<prefix>{name}``) holding a ring of ``slices`` slices keyed by absolute index, and
 it expires by itself two windows after its last use, so idle budgets leave nothing behind.
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bounceback.core._budget import BudgetReading, BudgetRule
 from bounceback.core._events import EventBus
 from bounceback.core._time import SYSTEM_CLOCK, Clock
+from bounceback.core.retry._budget import BudgetReading, BudgetRule
 from bounceback.errors import ConfigError
 from bounceback.stores._ledger_fallback import LedgerFallback
 from bounceback.stores._redis import DEFAULT_REDIS_TIMEOUT, RedisLink
@@ -29,7 +29,7 @@ __all__ = ["RedisBudgetLedger"]
 
 
 class RedisBudgetLedger:
-    """A :class:`~bounceback.core._budget.BudgetLedger` in Redis or Valkey, shared by a fleet.
+    """A :class:`~bounceback.core.retry._budget.BudgetLedger` in Redis or Valkey, shared by a fleet.
 
     .. code-block:: text
 

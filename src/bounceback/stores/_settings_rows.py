@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bounceback.core._settings import SCHEMA, SettingsLayers, field_name
+from bounceback.core.settings._source import SCHEMA, SettingsLayers, field_name
 from bounceback.errors import ConfigError, StoreError
 from bounceback.stores._home import register_migrations, schema_versions, store_name
 

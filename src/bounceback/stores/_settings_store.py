@@ -14,8 +14,8 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bounceback.core._budget import BudgetLedger, LocalLedger
-from bounceback.core._settings import (
+from bounceback.core.retry._budget import BudgetLedger, LocalLedger
+from bounceback.core.settings._source import (
     Format,
     Resolved,
     SettingsLayers,

@@ -20,8 +20,8 @@ from types import MappingProxyType
 from typing import Any, Self
 
 from bounceback.core._events import EventBus, SettingsChanged, default_bus
-from bounceback.core._settings import SettingsLayers, Subscribers
 from bounceback.core._time import SYSTEM_CLOCK, Clock
+from bounceback.core.settings._source import SettingsLayers, Subscribers
 from bounceback.errors import StoreError
 from bounceback.stores._home import connect, database_path, migrate, translate_errors
 from bounceback.stores._settings_rows import Change, check_version, current_user, fetch_changes, read_layers

@@ -13,15 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bounceback.core._batched_store import (
+from bounceback.core.breaker._batched import (
     DEFAULT_FLUSH_COUNT,
     DEFAULT_FLUSH_SECONDS,
     DEFAULT_STALENESS,
     BatchedBreakerStore,
 )
-from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore
-from bounceback.core._budget import BudgetLedger, LocalLedger
-from bounceback.core._settings_layers import defaults
+from bounceback.core.breaker._store import BreakerStore, MemoryBreakerStore
+from bounceback.core.retry._budget import BudgetLedger, LocalLedger
+from bounceback.core.settings._layers import defaults
 from bounceback.errors import ConfigError
 from bounceback.stores._redis import DEFAULT_REDIS_TIMEOUT, RedisBreakerStore, redis_client
 from bounceback.stores._redis_budget import RedisBudgetLedger
@@ -88,7 +88,7 @@ def breaker_store_from_settings(
     BatchedBreakerStore(RedisBreakerStore('redis://127.0.0.1:6379/0', prefix='bounceback:breaker:'), \
 flush_seconds=0.05, flush_count=1000, staleness=1)
 
-    Shared stores come wrapped in a :class:`~bounceback.core._batched_store.BatchedBreakerStore`
+    Shared stores come wrapped in a :class:`~bounceback.core.breaker._batched.BatchedBreakerStore`
     (``store.flush_seconds``, ``store.flush_count``, ``store.staleness``): a breaker's calls stay in the
     process and its outcomes reach the store in batches; ``store.flush_seconds = 0`` turns that off.
     """
@@ -126,7 +126,7 @@ def budget_ledger_from_settings(
     """The retry-budget ledger the settings ask for: local, the home database, or Redis.
 
     >>> budget_ledger_from_settings({"store.backend": "memory"})  # doctest: +ELLIPSIS
-    <bounceback.core._budget.LocalLedger object at ...>
+    <bounceback.core.retry._budget.LocalLedger object at ...>
     """
     backend, url = _backend(_values(settings))
     if backend == "memory":

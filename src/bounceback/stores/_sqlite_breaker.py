@@ -1,6 +1,6 @@
 """Breaker state in the home SQLite database, shared by every process on one machine.
 
-:class:`SqliteBreakerStore` implements the :class:`~bounceback.core._breaker_store.BreakerStore` port.
+:class:`SqliteBreakerStore` implements the :class:`~bounceback.core.breaker._store.BreakerStore` port.
 Each method is one transaction: ``record``, ``transition``, ``acquire_probe`` and ``finish_probe`` take the
 write lock at their start (``BEGIN IMMEDIATE``), so a read-modify-write cannot lose another process's
 update; ``load``, ``counts`` and ``probes`` read a snapshot without the write lock. No transaction is open
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bounceback.core._breaker_store import SharedState, WindowSpec
-from bounceback.core._window import WindowCounts
+from bounceback.core.breaker._store import SharedState, WindowSpec
+from bounceback.core.breaker._window import WindowCounts
 from bounceback.stores._home import register_migrations
 from bounceback.stores._sqlite_link import DEFAULT_BUSY_TIMEOUT, SqliteLink
 from bounceback.stores._sqlite_window import (
@@ -65,7 +65,7 @@ def _ensure(conn: sqlite3.Connection, key: str) -> tuple[Any, ...]:
 
 
 class SqliteBreakerStore:
-    """A :class:`~bounceback.core._breaker_store.BreakerStore` in a SQLite file (default: the home database).
+    """A :class:`~bounceback.core.breaker._store.BreakerStore` in a SQLite file (default: the home database).
 
     Every breaker of the same name using a store on the same file shares one window, one state and one
     set of probe permits, across threads and processes. ``timeout`` is how long an update waits for
@@ -73,8 +73,8 @@ class SqliteBreakerStore:
     runs on local state and resynchronises later).
 
     >>> import tempfile, pathlib
-    >>> from bounceback.core._breaker_store import WindowSpec
-    >>> from bounceback.core._window import FAILED
+    >>> from bounceback.core.breaker._store import WindowSpec
+    >>> from bounceback.core.breaker._window import FAILED
     >>> store = SqliteBreakerStore(pathlib.Path(tempfile.mkdtemp()) / "bounceback.db")
     >>> counts, state = store.record("db", WindowSpec("count", 10), 3, FAILED, now=1.0)
     >>> counts.calls, counts.failures, state.state

@@ -1,6 +1,6 @@
 """Retry budgets shared by the processes of one machine, in the home SQLite database.
 
-:class:`SqliteBudgetLedger` implements the :class:`~bounceback.core._budget.BudgetLedger` port: a budget
+:class:`SqliteBudgetLedger` implements the :class:`~bounceback.core.retry._budget.BudgetLedger` port: a budget
 spent by one worker process is felt by all of them. Each ``settle`` is one ``BEGIN IMMEDIATE``
 transaction. The window is a ring of ``slices`` slices, each a row keyed by its absolute index
 ``floor(now / width)``, so old slices leave with one ``DELETE``.
@@ -19,9 +19,9 @@ import math
 import sqlite3
 from pathlib import Path
 
-from bounceback.core._budget import BudgetReading, BudgetRule
 from bounceback.core._events import EventBus
 from bounceback.core._time import SYSTEM_CLOCK, Clock
+from bounceback.core.retry._budget import BudgetReading, BudgetRule
 from bounceback.errors import ConfigError
 from bounceback.stores._home import register_migrations
 from bounceback.stores._ledger_fallback import LedgerFallback
@@ -65,7 +65,7 @@ def spread(
     """Share ``calls`` made evenly over ``(now - span, now]`` among the slices still in the window.
 
     Returns ``(slot, part)`` pairs; the part of the span older than the window is dropped, as in
-    :class:`~bounceback.core._budget.LocalLedger`.
+    :class:`~bounceback.core.retry._budget.LocalLedger`.
 
     >>> spread(10, now=10.0, span=2.0, head=10, slices=10, width=1.0)
     [(8, 5.0), (9, 5.0)]
@@ -88,10 +88,10 @@ def spread(
 
 
 class SqliteBudgetLedger:
-    """A :class:`~bounceback.core._budget.BudgetLedger` in a SQLite file (default: the home database).
+    """A :class:`~bounceback.core.retry._budget.BudgetLedger` in a SQLite file (default: the home database).
 
     >>> import tempfile, pathlib
-    >>> from bounceback.core._budget import RetryBudget
+    >>> from bounceback.core.retry._budget import RetryBudget
     >>> ledger = SqliteBudgetLedger(pathlib.Path(tempfile.mkdtemp()) / "bounceback.db")
     >>> budget = RetryBudget(0.5, min_per_second=0, name="payments", ledger=ledger)
     >>> for _ in range(4):

@@ -7,7 +7,7 @@ is O(1) statements whatever the window's size:
   outcome ever recorded. Only failed or slow outcomes have a row (a success is the absence of one), so a
   healthy service writes almost nothing, and an outcome that falls out of the ring is found by position
   with ``DELETE ... RETURNING``.
-* **time window** of ``size`` seconds in :func:`~bounceback.core._window.time_buckets` buckets: one row
+* **time window** of ``size`` seconds in :func:`~bounceback.core.breaker._window.time_buckets` buckets: one row
   per bucket, keyed by its absolute index ``floor(now / width)``, so forgetting old buckets is one
   ``DELETE ... WHERE slot <= newest - buckets``.
 
@@ -20,8 +20,8 @@ import math
 import sqlite3
 from dataclasses import dataclass
 
-from bounceback.core._breaker_store import WindowSpec
-from bounceback.core._window import time_buckets
+from bounceback.core.breaker._store import WindowSpec
+from bounceback.core.breaker._window import time_buckets
 
 __all__ = ["SCHEMA", "Totals", "clear_window", "count_window_add", "time_window_add", "time_window_counts"]
 

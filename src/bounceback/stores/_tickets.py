@@ -22,10 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bounceback.core._facts import format_clock_time
-from bounceback.core._manual import Record, Resolution, Ticket, new_ticket_id, rank, step_item
-from bounceback.core._manual_ports import already_resolved, outcome_items, unknown_ticket
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
+from bounceback.core.classify._facts import format_clock_time
+from bounceback.core.recovery._ports import already_resolved, outcome_items, unknown_ticket
+from bounceback.core.recovery._tickets import Record, Resolution, Ticket, new_ticket_id, rank, step_item
 from bounceback.errors import ConfigError
 from bounceback.stores._component import HomeComponent
 from bounceback.stores._home import (
@@ -89,8 +89,8 @@ class SqliteTickets(HomeComponent):
     ``manual.ticket_retention``); older ones are pruned when tickets are parked.
 
     >>> import tempfile, pathlib
-    >>> from bounceback.core._retry import GiveUp
-    >>> from bounceback.core._manual import open_ticket
+    >>> from bounceback.core.retry._engine import GiveUp
+    >>> from bounceback.core.recovery._tickets import open_ticket
     >>> store = SqliteTickets(pathlib.Path(tempfile.mkdtemp()) / "bounceback.db")
     >>> info = GiveUp("sync", TimeoutError("no answer"), "attempts", (), None, "r1", 2.0, None)
     >>> ticket = store.park(open_ticket(info, now=1_800_000_000.0))

@@ -16,11 +16,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bounceback.core._breaker import CircuitBreaker
 from bounceback.core._control import RunControls
 from bounceback.core._events import EventBus
-from bounceback.core._settings import check_operation
 from bounceback.core._time import parse_duration
+from bounceback.core.breaker._breaker import CircuitBreaker
+from bounceback.core.settings._source import check_operation
 from bounceback.errors import ConfigError
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._settings_rows import current_user

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bounceback.core._settings import SCHEMA
+from bounceback.core.settings._source import SCHEMA
 from bounceback.errors import ConfigError, StoreError
 from bounceback.web._context import dashboard_of
 from bounceback.web._model import Snapshot

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bounceback.core._breaker_store import BreakerStore, MemoryBreakerStore, WindowSpec
-from bounceback.core._manual import Ticket
 from bounceback.core._time import SYSTEM_CLOCK, Clock
+from bounceback.core.breaker._store import BreakerStore, MemoryBreakerStore, WindowSpec
+from bounceback.core.recovery._tickets import Ticket
 from bounceback.errors import ConfigError, StoreError
 from bounceback.stores import SqliteSettings
 from bounceback.stores._home import connect, migrate, translate_errors

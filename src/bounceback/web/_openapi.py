@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bounceback.core._settings import SCHEMA
+from bounceback.core.settings._source import SCHEMA
 
 __all__ = ["openapi_schema"]
 

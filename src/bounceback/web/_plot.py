@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bounceback.core._backoff import Backoff
+from bounceback.core.retry._backoff import Backoff
 from bounceback.errors import ConfigError
 from bounceback.web._text import esc, fmt_seconds
 
@@ -42,7 +42,7 @@ def nice_ceiling(value: float) -> float:
 def backoff_plot(values: Mapping[str, Any], *, seed: int = 7) -> str:
     """An SVG figure of the waits between attempts for resolved settings ``values`` (``retry.*`` keys).
 
-    >>> from bounceback.core._settings import defaults
+    >>> from bounceback.core.settings._source import defaults
     >>> svg = backoff_plot(defaults())
     >>> svg.count('class="band"'), "<script" in svg
     (4, False)

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bounceback.core._settings import SCHEMA
+from bounceback.core.settings._source import SCHEMA
 from bounceback.errors import ConfigError, StoreError
 from bounceback.web._context import dashboard_of, read_form
 from bounceback.web._pages import render_full

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bounceback.core._settings import SCHEMA, SettingsLayers, check_operation, field_name, split_key
+from bounceback.core.settings._source import SCHEMA, SettingsLayers, check_operation, field_name, split_key
 from bounceback.errors import ConfigError
 from bounceback.stores import Change, SqliteSettings
 from bounceback.web._view_settings import READ_ONLY_KEYS

@@ -65,7 +65,7 @@ def _run(items: tuple[tuple[str, Any], ...]) -> SimReport:
 def outage_plot(values: Mapping[str, Any]) -> str:
     """Calls per second through the outage for the resolved settings ``values``, beside no retries.
 
-    >>> from bounceback.core._settings import defaults
+    >>> from bounceback.core.settings._source import defaults
     >>> svg = outage_plot(defaults())
     >>> svg.count("<polyline"), "<script" in svg
     (2, False)

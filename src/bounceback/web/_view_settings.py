@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bounceback.core._settings import SCHEMA, Resolved, Setting, SettingsLayers
+from bounceback.core.settings._source import SCHEMA, Resolved, Setting, SettingsLayers
 from bounceback.web._html import attr, post_button
 from bounceback.web._model import Snapshot
 from bounceback.web._plot import backoff_plot

@@ -1,0 +1,539 @@
+"""A breaker store whose call path stays in the process: outcomes are counted here and flushed in batches.
+
+:class:`BatchedBreakerStore` wraps a shared store (SQLite, Redis) and implements the same
+:class:`~bounceback.core.breaker._store.BreakerStore` port, so a breaker does not know it is there:
+
+* ``record`` adds the outcome to a per-key list of pending *runs* (``successes`` then one ``outcome``, at
+  ``now``) and answers at once from the last window counts the store returned plus the pending outcomes.
+  No I/O happens on the caller's thread.
+* A background thread (one per store, shared by its keys and by asyncio users alike) flushes each key's
+  runs in **one** store call (``record_many``: one SQLite transaction, one Redis script) every
+  ``flush_seconds``, or sooner once ``flush_count`` failed or slow outcomes wait (successes travel as one
+  number, so a healthy process makes one store call per interval whatever its call rate). The reply carries the fleet's window
+  counts and state, which refresh the cache. A key with nothing to flush is refreshed every
+  ``staleness / 2`` seconds, so an idle process also learns what the fleet decided.
+* ``load`` answers from the cache; only a key never seen reads the store (once, at breaker start-up).
+* ``transition`` (the compare-and-set of a state change) and the half-open probe permits
+  (``acquire_probe`` / ``finish_probe`` / ``probes``) go to the store at once: they are rare and must be
+  exact fleet-wide. A transition first flushes the key's pending runs, so outcomes land in the window they
+  were recorded in.
+* When the cached state is older than ``staleness`` (the store could not be reached for that long),
+  ``record`` and ``load`` raise :class:`~bounceback.errors.StoreError` at once, without waiting, and the
+  breaker does what it always does without a store (``store_unavailable``: fail open or closed, events,
+  retry). The flusher keeps the runs it could not deliver and retries them; a batch that may or may not
+  have landed (a timeout) is resent under the same ``(producer, seq)`` id, which the store ignores if it
+  has seen it, so an outcome is counted exactly once.
+
+The answer of ``record`` is an estimate between flushes: the fleet's window as of the last flush plus this
+process's pending outcomes (the other processes' pending outcomes arrive with the next flush). For a count
+window that the pending outcomes overflow, the outcomes pushed out are assumed to fail at the window's
+rate. Fleet-wide, a threshold crossed in the store is seen by every busy process within two flush
+intervals: the next flush of the process that crossed it returns the counts, its breaker opens the fleet
+with one transition, and every other process reads the open state in the reply of its own next flush.
+
+The inner store needs ``record_many(key, spec, runs, now, batch)`` to flush in one call; a store without
+it (the in-memory store) gets the runs one ``record`` at a time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from bounceback.core.breaker._store import NO_OUTCOME, BreakerStore, SharedState, WindowSpec
+from bounceback.core.breaker._window import FAILED, OK, SLOW, WindowCounts
+from bounceback.errors import ConfigError, StoreError
+
+__all__ = ["BatchedBreakerStore", "BatchingStore", "Run", "record_runs"]
+
+Run = tuple[int, int, float]
+"""``(successes, outcome, now)``: ``successes`` plain successes, then one ``outcome`` (or ``NO_OUTCOME``)."""
+
+_NEVER = -float("inf")
+DEFAULT_FLUSH_SECONDS = 0.05
+DEFAULT_FLUSH_COUNT = 1000
+DEFAULT_STALENESS = 1.0
+MAX_RUNS = 2000
+"""The most runs one store call carries (one run per failed or slow outcome; successes are a count)."""
+
+
+class BatchingStore(Protocol):
+    """A breaker store that can add many runs of one key in one transaction or round trip."""
+
+    def record_many(
+        self, key: str, spec: WindowSpec, runs: Sequence[Run], now: float, batch: tuple[str, int] | None
+    ) -> tuple[WindowCounts, SharedState | None]:
+        """Add ``runs`` in order (``batch``: an id seen before is not added again); return counts and state."""
+        ...
+
+
+def record_runs(
+    store: BreakerStore, key: str, spec: WindowSpec, runs: Sequence[Run], now: float
+) -> tuple[WindowCounts, SharedState | None]:
+    """Add ``runs`` through ``store.record`` one at a time (stores without ``record_many``)."""
+    result: tuple[WindowCounts, SharedState | None] | None = None
+    for successes, outcome, at in runs:
+        result = store.record(key, spec, successes, outcome, at)
+    if result is None:
+        return store.counts(key, spec, now), store.load(key)
+    return result
+
+
+class _Key:
+    """What the batched store knows about one breaker key."""
+
+    __slots__ = (
+        "counts",
+        "fresh_at",
+        "inflight",
+        "last_mono",
+        "last_now",
+        "ok",
+        "ok_now",
+        "p_broken",
+        "p_calls",
+        "p_consec",
+        "p_failures",
+        "p_slow",
+        "recorded",
+        "runs",
+        "spec",
+        "state",
+    )
+
+    def __init__(self, spec: WindowSpec | None) -> None:
+        self.spec = spec
+        self.counts = WindowCounts()
+        self.state: SharedState | None = None
+        self.fresh_at = _NEVER
+        self.runs: list[Run] = []
+        self.ok = 0  # successes after the last run
+        self.ok_now = 0.0
+        self.last_now = 0.0  # the store time of the last record, and when (our monotonic) it came
+        self.last_mono = 0.0
+        self.recorded = False
+        # A batch sent but not acknowledged: (seq, runs, calls, failures, slow); resent as it is.
+        self.inflight: tuple[int, list[Run], int, int, int] | None = None
+        # Totals of the outcomes not yet acknowledged by the store (pending and in flight).
+        self.p_calls = self.p_failures = self.p_slow = 0
+        self.p_consec = 0  # failures in a row at the end of the unacknowledged outcomes
+        self.p_broken = False  # a success among them: the store's run of failures is over
+
+    def pending(self) -> int:
+        return len(self.runs) + (1 if self.ok else 0)
+
+    def take(self) -> list[Run]:
+        if len(self.runs) > MAX_RUNS:
+            # A flood of failures: send it in slices, so no single store call runs long.
+            runs, self.runs = self.runs[:MAX_RUNS], self.runs[MAX_RUNS:]
+            return runs
+        runs = self.runs
+        if self.ok:
+            runs.append((self.ok, NO_OUTCOME, self.ok_now))
+        self.runs = []
+        self.ok = 0
+        return runs
+
+
+def _totals(runs: Sequence[Run]) -> tuple[int, int, int]:
+    calls = failures = slow = 0
+    for successes, outcome, _ in runs:
+        calls += successes
+        if outcome >= 0:
+            calls += 1
+            failures += outcome & FAILED
+            slow += (outcome & SLOW) >> 1
+    return calls, failures, slow
+
+
+_stores: weakref.WeakSet[BatchedBreakerStore] = weakref.WeakSet()
+
+
+def _flush_all_at_exit() -> None:
+    for store in list(_stores):
+        store.close()
+
+
+atexit.register(_flush_all_at_exit)
+
+
+class BatchedBreakerStore:
+    """A :class:`~bounceback.core.breaker._store.BreakerStore` that batches ``inner``'s writes off the call path.
+
+    ``flush_seconds`` (0.05): the longest an outcome waits before it is sent; ``flush_count`` (1000): send
+    sooner once this many failed or slow outcomes of one key wait; ``staleness`` (1.0 s): the oldest cached state a
+    breaker may act on before the store counts as unavailable. ``monotonic`` measures staleness (tests
+    inject a virtual clock); ``wait(seconds)`` is how the flusher waits between rounds (tests drive rounds
+    themselves); ``background=False`` starts no thread (the owner calls :meth:`flush`). ``on_flush(key,
+    counts, state)`` is called after every store call of the flusher. ``close()`` flushes what is pending and stops the thread (also done at interpreter exit).
+
+    >>> from bounceback.core.breaker._store import MemoryBreakerStore
+    >>> from bounceback.core.breaker._window import FAILED
+    >>> store = BatchedBreakerStore(MemoryBreakerStore(shared=True))
+    >>> counts, state = store.record("db", WindowSpec("count", 10), 3, FAILED, now=1.0)
+    >>> counts.calls, counts.failures            # answered locally, before any flush
+    (4, 1)
+    >>> store.flush()                            # what the background thread does every flush_seconds
+    >>> store.inner.counts("db", WindowSpec("count", 10), 1.0).calls
+    4
+    >>> store.close()
+    """
+
+    def __init__(
+        self,
+        inner: BreakerStore,
+        *,
+        flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+        flush_count: int = DEFAULT_FLUSH_COUNT,
+        staleness: float = DEFAULT_STALENESS,
+        monotonic: Callable[[], float] | None = None,
+        wait: Callable[[float], object] | None = None,
+        on_flush: Callable[[str, WindowCounts, SharedState | None], object] | None = None,
+        background: bool = True,
+    ) -> None:
+        if isinstance(flush_seconds, bool) or not isinstance(flush_seconds, (int, float)):
+            raise ConfigError("store.flush_seconds", flush_seconds, "seconds above 0, such as 0.05")
+        if not 0 < flush_seconds <= 60:
+            raise ConfigError(
+                "store.flush_seconds", flush_seconds, "seconds above 0 and at most 60, such as 0.05"
+            )
+        if isinstance(flush_count, bool) or not isinstance(flush_count, int) or flush_count < 1:
+            raise ConfigError(
+                "store.flush_count", flush_count, "a whole number of outcomes from 1, such as 1000"
+            )
+        if isinstance(staleness, bool) or not isinstance(staleness, (int, float)) or staleness <= 0:
+            raise ConfigError("store.staleness", staleness, "seconds above 0, such as 1.0")
+        if staleness < 2 * flush_seconds:
+            raise ConfigError(
+                "store.staleness", staleness,
+                f"at least two flush intervals ({2 * flush_seconds:g} s with store.flush_seconds = "
+                f"{flush_seconds:g}): a cache refreshed every interval must not count as stale",
+            )  # fmt: skip
+        self.inner = inner
+        self.name: str = inner.name
+        self.shared: bool = inner.shared
+        self.flush_seconds = float(flush_seconds)
+        self.flush_count = flush_count
+        self.staleness = float(staleness)
+        self._monotonic = monotonic or time.monotonic
+        self._wait = wait
+        self._on_flush = on_flush
+        self._lock = threading.Lock()
+        # One store call of the flusher or a transition at a time, so their answers arrive in order.
+        self._io_lock = threading.RLock()
+        self._keys: dict[str, _Key] = {}
+        self._wake = threading.Event()
+        self._stop = not background  # without a background thread, flush() is called by the owner
+        self._thread: threading.Thread | None = None
+        self._producer = f"{os.getpid()}-{id(self):x}-{time.time_ns():x}"
+        self._seq = itertools.count(1)
+        self._many = getattr(inner, "record_many", None)
+        self.flushes = 0
+        """Store calls made by the flusher (batches and refreshes), for benchmarks and tests."""
+        self.failed_flushes = 0
+        """Flusher calls that raised StoreError (their batches are kept and resent)."""
+        _stores.add(self)
+
+    # -- the port: answered locally ----------------------------------------------------------------------
+
+    def _entry(self, key: str, spec: WindowSpec | None) -> _Key:
+        entry = self._keys.get(key)
+        if entry is None:
+            entry = self._keys[key] = _Key(spec)
+        elif spec is not None and entry.spec != spec:
+            entry.spec = spec  # the store restarts a reshaped window at the next flush
+        return entry
+
+    def _stale(self, entry: _Key) -> StoreError | None:
+        age = self._monotonic() - entry.fresh_at
+        if age <= self.staleness:
+            return None
+        return StoreError(
+            self.name,
+            "read the shared state",
+            f"no answer from the store for {age:.3g} s, longer than store.staleness = {self.staleness:g} s; "
+            "outcomes are kept and sent when it answers again",
+        )
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None and not self._stop:
+            self._thread = threading.Thread(
+                target=self._run, name=f"bounceback-flush {self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def _fill(self, key: str, entry: _Key) -> None:
+        """A key seen for the first time: read its state from the store once (outside the lock)."""
+        try:
+            stored = self.inner.load(key)
+        except StoreError:
+            return
+        with self._lock:
+            if entry.fresh_at == _NEVER:
+                entry.state = stored
+                entry.fresh_at = self._monotonic()
+
+    def load(self, key: str) -> SharedState | None:
+        """The cached state of ``key`` (read from the store once for a new key); StoreError when stale."""
+        self._ensure_thread()
+        with self._lock:
+            entry = self._entry(key, None)
+            new = entry.fresh_at == _NEVER
+        if new:
+            self._fill(key, entry)
+        with self._lock:
+            error = self._stale(entry)
+            if error is not None:
+                raise error
+            return entry.state
+
+    def record(
+        self, key: str, spec: WindowSpec, successes: int, outcome: int, now: float
+    ) -> tuple[WindowCounts, SharedState | None]:
+        """Count locally; answer from the last flushed window plus the outcomes not yet flushed."""
+        entry = self._keys.get(key)
+        if entry is None or entry.fresh_at == _NEVER:
+            self.load(key)  # raises when the store cannot be reached: the breaker falls back to local
+            entry = self._keys[key]
+        mono = self._monotonic()
+        with self._lock:
+            if mono - entry.fresh_at > self.staleness:
+                error = self._stale(entry)
+                if error is not None:
+                    self._wake.set()
+                    raise error
+            if entry.spec is not spec and entry.spec != spec:
+                entry.spec = spec  # the store restarts a reshaped window at the next flush
+            entry.last_now = now
+            entry.last_mono = mono
+            entry.recorded = True
+            if outcome == OK:
+                successes += 1  # a plain success is the same as one more in the batch, and costs no run
+                outcome = NO_OUTCOME
+            if successes > 0:
+                entry.ok += successes
+                entry.ok_now = now
+                entry.p_calls += successes
+                entry.p_consec = 0
+                entry.p_broken = True
+            if outcome >= 0:
+                entry.runs.append((entry.ok, outcome, now))
+                entry.ok = 0
+                entry.p_calls += 1
+                failed = outcome & FAILED
+                entry.p_failures += failed
+                entry.p_slow += (outcome & SLOW) >> 1
+                if failed:
+                    entry.p_consec += 1
+                else:
+                    entry.p_consec = 0
+                    entry.p_broken = True
+            counts = self._estimate(entry, spec)
+            state = entry.state
+            # Only failed and slow outcomes hurry a flush: successes travel as one count, whatever their number,
+            # so a busy healthy process sends one call per interval however fast it calls.
+            due = len(entry.runs) >= self.flush_count
+        if due:
+            self._wake.set()
+        if self._thread is None:
+            self._ensure_thread()
+        return counts, state
+
+    @staticmethod
+    def _estimate(entry: _Key, spec: WindowSpec) -> WindowCounts:
+        c = entry.counts
+        p_calls = entry.p_calls
+        consec = entry.p_consec if entry.p_broken else c.consecutive_failures + entry.p_consec
+        calls = c.calls + p_calls
+        if spec.kind != "count" or calls <= spec.size:
+            return WindowCounts(calls, c.failures + entry.p_failures, c.slow + entry.p_slow, consec)
+        # The pending outcomes push the oldest out: assume those failed at the window's own rate.
+        size = int(spec.size)
+        if p_calls >= size:
+            return WindowCounts(size, min(entry.p_failures, size), min(entry.p_slow, size), consec)
+        keep = size - p_calls
+        failures = c.failures * keep // c.calls + entry.p_failures
+        slow = c.slow * keep // c.calls + entry.p_slow
+        return WindowCounts(size, failures, slow, consec)
+
+    def counts(self, key: str, spec: WindowSpec, now: float) -> WindowCounts:
+        """The store's window counts after this process's pending outcomes are flushed (a read, not a hot path)."""
+        self.flush(key)
+        counts = self.inner.counts(key, spec, now)
+        with self._lock:
+            entry = self._entry(key, spec)
+            pending = entry.p_calls  # recorded while we read, or left over by a failed flush
+        if pending:
+            return self._estimate(entry, spec)
+        return counts
+
+    # -- the port: straight to the store ------------------------------------------------------------------
+
+    def transition(self, key: str, expected: int, new: SharedState, clear: bool) -> SharedState:
+        """Flush the key's pending outcomes, then compare-and-set in the store; cache the answer."""
+        with self._io_lock:
+            with contextlib.suppress(StoreError):  # the transition itself says whether the store is there
+                self.flush(key)
+            stored = self.inner.transition(key, expected, new, clear)
+            with self._lock:
+                entry = self._entry(key, None)
+                entry.state = stored
+                if clear and stored == new:
+                    entry.counts = WindowCounts()
+                entry.fresh_at = self._monotonic()
+        return stored
+
+    def acquire_probe(self, key: str, version: int, limit: int, now: float, lease: float) -> int | None:
+        """Reserve a half-open permit in the store (exact fleet-wide)."""
+        return self.inner.acquire_probe(key, version, limit, now, lease)
+
+    def finish_probe(self, key: str, version: int, token: int, success: bool | None) -> int:
+        """Give a permit back in the store."""
+        return self.inner.finish_probe(key, version, token, success)
+
+    def probes(self, key: str, now: float) -> int:
+        """Permits held now, from the store."""
+        return self.inner.probes(key, now)
+
+    # -- the flusher ---------------------------------------------------------------------------------------
+
+    def flush(self, key: str | None = None) -> None:
+        """Send the pending outcomes of ``key`` (default: every key) now; StoreError if the store fails."""
+        keys = [key] if key is not None else list(self._keys)
+        error: StoreError | None = None
+        for name in keys:
+            try:
+                self._flush_key(name, refresh=False)
+            except StoreError as exc:
+                error = exc
+        if error is not None:
+            raise error
+
+    def _flush_key(self, key: str, *, refresh: bool) -> bool:
+        """One store call for ``key`` if it has outcomes to send (or ``refresh`` is due); True if it made one."""
+        with self._io_lock:
+            with self._lock:
+                entry = self._keys.get(key)
+                if entry is None:
+                    return False
+                if entry.inflight is None and entry.pending():
+                    runs = entry.take()
+                    entry.inflight = (next(self._seq), runs, *_totals(runs))
+                batch = entry.inflight
+                spec = entry.spec
+                # The store's time now, from the breaker's last reading (time windows expire by it).
+                now = entry.last_now + max(0.0, self._monotonic() - entry.last_mono)
+                if batch is None and not refresh:
+                    return False
+            try:
+                if batch is None:
+                    if spec is None or not entry.recorded:
+                        counts, state = entry.counts, self.inner.load(key)  # nothing recorded: the state only
+                    elif self._many is not None:
+                        counts, state = self._many(key, spec, (), now, None)
+                    else:
+                        counts, state = self.inner.counts(key, spec, now), self.inner.load(key)
+                else:
+                    assert spec is not None  # runs are only recorded with a spec
+                    seq, runs = batch[0], batch[1]
+                    if self._many is not None:
+                        counts, state = self._many(key, spec, runs, now, (self._producer, seq))
+                    else:
+                        counts, state = record_runs(self.inner, key, spec, runs, now)
+            except StoreError:
+                self.failed_flushes += 1
+                raise
+            finally:
+                self.flushes += 1
+            with self._lock:
+                if batch is not None:
+                    entry.inflight = None
+                    _, _, calls, failures, slow = batch
+                    entry.p_calls -= calls
+                    entry.p_failures -= failures
+                    entry.p_slow -= slow
+                    if not entry.p_calls:
+                        entry.p_consec = 0
+                        entry.p_broken = False
+                entry.counts = counts
+                # Store calls of this process are serialised (_io_lock), so the latest answer is the truth,
+                # even one older than the cache (a restarted, empty server).
+                entry.state = state
+                entry.fresh_at = self._monotonic()
+        if self._on_flush is not None:
+            self._on_flush(key, counts, state)
+        return True
+
+    def _round(self) -> None:
+        """One round of the flusher: every key with pending outcomes, and every key due for a refresh."""
+        now = self._monotonic()
+        for key in list(self._keys):
+            entry = self._keys[key]
+            due = now - entry.fresh_at >= self.staleness / 2
+            try:
+                self._flush_key(key, refresh=due)
+                # A flood of failures is sent in slices of MAX_RUNS; a round sends a bounded number of them.
+                for _ in range(16):
+                    if not entry.pending():
+                        break
+                    self._flush_key(key, refresh=False)
+            except StoreError:
+                pass  # kept for the next round; callers see the staleness once it exceeds the bound
+            except Exception:  # a bug in a store must not kill the flusher for good
+                self.failed_flushes += 1
+
+    def _run(self) -> None:
+        backoff = self.flush_seconds
+        while not self._stop:
+            if self._wait is not None:
+                self._wait(backoff)
+            else:
+                self._wake.wait(backoff)
+                self._wake.clear()
+            if self._stop:
+                break
+            before = self.failed_flushes
+            self._round()
+            # While the store fails, try less often (up to 1 s) instead of hammering it every interval.
+            if self.failed_flushes > before:
+                backoff = min(max(backoff * 2, self.flush_seconds), max(1.0, self.flush_seconds))
+            else:
+                backoff = self.flush_seconds
+
+    def close(self) -> None:
+        """Flush what is pending (best effort), stop the flusher, and close the inner store."""
+        self._stop = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=max(2.0, 4 * self.flush_seconds))
+        with contextlib.suppress(StoreError):  # best effort: the store may be gone for good
+            self.flush()
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+    def pending(self, key: str) -> int:
+        """Outcomes of ``key`` recorded here and not yet acknowledged by the store."""
+        with self._lock:
+            entry = self._keys.get(key)
+            return 0 if entry is None else entry.p_calls
+
+    def __getattr__(self, name: str) -> Any:
+        # keys(), path, client ...: what the wrapped store offers besides the port.
+        if name.startswith("_") or name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchedBreakerStore({self.inner!r}, flush_seconds={self.flush_seconds:g}, "
+            f"flush_count={self.flush_count}, staleness={self.staleness:g})"
+        )

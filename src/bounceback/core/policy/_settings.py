@@ -1,0 +1,95 @@
+"""How a Policy reads its limits (and a retry budget) from a settings source."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bounceback.core._pools import shared_instance as _shared
+from bounceback.core._time import Clock
+from bounceback.core.retry._backoff import Backoff
+from bounceback.core.settings._layers import DEFAULTS
+from bounceback.core.strategies._limiter import ConcurrencyLimiter
+from bounceback.core.strategies._rate import RateLimiter
+from bounceback.core.strategies._throttle import AdaptiveThrottle
+
+__all__: list[str] = []
+
+_SETTING_KEYS = {
+    "retry.max_attempts": "attempts",
+    "retry.deadline": "deadline",
+    "retry.attempt_timeout": "attempt_timeout",
+    "retry.max_retry_after": "max_retry_after",
+}
+
+
+def _from_settings(settings: Any, operation: str | None) -> Mapping[str, Any]:
+    if settings is None:
+        return {}
+    values = settings.effective(operation)
+    out: dict[str, Any] = {arg: values[key] for key, arg in _SETTING_KEYS.items() if key in values}
+    if "retry.initial_delay" in values:
+        out["backoff"] = Backoff(
+            values.get("retry.backoff", "exponential"),
+            initial=values["retry.initial_delay"],
+            max_delay=values.get("retry.max_delay", 30.0),
+            multiplier=values.get("retry.multiplier", 2.0),
+            jitter=values.get("retry.jitter", "full"),
+        )
+    return out
+
+
+def _throttle_from_settings(
+    settings: Any, operation: str | None, clock: Clock | None
+) -> AdaptiveThrottle | None:
+    """The operation's adaptive throttle when ``throttle.enabled`` is on (off by default), read at creation."""
+    values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
+    if not values["throttle.enabled"]:
+        return None
+    name = operation or "anonymous"
+    k, window = values["throttle.k"], values["throttle.window"]
+    return _shared(
+        clock,
+        ("throttle", name, k, window),
+        lambda: AdaptiveThrottle(k, window=window, name=name, clock=clock),
+    )
+
+
+def _limiter_from_settings(
+    settings: Any, operation: str | None, clock: Clock | None
+) -> ConcurrencyLimiter | None:
+    """The operation's concurrency limiter when ``concurrency.max_in_flight`` is above 0, read at creation;
+    shared by the policies of the operation in this process (one set of slots per operation)."""
+    values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
+    if not values["concurrency.max_in_flight"]:
+        return None
+    name = operation or "anonymous"
+    rule = (
+        values["concurrency.max_in_flight"],
+        values["concurrency.max_waiting"],
+        values["concurrency.queue_timeout"],
+    )
+    return _shared(
+        clock,
+        ("limiter", name, rule),
+        lambda: ConcurrencyLimiter(
+            rule[0], max_waiting=rule[1], queue_timeout=rule[2], name=name, clock=clock
+        ),
+    )
+
+
+def _rate_limit_from_settings(
+    settings: Any, operation: str | None, clock: Clock | None
+) -> RateLimiter | None:
+    """The operation's rate limiter when ``rate_limit.rate`` is above 0, read at creation; one token bucket
+    per operation in this process, shared by its policies."""
+    values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
+    if not values["rate_limit.rate"]:
+        return None
+    name = operation or "anonymous"
+    rule = (values["rate_limit.rate"], values["rate_limit.burst"] or None, values["rate_limit.max_wait"])
+    return _shared(
+        clock,
+        ("rate_limit", name, rule),
+        lambda: RateLimiter(rule[0], burst=rule[1], max_wait=rule[2], name=name, clock=clock),
+    )

@@ -1,0 +1,22 @@
+"""The strategies beside retry and the breaker: concurrency limit, rate limit, adaptive throttle, the gate chain, fault injection and hedging."""
+
+from __future__ import annotations
+
+from bounceback.core.strategies._chaos import FaultInjector, InjectedFault, active_injectors
+from bounceback.core.strategies._gates import Gates
+from bounceback.core.strategies._hedge import Hedge
+from bounceback.core.strategies._limiter import ConcurrencyLimiter
+from bounceback.core.strategies._rate import RateLimiter
+from bounceback.core.strategies._throttle import AdaptiveThrottle, is_accepted
+
+__all__ = [
+    "AdaptiveThrottle",
+    "ConcurrencyLimiter",
+    "FaultInjector",
+    "Gates",
+    "Hedge",
+    "InjectedFault",
+    "RateLimiter",
+    "active_injectors",
+    "is_accepted",
+]
