@@ -30,7 +30,7 @@ from bounceback.integrations._httpx import RecoveringTransport
 from bounceback.stores import SqliteSettings
 from bounceback.stores._tickets import SqliteTickets
 from bounceback.testing import FakeClock
-from tests.core.settings_strategies import values
+from tests.core.settings.settings_strategies import values
 from tests.http_server import Reply, Script, serve
 from tests.reliability.conftest import ROOT, Figures, soak_size
 from tests.reliability.dbcheck import consistency_problems, stored_data

@@ -24,7 +24,7 @@ from bounceback.core.settings._source import SettingsLayers, SettingsSource, lay
 from bounceback.stores import SqliteSettings, open_home
 from bounceback.stores._home import registered_migrations
 from bounceback.testing import FakeClock, RecordingSink
-from tests.core.settings_strategies import valid_layers
+from tests.core.settings.settings_strategies import valid_layers
 from tests.stores.sqlite_helpers import corrupt, exclusive_lock, run_python, snapshot
 
 WHO = re.compile(r"^[^@\s]+@[^/\s]+/\d+$")

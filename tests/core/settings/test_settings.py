@@ -28,9 +28,9 @@ from bounceback.core.settings._source import (
     render_document,
     split_key,
 )
-from tests.core.settings_strategies import valid_layers, values
+from tests.core.settings.settings_strategies import valid_layers, values
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 # The defaults the lead's Policy relies on: these must never drift.
 EXPECTED_DEFAULTS: dict[str, Any] = {

@@ -24,7 +24,7 @@ from bounceback.core.recovery._tickets import open_ticket
 from bounceback.core.classify._packs import pack_for
 from bounceback.testing import FakeClock
 
-SAMPLE = "tests.core.pack_sample"
+SAMPLE = "tests.core.classify.pack_sample"
 
 
 class PumpError(Exception):
