@@ -33,7 +33,8 @@ import circuitbreaker
 import purgatory
 import pybreaker
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus, Policy
+from bounceback import CircuitBreaker, CircuitOpenError, Policy
+from bounceback.events import EventBus
 
 REPEAT = 7
 ROWS: list[tuple[str, str, float, float | None, str]] = []

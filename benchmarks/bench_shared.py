@@ -31,8 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_stores import measure, redis_server
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus, MemoryBreakerStore
+from bounceback import CircuitBreaker, CircuitOpenError
+from bounceback.breakers import MemoryBreakerStore
 from bounceback.core.settings._layers import defaults
+from bounceback.events import EventBus
 from bounceback.stores import RedisBreakerStore, breaker_store_from_settings, redis_client
 
 CTX = multiprocessing.get_context("spawn")

@@ -31,10 +31,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from bounceback import CircuitBreaker, EventBus
+from bounceback import CircuitBreaker
 from bounceback.core.breaker._store import WindowSpec
-from bounceback.core.retry._budget import RetryBudget
 from bounceback.core.breaker._window import OK
+from bounceback.core.retry._budget import RetryBudget
+from bounceback.events import EventBus
 from bounceback.stores import (
     RedisBreakerStore,
     RedisBudgetLedger,

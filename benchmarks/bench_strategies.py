@@ -29,11 +29,11 @@ from bounceback import (
     AdaptiveThrottle,
     CircuitBreaker,
     ConcurrencyLimiter,
-    EventBus,
     FaultInjector,
     Policy,
     RateLimiter,
 )
+from bounceback.events import EventBus
 
 REPEAT = 7
 NUMBER = 20_000

@@ -54,7 +54,15 @@ def test_core_is_pure_standard_library() -> None:
 
 # The core's capabilities, lowest first: each may import the core's root (its top-level modules) and the
 # capabilities of a lower rank, never one beside or above it (DESIGN.md, "Where things live").
-CAPABILITY_RANK = {"classify": 1, "settings": 1, "retry": 2, "breaker": 3, "strategies": 3, "recovery": 4, "policy": 5}
+CAPABILITY_RANK = {
+    "classify": 1,
+    "settings": 1,
+    "retry": 2,
+    "breaker": 3,
+    "strategies": 3,
+    "recovery": 4,
+    "policy": 5,
+}
 
 
 def _capability(parts: tuple[str, ...]) -> str:
@@ -81,9 +89,9 @@ def _capability_violations(core: Path) -> list[str]:
 
 
 def test_core_capabilities_import_only_the_root_and_those_below() -> None:
-    assert sorted(p.name for p in (PKG / "core").iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(
-        CAPABILITY_RANK
-    )
+    assert sorted(
+        p.name for p in (PKG / "core").iterdir() if p.is_dir() and p.name != "__pycache__"
+    ) == sorted(CAPABILITY_RANK)
     assert _capability_violations(PKG / "core") == []
 
 
@@ -211,3 +219,15 @@ def test_no_new_class_of_the_core_is_assembled_from_mixins() -> None:
     # A ratchet: the circuit breaker is the last one, to be composed of parts (issue 20); none may be added,
     # and this set shrinks to empty when it is done.
     assert _classes_built_of_mixins() <= {"CircuitBreaker"}
+
+
+def test_dashboard_views_import_nothing_of_the_server_but_the_snapshot_model() -> None:
+    # Views are pure functions of a snapshot (DESIGN.md): the server, its security and its routes sit above.
+    bad = []
+    for path in (PKG / "web" / "views").rglob("*.py"):
+        for mod in _imports(path):
+            if mod.startswith("bounceback.web") and not mod.startswith(
+                ("bounceback.web.views", "bounceback.web._model")
+            ):
+                bad.append(f"{path.name} imports {mod}")
+    assert bad == []

@@ -68,3 +68,37 @@ def test_facade_has_nothing_but_imports_and_all() -> None:
 
 def test_py_typed_is_shipped() -> None:
     assert (PKG / "py.typed").exists()
+
+
+NAMESPACES = ("breakers", "classify", "events", "recovery", "settings", "strategies", "timing")
+
+
+def test_the_facade_holds_at_most_fifty_names() -> None:
+    # The names a program writes every day; everything else lives in a namespace of its capability.
+    assert len(bounceback.__all__) <= 50, len(bounceback.__all__)
+
+
+def test_each_namespace_is_documented_and_its_names_found_once() -> None:
+    homes: dict[str, str] = {}
+    readme = (PKG.parents[1] / "README.md").read_text()
+    for ns in NAMESPACES:
+        module = importlib.import_module(f"bounceback.{ns}")
+        assert (module.__doc__ or "").strip(), f"bounceback.{ns} has no docstring"
+        assert f"bounceback.{ns}" in readme, f"bounceback.{ns} is not named in the README"
+        assert module.__all__, ns
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                assert inspect.getdoc(obj), f"bounceback.{ns}.{name} has no docstring"
+            if name in bounceback.__all__:
+                continue  # a facade shortcut to the same object
+            assert name not in homes, f"{name} is in bounceback.{homes[name]} and bounceback.{ns}"
+            homes[name] = ns
+
+
+def test_a_facade_shortcut_is_the_object_of_its_namespace() -> None:
+    for ns in NAMESPACES:
+        module = importlib.import_module(f"bounceback.{ns}")
+        for name in module.__all__:
+            if name in bounceback.__all__:
+                assert getattr(module, name) is getattr(bounceback, name), f"{ns}.{name}"

@@ -171,7 +171,8 @@ def test_bounceback_cancel_stops_the_first_attempt_and_its_process_group(
 
 
 def test_a_library_call_that_succeeds_is_never_announced(home: Path) -> None:
-    from bounceback import EventBus, Policy
+    from bounceback import Policy
+    from bounceback.events import EventBus
     from bounceback.integrations import run_command
     from bounceback.testing import RecordingSink
 

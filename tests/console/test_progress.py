@@ -14,19 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from bounceback import (
-    AttemptFailed,
-    Backoff,
-    BreakerOpened,
-    Classification,
-    ErrorKind,
-    EventBus,
-    Policy,
-    RecoveryExhausted,
-    RetryScheduled,
-)
+from bounceback import Backoff, Classification, ErrorKind, Policy
 from bounceback.console import ProgressDisplay, one_line, show_progress
 from bounceback.core.settings._source import StaticSettings
+from bounceback.events import AttemptFailed, BreakerOpened, EventBus, RecoveryExhausted, RetryScheduled
 from bounceback.testing import FakeClock
 
 NO_JITTER = Backoff(initial=1, max_delay=100, jitter="none")

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 from asyncua import ua
 
-from bounceback import ErrorKind, Policy, classify
+from bounceback import ErrorKind, Policy
+from bounceback.classify import classify
 from bounceback.demo._plant import PLANT_DEVICES, PlantDevices, plant_available
 from bounceback.integrations import ModbusResponseError
 from bounceback.testing import FakeClock

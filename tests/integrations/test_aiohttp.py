@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from bounceback import Backoff, ErrorKind, classify
+from bounceback import Backoff, ErrorKind
+from bounceback.classify import classify
 from bounceback.integrations import RecoveringMiddleware
 from bounceback.testing import FakeClock
 from tests.http_server import Reply, Script, closed_port, serve

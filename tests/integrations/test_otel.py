@@ -8,7 +8,8 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus, Policy, Registry
+from bounceback import CircuitBreaker, CircuitOpenError, Policy
+from bounceback.events import EventBus, Registry
 from bounceback.integrations import OpenTelemetryExporter
 from bounceback.testing import FakeClock
 

@@ -12,7 +12,8 @@ from typing import Any
 import grpc
 import pytest
 
-from bounceback import ErrorKind, classify
+from bounceback import ErrorKind
+from bounceback.classify import classify
 from bounceback.testing import FakeClock
 from tests.integrations.packs_support import clear_on_first_wait, free_port, guidance_text, policy, ticket
 

@@ -9,7 +9,8 @@ from asyncua import ua
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bounceback import Classification, ErrorKind, Policy, classify
+from bounceback import Classification, ErrorKind, Policy
+from bounceback.classify import classify
 from bounceback.core.classify._facts import error_facts
 from bounceback.core.recovery._tickets import Record, open_ticket, rank, step_item
 from bounceback.integrations import raise_for_modbus

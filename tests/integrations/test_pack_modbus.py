@@ -11,7 +11,8 @@ from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException
 
-from bounceback import ErrorKind, Policy, classify
+from bounceback import ErrorKind, Policy
+from bounceback.classify import classify
 from bounceback.integrations import ModbusResponseError, is_modbus_error, raise_for_modbus
 from bounceback.testing import FakeClock
 from tests.integrations.modbus_server import ModbusDevice

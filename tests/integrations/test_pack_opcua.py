@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import pytest
 from asyncua import Client, ua
 
-from bounceback import ErrorKind, classify
+from bounceback import ErrorKind
+from bounceback.classify import classify
 from bounceback.integrations import opcua_node
 from bounceback.testing import FakeClock
 from tests.integrations.opcua_server import OpcUaPlant

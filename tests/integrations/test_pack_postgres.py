@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from bounceback import ErrorKind, classify
+from bounceback import ErrorKind
+from bounceback.classify import classify
 from bounceback.testing import FakeClock
 from tests.integrations.packs_support import clear_on_first_wait, guidance_text, policy, ticket
 from tests.integrations.postgres_server import PostgresServer

@@ -13,7 +13,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bounceback import ErrorKind, classify
+from bounceback import ErrorKind
+from bounceback.classify import classify
 from bounceback.testing import FakeClock
 from tests.integrations.packs_support import clear_on_first_wait, free_port, guidance_text, policy, ticket
 from tests.redis_server import RedisServer

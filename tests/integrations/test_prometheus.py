@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus, Policy, Registry
+from bounceback import CircuitBreaker, CircuitOpenError, Policy
+from bounceback.events import EventBus, Registry
 from bounceback.integrations import PrometheusExporter, export_prometheus
 from bounceback.testing import FakeClock
 
@@ -105,7 +106,8 @@ def test_export_prometheus_uses_the_given_registry_and_namespace(
 
 
 def test_limits_hedges_and_faults(setup: tuple[CollectorRegistry, EventBus, Registry, FakeClock]) -> None:
-    from bounceback import ConcurrencyLimiter, FaultInjector, InjectedFault, RateLimiter, RateLimitExceeded
+    from bounceback import ConcurrencyLimiter, FaultInjector, RateLimiter, RateLimitExceeded
+    from bounceback.strategies import InjectedFault
 
     reg, bus, named, clock = setup
     exporter = PrometheusExporter(reg, bus=bus, breakers=named)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bounceback import AttemptTimeout, Backoff, ErrorKind, EventBus, Policy
+from bounceback import AttemptTimeout, Backoff, ErrorKind, Policy
+from bounceback.events import EventBus
 from bounceback.integrations._subprocess import (
     CommandFailed,
     CommandRunner,

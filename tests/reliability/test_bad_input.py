@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bounceback import ConfigError, StoreError, parse_retry_after
+from bounceback import ConfigError, StoreError
+from bounceback.classify import parse_retry_after
 from bounceback.cli import cli
 from bounceback.core.recovery._tickets import open_ticket
 from bounceback.core.retry._engine import GiveUp

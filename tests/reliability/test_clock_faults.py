@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bounceback import (
-    Backoff,
-    BreakerState,
-    CircuitBreaker,
-    CircuitOpenError,
-    EventBus,
-    Policy,
-    RetryScheduled,
-)
+from bounceback import Backoff, BreakerState, CircuitBreaker, CircuitOpenError, Policy
+from bounceback.events import EventBus, RetryScheduled
 from bounceback.stores import RedisBreakerStore, SqliteBreakerStore
 from bounceback.testing import FakeClock, RecordingSink
 from tests.redis_server import RedisServer

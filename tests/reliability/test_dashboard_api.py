@@ -18,8 +18,9 @@ import schemathesis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bounceback import CircuitBreaker, EventBus, Policy, RecoveryRequired
+from bounceback import CircuitBreaker, Policy, RecoveryRequired
 from bounceback.core.policy._manual import ManualRecovery
+from bounceback.events import EventBus
 from bounceback.stores import SqliteBreakerStore, SqliteSettings
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._tickets import SqliteTickets

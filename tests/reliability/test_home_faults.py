@@ -406,8 +406,9 @@ def test_a_frozen_lock_holder_is_named_and_loses_nothing(
 ) -> None:
     """A process SIGSTOPped inside its write transaction holds the lock until it is resumed: refusals name
     it (pid, command, "stopped", how to resume it), reads go on, nothing queued meanwhile is lost."""
-    from bounceback import Backoff, CircuitBreaker, EventBus, Policy
+    from bounceback import Backoff, CircuitBreaker, Policy
     from bounceback.core._events import StoreRecovered, StoreUnavailable
+    from bounceback.events import EventBus
     from bounceback.stores import SqliteBreakerStore
     from bounceback.stores._journal import Journal
     from bounceback.stores._journal_writer import JournalWriter
@@ -501,7 +502,8 @@ def test_enospc_mid_write_and_mid_checkpoint_loses_nothing_queued(
     is lost or corrupted; what could not be written stays queued and is written once space is back."""
     import sqlite3
 
-    from bounceback import Backoff, EventBus, Policy
+    from bounceback import Backoff, Policy
+    from bounceback.events import EventBus
     from bounceback.stores._journal import Journal
     from bounceback.stores._journal_writer import JournalWriter
     from bounceback.testing import FakeClock

@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bounceback import Backoff, BreakerState, CircuitBreaker, CircuitOpenError, EventBus
+from bounceback import Backoff, BreakerState, CircuitBreaker, CircuitOpenError
 from bounceback.demo._fleet import DEVICES, Fleet
+from bounceback.events import EventBus
 from bounceback.integrations._httpx import RecoveringTransport
 from bounceback.testing import FakeClock
 from tests.http_server import Reply, Script, serve

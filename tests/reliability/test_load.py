@@ -18,13 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from bounceback import (
+from bounceback import Backoff, CircuitBreaker, Policy
+from bounceback.events import (
     AttemptFailed,
-    Backoff,
-    CircuitBreaker,
     Event,
     EventBus,
-    Policy,
     RecoveryExhausted,
     RecoverySucceeded,
     RetryScheduled,

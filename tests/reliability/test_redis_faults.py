@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus
+from bounceback import CircuitBreaker, CircuitOpenError
 from bounceback.core._events import StoreRecovered, StoreUnavailable
+from bounceback.events import EventBus
 from bounceback.stores import RedisBreakerStore
 from bounceback.testing import FakeClock, RecordingSink
 from tests.redis_server import RedisServer

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from bounceback import Backoff, CircuitBreaker, EventBus, Policy, RecoveryRequired, log_events
+from bounceback import Backoff, CircuitBreaker, Policy, RecoveryRequired
 from bounceback.core.policy._manual import ManualRecovery
+from bounceback.events import EventBus, log_events
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._tickets import SqliteTickets
 from bounceback.testing import FakeClock, RecordingSink

@@ -23,9 +23,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bounceback import Backoff, EventBus, Policy
-from bounceback.core.settings._setting import has_control_chars
+from bounceback import Backoff, Policy
 from bounceback.core.settings._doc import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_VALUES
+from bounceback.core.settings._setting import has_control_chars
+from bounceback.events import EventBus
 from bounceback.stores import SqliteSettings
 from bounceback.stores._journal_writer import JournalWriter
 from tests.reliability.conftest import ROOT, Figures, soak_size

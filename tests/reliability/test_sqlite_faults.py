@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from bounceback import Backoff, CircuitBreaker, EventBus, Policy, StoreError
+from bounceback import Backoff, CircuitBreaker, Policy, StoreError
 from bounceback.core._events import StoreRecovered, StoreUnavailable
+from bounceback.events import EventBus
 from bounceback.stores import SqliteBreakerStore, SqliteSettings
 from bounceback.stores._journal import Journal
 from bounceback.stores._journal_writer import JournalWriter

@@ -29,8 +29,9 @@ import sys
 import threading
 from pathlib import Path
 
-from bounceback import Backoff, CircuitBreaker, CircuitOpenError, EventBus, Policy, RecoveryRequired
+from bounceback import Backoff, CircuitBreaker, CircuitOpenError, Policy, RecoveryRequired
 from bounceback.core.policy._manual import ManualRecovery
+from bounceback.events import EventBus
 from bounceback.stores import SqliteBreakerStore, SqliteSettings
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._tickets import SqliteTickets

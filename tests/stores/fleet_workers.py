@@ -13,11 +13,12 @@ import time
 import traceback
 from typing import Any
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus
+from bounceback import CircuitBreaker, CircuitOpenError
+from bounceback.core._events import BreakerOpened
 from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import SharedState
-from bounceback.core._events import BreakerOpened
 from bounceback.core.breaker._window import WindowCounts
+from bounceback.events import EventBus
 from tests.stores import shared_workers as w
 
 FULL = os.environ.get("BOUNCEBACK_SOAK", "").strip().lower() == "full"

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus, StoreError
+from bounceback import CircuitBreaker, CircuitOpenError, StoreError
+from bounceback.core._events import StoreRecovered, StoreUnavailable
 from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import (
     NO_OUTCOME,
@@ -19,9 +20,9 @@ from bounceback.core.breaker._store import (
     SharedState,
     WindowSpec,
 )
-from bounceback.core._events import StoreRecovered, StoreUnavailable
 from bounceback.core.breaker._window import FAILED, OK, SLOW, WindowCounts
 from bounceback.errors import ConfigError
+from bounceback.events import EventBus
 from bounceback.stores import RedisBreakerStore, SqliteBreakerStore, breaker_store_from_settings
 from bounceback.testing import FakeClock, RecordingSink
 from tests.redis_server import RedisServer

@@ -17,20 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bounceback import (
-    AttemptFailed,
-    Backoff,
-    BreakerOpened,
-    CallRejected,
-    Classification,
-    ConfigError,
-    ErrorKind,
-    EventBus,
-    Policy,
-    RecoveryCancelled,
-)
+from bounceback import Backoff, Classification, ConfigError, ErrorKind, Policy, RecoveryCancelled
 from bounceback.core._control import RunControls
 from bounceback.core.settings._source import StaticSettings
+from bounceback.events import AttemptFailed, BreakerOpened, CallRejected, EventBus
 from bounceback.stores._journal import HOST, Journal, is_process_alive
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.testing import FakeClock
@@ -292,7 +282,8 @@ def test_cancel_request_from_another_process_reaches_its_run(db: Path, tmp_path:
 CRASHER = textwrap.dedent(
     """
     import sys, time
-    from bounceback import Classification, ErrorKind, EventBus
+    from bounceback import Classification, ErrorKind
+    from bounceback.events import EventBus
     from bounceback.core._events import AttemptFailed, RetryScheduled
     from bounceback.stores._journal_writer import JournalWriter
 
@@ -425,7 +416,7 @@ def test_an_announced_command_has_one_row_from_its_first_attempt_to_its_end(db: 
 
 
 def test_announced_rows_are_matched_to_their_recoveries_by_start_time(db: Path) -> None:
-    from bounceback import RunEnded, RunStarted
+    from bounceback.events import RunEnded, RunStarted
 
     bus, clock = EventBus(), FakeClock()
     verdict = Classification(ErrorKind.TRANSIENT, "test")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus, StoreError
+from bounceback import CircuitBreaker, CircuitOpenError, StoreError
 from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import WindowSpec
+from bounceback.events import EventBus
 from bounceback.stores import RedisBreakerStore, breaker_store_from_settings
 from bounceback.testing import FakeClock
 from tests.redis_cluster import RedisCluster

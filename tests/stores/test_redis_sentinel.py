@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus, StoreError
+from bounceback import CircuitBreaker, CircuitOpenError, StoreError
+from bounceback.core._events import StoreRecovered, StoreUnavailable
 from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import WindowSpec
-from bounceback.core._events import StoreRecovered, StoreUnavailable
+from bounceback.events import EventBus
 from bounceback.stores import RedisBreakerStore
 from bounceback.testing import FakeClock, RecordingSink
 from tests.redis_sentinel import RedisSentinel

@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from bounceback import Backoff, EventBus, Policy
+from bounceback import Backoff, Policy
 from bounceback.core.breaker._breaker import CircuitBreaker
+from bounceback.events import EventBus
 from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._sqlite_breaker import SqliteBreakerStore
 from bounceback.testing import FakeClock

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bounceback import ConcurrencyLimiter, Policy, RateLimiter, Registry
+from bounceback import ConcurrencyLimiter, Policy, RateLimiter
+from bounceback.events import Registry
 from bounceback.stores import Journal, JournalWriter
 from bounceback.testing import FakeClock
 from bounceback.web._collect import LIMIT_FRESH_SECONDS, Collector
-from bounceback.web._view_overview import render_overview
+from bounceback.web.views._overview import render_overview
 
 
 def test_published_limiters_show_with_occupancy_and_rate(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from bounceback.core.settings._source import defaults
-from bounceback.web._simplot import outage_plot
+from bounceback.web.views._simplot import outage_plot
 
 
 def _calls_per_request(svg: str) -> float:

@@ -21,14 +21,14 @@ from bounceback.web._model import (
     StepView,
     TicketView,
 )
-from bounceback.web._pages import VIEWS, render_full, render_regions
-from bounceback.web._plot import backoff_plot
-from bounceback.web._text import MAX_TEXT, clean, esc, redact_secrets
-from bounceback.web._view_overview import render_overview
-from bounceback.web._view_runs import render_recoveries
-from bounceback.web._view_settings import render_settings
-from bounceback.web._view_tickets import render_tickets
-from bounceback.web._view_timeline import MAX_LANES, render_timeline
+from bounceback.web.views._overview import render_overview
+from bounceback.web.views._pages import VIEWS, render_full, render_regions
+from bounceback.web.views._plot import backoff_plot
+from bounceback.web.views._runs import render_recoveries
+from bounceback.web.views._settings import render_settings
+from bounceback.web.views._text import MAX_TEXT, clean, esc, redact_secrets
+from bounceback.web.views._tickets import render_tickets
+from bounceback.web.views._timeline import MAX_LANES, render_timeline
 
 NOW = 1_800_000_000.0
 EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"

@@ -75,7 +75,8 @@ class ProgressDisplay:
 
     >>> import io
     >>> from rich.console import Console
-    >>> from bounceback import Backoff, EventBus, Policy
+    >>> from bounceback import Backoff, Policy
+    >>> from bounceback.events import EventBus
     >>> from bounceback.testing import FakeClock
     >>> bus, clock, out = EventBus(), FakeClock(), io.StringIO()
     >>> tries = []

@@ -6,7 +6,7 @@ error inside the attempt, and the Modbus pack classifies it (busy and gateway fa
 address or function is not) and words the guidance with the device, function and register:
 
 >>> from pymodbus.pdu import ExceptionResponse
->>> from bounceback import classify
+>>> from bounceback.classify import classify
 >>> busy = ExceptionResponse(3, exception_code=6, device_id=1)
 >>> try:
 ...     raise_for_modbus(busy, address=100)

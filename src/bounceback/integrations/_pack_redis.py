@@ -7,7 +7,7 @@ and every other error reply are permanent. Classified by the reply's first word,
 the error code, so it does not depend on which exception class redis-py picked.
 
 >>> import redis
->>> from bounceback import classify
+>>> from bounceback.classify import classify
 >>> classify(redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")).kind
 <ErrorKind.PERMANENT: 'permanent'>
 >>> classify(redis.ResponseError("BUSY Redis is busy running a script.")).kind

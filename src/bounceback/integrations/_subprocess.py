@@ -188,7 +188,7 @@ class CommandRun:
     A library call is journaled only once an attempt fails (its success path emits nothing). A command run
     by ``bounceback run`` may take an hour, and a person watches for it: a :class:`CommandRunner` given
     this object (``announce=``) calls :meth:`started` once its first attempt's process is running, which
-    emits :class:`~bounceback.RunStarted`; :meth:`close` emits :class:`~bounceback.RunEnded` when the run
+    emits :class:`~bounceback.events.RunStarted`; :meth:`close` emits :class:`~bounceback.events.RunEnded` when the run
     is over. The journal shows the run as running attempt 1 in between, and forgets it when that attempt
     succeeded (no recovery took place, as for a library call).
 
@@ -247,7 +247,7 @@ class CommandRun:
 
     @property
     def announced(self) -> bool:
-        """True once :class:`~bounceback.RunStarted` was emitted for this run."""
+        """True once :class:`~bounceback.events.RunStarted` was emitted for this run."""
         return self._announced
 
     def started(self, pid: int) -> None:

@@ -55,7 +55,8 @@ class JournalWriter:
     ``settings`` (a SettingsSource, read live for ``journal.retention``) decides what is pruned.
 
     >>> import tempfile, pathlib
-    >>> from bounceback import EventBus, Policy
+    >>> from bounceback import Policy
+    >>> from bounceback.events import EventBus
     >>> from bounceback.stores._journal import Journal
     >>> from bounceback.testing import FakeClock
     >>> db = pathlib.Path(tempfile.mkdtemp()) / "bounceback.db"

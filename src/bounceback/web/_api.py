@@ -29,8 +29,8 @@ from bounceback.errors import ConfigError, StoreError
 from bounceback.web._context import dashboard_of
 from bounceback.web._model import Snapshot
 from bounceback.web._openapi import openapi_schema
-from bounceback.web._text import clean
-from bounceback.web._view_settings import READ_ONLY_KEYS, layers_of
+from bounceback.web.views._settings import READ_ONLY_KEYS, layers_of
+from bounceback.web.views._text import clean
 
 __all__ = ["api_routes", "snapshot_to_plain"]
 

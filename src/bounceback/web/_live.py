@@ -26,7 +26,7 @@ from pathlib import Path
 from bounceback.errors import StoreError
 from bounceback.stores._home import connect
 from bounceback.web._model import BreakerView, Notice, Snapshot
-from bounceback.web._text import clean, plural, singular_one
+from bounceback.web.views._text import clean, plural, singular_one
 
 __all__ = ["LiveState", "notices_between"]
 

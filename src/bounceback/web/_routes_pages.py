@@ -18,11 +18,11 @@ from starlette.routing import Route
 from bounceback.core.settings._source import SCHEMA
 from bounceback.errors import ConfigError, StoreError
 from bounceback.web._context import dashboard_of, read_form
-from bounceback.web._pages import render_full
-from bounceback.web._plot import backoff_plot
 from bounceback.web._settings_edit import apply_form, message_of
-from bounceback.web._text import esc
-from bounceback.web._view_settings import layers_of
+from bounceback.web.views._pages import render_full
+from bounceback.web.views._plot import backoff_plot
+from bounceback.web.views._settings import layers_of
+from bounceback.web.views._text import esc
 
 __all__ = ["FLASH", "page_routes"]
 

@@ -14,7 +14,7 @@ from typing import Any
 from bounceback.core.settings._source import SCHEMA, SettingsLayers, check_operation, field_name, split_key
 from bounceback.errors import ConfigError
 from bounceback.stores import Change, SqliteSettings
-from bounceback.web._view_settings import READ_ONLY_KEYS
+from bounceback.web.views._settings import READ_ONLY_KEYS
 
 __all__ = ["EditResult", "apply_form", "changed_fields", "message_of"]
 

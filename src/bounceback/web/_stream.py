@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from bounceback.errors import ConfigError
 from bounceback.web._context import Dashboard, dashboard_of
-from bounceback.web._pages import VIEWS, render_regions
+from bounceback.web.views._pages import VIEWS, render_regions
 
 __all__ = ["KEEPALIVE_SECONDS", "event_routes", "sse"]
 

@@ -9,24 +9,26 @@ from datetime import timedelta
 import pytest
 
 from bounceback import (
-    BreakerClosed,
-    BreakerHalfOpened,
-    BreakerOpened,
     BreakerState,
-    BreakerStateChanged,
     BulkheadFull,
-    CallRejected,
     CircuitBreaker,
     CircuitOpenError,
     Classification,
     ConfigError,
     ErrorKind,
-    EventBus,
-    registry,
 )
 from bounceback.core.breaker._config import SETTINGS_KEYS
 from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
 from bounceback.core.settings._schema import SCHEMA
+from bounceback.events import (
+    BreakerClosed,
+    BreakerHalfOpened,
+    BreakerOpened,
+    BreakerStateChanged,
+    CallRejected,
+    EventBus,
+    registry,
+)
 from bounceback.testing import FakeClock, RecordingSink
 
 DOWN = Classification(ErrorKind.TRANSIENT, "down")

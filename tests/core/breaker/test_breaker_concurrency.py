@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from bounceback import BulkheadFull, CircuitBreaker, CircuitOpenError, EventBus
+from bounceback import BulkheadFull, CircuitBreaker, CircuitOpenError
+from bounceback.events import EventBus
 from bounceback.testing import FakeClock
 
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from bounceback import BreakerState, CircuitBreaker, Classification, ErrorKind, EventBus, HealthChecked
+from bounceback import BreakerState, CircuitBreaker, Classification, ErrorKind
+from bounceback.events import EventBus, HealthChecked
 from bounceback.testing import FakeClock, RecordingSink
 
 DOWN = Classification(ErrorKind.TRANSIENT, "down")

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bounceback import BreakerState, CircuitBreaker, ConfigError, EventBus
+from bounceback import BreakerState, CircuitBreaker, ConfigError
 from bounceback.core.breaker._config import build_config
 from bounceback.core.classify._rules import Classification, ErrorKind
+from bounceback.events import EventBus
 from bounceback.testing import FakeClock
 
 DOWN = Classification(ErrorKind.TRANSIENT, "down")

@@ -6,16 +6,9 @@ import asyncio
 
 import pytest
 
-from bounceback import (
-    BreakerState,
-    CircuitBreaker,
-    CircuitOpenError,
-    EventBus,
-    Policy,
-    RecoveryExhausted,
-    RetryScheduled,
-)
+from bounceback import BreakerState, CircuitBreaker, CircuitOpenError, Policy
 from bounceback.core.classify._rules import Classification, ErrorKind
+from bounceback.events import EventBus, RecoveryExhausted, RetryScheduled
 from bounceback.testing import FakeClock, RecordingSink
 
 DOWN = Classification(ErrorKind.TRANSIENT, "down")

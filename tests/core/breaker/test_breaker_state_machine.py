@@ -17,15 +17,9 @@ import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from bounceback import (
-    BreakerStateChanged,
-    CircuitBreaker,
-    CircuitOpenError,
-    Classification,
-    ErrorKind,
-    EventBus,
-)
+from bounceback import CircuitBreaker, CircuitOpenError, Classification, ErrorKind
 from bounceback.core.breaker._core import ALLOWED_TRANSITIONS, AUTOMATIC_TRANSITIONS, BreakerState
+from bounceback.events import BreakerStateChanged, EventBus
 from bounceback.testing import FakeClock
 
 WINDOW = 4

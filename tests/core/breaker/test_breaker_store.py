@@ -9,21 +9,10 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
-from bounceback import (
-    BreakerState,
-    CircuitBreaker,
-    CircuitOpenError,
-    Classification,
-    ErrorKind,
-    EventBus,
-    MemoryBreakerStore,
-    SharedState,
-    StoreError,
-    StoreRecovered,
-    StoreUnavailable,
-    WindowSpec,
-)
+from bounceback import BreakerState, CircuitBreaker, CircuitOpenError, Classification, ErrorKind, StoreError
+from bounceback.breakers import MemoryBreakerStore, SharedState, WindowSpec
 from bounceback.core.breaker._window import FAILED, SLOW, CountWindow, TimeWindow
+from bounceback.events import EventBus, StoreRecovered, StoreUnavailable
 from bounceback.testing import FakeClock, RecordingSink
 
 DOWN = Classification(ErrorKind.TRANSIENT, "down")

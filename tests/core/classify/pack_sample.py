@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bounceback import Classification, ErrorKind, ErrorPack, Step
+from bounceback import Classification, ErrorKind
+from bounceback.classify import ErrorPack
+from bounceback.recovery import Step
 
 LOADS = []
 LOADS.append(1)  # counts imports of this module: a pack is imported once, on first need

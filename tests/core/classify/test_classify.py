@@ -12,19 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bounceback import (
-    DEFAULT_CLASSIFIER,
     CircuitOpenError,
     Classification,
     Classifier,
     ConfigError,
     ErrorKind,
-    classify,
-    mark,
     on_errno,
     on_message,
     on_predicate,
     on_type,
 )
+from bounceback.classify import DEFAULT_CLASSIFIER, classify, mark
 
 T, P, TH = ErrorKind.TRANSIENT, ErrorKind.PERMANENT, ErrorKind.THROTTLED
 

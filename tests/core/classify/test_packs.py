@@ -9,19 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from bounceback import (
-    ConfigError,
-    ErrorKind,
-    ErrorPack,
-    Policy,
-    classify,
-    on_type,
-    register_pack,
-    unregister_pack,
-)
+from bounceback import ConfigError, ErrorKind, Policy, on_type
+from bounceback.classify import ErrorPack, classify, register_pack, unregister_pack
+from bounceback.core.classify._packs import pack_for
 from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
 from bounceback.core.recovery._tickets import open_ticket
-from bounceback.core.classify._packs import pack_for
 from bounceback.testing import FakeClock
 
 SAMPLE = "tests.core.classify.pack_sample"
@@ -140,10 +132,10 @@ def test_a_bad_pack_names_the_field() -> None:
 def test_importing_bounceback_and_succeeding_imports_no_client_library_nor_pack() -> None:
     code = textwrap.dedent(
         """
-        import sys, bounceback
+        import sys, bounceback, bounceback.classify
         policy = bounceback.Policy("ok", attempts=3)
         assert policy.call(lambda: 42) == 42
-        bounceback.classify(ConnectionResetError())
+        bounceback.classify.classify(ConnectionResetError())
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in
                         {"grpc", "redis", "pymodbus", "asyncua", "aiohttp", "psycopg"} or "_pack_" in m)
         print(loaded)

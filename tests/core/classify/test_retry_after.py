@@ -6,7 +6,7 @@ from email.utils import format_datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bounceback import parse_retry_after
+from bounceback.classify import parse_retry_after
 
 
 def test_delta_seconds_and_dates() -> None:

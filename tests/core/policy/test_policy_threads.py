@@ -21,17 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from bounceback import (
-    AttemptFailed,
-    Backoff,
-    CircuitBreaker,
-    Event,
-    EventBus,
-    Policy,
-    RecoveryExhausted,
-    RecoverySucceeded,
-    RetryBudget,
-)
+from bounceback import Backoff, CircuitBreaker, Policy, RetryBudget
+from bounceback.events import AttemptFailed, Event, EventBus, RecoveryExhausted, RecoverySucceeded
 from bounceback.testing import FakeClock
 
 THREADS = 16

@@ -20,25 +20,23 @@ from rich.console import Console
 from bounceback import (
     CancelToken,
     ConfigError,
-    EventBus,
     GiveUp,
     Policy,
     RecoveryCancelled,
     RecoveryRequired,
     RetriesExhausted,
     RetryAgain,
-    TicketOpened,
-    TicketResolved,
 )
 from bounceback.console import TerminalPrompter
-from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
 from bounceback.core.classify._facts import clean_text, error_facts
-from bounceback.core.recovery._guidance import GuidanceCatalog, Step
-from bounceback.core.recovery._tickets import ChoiceKind, Record, Ticket, open_ticket, rank
-from bounceback.core.recovery._ports import MemoryTickets
+from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
 from bounceback.core.policy._manual import PASS, ManualRecovery, chain
+from bounceback.core.recovery._guidance import GuidanceCatalog, Step
+from bounceback.core.recovery._ports import MemoryTickets
+from bounceback.core.recovery._tickets import ChoiceKind, Record, Ticket, open_ticket, rank
 from bounceback.core.settings._source import StaticSettings
 from bounceback.errors import CircuitOpenError
+from bounceback.events import EventBus, TicketOpened, TicketResolved
 from bounceback.testing import FakeClock, RecordingSink
 
 NOW = 1_800_000_000.0

@@ -8,24 +8,21 @@ from typing import Any
 import pytest
 
 import bounceback
+import bounceback.events
 from bounceback import (
-    AttemptFailed,
     AttemptTimeout,
     Backoff,
     CancelToken,
     ConfigError,
-    EventBus,
     GiveUp,
     Policy,
     RecoveryCancelled,
-    RecoveryExhausted,
-    RecoverySucceeded,
     RetriesExhausted,
     RetryAgain,
-    RetryScheduled,
-    mark,
     retry,
 )
+from bounceback.classify import mark
+from bounceback.events import AttemptFailed, EventBus, RecoveryExhausted, RecoverySucceeded, RetryScheduled
 from bounceback.testing import FakeClock, RecordingSink, no_waits
 
 NO_JITTER = Backoff(initial=1, max_delay=100, jitter="none")
@@ -189,7 +186,7 @@ def test_events_for_failures_waits_and_outcomes_and_none_on_success() -> None:
 
 def test_logging_subscriber_writes_structured_records(caplog: pytest.LogCaptureFixture) -> None:
     bus = EventBus()
-    stop = bounceback.log_events("test.recovery", bus=bus)
+    stop = bounceback.events.log_events("test.recovery", bus=bus)
     with caplog.at_level(logging.DEBUG, logger="test.recovery"):
         retry(attempts=2, bus=bus, clock=FakeClock(), operation="sensor")(Flaky(1))()
     stop()
@@ -363,7 +360,7 @@ def test_operation_name_defaults_to_the_function_and_policies_register() -> None
     assert named() == 1
     assert named.policy.operation.endswith("named")  # type: ignore[attr-defined]
     p = Policy("registered-op")
-    assert bounceback.registry.policy("registered-op") is p
+    assert bounceback.events.registry.policy("registered-op") is p
 
 
 class _Settings:

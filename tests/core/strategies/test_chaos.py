@@ -8,16 +8,10 @@ import random
 
 import pytest
 
-from bounceback import (
-    ConfigError,
-    EventBus,
-    FaultInjected,
-    FaultInjector,
-    InjectedFault,
-    Policy,
-    StaticSettings,
-    active_injectors,
-)
+from bounceback import ConfigError, FaultInjector, Policy
+from bounceback.events import EventBus, FaultInjected
+from bounceback.settings import StaticSettings
+from bounceback.strategies import InjectedFault, active_injectors
 from bounceback.testing import FakeClock
 
 

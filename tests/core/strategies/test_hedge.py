@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
-from bounceback import AttemptHedged, ConfigError, EventBus, Hedge, Policy, RetryBudget, StaticSettings
+from bounceback import ConfigError, Hedge, Policy, RetryBudget
+from bounceback.events import AttemptHedged, EventBus
+from bounceback.settings import StaticSettings
 from bounceback.testing import FakeClock
 
 

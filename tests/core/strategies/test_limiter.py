@@ -20,12 +20,11 @@ from bounceback import (
     ConcurrencyLimitExceeded,
     ConfigError,
     ErrorKind,
-    EventBus,
-    LimitRejected,
     Policy,
-    StaticSettings,
-    classify,
 )
+from bounceback.classify import classify
+from bounceback.events import EventBus, LimitRejected
+from bounceback.settings import StaticSettings
 from bounceback.testing import FakeClock
 
 

@@ -10,18 +10,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from bounceback import (
-    ConfigError,
-    ErrorKind,
-    EventBus,
-    LimitRejected,
-    Policy,
-    RateLimiter,
-    RateLimitExceeded,
-    RequestThrottled,
-    StaticSettings,
-    classify,
-)
+from bounceback import ConfigError, ErrorKind, Policy, RateLimiter, RateLimitExceeded, RequestThrottled
+from bounceback.classify import classify
+from bounceback.events import EventBus, LimitRejected
+from bounceback.settings import StaticSettings
 from bounceback.testing import FakeClock
 
 

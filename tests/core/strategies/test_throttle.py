@@ -9,19 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bounceback import (
-    AdaptiveThrottle,
-    CircuitBreaker,
-    ConfigError,
-    EventBus,
-    Policy,
-    RecoveryExhausted,
-    RequestThrottled,
-    StaticSettings,
-    classify,
-)
+from bounceback import AdaptiveThrottle, CircuitBreaker, ConfigError, Policy, RequestThrottled
+from bounceback.classify import classify
 from bounceback.core.classify._rules import Classification, ErrorKind
 from bounceback.core.strategies._throttle import is_accepted
+from bounceback.events import EventBus, RecoveryExhausted
+from bounceback.settings import StaticSettings
 from bounceback.testing import FakeClock, RecordingSink
 
 

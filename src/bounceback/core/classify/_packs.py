@@ -7,7 +7,8 @@ their exception types live in, as ``"package.module:ATTRIBUTE"`` strings, and im
 of that library is classified for the first time: a program that never fails, or whose errors come from
 elsewhere, never imports a pack. The pack found for an exception type is cached per type.
 
->>> from bounceback import Classification, ErrorKind, ErrorPack, classify, register_pack
+>>> from bounceback import Classification, ErrorKind
+>>> from bounceback.classify import ErrorPack, classify, register_pack
 >>> class PumpError(Exception): ...
 >>> PumpError.__module__ = "pumpco.errors"        # as if defined by the pumpco library
 >>> register_pack("pumpco", ErrorPack("pumps", lambda e: Classification(ErrorKind.PERMANENT, "dry run")))

@@ -2,7 +2,7 @@
 
 Off by default, and off unless switched on explicitly: a :class:`FaultInjector` does nothing until
 ``enabled=True`` is given in code or ``chaos.enabled`` is set for the operation. While it is on it says so:
-a warning in the ``bounceback.chaos`` log when it is switched on, a :class:`~bounceback.FaultInjected` event
+a warning in the ``bounceback.chaos`` log when it is switched on, a :class:`~bounceback.events.FaultInjected` event
 for every fault, and a line in ``bounceback status`` (from :func:`active_injectors`).
 
 It wraps the function itself, inside a Policy (``@policy`` above ``@chaos``), so injected faults meet the

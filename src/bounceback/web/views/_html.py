@@ -1,7 +1,7 @@
 """The page frame and the few HTML building blocks every view uses.
 
 Views build HTML as strings. The rule that keeps them safe: every value that is not a literal of this
-package goes through :func:`~bounceback.web._text.esc` (text) or :func:`attr` (attribute values) on its way
+package goes through :func:`~bounceback.web.views._text.esc` (text) or :func:`attr` (attribute values) on its way
 in. There is no inline script and no inline style anywhere (the Content-Security-Policy forbids both), so
 behaviour lives in ``static/app.js`` and looks in ``static/style.css``.
 """
@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from bounceback.web._text import esc
+from bounceback.web.views._text import esc
 
 __all__ = [
     "NAV",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bounceback.web._html import attr, post_button, table
 from bounceback.web._model import BreakerView, LimitView, Snapshot
-from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural, singular_one
+from bounceback.web.views._html import attr, post_button, table
+from bounceback.web.views._text import esc, fmt_clock, fmt_seconds, plural, singular_one
 
 __all__ = [
     "ATTENTION",

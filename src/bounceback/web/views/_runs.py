@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bounceback.web._html import attr, post_button, table
 from bounceback.web._model import RunView, Snapshot
-from bounceback.web._text import esc, fmt_clock, fmt_seconds
+from bounceback.web.views._html import attr, post_button, table
+from bounceback.web.views._text import esc, fmt_clock, fmt_seconds
 
 __all__ = ["recoveries_body", "render_recoveries", "run_error"]
 

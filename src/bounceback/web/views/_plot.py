@@ -13,7 +13,7 @@ from typing import Any
 
 from bounceback.core.retry._backoff import Backoff
 from bounceback.errors import ConfigError
-from bounceback.web._text import esc, fmt_seconds
+from bounceback.web.views._text import esc, fmt_seconds
 
 __all__ = ["MAX_PLOTTED", "backoff_plot", "nice_ceiling"]
 

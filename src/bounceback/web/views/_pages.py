@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from bounceback.web._html import PageFrame, problems_html, render_page, ticket_badge
 from bounceback.web._model import Snapshot
-from bounceback.web._view_overview import overview_body, render_overview
-from bounceback.web._view_runs import recoveries_body, render_recoveries
-from bounceback.web._view_settings import render_settings, settings_body, settings_query
-from bounceback.web._view_tickets import render_tickets, tickets_body
-from bounceback.web._view_timeline import render_timeline, timeline_body
+from bounceback.web.views._html import PageFrame, problems_html, render_page, ticket_badge
+from bounceback.web.views._overview import overview_body, render_overview
+from bounceback.web.views._runs import recoveries_body, render_recoveries
+from bounceback.web.views._settings import render_settings, settings_body, settings_query
+from bounceback.web.views._tickets import render_tickets, tickets_body
+from bounceback.web.views._timeline import render_timeline, timeline_body
 
 __all__ = ["VIEWS", "page_query", "render_full", "render_regions"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bounceback.web._html import attr
 from bounceback.web._model import RunView, Snapshot
-from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural
+from bounceback.web.views._html import attr
+from bounceback.web.views._text import esc, fmt_clock, fmt_seconds, plural
 
 __all__ = ["MAX_LANES", "render_timeline", "tick_step", "timeline_body", "timeline_svg", "wrap_label"]
 

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from bounceback.core.settings._source import SCHEMA, Resolved, Setting, SettingsLayers
-from bounceback.web._html import attr, post_button
 from bounceback.web._model import Snapshot
-from bounceback.web._plot import backoff_plot
-from bounceback.web._simplot import outage_plot
-from bounceback.web._text import esc, fmt_clock
+from bounceback.web.views._html import attr, post_button
+from bounceback.web.views._plot import backoff_plot
+from bounceback.web.views._simplot import outage_plot
+from bounceback.web.views._text import esc, fmt_clock
 
 __all__ = ["READ_ONLY_KEYS", "layers_of", "render_settings", "settings_query"]
 

@@ -7,9 +7,9 @@ each guidance step can be marked "not useful", which lowers it for the next tick
 
 from __future__ import annotations
 
-from bounceback.web._html import attr, post_button, table
 from bounceback.web._model import ChoiceView, Snapshot, TicketView
-from bounceback.web._text import esc, fmt_clock, fmt_seconds, plural
+from bounceback.web.views._html import attr, post_button, table
+from bounceback.web.views._text import esc, fmt_clock, fmt_seconds, plural
 
 __all__ = ["render_tickets", "tickets_body"]
 

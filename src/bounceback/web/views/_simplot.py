@@ -15,8 +15,8 @@ from typing import Any
 
 from bounceback.errors import ConfigError
 from bounceback.sim import Outage, PolicySpec, SimReport, compare
-from bounceback.web._plot import nice_ceiling
-from bounceback.web._text import esc, fmt_seconds
+from bounceback.web.views._plot import nice_ceiling
+from bounceback.web.views._text import esc, fmt_seconds
 
 __all__ = ["SIM_MODEL", "outage_plot"]
 
