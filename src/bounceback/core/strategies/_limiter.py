@@ -216,7 +216,12 @@ class ConcurrencyLimiter:
         Called on a thread that runs an event loop (a Policy's async attempt), it never blocks: a call
         that would have to wait is refused, since the calls that would free a slot need that very loop.
         """
-        self._acquire_local()
+        with self._lock:  # the common case inline: a free slot
+            free = self._in_flight < self.max_in_flight
+            if free:
+                self._in_flight += 1
+        if not free:
+            self._acquire_local()
         if self._keeper is not None:
             self._take_lease(self._keeper)
 
@@ -369,6 +374,9 @@ class ConcurrencyLimiter:
                 except StoreError as exc:  # the lease runs out by itself
                     _log.warning("concurrency limit %r: could not give back a lease (%s)", self.name, exc)
         with self._lock:
+            if not self._waiters and self._in_flight > 0:
+                self._in_flight -= 1  # the common case inline: nobody queued
+                return
             self._release_locked()
 
     def _release_local(self) -> None:

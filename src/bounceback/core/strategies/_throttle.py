@@ -62,7 +62,20 @@ class AdaptiveThrottle:
     0.0
     """
 
-    __slots__ = ("_accepts", "_clock", "_head", "_lock", "_requests", "_rng", "_width", "k", "name", "window")
+    __slots__ = (
+        "_accepted",
+        "_accepts",
+        "_clock",
+        "_head",
+        "_lock",
+        "_requested",
+        "_requests",
+        "_rng",
+        "_width",
+        "k",
+        "name",
+        "window",
+    )
 
     def __init__(
         self,
@@ -87,50 +100,78 @@ class AdaptiveThrottle:
         self._clock = clock or SYSTEM_CLOCK
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
-        # A ring of time slices: counts leave the window a slice at a time, not all at once.
+        # A ring of time slices: counts leave the window a slice at a time, not all at once. The totals
+        # over the ring are kept beside it, so a call reads them instead of summing the ring.
         self._width = self.window / _SLICES
         self._requests = [0] * _SLICES
         self._accepts = [0] * _SLICES
+        self._requested = 0
+        self._accepted = 0
         self._head = math.floor(self._clock.monotonic() / self._width)
 
-    def _advance(self) -> None:
-        """Empty the slices that fell out of the window. Call with the lock held."""
-        index = math.floor(self._clock.monotonic() / self._width)
-        if index <= self._head:
-            return
+    def _advance(self, index: int) -> None:
+        """Empty the slices that fell out of the window by slice ``index``. Call with the lock held."""
         for i in range(self._head + 1, min(index, self._head + _SLICES) + 1):
-            self._requests[i % _SLICES] = 0
-            self._accepts[i % _SLICES] = 0
+            slot = i % _SLICES
+            self._requested -= self._requests[slot]
+            self._accepted -= self._accepts[slot]
+            self._requests[slot] = 0
+            self._accepts[slot] = 0
         self._head = index
 
     def refusal_probability(self) -> float:
         """The chance that the next request is refused locally, from the window's counts now."""
         with self._lock:
-            self._advance()
+            index = math.floor(self._clock.monotonic() / self._width)
+            if index > self._head:
+                self._advance(index)
             return self._probability()
 
     def _probability(self) -> float:
-        requests = sum(self._requests)
-        return max(0.0, (requests - self.k * sum(self._accepts)) / (requests + 1))
+        requests = self._requested
+        return max(0.0, (requests - self.k * self._accepted) / (requests + 1))
 
     def admit(self) -> bool:
         """Count one request and decide: True to send it, False to refuse it here."""
+        index = math.floor(self._clock.monotonic() / self._width)
         with self._lock:
-            self._advance()
-            p = self._probability()
+            if index > self._head:
+                self._advance(index)
+            requests = self._requested
+            self._requested = requests + 1
             self._requests[self._head % _SLICES] += 1
-        return p <= 0.0 or self._rng.random() >= p
+            if requests <= self.k * self._accepted:
+                return True  # the service takes what it is sent: nothing to draw (the healthy path)
+            p = (requests - self.k * self._accepted) / (requests + 1)
+        return self._rng.random() >= p
 
     def record(self, sent: bool, accepted: bool) -> None:
         """After a request that was ``sent``: count it as accepted when the service took it."""
         if sent and accepted:
-            with self._lock:
-                self._advance()
-                self._accepts[self._head % _SLICES] += 1
+            self.record_accept()
+
+    def record_accept(self) -> None:
+        """Count one sent request the service accepted (:meth:`record` with both true)."""
+        index = math.floor(self._clock.monotonic() / self._width)
+        with self._lock:
+            if index > self._head:
+                self._advance(index)
+            self._accepted += 1
+            self._accepts[self._head % _SLICES] += 1
 
     def check(self) -> None:
         """Admit one request or raise :class:`~bounceback.errors.RequestThrottled`."""
-        if not self.admit():
+        index = math.floor(self._clock.monotonic() / self._width)
+        with self._lock:  # admit() inline: this runs before every attempt of a Policy
+            if index > self._head:
+                self._advance(index)
+            requests = self._requested
+            self._requested = requests + 1
+            self._requests[self._head % _SLICES] += 1
+            if requests <= self.k * self._accepted:
+                return
+            p = (requests - self.k * self._accepted) / (requests + 1)
+        if self._rng.random() < p:
             raise RequestThrottled(self.name, self.refusal_probability())
 
     def __repr__(self) -> str:
