@@ -7,6 +7,7 @@ a fleet's admitted calls never above ``rate x time + burst``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bounceback import ConcurrencyLimiter, Policy, RateLimiter
 from bounceback.core.strategies import MemorySharedLimits
@@ -250,3 +253,65 @@ class _Plain:
 
     def subscribe(self, fn: Any) -> Any:
         return lambda: None
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("take"), st.integers(0, 5), st.sampled_from([1, 2, 3]), st.sampled_from([1.0, 2.5])
+        ),
+        st.tuples(st.just("renew"), st.lists(st.integers(0, 5), max_size=3), st.sampled_from([1.0, 4.0])),
+        st.tuples(st.just("give_back"), st.integers(0, 5)),
+        st.tuples(st.just("advance"), st.sampled_from([0.25, 0.5, 1.0, 3.0])),
+        st.tuples(
+            st.just("reserve"),
+            st.sampled_from([0.5, 2.0, 10.0]),
+            st.integers(1, 3),
+            st.sampled_from([0.0, 1.0]),
+        ),
+        st.tuples(st.just("holders")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_sqlite_and_redis_agree_with_the_in_memory_reference(
+    ops: list[tuple[Any, ...]], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Every store gives the reference's answers, step by step: leases, expiry, renewal, the bucket."""
+    clock = FakeClock()
+    key = f"k{next(_runs)}"  # hypothesis reuses the fixtures: a fresh key per example
+    stores: list[Any] = [
+        MemorySharedLimits(clock=clock),
+        SqliteSharedLimits(tmp_path / "agree.db", clock=clock),
+        RedisSharedLimits(redis_server.url, clock=clock),
+    ]
+    try:
+        for op in ops:
+            if op[0] == "advance":
+                clock.advance(op[1])
+                continue
+            answers = [_apply(store, key, op) for store in stores]
+            assert answers[1] == answers[0], (op, answers)
+            assert answers[2] == pytest.approx(answers[0]), (op, answers)
+    finally:
+        stores[1].close()
+        stores[2].close()
+
+
+_runs = itertools.count()
+
+
+def _apply(store: Any, key: str, op: tuple[Any, ...]) -> Any:
+    name = op[0]
+    if name == "take":
+        return store.take(key, op[2], f"h{op[1]}", op[3])
+    if name == "renew":
+        return store.renew(key, [f"h{h}" for h in dict.fromkeys(op[1])], op[2])
+    if name == "give_back":
+        return store.give_back(key, f"h{op[1]}")
+    if name == "reserve":
+        return store.reserve(key, op[1], op[2], op[3])
+    return store.holders(key)
