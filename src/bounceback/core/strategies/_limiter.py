@@ -253,7 +253,12 @@ class ConcurrencyLimiter:
 
     async def acquire_async(self) -> None:
         """Take a slot, awaiting it in the queue if allowed; raise ConcurrencyLimitExceeded otherwise."""
-        await self._acquire_local_async()
+        with self._lock:  # the common case inline: a free slot
+            free = self._in_flight < self.max_in_flight
+            if free:
+                self._in_flight += 1
+        if not free:
+            await self._acquire_local_async()
         if self._keeper is not None:
             await self._take_lease_async(self._keeper)
 
@@ -422,10 +427,15 @@ class ConcurrencyLimiter:
 
             return cast(F, async_wrapper)
 
+        acquire, release = self.acquire, self.release  # bound once: no context-manager frames per call
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self:
+            acquire()
+            try:
                 return fn(*args, **kwargs)
+            finally:
+                release()
 
         return cast(F, wrapper)
 

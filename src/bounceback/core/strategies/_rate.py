@@ -158,21 +158,28 @@ class RateLimiter:
         On a thread that runs an event loop (a Policy's async attempt) it never sleeps: a call that would
         have to wait is refused with its hint, since a sleep there would stop every task of the loop.
         """
-        if self._shared is None:
-            with self._lock:  # the common case inline: a token in the bucket
-                now = self._clock.monotonic()
-                tokens = self._tokens + (now - self._stamp) * self.rate - 1.0
-                if tokens >= -_EPSILON:
-                    cap = self.burst - 1.0
-                    self._tokens = cap if tokens > cap else (tokens if tokens > 0.0 else 0.0)
-                    self._stamp = now
-                    return
+        if self._shared is None and self._take_now():
+            return
         wait = self.reserve(0.0 if self.max_wait and _in_event_loop() else self.max_wait)
         if wait > 0:
             self._clock.sleep(wait)
 
+    def _take_now(self) -> bool:
+        """The common case: a token in the local bucket, taken (True); False changes nothing."""
+        with self._lock:
+            now = self._clock.monotonic()
+            tokens = self._tokens + (now - self._stamp) * self.rate - 1.0
+            if tokens >= -_EPSILON:
+                cap = self.burst - 1.0
+                self._tokens = cap if tokens > cap else (tokens if tokens > 0.0 else 0.0)
+                self._stamp = now
+                return True
+        return False
+
     async def acquire_async(self) -> None:
         """Take a token, awaiting up to ``max_wait`` for it; raise RateLimitExceeded otherwise."""
+        if self._shared is None and self._take_now():
+            return
         wait = self.reserve(self.max_wait)
         if wait > 0:
             await self._clock.async_sleep(wait)
