@@ -7,6 +7,7 @@ a fleet's admitted calls never above ``rate x time + burst``.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
@@ -315,3 +316,35 @@ def _apply(store: Any, key: str, op: tuple[Any, ...]) -> Any:
     if name == "reserve":
         return store.reserve(key, op[1], op[2], op[3])
     return store.holders(key)
+
+
+def test_async_callers_queue_for_fleet_slots_and_tokens(backend: tuple[str, str]) -> None:
+    kind, target = backend
+    clock = FakeClock()
+    holder = ConcurrencyLimiter(1, name="aio", shared=lw.make_limits(kind, target, clock), clock=clock)
+    waiter = ConcurrencyLimiter(
+        1,
+        max_waiting=1,
+        queue_timeout=30,
+        name="aio",
+        shared=lw.make_limits(kind, target, clock),
+        clock=clock,
+    )
+    rate = RateLimiter(
+        1000, burst=1, max_wait=1.0, name="aio", shared=lw.make_limits(kind, target, clock), clock=clock
+    )
+    # Another process finishes its call while the waiter polls the store (on the virtual clock).
+    clock.on_sleep = lambda seconds: holder.release() if holder.in_flight else None
+
+    async def main() -> str:
+        holder.acquire()
+        async with waiter:  # polls the store without blocking the loop, until the slot is free
+            assert holder.in_flight == 0
+        await rate.acquire_async()
+        await rate.acquire_async()  # waits its 1 ms for the fleet's next token
+        return "done"
+
+    assert asyncio.run(main()) == "done"
+    assert (waiter.rejected, rate.rejected) == (0, 0)
+    assert clock.sleeps[-1] == pytest.approx(0.001)
+    assert lw.make_limits(kind, target, clock).holders("aio") == 0

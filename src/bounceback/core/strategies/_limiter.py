@@ -330,12 +330,14 @@ class ConcurrencyLimiter:
         keeper.add(holder)
 
     async def _take_lease_async(self, keeper: LeaseKeeper) -> None:
-        """:meth:`_take_lease` for async callers: polls with the clock's async sleep."""
+        """:meth:`_take_lease` for async callers: the store is asked on a worker thread (its round trip
+        must not stop the event loop) and polled with the clock's async sleep."""
         holder = f"{_HOST}:{os.getpid()}:{next(_serial)}"
         started = deadline = None
         delay = _FIRST_POLL
+        take = keeper.slots.take
         try:
-            while not keeper.slots.take(keeper.key, self.max_in_flight, holder, keeper.lease):
+            while not await asyncio.to_thread(take, keeper.key, self.max_in_flight, holder, keeper.lease):
                 now = self._clock.monotonic()
                 if started is None:
                     if not self._may_wait():

@@ -17,6 +17,7 @@ calls go on under this process's own bucket.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -178,9 +179,13 @@ class RateLimiter:
 
     async def acquire_async(self) -> None:
         """Take a token, awaiting up to ``max_wait`` for it; raise RateLimitExceeded otherwise."""
-        if self._shared is None and self._take_now():
-            return
-        wait = self.reserve(self.max_wait)
+        if self._shared is None:
+            if self._take_now():
+                return
+            wait = self.reserve(self.max_wait)
+        else:
+            # The store's round trip on a worker thread: it must not stop the event loop.
+            wait = await asyncio.to_thread(self.reserve, self.max_wait)
         if wait > 0:
             await self._clock.async_sleep(wait)
 
