@@ -24,7 +24,12 @@ from hypothesis import strategies as st
 from bounceback import ConcurrencyLimiter, Policy, RateLimiter
 from bounceback.core.strategies import MemorySharedLimits
 from bounceback.errors import ConcurrencyLimitExceeded, ConfigError, RateLimitExceeded
-from bounceback.stores import RedisSharedLimits, SqliteSettings, SqliteSharedLimits
+from bounceback.stores import (
+    RedisSharedLimits,
+    SqliteSettings,
+    SqliteSharedLimits,
+    shared_limits_from_settings,
+)
 from bounceback.testing import FakeClock
 from tests.redis_server import RedisServer
 from tests.stores import limit_workers as lw
@@ -348,3 +353,20 @@ def test_async_callers_queue_for_fleet_slots_and_tokens(backend: tuple[str, str]
     assert (waiter.rejected, rate.rejected) == (0, 0)
     assert clock.sleeps[-1] == pytest.approx(0.001)
     assert lw.make_limits(kind, target, clock).holders("aio") == 0
+
+
+def test_bad_shared_arguments_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="shared"):
+        ConcurrencyLimiter(2, shared=object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="shared"):
+        RateLimiter(2, shared="redis://127.0.0.1")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="lease"):
+        ConcurrencyLimiter(2, shared=MemorySharedLimits(), lease=0.01)
+    with pytest.raises(ConfigError, match=r"store\.redis_url") as missing:
+        shared_limits_from_settings({"store.backend": "redis", "store.redis_url": ""})
+    assert "bounceback settings set store.redis_url" in str(missing.value)
+    with pytest.raises(ConfigError, match=r"store\.backend"):
+        shared_limits_from_settings({"store.backend": "etcd"})
+    assert isinstance(
+        shared_limits_from_settings({"store.backend": "sqlite"}, path=tmp_path / "x.db"), SqliteSharedLimits
+    )
