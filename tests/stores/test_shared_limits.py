@@ -370,3 +370,11 @@ def test_bad_shared_arguments_name_the_field(tmp_path: Path) -> None:
     assert isinstance(
         shared_limits_from_settings({"store.backend": "sqlite"}, path=tmp_path / "x.db"), SqliteSharedLimits
     )
+
+
+def test_the_memory_backend_shares_limits_within_the_process(tmp_path: Path) -> None:
+    settings = SqliteSettings(tmp_path / "bounceback.db")
+    settings.set("store.backend", "memory")
+    limits = settings.shared_limits()
+    assert isinstance(limits, MemorySharedLimits) and settings.shared_limits() is limits
+    settings.close()  # closes what it made, whichever backend

@@ -114,6 +114,13 @@ class SqliteSettings(WatchedSettings):
                 self._shared_limits = found
             return found
 
+    def close(self) -> None:
+        """Stop the watcher and close the connections (the shared limits' too: they reopen if used)."""
+        super().close()
+        shared = getattr(self, "_shared_limits", None)
+        if shared is not None:
+            shared.close()
+
     # -- explicit reads: raise StoreError (for the CLI and the dashboard) --------------------------
 
     def layers(self) -> SettingsLayers:

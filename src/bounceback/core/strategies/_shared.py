@@ -151,6 +151,9 @@ class MemorySharedLimits:
             self._buckets[key] = (tokens_after, stamp_after)
             return taken, wait
 
+    def close(self) -> None:
+        """Nothing to close (the stores' interface)."""
+
     def __repr__(self) -> str:
         return f"MemorySharedLimits(keys={len(self._leases) + len(self._buckets)})"
 
