@@ -17,6 +17,7 @@ of one process.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -167,7 +168,7 @@ class LeaseKeeper:
     than a lease) and the fleet may briefly have had more in flight than the limit.
     """
 
-    __slots__ = ("__weakref__", "_held", "_lock", "_thread", "_wake", "key", "lease", "lost", "slots")
+    __slots__ = ("__weakref__", "_held", "_lock", "_pid", "_thread", "_wake", "key", "lease", "lost", "slots")
 
     def __init__(self, slots: SharedSlots, key: str, lease: float) -> None:
         self.slots = slots
@@ -179,10 +180,14 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
 
     def add(self, holder: str) -> None:
         """Note a lease just taken; start the renewing thread if none runs."""
         with self._lock:
+            if self._pid != os.getpid():
+                # A forked child: the parent's leases and renewing thread stay the parent's.
+                self._held, self._thread, self._pid = [], None, os.getpid()
             self._held.append(holder)
             if self._thread is None:
                 self._thread = threading.Thread(
