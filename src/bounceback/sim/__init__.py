@@ -14,7 +14,7 @@ True
 
 from bounceback.sim._clock import VirtualClock
 from bounceback.sim._compare import COMPARISONS, OLD_DEFAULTS, compare, default_specs, variants
-from bounceback.sim._models import Capacity, Contention, Model, Outage, Service
+from bounceback.sim._models import Capacity, Contention, Model, Outage, Service, SlowTail
 from bounceback.sim._plot import plot
 from bounceback.sim._report import PolicyResult, SimReport
 from bounceback.sim._run import simulate
@@ -22,6 +22,7 @@ from bounceback.sim._spec import (
     BreakerSpec,
     BudgetSpec,
     ConcurrencySpec,
+    HedgeSpec,
     PolicySpec,
     RateLimitSpec,
     ThrottleSpec,
@@ -34,6 +35,7 @@ __all__ = [
     "Capacity",
     "ConcurrencySpec",
     "Contention",
+    "HedgeSpec",
     "Model",
     "OLD_DEFAULTS",
     "Outage",
@@ -42,6 +44,7 @@ __all__ = [
     "RateLimitSpec",
     "Service",
     "SimReport",
+    "SlowTail",
     "ThrottleSpec",
     "VirtualClock",
     "compare",

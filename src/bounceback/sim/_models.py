@@ -10,6 +10,7 @@ commit time, after other attempts have had their chance to commit first.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +26,7 @@ __all__ = [
     "OVERLOADED",
     "Outage",
     "Service",
+    "SlowTail",
     "TIMED_OUT",
 ]
 
@@ -391,4 +393,94 @@ class Capacity:
             f"capacity: {self.clients} clients at {self.rate_per_client:g} req/s each; "
             f"{self.surge_factor:g}x surge from {self.surge_start:g} s for {self.surge_seconds:g} s; "
             f"capacity {self.headroom:g}x normal load"
+        )
+
+
+class _Replicas:
+    """Every attempt lands on a replica that is slow with probability ``slow_fraction``, independently."""
+
+    __slots__ = ("latency", "rng", "slow_fraction", "slow_latency", "timeout")
+
+    def __init__(
+        self, latency: float, slow_latency: float, slow_fraction: float, timeout: float, seed: int
+    ) -> None:
+        self.latency = latency
+        self.slow_latency = slow_latency
+        self.slow_fraction = slow_fraction
+        self.timeout = timeout
+        self.rng = random.Random(f"{seed}/replicas")
+
+    def begin(self, now: float) -> tuple[float, int]:
+        answer = self.slow_latency if self.rng.random() < self.slow_fraction else self.latency
+        if answer > self.timeout:
+            return now + self.timeout, TIMED_OUT
+        return now + answer, OK
+
+    def finish(self, now: float, token: int) -> int:  # noqa: ARG002 - decided when the attempt began
+        return token
+
+
+@dataclass(frozen=True, slots=True)
+class SlowTail:
+    """Clients call a healthy service whose latency has a tail: a ``slow_fraction`` of attempts, on a slow
+    replica, take ``slow_latency`` instead of ``latency``. The model hedging is for: nothing fails, but the
+    99th percentile is the slow replica's, unless a second copy is sent elsewhere.
+
+    ``clients`` each make ``rate_per_client`` requests per second for ``seconds``; ``seed`` draws which
+    attempts are slow (the same for every policy compared with one seed, until their calls differ).
+
+    >>> SlowTail().describe()
+    'slow tail: 100 clients at 1 req/s each for 60 s; 5% of attempts take 1 s instead of 0.02 s'
+    """
+
+    clients: int = 100
+    rate_per_client: float = 1.0
+    seconds: float = 60.0
+    latency: float = 0.02
+    slow_latency: float = 1.0
+    slow_fraction: float = 0.05
+    timeout: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _clients(self.clients)
+        for name in ("rate_per_client", "seconds", "latency", "slow_latency", "timeout"):
+            _positive(name, getattr(self, name))
+        if not 0 <= self.slow_fraction <= 1:
+            raise ConfigError("slow_fraction", self.slow_fraction, "a fraction from 0 to 1, such as 0.05")
+
+    @property
+    def name(self) -> str:
+        """``tail``."""
+        return "tail"
+
+    @property
+    def incident(self) -> tuple[float, float] | None:
+        """None: the tail is always there."""
+        return None
+
+    @property
+    def bucket_seconds(self) -> float:
+        """One second."""
+        return 1.0
+
+    @property
+    def horizon(self) -> float:
+        """``seconds``."""
+        return self.seconds
+
+    def request_rate(self, now: float) -> float:
+        """Steady: ``clients * rate_per_client`` until the horizon."""
+        return self.clients * self.rate_per_client if now < self.horizon else 0.0
+
+    def build(self, attempt_timeout: float) -> Service:
+        """Fresh replicas (the slow draws start again from ``seed``)."""
+        timeout = attempt_timeout if math.isfinite(attempt_timeout) else self.timeout
+        return _Replicas(self.latency, self.slow_latency, self.slow_fraction, timeout, self.seed)
+
+    def describe(self) -> str:
+        """One line for reports."""
+        return (
+            f"slow tail: {self.clients} clients at {self.rate_per_client:g} req/s each for {self.seconds:g} s; "
+            f"{self.slow_fraction:.0%} of attempts take {self.slow_latency:g} s instead of {self.latency:g} s"
         )

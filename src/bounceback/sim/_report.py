@@ -46,6 +46,8 @@ class PolicyResult:
     """Buckets from the first probe to the last."""
     shed: int = 0
     """Attempts refused locally by adaptive throttling (never sent)."""
+    hedges: int = 0
+    """Hedged copies sent (each also counted in ``calls``): the extra load hedging adds."""
 
     @property
     def amplification(self) -> float:
@@ -92,6 +94,7 @@ class PolicyResult:
             "rejected": self.rejected,
             "budget_refusals": self.budget_refusals,
             "shed": self.shed,
+            "hedges": self.hedges,
             "amplification": round(self.amplification, 6),
             "completion_seconds": round(self.completion, 6),
             "calls_during_incident": self.calls_during_incident,
@@ -217,6 +220,7 @@ _COLUMNS = (
     ("probe lockstep", ">"),
     ("budget refusals", ">"),
     ("shed", ">"),
+    ("hedges", ">"),
 )
 
 
@@ -245,6 +249,7 @@ def _row(r: PolicyResult) -> list[str]:
         f"{r.lockstep:.1f}" if r.probes else "-",
         f"{r.budget_refusals:,}",
         f"{r.shed:,}",
+        f"{r.hedges:,}",
     ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from typing import Any
 
 from bounceback.core._events import EventBus
@@ -31,13 +32,31 @@ __all__ = ["simulate"]
 _ARRIVE = 0
 _ATTEMPT = 1
 _DONE = 2
+_HEDGE = 3  # a hedge's delay is over: send another copy if the attempt is still unanswered
+_COPY_DONE = 4  # a hedged copy's answer
+_HEDGE_SAMPLES = 200  # latencies kept for a percentile delay, as bounceback.Hedge keeps
+_HEDGE_MIN_SAMPLES = 20
 
 _FAILED = Classification(ErrorKind.TRANSIENT, "simulated failure")
 _OPERATION = "simulated"
 
 
 class _Request:
-    __slots__ = ("attempt", "client", "paid", "permit", "previous", "slot", "started", "token")
+    __slots__ = (
+        "attempt",
+        "client",
+        "hedges",
+        "live",
+        "paid",
+        "permit",
+        "previous",
+        "sent",
+        "slot",
+        "started",
+        "timer",
+        "token",
+        "won",
+    )
 
     def __init__(self, client: int, started: float) -> None:
         self.client = client
@@ -48,6 +67,25 @@ class _Request:
         self.permit: Any = None
         self.paid = False  # this attempt has its rate-limit token (it waited for it)
         self.slot = False  # this attempt holds a concurrency slot
+        # Hedging, for the current attempt: when its first copy was sent, copies still out, hedges sent,
+        # and whether one of them has answered with a success (later answers are discarded).
+        self.sent = 0.0
+        self.live = 0
+        self.hedges = 0
+        self.won = False
+        self.timer: _Copy | None = None
+
+
+class _Copy:
+    """A hedged copy in flight: its request, its service token, when it was sent, and for which attempt."""
+
+    __slots__ = ("attempt", "req", "sent", "token")
+
+    def __init__(self, req: _Request, token: int, sent: float) -> None:
+        self.req = req
+        self.token = token
+        self.sent = sent
+        self.attempt = req.attempt
 
 
 def _make_breakers(
@@ -137,7 +175,11 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
     shed = 0
     completion = 0.0
 
-    heap: list[tuple[float, int, int, _Request | None]] = []
+    hedge = spec.hedge
+    hedges = 0
+    seen: deque[float] = deque(maxlen=_HEDGE_SAMPLES)  # latencies of successful copies, for a percentile
+
+    heap: list[tuple[float, int, int, Any]] = []
     push = heapq.heappush
     pop = heapq.heappop
     seq = 0
@@ -183,6 +225,61 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
         latencies.append(t - req.started)
         completion = max(completion, t)
 
+    def retry_or_end(req: _Request, t: float) -> None:
+        """The attempt failed (every copy of it, when hedged): schedule the next one or give up."""
+        nonlocal seq
+        delay = retry_delay(req, t, None)
+        if delay is None:
+            end(req, t, False)
+        else:
+            req.attempt += 1
+            push(heap, (t + delay, seq, _ATTEMPT, req))
+            seq += 1
+
+    def hedge_delay() -> float:
+        assert hedge is not None
+        if hedge.percentile and len(seen) >= _HEDGE_MIN_SAMPLES:
+            ordered = sorted(seen)
+            return ordered[min(len(ordered) - 1, max(0, math.ceil(hedge.percentile * len(ordered)) - 1))]
+        return hedge.delay
+
+    def send_hedge(req: _Request, t: float) -> bool:
+        """Send another copy of the request's attempt, if the budget allows; True when sent."""
+        nonlocal seq, calls, hedges, in_incident, refusals
+        assert hedge is not None
+        if budgets is not None and not budgets[req.client].try_spend(_OPERATION):
+            refusals += 1  # counted with the retries the budget refused: hedges spend from it too
+            return False
+        req.hedges += 1
+        req.live += 1
+        hedges += 1
+        calls += 1
+        calls_series[bucket(calls_series, t)] += 1
+        if inc_start <= t < inc_end:
+            in_incident += 1
+        done_at, token = begin(t)
+        push(heap, (done_at, seq, _COPY_DONE, _Copy(req, token, t)))
+        seq += 1
+        req.timer = None
+        if req.hedges < hedge.max_hedges:
+            schedule_hedge(req, t)
+        return True
+
+    def schedule_hedge(req: _Request, t: float) -> None:
+        nonlocal seq
+        timer = req.timer = _Copy(req, 0, t)
+        push(heap, (t + hedge_delay(), seq, _HEDGE, timer))
+        seq += 1
+
+    def copy_failed(req: _Request, t: float) -> None:
+        """A copy failed: wait for the others; with none out, hedge at once if any is left, else retry."""
+        assert hedge is not None
+        if req.live > 0:
+            return
+        if req.hedges < hedge.max_hedges and send_hedge(req, t):
+            return
+        retry_or_end(req, t)
+
     if horizon <= 0:
         # One burst: every client makes one request at time zero.
         for client in range(n):
@@ -220,6 +317,29 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
             if budgets is not None:
                 budgets[req.client].record_call(_OPERATION)
             kind = _ATTEMPT
+        if kind == _HEDGE:
+            timer: _Copy = req
+            owner = timer.req
+            # Only the latest timer of the attempt counts (a hedge sent at once after a failure replaced it).
+            if owner.timer is timer and not owner.won and owner.live > 0:
+                send_hedge(owner, t)
+            continue
+        if kind == _COPY_DONE:
+            copy: _Copy = req
+            owner = copy.req
+            outcome = finish(t, copy.token)
+            if owner.attempt != copy.attempt or owner.won:
+                continue  # an answer nobody waits for any more: discarded
+            owner.live -= 1
+            if outcome == OK:
+                seen.append(t - copy.sent)
+                owner.won = True
+                if owner.attempt == 1:
+                    first_ok_series[bucket(first_ok_series, owner.started)] += 1
+                end(owner, t, True)
+            else:
+                copy_failed(owner, t)
+            continue
         assert req is not None
         if kind == _ATTEMPT:
             # The gates in a Policy's order: rate limit, concurrency limit, throttle, breaker.
@@ -298,6 +418,9 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
             done_at, req.token = begin(t)
             push(heap, (done_at, seq, _DONE, req))
             seq += 1
+            if hedge is not None:
+                req.sent, req.live, req.hedges, req.won = t, 1, 0, False
+                schedule_hedge(req, t)
             continue
         # _DONE
         _free(req)
@@ -312,18 +435,22 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
             if not was_open and brk.state_name == "open":
                 openings += 1
             req.permit = None
+        if hedge is not None:
+            if req.won:
+                continue  # a hedged copy answered first: this answer is discarded
+            req.live -= 1
+            if ok:
+                req.won = True
+                seen.append(t - req.sent)
+            elif req.live > 0 or req.hedges < hedge.max_hedges:
+                copy_failed(req, t)
+                continue
         if req.attempt == 1 and ok:
             first_ok_series[bucket(first_ok_series, req.started)] += 1
         if ok:
             end(req, t, True)
             continue
-        delay = retry_delay(req, t, None)
-        if delay is None:
-            end(req, t, False)
-        else:
-            req.attempt += 1
-            push(heap, (t + delay, seq, _ATTEMPT, req))
-            seq += 1
+        retry_or_end(req, t)
 
     latencies.sort()
     size = max(len(started_series), len(first_ok_series))
@@ -350,6 +477,7 @@ def simulate(model: Model, spec: PolicySpec, *, seed: int = 0) -> PolicyResult:
         peak_probes=max(probes_series, default=0),
         probes=sum(probes_series),
         probe_span_buckets=_span(probes_series),
+        hedges=hedges,
     )
 
 

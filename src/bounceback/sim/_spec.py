@@ -30,6 +30,7 @@ __all__ = [
     "BreakerSpec",
     "BudgetSpec",
     "ConcurrencySpec",
+    "HedgeSpec",
     "PolicySpec",
     "RateLimitSpec",
     "ThrottleSpec",
@@ -166,6 +167,49 @@ class RateLimitSpec:
 
 
 @dataclass(frozen=True)
+class HedgeSpec:
+    """Hedging (see :class:`bounceback.Hedge`): ``delay`` seconds into an attempt with no answer, send
+    another copy of it, up to ``max_hedges`` copies; the first success wins, the other copies are abandoned
+    (the service still does their work). ``percentile`` (such as 0.95) takes the delay from the latencies
+    seen so far instead, once there are 20; ``delay`` is used until then.
+
+    A hedge spends from the retry budget when the policy has one (a refused hedge is not sent), and is
+    sent straight to the service: the gates (rate, concurrency, throttle, breaker) see the first copy only.
+
+    >>> HedgeSpec(0.2).describe(), HedgeSpec(0.2, max_hedges=2, percentile=0.95).describe()
+    ('hedge after 0.2s', 'hedge after p95 (0.2s at first) x2')
+    """
+
+    delay: float = 0.1
+    max_hedges: int = 1
+    percentile: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.delay, bool)
+            or not isinstance(self.delay, (int, float))
+            or not 0 < self.delay < math.inf
+        ):
+            raise ConfigError("delay", self.delay, "seconds above 0 before a hedge is sent, such as 0.1")
+        m = self.max_hedges
+        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 10:
+            raise ConfigError("max_hedges", m, "a whole number of extra copies from 1 to 10")
+        q = self.percentile
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not (q == 0 or 0 < q < 1):
+            raise ConfigError("percentile", q, "0 (a fixed delay) or a fraction such as 0.95")
+
+    def describe(self) -> str:
+        """A short summary for tables."""
+        when = (
+            f"p{self.percentile * 100:g} ({self.delay:g}s at first)"
+            if self.percentile
+            else f"{self.delay:g}s"
+        )
+        copies = f" x{self.max_hedges}" if self.max_hedges > 1 else ""
+        return f"hedge after {when}{copies}"
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     """The policy every simulated client uses, and its label in the report.
 
@@ -188,6 +232,7 @@ class PolicySpec:
     throttle: ThrottleSpec | None = None
     concurrency: ConcurrencySpec | None = None
     rate_limit: RateLimitSpec | None = None
+    hedge: HedgeSpec | None = None
 
     def __post_init__(self) -> None:
         a = self.attempts
@@ -219,7 +264,7 @@ class PolicySpec:
             parts.append(self.breaker.describe())
         if self.budget is not None:
             parts.append(self.budget.describe())
-        for extra in (self.throttle, self.concurrency, self.rate_limit):
+        for extra in (self.throttle, self.concurrency, self.rate_limit, self.hedge):
             if extra is not None:
                 parts.append(extra.describe())
         return ", ".join(parts)

@@ -36,6 +36,11 @@ from bounceback.stores._redis_budget import RedisBudgetLedger
 from bounceback.stores._settings_rows import Change
 from bounceback.stores._settings_store import SqliteSettings
 from bounceback.stores._shared import breaker_store_from_settings, budget_ledger_from_settings, store_options
+from bounceback.stores._shared_limits import (
+    RedisSharedLimits,
+    SqliteSharedLimits,
+    shared_limits_from_settings,
+)
 from bounceback.stores._sqlite_breaker import SqliteBreakerStore
 from bounceback.stores._sqlite_budget import SqliteBudgetLedger
 
@@ -51,10 +56,12 @@ __all__ = [
     "OperationCounts",
     "RedisBreakerStore",
     "RedisBudgetLedger",
+    "RedisSharedLimits",
     "RunEntry",
     "SqliteBreakerStore",
     "SqliteBudgetLedger",
     "SqliteSettings",
+    "SqliteSharedLimits",
     "breaker_store_from_settings",
     "budget_ledger_from_settings",
     "connect",
@@ -67,6 +74,7 @@ __all__ = [
     "register_migrations",
     "registered_migrations",
     "schema_versions",
+    "shared_limits_from_settings",
     "store_options",
     "transaction",
     "translate_errors",

@@ -43,6 +43,7 @@ from bounceback.stores._settings_rows import (
 )
 from bounceback.stores._settings_watch import WatchedSettings
 from bounceback.stores._shared import budget_ledger_from_settings
+from bounceback.stores._shared_limits import SharedLimits, shared_limits_from_settings
 
 __all__ = ["COMMAND_KEYS", "SqliteSettings", "new_commands"]
 
@@ -97,6 +98,28 @@ class SqliteSettings(WatchedSettings):
                     ledger = LocalLedger()
                 self._budget_ledger = ledger
             return ledger
+
+    def shared_limits(self) -> SharedLimits | None:
+        """Where limits with ``concurrency.shared`` / ``rate_limit.shared`` on are kept, per ``store.backend``:
+        this home database, Redis, or this process (``memory``). Made once per settings object; store
+        settings that cannot be used leave the limits local (None), with a warning."""
+        with self._lock:
+            found: SharedLimits | None = getattr(self, "_shared_limits", None)
+            if found is None:
+                try:
+                    found = shared_limits_from_settings(self.effective(None), path=self.path)
+                except ConfigError:
+                    _log.warning("store settings are invalid; shared limits hold in this process only")
+                    return None
+                self._shared_limits = found
+            return found
+
+    def close(self) -> None:
+        """Stop the watcher and close the connections (the shared limits' too: they reopen if used)."""
+        super().close()
+        shared = getattr(self, "_shared_limits", None)
+        if shared is not None:
+            shared.close()
 
     # -- explicit reads: raise StoreError (for the CLI and the dashboard) --------------------------
 

@@ -12,6 +12,7 @@ from bounceback.core.settings._layers import DEFAULTS
 from bounceback.core.strategies._limiter import ConcurrencyLimiter
 from bounceback.core.strategies._rate import RateLimiter
 from bounceback.core.strategies._throttle import AdaptiveThrottle
+from bounceback.errors import ConfigError
 
 __all__: list[str] = []
 
@@ -59,37 +60,62 @@ def _limiter_from_settings(
     settings: Any, operation: str | None, clock: Clock | None
 ) -> ConcurrencyLimiter | None:
     """The operation's concurrency limiter when ``concurrency.max_in_flight`` is above 0, read at creation;
-    shared by the policies of the operation in this process (one set of slots per operation)."""
+    shared by the policies of the operation in this process (one set of slots per operation), and with
+    ``concurrency.shared`` on by every process that shares ``store.backend`` (leases in the store)."""
     values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
     if not values["concurrency.max_in_flight"]:
         return None
     name = operation or "anonymous"
+    store = _shared_store(settings, "concurrency.shared") if values["concurrency.shared"] else None
     rule = (
         values["concurrency.max_in_flight"],
         values["concurrency.max_waiting"],
         values["concurrency.queue_timeout"],
+        values["concurrency.lease"],
     )
     return _shared(
         clock,
-        ("limiter", name, rule),
+        ("limiter", name, rule, id(store)),
         lambda: ConcurrencyLimiter(
-            rule[0], max_waiting=rule[1], queue_timeout=rule[2], name=name, clock=clock
+            rule[0],
+            max_waiting=rule[1],
+            queue_timeout=rule[2],
+            name=name,
+            clock=clock,
+            shared=store,
+            lease=rule[3],
         ),
     )
+
+
+def _shared_store(settings: Any, key: str) -> Any:
+    """The store that shares limits among processes (per ``store.backend``), from the settings source's
+    ``shared_limits()`` (``SqliteSettings`` has one); None when the store settings are unusable."""
+    source = getattr(settings, "shared_limits", None)
+    if source is None:
+        raise ConfigError(
+            key,
+            True,
+            "false, or settings from a source that knows the shared store (bounceback.stores.SqliteSettings)",
+            hint=f"{type(settings).__name__} cannot share a limit among processes",
+        )
+    return source()
 
 
 def _rate_limit_from_settings(
     settings: Any, operation: str | None, clock: Clock | None
 ) -> RateLimiter | None:
     """The operation's rate limiter when ``rate_limit.rate`` is above 0, read at creation; one token bucket
-    per operation in this process, shared by its policies."""
+    per operation in this process, shared by its policies, or one in the store for every process when
+    ``rate_limit.shared`` is on."""
     values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
     if not values["rate_limit.rate"]:
         return None
     name = operation or "anonymous"
+    store = _shared_store(settings, "rate_limit.shared") if values["rate_limit.shared"] else None
     rule = (values["rate_limit.rate"], values["rate_limit.burst"] or None, values["rate_limit.max_wait"])
     return _shared(
         clock,
-        ("rate_limit", name, rule),
-        lambda: RateLimiter(rule[0], burst=rule[1], max_wait=rule[2], name=name, clock=clock),
+        ("rate_limit", name, rule, id(store)),
+        lambda: RateLimiter(rule[0], burst=rule[1], max_wait=rule[2], name=name, clock=clock, shared=store),
     )

@@ -182,6 +182,18 @@ _SETTINGS = (
     ),
     _d("concurrency.queue_timeout", 1.0, "Longest a queued call waits for a slot before it is refused."),
     Setting(
+        "concurrency.shared",
+        "bool",
+        False,
+        "Whether the limit holds across every process sharing store.backend (sqlite: the machine; redis: the fleet).",
+    ),
+    _d(
+        "concurrency.lease",
+        10.0,
+        "How long a shared slot outlives a process that died holding it (renewed while its call runs).",
+        minimum=0.1,
+    ),
+    Setting(
         "rate_limit.rate",
         "float",
         0.0,
@@ -203,6 +215,12 @@ _SETTINGS = (
         "rate_limit.max_wait",
         0.0,
         "Longest a call waits for a token before it is refused (0: refuse at once).",
+    ),
+    Setting(
+        "rate_limit.shared",
+        "bool",
+        False,
+        "Whether one token bucket serves every process sharing store.backend (one store call per call).",
     ),
     _d(
         "hedge.delay",

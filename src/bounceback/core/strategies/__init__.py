@@ -7,6 +7,7 @@ from bounceback.core.strategies._gates import Gates
 from bounceback.core.strategies._hedge import Hedge
 from bounceback.core.strategies._limiter import ConcurrencyLimiter
 from bounceback.core.strategies._rate import RateLimiter
+from bounceback.core.strategies._shared import MemorySharedLimits, SharedBucket, SharedSlots
 from bounceback.core.strategies._throttle import AdaptiveThrottle, is_accepted
 
 __all__ = [
@@ -16,7 +17,10 @@ __all__ = [
     "Gates",
     "Hedge",
     "InjectedFault",
+    "MemorySharedLimits",
     "RateLimiter",
+    "SharedBucket",
+    "SharedSlots",
     "active_injectors",
     "is_accepted",
 ]

@@ -8,6 +8,12 @@ A slot freed while calls wait goes straight to the oldest of them, so a newcomer
 Threads and asyncio tasks share one limiter: a thread waits on an event, a task on a future of its own loop.
 The queue wait is a wait for another caller to finish, not a timer of ours, so it is measured by the
 threading / event-loop primitives that do the waiting (a FakeClock has no say in when another thread ends).
+
+With ``shared=`` (a :class:`~bounceback.core.strategies._shared.SharedSlots` store: SQLite for the processes
+of one machine, Redis for a fleet) the limit holds across every process: a call takes a local slot, then
+a lease in the store, renewed while it runs and freed by expiry if its process dies. A call that finds
+the fleet full waits for a lease (polling the store, on the limiter's clock) as long as it could wait
+in the local queue. When the store cannot be reached, calls go on under the local limit alone.
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
+import logging
 import math
+import os
+import socket
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -24,12 +34,18 @@ from typing import Any, TypeVar, cast
 
 from bounceback.core._events import EventBus, LimitRejected, default_bus
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
-from bounceback.errors import ConcurrencyLimitExceeded, ConfigError
+from bounceback.core.strategies._shared import LeaseKeeper, SharedSlots
+from bounceback.errors import ConcurrencyLimitExceeded, ConfigError, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
 __all__ = ["ConcurrencyLimiter"]
 
 T = TypeVar("T")
+_log = logging.getLogger("bounceback.limits")
+_HOST = socket.gethostname()
+_serial = itertools.count(1)
+_FIRST_POLL = 0.005  # seconds between polls of a full fleet, doubling up to _LAST_POLL
+_LAST_POLL = 0.1
 
 
 class _Waiter:
@@ -96,6 +112,7 @@ class ConcurrencyLimiter:
         "_bus",
         "_clock",
         "_in_flight",
+        "_keeper",
         "_lock",
         "_waiters",
         "max_in_flight",
@@ -114,6 +131,8 @@ class ConcurrencyLimiter:
         name: str = "limiter",
         clock: Clock | None = None,
         bus: EventBus | None = None,
+        shared: SharedSlots | None = None,
+        lease: float | Any = 10.0,
     ) -> None:
         self.max_in_flight = _count(
             max_in_flight, "max_in_flight", 1, "the calls the dependency can serve at once"
@@ -130,6 +149,18 @@ class ConcurrencyLimiter:
         self._waiters: deque[_Waiter] = deque()
         self.rejected = 0
         """Calls refused since creation (full, or out of queue time)."""
+        self._keeper: LeaseKeeper | None = None
+        if shared is not None:
+            if not isinstance(shared, SharedSlots):
+                raise ConfigError(
+                    "shared", shared, "a shared-slots store such as bounceback.stores.SqliteSharedLimits"
+                )
+            seconds = to_seconds(lease, "lease")
+            if not 0.1 <= seconds <= 315_360_000:
+                raise ConfigError(
+                    "lease", lease, "seconds from 0.1 up to 3650 days", hint="longer than a stall"
+                )
+            self._keeper = LeaseKeeper(shared, name, seconds)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -153,6 +184,7 @@ class ConcurrencyLimiter:
                 "waiting": len(self._waiters),
                 "max_waiting": self.max_waiting,
                 "rejected": self.rejected,
+                "shared": self._keeper.slots.name if self._keeper is not None else None,
             }
 
     # -- taking and giving back a slot ---------------------------------------------------------------
@@ -184,6 +216,16 @@ class ConcurrencyLimiter:
         Called on a thread that runs an event loop (a Policy's async attempt), it never blocks: a call
         that would have to wait is refused, since the calls that would free a slot need that very loop.
         """
+        with self._lock:  # the common case inline: a free slot
+            free = self._in_flight < self.max_in_flight
+            if free:
+                self._in_flight += 1
+        if not free:
+            self._acquire_local()
+        if self._keeper is not None:
+            self._take_lease(self._keeper)
+
+    def _acquire_local(self) -> None:
         with self._lock:
             if self._in_flight < self.max_in_flight:
                 self._in_flight += 1
@@ -211,6 +253,16 @@ class ConcurrencyLimiter:
 
     async def acquire_async(self) -> None:
         """Take a slot, awaiting it in the queue if allowed; raise ConcurrencyLimitExceeded otherwise."""
+        with self._lock:  # the common case inline: a free slot
+            free = self._in_flight < self.max_in_flight
+            if free:
+                self._in_flight += 1
+        if not free:
+            await self._acquire_local_async()
+        if self._keeper is not None:
+            await self._take_lease_async(self._keeper)
+
+    async def _acquire_local_async(self) -> None:
         with self._lock:
             ok, waiter = self._enqueue()
             if not ok and isinstance(waiter, _Waiter):
@@ -237,10 +289,76 @@ class ConcurrencyLimiter:
             # Cancelled while queued: leave the queue, or pass on a slot that was already handed over.
             with self._lock:
                 if waiter.granted:
-                    self._release_locked()
+                    self._release_locked()  # a local slot only: no lease was taken yet
                 else:
                     self._waiters.remove(waiter)
             raise
+
+    # -- the fleet's slots (shared=) -----------------------------------------------------------------
+
+    def _may_wait(self) -> bool:
+        return self.max_waiting > 0 and self.queue_timeout != 0
+
+    def _fleet_refusal(self, reason: str, waited: float) -> ConcurrencyLimitExceeded:
+        with self._lock:
+            exc = self._refuse(reason, waited)
+        return self._tell(exc)
+
+    def _take_lease(self, keeper: LeaseKeeper) -> None:
+        """Holding a local slot: take a lease in the store, polling while the fleet is full and the call
+        may wait. Gives the local slot back on refusal; carries on without a lease if the store fails."""
+        holder = f"{_HOST}:{os.getpid()}:{next(_serial)}"
+        started = deadline = None
+        delay = _FIRST_POLL
+        try:
+            while not keeper.slots.take(keeper.key, self.max_in_flight, holder, keeper.lease):
+                now = self._clock.monotonic()
+                if started is None:
+                    if not self._may_wait() or _in_event_loop():
+                        raise self._fleet_refusal("full", 0.0)
+                    started, deadline = now, now + self.queue_timeout
+                elif deadline is not None and now >= deadline:
+                    raise self._fleet_refusal("queue timeout", now - started)
+                self._clock.sleep(min(delay, deadline - now) if deadline is not None else delay)
+                delay = min(delay * 2, _LAST_POLL)
+        except StoreError as exc:
+            _log.warning("concurrency limit %r: shared store failed (%s); local limit only", self.name, exc)
+            return
+        except BaseException:
+            self._release_local()
+            raise
+        keeper.add(holder)
+
+    async def _take_lease_async(self, keeper: LeaseKeeper) -> None:
+        """:meth:`_take_lease` for async callers: the store is asked on a worker thread (its round trip
+        must not stop the event loop) and polled with the clock's async sleep."""
+        holder = f"{_HOST}:{os.getpid()}:{next(_serial)}"
+        started = deadline = None
+        delay = _FIRST_POLL
+        take = keeper.slots.take
+        try:
+            while not await asyncio.to_thread(take, keeper.key, self.max_in_flight, holder, keeper.lease):
+                now = self._clock.monotonic()
+                if started is None:
+                    if not self._may_wait():
+                        raise self._fleet_refusal("full", 0.0)
+                    started, deadline = now, now + self.queue_timeout
+                elif deadline is not None and now >= deadline:
+                    raise self._fleet_refusal("queue timeout", now - started)
+                await self._clock.async_sleep(min(delay, deadline - now) if deadline is not None else delay)
+                delay = min(delay * 2, _LAST_POLL)
+        except StoreError as exc:
+            _log.warning("concurrency limit %r: shared store failed (%s); local limit only", self.name, exc)
+            return
+        except BaseException:
+            self._release_local()
+            raise
+        keeper.add(holder)
+
+    def renew_leases(self) -> int:
+        """Renew the fleet leases this limiter holds now (a background thread does it every third of a
+        lease); returns how many were still live. 0 without ``shared=``."""
+        return self._keeper.renew_now() if self._keeper is not None else 0
 
     def _release_locked(self) -> None:
         if self._waiters:
@@ -253,7 +371,22 @@ class ConcurrencyLimiter:
         self._in_flight -= 1
 
     def release(self) -> None:
-        """Give back a slot: to the oldest queued call, or to the pool."""
+        """Give back a slot: to the oldest queued call, or to the pool (and its fleet lease, if shared)."""
+        keeper = self._keeper
+        if keeper is not None:
+            holder = keeper.pop()
+            if holder is not None:
+                try:
+                    keeper.slots.give_back(keeper.key, holder)
+                except StoreError as exc:  # the lease runs out by itself
+                    _log.warning("concurrency limit %r: could not give back a lease (%s)", self.name, exc)
+        with self._lock:
+            if not self._waiters and self._in_flight > 0:
+                self._in_flight -= 1  # the common case inline: nobody queued
+                return
+            self._release_locked()
+
+    def _release_local(self) -> None:
         with self._lock:
             self._release_locked()
 
@@ -296,10 +429,15 @@ class ConcurrencyLimiter:
 
             return cast(F, async_wrapper)
 
+        acquire, release = self.acquire, self.release  # bound once: no context-manager frames per call
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self:
+            acquire()
+            try:
                 return fn(*args, **kwargs)
+            finally:
+                release()
 
         return cast(F, wrapper)
 

@@ -8,12 +8,19 @@ free: the hint to hand on to a caller (an HTTP ``Retry-After``).
 A waiting call reserves its token before it sleeps (the count goes below zero), so callers that wait
 together are served one per ``1 / rate`` seconds in the order they came, and none is promised a token that
 another takes. Over any interval of ``t`` seconds at most ``burst + rate * t`` calls go through.
+
+With ``shared=`` (a :class:`~bounceback.core.strategies._shared.SharedBucket` store: SQLite for the processes
+of one machine, Redis for a fleet) the bucket lives in the store and every process draws from it, one
+round trip per call; the bound above then holds for the whole fleet. When the store cannot be reached,
+calls go on under this process's own bucket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import logging
 import math
 import threading
 from collections.abc import Awaitable, Callable
@@ -22,13 +29,15 @@ from typing import Any, TypeVar, cast
 from bounceback.core._events import EventBus, LimitRejected, default_bus
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
 from bounceback.core.strategies._limiter import _in_event_loop
-from bounceback.errors import ConfigError, RateLimitExceeded
+from bounceback.core.strategies._shared import EPSILON, SharedBucket
+from bounceback.errors import ConfigError, RateLimitExceeded, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
 __all__ = ["RateLimiter"]
 
 T = TypeVar("T")
-_EPSILON = 1e-9  # float slack: a caller who waits exactly ``retry_after`` must find its token
+_EPSILON = EPSILON
+_log = logging.getLogger("bounceback.limits")
 
 
 class RateLimiter:
@@ -56,6 +65,7 @@ class RateLimiter:
         "_bus",
         "_clock",
         "_lock",
+        "_shared",
         "_stamp",
         "_tokens",
         "burst",
@@ -74,6 +84,7 @@ class RateLimiter:
         name: str = "rate-limit",
         clock: Clock | None = None,
         bus: EventBus | None = None,
+        shared: SharedBucket | None = None,
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1e9:
             raise ConfigError("rate", rate, "calls per second, a number above 0", hint="such as 50 or 0.5")
@@ -96,11 +107,27 @@ class RateLimiter:
         self._stamp = self._clock.monotonic()
         self.rejected = 0
         """Calls refused since creation."""
+        if shared is not None and not isinstance(shared, SharedBucket):
+            raise ConfigError(
+                "shared", shared, "a shared-bucket store such as bounceback.stores.RedisSharedLimits"
+            )
+        self._shared = shared
 
     def reserve(self, max_wait: float) -> float:
         """Take a token now (0.0), or reserve the next one and return the seconds to wait for it; raise
         RateLimitExceeded when that is more than ``max_wait``. The caller does the waiting (a simulator
         schedules it on virtual time); :meth:`acquire` is this plus the sleep."""
+        if self._shared is not None:
+            try:
+                taken, wait = self._shared.reserve(self.name, self.rate, self.burst, max_wait)
+            except StoreError as exc:
+                _log.warning("rate limit %r: shared store failed (%s); this process's bucket", self.name, exc)
+            else:
+                if taken:
+                    return wait
+                with self._lock:
+                    self.rejected += 1
+                return self._reject(wait)
         with self._lock:
             now = self._clock.monotonic()
             tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate) - 1.0
@@ -112,13 +139,15 @@ class RateLimiter:
             if wait > max_wait:
                 self._tokens = tokens + 1.0  # nothing taken
                 self.rejected += 1
-                exc = RateLimitExceeded(self.name, self.rate, wait)
             else:
                 self._tokens = tokens
                 return wait
+        return self._reject(wait)
+
+    def _reject(self, wait: float) -> float:
         if self._bus.listening:
             self._bus.emit(LimitRejected(self.name, self._clock.wall(), "rate", "no token", wait))
-        raise exc
+        raise RateLimitExceeded(self.name, self.rate, wait)
 
     def try_acquire(self) -> float:
         """Take a token without waiting: 0.0, or raise RateLimitExceeded (``retry_after`` set)."""
@@ -130,13 +159,33 @@ class RateLimiter:
         On a thread that runs an event loop (a Policy's async attempt) it never sleeps: a call that would
         have to wait is refused with its hint, since a sleep there would stop every task of the loop.
         """
+        if self._shared is None and self._take_now():
+            return
         wait = self.reserve(0.0 if self.max_wait and _in_event_loop() else self.max_wait)
         if wait > 0:
             self._clock.sleep(wait)
 
+    def _take_now(self) -> bool:
+        """The common case: a token in the local bucket, taken (True); False changes nothing."""
+        with self._lock:
+            now = self._clock.monotonic()
+            tokens = self._tokens + (now - self._stamp) * self.rate - 1.0
+            if tokens >= -_EPSILON:
+                cap = self.burst - 1.0
+                self._tokens = cap if tokens > cap else (tokens if tokens > 0.0 else 0.0)
+                self._stamp = now
+                return True
+        return False
+
     async def acquire_async(self) -> None:
         """Take a token, awaiting up to ``max_wait`` for it; raise RateLimitExceeded otherwise."""
-        wait = self.reserve(self.max_wait)
+        if self._shared is None:
+            if self._take_now():
+                return
+            wait = self.reserve(self.max_wait)
+        else:
+            # The store's round trip on a worker thread: it must not stop the event loop.
+            wait = await asyncio.to_thread(self.reserve, self.max_wait)
         if wait > 0:
             await self._clock.async_sleep(wait)
 
@@ -154,6 +203,7 @@ class RateLimiter:
             "burst": self.burst,
             "tokens": round(self.available(), 3),
             "rejected": self.rejected,
+            "shared": self._shared.name if self._shared is not None else None,
         }
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

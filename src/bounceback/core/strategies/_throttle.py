@@ -62,7 +62,22 @@ class AdaptiveThrottle:
     0.0
     """
 
-    __slots__ = ("_accepts", "_clock", "_head", "_lock", "_requests", "_rng", "_width", "k", "name", "window")
+    __slots__ = (
+        "_accepted",
+        "_accepts",
+        "_clock",
+        "_head",
+        "_lock",
+        "_now_accepts",
+        "_now_requests",
+        "_per_width",
+        "_requested",
+        "_requests",
+        "_rng",
+        "k",
+        "name",
+        "window",
+    )
 
     def __init__(
         self,
@@ -87,50 +102,80 @@ class AdaptiveThrottle:
         self._clock = clock or SYSTEM_CLOCK
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
-        # A ring of time slices: counts leave the window a slice at a time, not all at once.
-        self._width = self.window / _SLICES
+        # A ring of time slices: counts leave the window a slice at a time, not all at once. The slice being
+        # filled is counted in two plain numbers (moved into the ring when its time is over), and the totals
+        # over the window are kept beside the ring: a call adds to numbers, it never sums or indexes the ring.
+        self._per_width = _SLICES / self.window
         self._requests = [0] * _SLICES
         self._accepts = [0] * _SLICES
-        self._head = math.floor(self._clock.monotonic() / self._width)
+        self._now_requests = 0
+        self._now_accepts = 0
+        self._requested = 0
+        self._accepted = 0
+        self._head = math.floor(self._clock.monotonic() * self._per_width)
 
-    def _advance(self) -> None:
-        """Empty the slices that fell out of the window. Call with the lock held."""
-        index = math.floor(self._clock.monotonic() / self._width)
-        if index <= self._head:
-            return
-        for i in range(self._head + 1, min(index, self._head + _SLICES) + 1):
-            self._requests[i % _SLICES] = 0
-            self._accepts[i % _SLICES] = 0
+    def _advance(self, index: int) -> None:
+        """Close the current slice and empty those that fell out of the window by slice ``index``. Call with
+        the lock held, with ``index`` above the head."""
+        head = self._head
+        self._requests[head % _SLICES] = self._now_requests
+        self._accepts[head % _SLICES] = self._now_accepts
+        self._now_requests = self._now_accepts = 0
+        for i in range(head + 1, min(index, head + _SLICES) + 1):
+            slot = i % _SLICES
+            self._requested -= self._requests[slot]
+            self._accepted -= self._accepts[slot]
+            self._requests[slot] = 0
+            self._accepts[slot] = 0
         self._head = index
 
     def refusal_probability(self) -> float:
         """The chance that the next request is refused locally, from the window's counts now."""
         with self._lock:
-            self._advance()
+            index = math.floor(self._clock.monotonic() * self._per_width)
+            if index > self._head:
+                self._advance(index)
             return self._probability()
 
     def _probability(self) -> float:
-        requests = sum(self._requests)
-        return max(0.0, (requests - self.k * sum(self._accepts)) / (requests + 1))
+        requests = self._requested
+        return max(0.0, (requests - self.k * self._accepted) / (requests + 1))
 
     def admit(self) -> bool:
         """Count one request and decide: True to send it, False to refuse it here."""
-        with self._lock:
-            self._advance()
-            p = self._probability()
-            self._requests[self._head % _SLICES] += 1
-        return p <= 0.0 or self._rng.random() >= p
+        try:
+            self.check()
+        except RequestThrottled:
+            return False
+        return True
 
     def record(self, sent: bool, accepted: bool) -> None:
         """After a request that was ``sent``: count it as accepted when the service took it."""
         if sent and accepted:
-            with self._lock:
-                self._advance()
-                self._accepts[self._head % _SLICES] += 1
+            self.record_accept()
+
+    def record_accept(self) -> None:
+        """Count one sent request the service accepted (:meth:`record` with both true)."""
+        index = math.floor(self._clock.monotonic() * self._per_width)
+        with self._lock:
+            if index > self._head:
+                self._advance(index)
+            self._accepted += 1
+            self._now_accepts += 1
 
     def check(self) -> None:
         """Admit one request or raise :class:`~bounceback.errors.RequestThrottled`."""
-        if not self.admit():
+        index = math.floor(self._clock.monotonic() * self._per_width)
+        with self._lock:
+            if index > self._head:
+                self._advance(index)
+            requests = self._requested
+            self._requested = requests + 1
+            self._now_requests += 1
+            if requests <= self.k * self._accepted:
+                return  # the service takes what it is sent: nothing to draw (the healthy path)
+            p = (requests - self.k * self._accepted) / (requests + 1)
+        if self._rng.random() < p:
             raise RequestThrottled(self.name, self.refusal_probability())
 
     def __repr__(self) -> str:
