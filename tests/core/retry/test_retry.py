@@ -465,7 +465,7 @@ def test_a_retry_budget_is_built_from_the_settings_when_enabled() -> None:
     )
     clock = FakeClock()
     policy = Policy("budgeted", settings=on, attempts=5, clock=clock)
-    budget = policy._engine.budget
+    budget = policy.budget
     assert isinstance(budget, RetryBudget)
     assert budget.rule.ratio == 0.1
     # With no recent calls and no floor, the budget refuses the first retry: one attempt only.
@@ -474,7 +474,7 @@ def test_a_retry_budget_is_built_from_the_settings_when_enabled() -> None:
         policy.call(fn)
     assert info.value.bounceback_reason == "budget"  # type: ignore[attr-defined]
     # On by default: a settings source that says nothing gets the built-in budget; off when it says so.
-    default = Policy("plain", settings=_Settings({}), clock=clock)._engine.budget
+    default = Policy("plain", settings=_Settings({}), clock=clock).budget
     assert isinstance(default, RetryBudget) and default.rule.ratio == 0.2
-    assert Policy("off", settings=_Settings({"budget.enabled": False}), clock=clock)._engine.budget is None
-    assert Policy("none", budget=None, clock=clock)._engine.budget is None
+    assert Policy("off", settings=_Settings({"budget.enabled": False}), clock=clock).budget is None
+    assert Policy("none", budget=None, clock=clock).budget is None

@@ -1,4 +1,5 @@
-"""How a Policy reads its limits (and a retry budget) from a settings source."""
+"""How a Policy reads its limits from a settings source: the retry limits (live), and the limiter, rate
+limit and throttle an operation's settings turn on (at creation)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from bounceback.core._pools import shared_instance as _shared
-from bounceback.core._time import Clock
+from bounceback.core._time import Clock, to_seconds
 from bounceback.core.retry._backoff import Backoff
+from bounceback.core.retry._state import RetryConfig
 from bounceback.core.settings._layers import DEFAULTS
+from bounceback.core.settings._schema import SCHEMA
 from bounceback.core.strategies._limiter import ConcurrencyLimiter
 from bounceback.core.strategies._rate import RateLimiter
 from bounceback.core.strategies._throttle import AdaptiveThrottle
@@ -37,6 +40,32 @@ def _from_settings(settings: Any, operation: str | None) -> Mapping[str, Any]:
             jitter=values.get("retry.jitter", "full"),
         )
     return out
+
+
+_DEFAULT_BACKOFF = Backoff()  # immutable, so every policy without its own shares this one
+
+
+def read_limits(settings: Any, operation: str | None, explicit: Mapping[str, Any]) -> RetryConfig:
+    """The retry limits in force: the built-in defaults < the settings of ``operation`` < ``explicit``
+    (the arguments given in code), validated. Raises ConfigError naming the bad field."""
+    values: dict[str, Any] = dict(_from_settings(settings, operation))
+    values.update(explicit)
+    return RetryConfig(
+        attempts=values.get("attempts", SCHEMA["retry.max_attempts"].default),
+        deadline=to_seconds(
+            values.get("deadline", SCHEMA["retry.deadline"].default),
+            "deadline",
+            allow_none=True,
+            allow_zero=False,
+        ),
+        attempt_timeout=to_seconds(
+            values.get("attempt_timeout"), "attempt_timeout", allow_none=True, allow_zero=False
+        ),
+        backoff=values.get("backoff") or _DEFAULT_BACKOFF,
+        max_retry_after=to_seconds(
+            values.get("max_retry_after", SCHEMA["retry.max_retry_after"].default), "max_retry_after"
+        ),
+    )
 
 
 def _throttle_from_settings(

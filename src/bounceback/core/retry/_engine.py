@@ -28,7 +28,6 @@ from bounceback.core.retry._state import (
     Run,
     _cause,
     _message,
-    _run_numbers,
     attach_history,
 )
 from bounceback.errors import (
@@ -150,13 +149,20 @@ class Engine:
         self.budget = budget
 
     def start(self, started: float) -> Run:
-        """A new run whose first attempt began at monotonic time ``started``."""
-        run = Run(started, next(_run_numbers), self.clock)
+        """A new run whose first attempt began at monotonic time ``started`` (negative: unknown, the first
+        attempt was not timed; the run then starts now, when it failed)."""
+        run = Run(started if started >= 0 else self.clock.monotonic(), self.clock, self.cancel)
         if run_controls.enabled:
             run.cancel = run_controls.open(run.run_id, self.cancel, self.operation)
-        else:
-            run.cancel = self.cancel
         return run
+
+    def next_attempt(self, run: Run) -> float:
+        """After the wait: count the next attempt and return when it starts; -1.0 (the run marked and ended)
+        when the cancel token fired during the wait."""
+        if run.cancel is not None and self.cancelled_during_wait(run):
+            return -1.0
+        run.attempt += 1
+        return self.clock.monotonic()
 
     def end(self, run: Run) -> None:
         """The run is over (recovered or given up): release its controls."""
