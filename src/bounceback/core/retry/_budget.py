@@ -151,9 +151,21 @@ class LocalLedger:
         self._windows: dict[str, _Window] = {}
 
     def settle(
-        self, key: str, rule: BudgetRule, now: float, calls: int, span: float, spend: bool
+        self,
+        key: str,
+        rule: BudgetRule,
+        now: float,
+        calls: int,
+        span: float,
+        spend: bool,
+        spent: int = 0,
+        spent_at: float = 0.0,
     ) -> BudgetReading:
-        """Record ``calls`` made over the last ``span`` seconds; spend one retry if ``spend`` and allowed."""
+        """Record ``calls`` made over the last ``span`` seconds; spend one retry if ``spend`` and allowed.
+
+        ``spent`` adds retries already granted on credit (see :meth:`RetryBudget.try_spend`) in the slice of
+        time ``spent_at``, where they were granted (dropped if that slice has left the window).
+        """
         width = rule.window / self.slices
         index = math.floor(now / width)
         with self._lock:
@@ -164,6 +176,10 @@ class LocalLedger:
                 self._advance(win, index)
             if calls:
                 self._deposit(win, calls, now, span, width)
+            slot = math.floor(spent_at / width)
+            if spent and win.head - self.slices < slot <= win.head:
+                win.retries[slot % self.slices] += spent
+                win.retries_total += spent
             allowance = rule.ratio * win.calls_total + rule.min_per_second * rule.window
             # A small tolerance: spread-out deposits are sums of fractions.
             granted = spend and win.retries_total + 1.0 <= allowance + 1e-9
@@ -232,7 +248,21 @@ class RetryBudget:
     [True, True, False]
     """
 
-    __slots__ = ("_clock", "_ledger", "_lock", "_settled_at", "_tally", "count_call", "name", "rule")
+    __slots__ = (
+        "_clock",
+        "_credit",
+        "_credit_since",
+        "_credit_until",
+        "_ledger",
+        "_local",
+        "_lock",
+        "_on_credit",
+        "_settled_at",
+        "_tally",
+        "count_call",
+        "name",
+        "rule",
+    )
 
     def __init__(
         self,
@@ -249,7 +279,13 @@ class RetryBudget:
         self.rule = BudgetRule(ratio, min_per_second, to_seconds(window, "window", allow_zero=False))
         self.name = name
         self._clock = clock or SYSTEM_CLOCK
-        self._ledger: BudgetLedger = ledger if ledger is not None else LocalLedger()
+        # A ledger of its own can grant on credit (see try_spend); a shared one is asked every time.
+        self._local = LocalLedger() if ledger is None else None
+        self._ledger: BudgetLedger = ledger if ledger is not None else self._local  # type: ignore[assignment]
+        self._credit = 0
+        self._credit_since = 0.0
+        self._credit_until = -math.inf
+        self._on_credit = 0
         self._lock = threading.Lock()
         self._tally = Tally()
         self.count_call = self._tally.bump
@@ -262,8 +298,20 @@ class RetryBudget:
         self.count_call()
 
     def try_spend(self, operation: str) -> bool:  # noqa: ARG002
-        """Take one retry from the budget; False (and nothing taken) when it is exhausted."""
-        return self._settle(True).granted
+        """Take one retry from the budget; False (and nothing taken) when it is exhausted.
+
+        Cheap when the budget has its own ledger: the last time the ledger was asked, it also said how many
+        more retries the window allows for certain until its next slice begins (until then calls only come
+        in and retries only go out, so the allowance cannot shrink); those are granted under the lock
+        without asking again, and handed to the ledger at the next asking. Exact: never more grants than
+        the rule allows.
+        """
+        with self._lock:
+            if self._credit > 0 and self._clock.monotonic() < self._credit_until:
+                self._credit -= 1
+                self._on_credit += 1
+                return True
+            return self._settle_locked(True).granted
 
     def reading(self) -> BudgetReading:
         """The window's counts now, without spending (for status output and dashboards)."""
@@ -271,11 +319,24 @@ class RetryBudget:
 
     def _settle(self, spend: bool) -> BudgetReading:
         with self._lock:
-            now = self._clock.monotonic()
-            fresh = self._tally.take()
-            span = now - self._settled_at
-            self._settled_at = now
+            return self._settle_locked(spend)
+
+    def _settle_locked(self, spend: bool) -> BudgetReading:
+        now = self._clock.monotonic()
+        fresh = self._tally.take()
+        span = now - self._settled_at
+        self._settled_at = now
+        local = self._local
+        if local is None:
             return self._ledger.settle(self.name, self.rule, now, fresh, span, spend)
+        on_credit, self._on_credit = self._on_credit, 0
+        reading = local.settle(self.name, self.rule, now, fresh, span, spend, on_credit, self._credit_since)
+        # Until the next slice starts nothing leaves the window: what is left of the allowance is certain.
+        width = self.rule.window / local.slices
+        self._credit = max(0, math.floor(reading.allowance - reading.retries + 1e-9))
+        self._credit_since = now
+        self._credit_until = (math.floor(now / width) + 1) * width
+        return reading
 
     def __repr__(self) -> str:
         rule = self.rule
