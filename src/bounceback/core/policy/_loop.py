@@ -209,8 +209,11 @@ class AttemptLoop:
         eng = self.engine
         run = eng.start(started)
         attempt_started = run.started
+        # An untimed first attempt: the run starts now, and the clock was just read.
+        now = attempt_started if started < 0 else -1.0
+        gates = self.gates
         while True:
-            delay = eng.after_failure(run, exc, verdict, attempt_started)
+            delay = eng.after_failure(run, exc, verdict, attempt_started, now)
             if delay is None:
                 break
             if delay > 0 and waits_enabled():
@@ -218,13 +221,18 @@ class AttemptLoop:
             attempt_started = eng.next_attempt(run)
             if attempt_started < 0:
                 break  # cancelled during the wait
-            if self.fast and self.gates is None:
-                # Nothing to admit, time or check: call directly (the retry decision budget is tight).
+            now = -1.0
+            if self.fast and (gates is None or gates.fast_path):
+                # Nothing to time or check, and gates that need no permit: the first attempt's plain call.
                 try:
                     value = fn(*args, **kwargs)
                 except Exception as error:
                     exc, verdict, result = error, eng.classify(error), None
+                    if gates is not None:
+                        gates.release(None, verdict)
                     continue
+                if gates is not None:
+                    gates.count_success()
                 eng.succeeded(run)
                 return value
             ok, value, verdict = self.attempt_sync(fn, args, kwargs, run)
@@ -310,8 +318,10 @@ class AttemptLoop:
         eng = self.engine
         run = eng.start(started)
         attempt_started = run.started
+        now = attempt_started if started < 0 else -1.0
+        gates = self.gates
         while True:
-            delay = eng.after_failure(run, exc, verdict, attempt_started)
+            delay = eng.after_failure(run, exc, verdict, attempt_started, now)
             if delay is None:
                 break
             if delay > 0 and waits_enabled():
@@ -319,6 +329,19 @@ class AttemptLoop:
             attempt_started = eng.next_attempt(run)
             if attempt_started < 0:
                 break  # cancelled during the wait
+            now = -1.0
+            if self.fast and (gates is None or gates.fast_path):
+                try:
+                    value = await fn(*args, **kwargs)
+                except Exception as error:
+                    exc, verdict, result = error, eng.classify(error), None
+                    if gates is not None:
+                        gates.release(None, verdict)
+                    continue
+                if gates is not None:
+                    gates.count_success()
+                eng.succeeded(run)
+                return value
             ok, value, verdict = await self.attempt_async(fn, args, kwargs, run)
             if ok:
                 eng.succeeded(run)

@@ -52,6 +52,9 @@ __all__ = [
 _RNG = random.Random()
 _RESULT = Classification(ErrorKind.TRANSIENT, "the result was rejected by retry_if_result")
 
+_SHED = (CircuitOpenError, RequestThrottled)
+_INF = math.inf
+_PERMANENT = ErrorKind.PERMANENT  # read on every failure: an enum member through its class costs a call
 REFUSALS = (CircuitOpenError, BulkheadFull, RequestThrottled)
 """What a gate (breaker, bulkhead, throttle) raises to refuse an attempt without running it: a failed
 attempt for the engine to decide on, never an error to let through."""
@@ -178,17 +181,26 @@ class Engine:
         return max(0.0, min(cfg.attempt_timeout, left))
 
     def after_failure(
-        self, run: Run, exc: BaseException | None, verdict: Classification, attempt_started: float
+        self,
+        run: Run,
+        exc: BaseException | None,
+        verdict: Classification,
+        attempt_started: float,
+        now: float = -1.0,
     ) -> float | None:
-        """Record a failed attempt and decide: the delay before the next one, or None to give up."""
+        """Record a failed attempt and decide: the delay before the next one, or None to give up.
+
+        ``now`` is the monotonic time if the caller has just read it (else it is read here).
+        """
         cfg = self.cfg
-        now = self.clock.monotonic()
+        if now < 0:
+            now = self.clock.monotonic()
         run.last_error = exc
         run.last_classification = verdict
         reason = ""
         delay = 0.0
         why = "backoff"
-        if verdict.kind is ErrorKind.PERMANENT:
+        if verdict.kind is _PERMANENT:
             reason = "permanent"
         elif run.cancel is not None and run.cancel.is_cancelled:
             reason = "cancelled"
@@ -197,17 +209,18 @@ class Engine:
         else:
             delay = cfg.backoff.delay(run.attempt - 1, run.previous_delay, self.rng)
             hint = verdict.retry_after
-            refused = isinstance(exc, CircuitOpenError)
+            # One type test in the common case (neither an open breaker nor a throttle's refusal).
+            refused = isinstance(exc, _SHED) and isinstance(exc, CircuitOpenError)
             if hint is not None and min(hint, cfg.max_retry_after) > delay:
                 delay = min(hint, cfg.max_retry_after)
                 why = "breaker" if refused else "retry-after"
-            if isinstance(exc, RequestThrottled):
+            if not refused and isinstance(exc, RequestThrottled):
                 # Shed locally: a retry would most likely be shed too, and would count as one more request.
                 reason = "throttled"
             elif refused and hint is not None and hint > cfg.max_retry_after:
                 # Fail fast: waiting out only part of an open time would meet the same refusal.
                 reason = "breaker"
-            elif cfg.deadline != math.inf and (now - run.started) + delay >= cfg.deadline:
+            elif cfg.deadline != _INF and (now - run.started) + delay >= cfg.deadline:
                 # Waiting would end past the deadline: no attempt could start in time. So a call that
                 # meets an open breaker waits for its probe only when the probe comes within the deadline.
                 reason = "deadline" if why == "backoff" else why
