@@ -57,12 +57,16 @@ class Policy:
     Use it as a decorator (sync or ``async def``), with :meth:`call` / :meth:`acall`, or as a block with
     :meth:`attempts`.
 
-    ``attempts`` counts every attempt including the first; ``deadline`` bounds the whole call from the start
-    of the first attempt; ``attempt_timeout`` bounds one attempt (enforced for async; for sync code the
-    attempt is abandoned on a worker thread, see the docs). ``retry_if_result`` retries when it returns
-    true for a result. ``fallback`` is a value, or a function of :class:`GiveUp` returning the value (or a
-    :class:`RetryAgain`), used when recovery gives up. Values not given come from ``settings`` (a
-    ``SettingsSource``) for ``operation``, live, or from the built-in defaults.
+    ``attempts`` counts every attempt including the first; ``deadline`` bounds the recovery: no attempt
+    starts after it. It counts from the start of the first attempt when that attempt is timed (an
+    ``attempt_timeout``, ``retry_if_result`` or ``hedge`` is given), else from the moment the first attempt
+    failed, so that a call that succeeds never reads the clock. ``attempt_timeout`` bounds one attempt (enforced for
+    async; for sync code the attempt is abandoned on a worker thread, see the docs). ``retry_if_result``
+    retries when it returns true for a result. ``hedge`` (a :class:`Hedge`, spending from this policy's
+    budget) races copies of each attempt inside the gates and the timeout. ``fallback`` is a value, or a
+    function of :class:`GiveUp` returning the value (or a :class:`RetryAgain`), used when recovery gives up.
+    Values not given come from ``settings`` (a ``SettingsSource``) for ``operation``, live, or from the
+    built-in defaults.
 
     >>> from bounceback.testing import FakeClock
     >>> calls = []
