@@ -45,9 +45,31 @@ def _from_settings(settings: Any, operation: str | None) -> Mapping[str, Any]:
 _DEFAULT_BACKOFF = Backoff()  # immutable, so every policy without its own shares this one
 
 
+_LIMITS: dict[tuple[object, ...], RetryConfig] = {}
+
+
 def read_limits(settings: Any, operation: str | None, explicit: Mapping[str, Any]) -> RetryConfig:
     """The retry limits in force: the built-in defaults < the settings of ``operation`` < ``explicit``
-    (the arguments given in code), validated. Raises ConfigError naming the bad field."""
+    (the arguments given in code), validated. Raises ConfigError naming the bad field.
+
+    Without a settings source the answer depends on ``explicit`` alone, and a RetryConfig is immutable: the
+    policies given the same arguments share one (the types are in the key: ``attempts=True`` is refused).
+    """
+    if settings is None:
+        key = tuple([(k, type(v), v) for k, v in explicit.items()])
+        try:
+            return _LIMITS[key]
+        except TypeError:  # an unhashable argument: not shared
+            return _read(None, operation, explicit)
+        except KeyError:
+            cfg = _read(None, operation, explicit)
+            if len(_LIMITS) < 256:
+                _LIMITS[key] = cfg
+            return cfg
+    return _read(settings, operation, explicit)
+
+
+def _read(settings: Any, operation: str | None, explicit: Mapping[str, Any]) -> RetryConfig:
     values: dict[str, Any] = dict(_from_settings(settings, operation))
     values.update(explicit)
     return RetryConfig(

@@ -64,6 +64,23 @@ class BudgetRule:
         return self.ratio * calls + self.min_per_second * self.window
 
 
+_RULES: dict[tuple[object, ...], BudgetRule] = {}
+
+
+def _rule(ratio: float, min_per_second: float, window: float) -> BudgetRule:
+    """The (immutable) rule for these limits, shared by the budgets that use the same: one per operation
+    would cost every policy a validated dataclass of its own."""
+    # The types are part of the key: True == 1, and a bool must still be refused by BudgetRule.
+    key = (type(ratio), ratio, type(min_per_second), min_per_second, window)
+    try:
+        return _RULES[key]
+    except (KeyError, TypeError):  # TypeError: unhashable nonsense, for BudgetRule to refuse by name
+        rule = BudgetRule(ratio, min_per_second, window)
+        if len(_RULES) < 256:
+            _RULES[key] = rule
+        return rule
+
+
 def _check_number(field: str, value: object, allowed: str) -> None:
     if (
         isinstance(value, bool)
@@ -276,12 +293,13 @@ class RetryBudget:
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError("name", name, "a non-empty name such as 'payments-api'")
-        self.rule = BudgetRule(ratio, min_per_second, to_seconds(window, "window", allow_zero=False))
+        self.rule = _rule(ratio, min_per_second, to_seconds(window, "window", allow_zero=False))
         self.name = name
         self._clock = clock or SYSTEM_CLOCK
-        # A ledger of its own can grant on credit (see try_spend); a shared one is asked every time.
-        self._local = LocalLedger() if ledger is None else None
-        self._ledger: BudgetLedger = ledger if ledger is not None else self._local  # type: ignore[assignment]
+        # A ledger of its own can grant on credit (see try_spend); a shared one is asked every time. Its own
+        # is made at the first settle: most budgets of a healthy program never need one.
+        self._local: LocalLedger | None = None
+        self._ledger = ledger
         self._credit = 0
         self._credit_since = 0.0
         self._credit_until = -math.inf
@@ -326,9 +344,11 @@ class RetryBudget:
         fresh = self._tally.take()
         span = now - self._settled_at
         self._settled_at = now
+        if self._ledger is not None:
+            return self._ledger.settle(self.name, self.rule, now, fresh, span, spend)
         local = self._local
         if local is None:
-            return self._ledger.settle(self.name, self.rule, now, fresh, span, spend)
+            local = self._local = LocalLedger()
         on_credit, self._on_credit = self._on_credit, 0
         reading = local.settle(self.name, self.rule, now, fresh, span, spend, on_credit, self._credit_since)
         # Until the next slice starts nothing leaves the window: what is left of the allowance is certain.
