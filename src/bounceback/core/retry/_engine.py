@@ -197,6 +197,7 @@ class Engine:
             now = self.clock.monotonic()
         run.last_error = exc
         run.last_classification = verdict
+        attempt = run.attempt
         reason = ""
         delay = 0.0
         why = "backoff"
@@ -204,31 +205,33 @@ class Engine:
             reason = "permanent"
         elif run.cancel is not None and run.cancel.is_cancelled:
             reason = "cancelled"
-        elif cfg.attempts is not None and run.attempt >= cfg.attempts:
+        elif cfg.attempts is not None and attempt >= cfg.attempts:
             reason = "attempts"
         else:
-            delay = cfg.backoff.delay(run.attempt - 1, run.previous_delay, self.rng)
+            delay = cfg.backoff.delay(attempt - 1, run.previous_delay, self.rng)
             hint = verdict.retry_after
-            # One type test in the common case (neither an open breaker nor a throttle's refusal).
-            refused = isinstance(exc, _SHED) and isinstance(exc, CircuitOpenError)
-            if hint is not None and min(hint, cfg.max_retry_after) > delay:
-                delay = min(hint, cfg.max_retry_after)
-                why = "breaker" if refused else "retry-after"
-            if not refused and isinstance(exc, RequestThrottled):
-                # Shed locally: a retry would most likely be shed too, and would count as one more request.
-                reason = "throttled"
-            elif refused and hint is not None and hint > cfg.max_retry_after:
-                # Fail fast: waiting out only part of an open time would meet the same refusal.
-                reason = "breaker"
-            elif cfg.deadline != _INF and (now - run.started) + delay >= cfg.deadline:
-                # Waiting would end past the deadline: no attempt could start in time. So a call that
-                # meets an open breaker waits for its probe only when the probe comes within the deadline.
-                reason = "deadline" if why == "backoff" else why
-            elif self.budget is not None and not self.budget.try_spend(self.operation):
-                # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause
-                # when the calls that waited for probes are left out of the budget (docs/simulator.md).
-                reason = "budget"
-        run.history.append((run.attempt, exc, verdict, now - attempt_started, None if reason else delay))
+            # One type test in the common case: no hint, and neither an open breaker nor a throttle's refusal.
+            if hint is not None or isinstance(exc, _SHED):
+                refused = isinstance(exc, CircuitOpenError)
+                if hint is not None and min(hint, cfg.max_retry_after) > delay:
+                    delay = min(hint, cfg.max_retry_after)
+                    why = "breaker" if refused else "retry-after"
+                if isinstance(exc, RequestThrottled):
+                    # Shed locally: a retry would most likely be shed too, and would count as one more request.
+                    reason = "throttled"
+                elif refused and hint is not None and hint > cfg.max_retry_after:
+                    # Fail fast: waiting out only part of an open time would meet the same refusal.
+                    reason = "breaker"
+            if not reason:
+                if cfg.deadline != _INF and (now - run.started) + delay >= cfg.deadline:
+                    # Waiting would end past the deadline: no attempt could start in time. So a call that
+                    # meets an open breaker waits for its probe only when the probe comes within it.
+                    reason = "deadline" if why == "backoff" else why
+                elif self.budget is not None and not self.budget.try_spend(self.operation):
+                    # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its
+                    # cause when the calls that waited for probes are left out of the budget (simulator.md).
+                    reason = "budget"
+        run.history.append((attempt, exc, verdict, now - attempt_started, None if reason else delay))
         if reason:
             run.reason = reason
             if self.bus.listening:
