@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bounceback import AttemptHedged, ConfigError, EventBus, Hedge, Policy, RetryBudget, StaticSettings
+from bounceback import AttemptHedged, ConfigError, EventBus, Hedge, Policy, RetryBudget, StaticSettings, retry
 from bounceback.testing import FakeClock
 
 
@@ -255,6 +255,14 @@ def test_policy_hedge_must_be_a_hedge_spending_the_policys_budget() -> None:
     # Named after the operation, with the same clock: both take the operation's default budget.
     same = Hedge("prices", delay=0.1, idempotent=True, clock=clock)
     assert Policy("prices", hedge=same, clock=clock).hedge is same
+
+    # Without budget=, a policy spends from its hedge's budget, whatever its name (retry() names it late).
+    @retry(hedge=same, clock=clock)
+    def fetch_prices() -> str:
+        return "prices"
+
+    assert fetch_prices() == "prices"
+    assert fetch_prices.policy.budget is same.budget is not None  # type: ignore[attr-defined]
     with pytest.raises(ConfigError) as info:
         Policy("prices", hedge=same, budget=RetryBudget(0.5, clock=clock), clock=clock)
     assert info.value.field == "hedge" and "budget" in str(info.value)

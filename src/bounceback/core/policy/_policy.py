@@ -153,7 +153,9 @@ class Policy:
         # A retry budget is on by default (``budget.enabled``); ``budget=None`` turns it off.
         self._budget_given = budget is not UNSET
         if isinstance(budget, Unset):
-            budget = budget_from_settings(settings, operation, clock)
+            # With a hedge that spends from a budget, that is the pool: hedges and retries share one.
+            hedge_budget = hedge.budget if isinstance(hedge, Hedge) else None
+            budget = hedge_budget or budget_from_settings(settings, operation, clock)
         _check_hedge(hedge, budget)
         # What every attempt passes: the breaker alone, or the chain rate limit → limiter → throttle → breaker.
         gates: BreakerPort | None = breaker
@@ -405,6 +407,6 @@ def _check_hedge(hedge: object, budget: object) -> None:
             "hedge",
             hedge,
             "a Hedge that spends from this policy's retry budget",
-            hint="name the Hedge after the policy's operation (with the same clock and settings) so both "
-            "take the operation's budget, or give both the same budget=",
+            hint="give the policy no budget= (it then spends from the hedge's), or give both the same "
+            "budget=; a hedge with budget=None needs a policy with budget=None",
         )
