@@ -155,7 +155,10 @@ class Policy:
         if isinstance(budget, Unset):
             # With a hedge that spends from a budget, that is the pool: hedges and retries share one.
             hedge_budget = hedge.budget if isinstance(hedge, Hedge) else None
-            budget = hedge_budget or budget_from_settings(settings, operation, clock)
+            if hedge_budget is not None:
+                budget = hedge_budget
+            else:
+                budget = budget_from_settings(settings, operation, clock)
         _check_hedge(hedge, budget)
         # What every attempt passes: the breaker alone, or the chain rate limit → limiter → throttle → breaker.
         gates: BreakerPort | None = breaker
