@@ -154,10 +154,10 @@ class Policy:
         self._budget_given = budget is not UNSET
         if isinstance(budget, Unset):
             # With a hedge that spends from a budget, that is the pool: hedges and retries share one.
-            hedge_budget: BudgetPort | None = hedge.budget if isinstance(hedge, Hedge) else None
-            if hedge_budget is None:
-                hedge_budget = budget_from_settings(settings, operation, clock)
-            budget = hedge_budget
+            pool: BudgetPort | None = hedge.budget if isinstance(hedge, Hedge) else None
+            if pool is None:
+                pool = budget_from_settings(settings, operation, clock)
+            budget = pool
         _check_hedge(hedge, budget)
         # What every attempt passes: the breaker alone, or the chain rate limit → limiter → throttle → breaker.
         gates: BreakerPort | None = breaker
