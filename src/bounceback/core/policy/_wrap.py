@@ -24,14 +24,28 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
     classify = loop.engine.classify
     count_call = loop.count_call
     gates = loop.gates
-    # ``loop.fast`` is read per call: settings may change it while the program runs.
+    # ``loop.fast`` is read per call: settings may change it while the program runs. Without gates, the
+    # budget's count is the only work besides the call: a wrapper each way, so no test is left per call.
+    if gates is None and count_call is not None:
+
+        @functools.wraps(fn)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if loop.fast:
+                count_call()
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:
+                    return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+            return slow(fn, args, kwargs)
+
+        counted.policy = owner  # type: ignore[attr-defined]
+        return counted
+
     if gates is None:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if loop.fast:
-                if count_call is not None:
-                    count_call()
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
