@@ -1,4 +1,4 @@
-"""``Policy``: per-attempt timeout → hedge → retry → circuit breaker → fallback, composed once for an operation.
+"""``Policy``: fallback → retry → gates (limits, throttle, breaker) → attempt timeout → hedge, composed once.
 
 Order of the layers, outermost first: the fallback (or manual hand-over) sees only the final outcome; the
 retry loop decides and waits; each attempt passes the gates (rate limit, concurrency limit, throttle,
