@@ -19,7 +19,7 @@ import functools
 import inspect
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from bounceback.core._time import waits_enabled
 from bounceback.core.classify._rules import Classification
@@ -207,39 +207,49 @@ class AttemptLoop:
     ) -> Any:
         """After a failed first attempt: decide, wait, try again, until success or give-up."""
         eng = self.engine
-        run = eng.start(started)
-        attempt_started = run.started
-        # An untimed first attempt: the run starts now, and the clock was just read.
-        now = attempt_started if started < 0 else -1.0
         gates = self.gates
+        run, delay, started, now = self._first(started, exc, verdict)
+        attempt_started = started
         while True:
-            delay = eng.after_failure(run, exc, verdict, attempt_started, now)
             if delay is None:
-                break
+                assert run is not None
+                delay = eng.after_failure(run, exc, verdict, attempt_started, now)
+                if delay is None:
+                    break
+            elif delay < 0:
+                break  # the first failure ended it
             if delay > 0 and waits_enabled():
-                eng.clock.sleep(delay, run.cancel)
-            attempt_started = eng.next_attempt(run)
-            if attempt_started < 0:
-                break  # cancelled during the wait
+                eng.clock.sleep(delay, run.cancel if run is not None else None)
+            if run is not None:
+                attempt_started = eng.next_attempt(run)
+                if attempt_started < 0:
+                    break  # cancelled during the wait
+            else:
+                attempt_started = eng.clock.monotonic()
             now = -1.0
             if self.fast and (gates is None or gates.fast_path):
                 # Nothing to time or check, and gates that need no permit: the first attempt's plain call.
                 try:
                     value = fn(*args, **kwargs)
                 except Exception as error:
-                    exc, verdict, result = error, eng.classify(error), None
+                    run = run or eng.retried(started, exc, verdict, delay)
+                    exc, verdict, result, delay = error, eng.classify(error), None, None
                     if gates is not None:
                         gates.release(None, verdict)
                     continue
                 if gates is not None:
                     gates.count_success()
-                eng.succeeded(run)
+                if run is not None:
+                    eng.succeeded(run)
                 return value
+            run = run or eng.retried(started, exc, verdict, delay)
             ok, value, verdict = self.attempt_sync(fn, args, kwargs, run)
             if ok:
                 eng.succeeded(run)
                 return value
             exc, result = _split(value)
+            delay = None
+        assert run is not None
         outcome = self.give_up(run, result)
         if isinstance(outcome, RetryAgain):
             rerun = self.again(outcome)
@@ -247,6 +257,31 @@ class AttemptLoop:
             _told_success(rerun)
             return value
         return outcome
+
+    def _first(
+        self, started: float, exc: BaseException | None, verdict: Classification
+    ) -> tuple[Run | None, float | None, float, float]:
+        """Begin recovery after the first failure: ``(run, delay, started, now)``.
+
+        ``delay`` None: undecided, the run is made (the general path; ``now`` is -1.0 or the clock just read).
+        ``delay`` >= 0: the retry was decided without a run record (``run`` None). ``delay`` < 0: the first
+        failure ended recovery (the run is made, its reason set). An untimed first attempt (``started`` < 0)
+        starts the run now, when it failed.
+        """
+        eng = self.engine
+        if started >= 0:
+            return eng.start(started), None, started, -1.0
+        now = eng.clock.monotonic()
+        if not (self.fast and eng.is_quiet()):
+            return eng.start(now), None, now, now
+        # Nobody listens and nothing can stop it: decide at once; a run record is made only if another
+        # attempt fails (one failure then success, the common recovery, needs none).
+        decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
+        if decision.__class__ is str:
+            run = eng.start(now)
+            eng.record(run, exc, verdict, 0.0, decision)
+            return run, -1.0, now, now
+        return None, cast(float, decision), now, now
 
     # -- async --------------------------------------------------------------------------------------
 
@@ -316,37 +351,48 @@ class AttemptLoop:
     ) -> Any:
         """:meth:`recover_sync` for coroutines: the same decisions; the waits and the calls are awaited."""
         eng = self.engine
-        run = eng.start(started)
-        attempt_started = run.started
-        now = attempt_started if started < 0 else -1.0
         gates = self.gates
+        run, delay, started, now = self._first(started, exc, verdict)
+        attempt_started = started
         while True:
-            delay = eng.after_failure(run, exc, verdict, attempt_started, now)
             if delay is None:
-                break
+                assert run is not None
+                delay = eng.after_failure(run, exc, verdict, attempt_started, now)
+                if delay is None:
+                    break
+            elif delay < 0:
+                break  # the first failure ended it
             if delay > 0 and waits_enabled():
-                await eng.clock.async_sleep(delay, run.cancel)
-            attempt_started = eng.next_attempt(run)
-            if attempt_started < 0:
-                break  # cancelled during the wait
+                await eng.clock.async_sleep(delay, run.cancel if run is not None else None)
+            if run is not None:
+                attempt_started = eng.next_attempt(run)
+                if attempt_started < 0:
+                    break  # cancelled during the wait
+            else:
+                attempt_started = eng.clock.monotonic()
             now = -1.0
             if self.fast and (gates is None or gates.fast_path):
                 try:
                     value = await fn(*args, **kwargs)
                 except Exception as error:
-                    exc, verdict, result = error, eng.classify(error), None
+                    run = run or eng.retried(started, exc, verdict, delay)
+                    exc, verdict, result, delay = error, eng.classify(error), None, None
                     if gates is not None:
                         gates.release(None, verdict)
                     continue
                 if gates is not None:
                     gates.count_success()
-                eng.succeeded(run)
+                if run is not None:
+                    eng.succeeded(run)
                 return value
+            run = run or eng.retried(started, exc, verdict, delay)
             ok, value, verdict = await self.attempt_async(fn, args, kwargs, run)
             if ok:
                 eng.succeeded(run)
                 return value
             exc, result = _split(value)
+            delay = None
+        assert run is not None
         outcome = self.give_up(run, result)
         if inspect.isawaitable(outcome):
             outcome = await outcome
