@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -65,6 +66,8 @@ class BudgetRule:
 
 
 _RULES: dict[tuple[object, ...], BudgetRule] = {}
+_MAX_TOKENS = 256  # retries granted without the ledger between two askings (the take-back is a loop)
+_NO_GRANTS: tuple[float, Callable[[], object], int] = (-math.inf, [].pop, 0)
 
 
 def _rule(ratio: float, min_per_second: float, window: float) -> BudgetRule:
@@ -267,13 +270,11 @@ class RetryBudget:
 
     __slots__ = (
         "_clock",
-        "_credit",
         "_credit_since",
-        "_credit_until",
+        "_grants",
         "_ledger",
         "_local",
         "_lock",
-        "_on_credit",
         "_settled_at",
         "_tally",
         "count_call",
@@ -300,10 +301,8 @@ class RetryBudget:
         # is made at the first settle: most budgets of a healthy program never need one.
         self._local: LocalLedger | None = None
         self._ledger = ledger
-        self._credit = 0
         self._credit_since = 0.0
-        self._credit_until = -math.inf
-        self._on_credit = 0
+        self._grants: tuple[float, Callable[[], object], int] = _NO_GRANTS
         self._lock = threading.Lock()
         self._tally = Tally()
         self.count_call = self._tally.bump
@@ -320,16 +319,20 @@ class RetryBudget:
 
         Cheap when the budget has its own ledger: the last time the ledger was asked, it also said how many
         more retries the window allows for certain until its next slice begins (until then calls only come
-        in and retries only go out, so the allowance cannot shrink); those are granted under the lock
-        without asking again, and handed to the ledger at the next asking. Exact: never more grants than
-        the rule allows.
+        in and retries only go out, so the allowance cannot shrink). Up to 256 of them are laid out as
+        tokens in a list; a retry takes one with ``list.pop`` (one atomic C call, no lock), and the next
+        asking takes back what is left and hands the rest to the ledger as spent. Exact by construction:
+        a token is popped once, so never more grants than the rule allows.
         """
-        with self._lock:
-            if self._credit > 0 and self._clock.monotonic() < self._credit_until:
-                self._credit -= 1
-                self._on_credit += 1
+        until, take, _ = self._grants
+        if self._clock.monotonic() < until:
+            try:
+                take()
+            except IndexError:
+                pass  # none left: ask the ledger
+            else:
                 return True
-            return self._settle_locked(True).granted
+        return self._settle(True).granted
 
     def reading(self) -> BudgetReading:
         """The window's counts now, without spending (for status output and dashboards)."""
@@ -349,13 +352,23 @@ class RetryBudget:
         local = self._local
         if local is None:
             local = self._local = LocalLedger()
-        on_credit, self._on_credit = self._on_credit, 0
-        reading = local.settle(self.name, self.rule, now, fresh, span, spend, on_credit, self._credit_since)
+        # Take back the tokens not spent: a retry racing with this takes its token before or gets none.
+        _, take, issued = self._grants
+        self._grants = _NO_GRANTS
+        left = 0
+        while True:
+            try:
+                take()
+            except IndexError:
+                break
+            left += 1
+        spent = issued - left
+        reading = local.settle(self.name, self.rule, now, fresh, span, spend, spent, self._credit_since)
         # Until the next slice starts nothing leaves the window: what is left of the allowance is certain.
         width = self.rule.window / local.slices
-        self._credit = max(0, math.floor(reading.allowance - reading.retries + 1e-9))
+        credit = min(_MAX_TOKENS, max(0, math.floor(reading.allowance - reading.retries + 1e-9)))
         self._credit_since = now
-        self._credit_until = (math.floor(now / width) + 1) * width
+        self._grants = ((math.floor(now / width) + 1) * width, ([None] * credit).pop, credit)
         return reading
 
     def __repr__(self) -> str:
