@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bounceback import Policy, retry
+from bounceback import Hedge, Policy, retry
 
 
 @retry(attempts=3)
@@ -16,3 +16,5 @@ text: str = read_register(7)  # error: and its return type
 retry(atempts=3)  # error: an option that does not exist
 retry(attempts="3")  # error: an option of the wrong type
 Policy("x", deadline="30s")  # error: durations are seconds or timedelta
+Policy("x", hedge=0.2)  # error: a hedge is a Hedge, not its delay
+retry(hedge=Hedge)  # error: an instance, not the class

@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any, assert_type
 
-from bounceback import Backoff, CircuitBreaker, ErrorKind, Policy, retry
+from bounceback import Backoff, CircuitBreaker, ErrorKind, Hedge, Policy, retry
 
 
 @retry
@@ -36,3 +36,14 @@ pending.close()
 assert_type(asyncio.run(pull_config("10.0.0.7", port=503)), dict[str, str])
 assert_type(retry(attempts=2), Policy)
 assert_type(Policy("x").call(len, "abc"), int)
+
+quotes = Policy("quotes", hedge=Hedge("quotes", delay="p95", idempotent=True), attempts=2)
+assert_type(quotes.hedge, Hedge | None)
+
+
+@retry(hedge=Hedge("read-replica", delay=0.05, idempotent=True))
+async def read_replica(key: str) -> bytes:
+    return key.encode()
+
+
+assert_type(asyncio.run(read_replica("k")), bytes)

@@ -170,6 +170,34 @@ def test_never_more_retries_than_the_rule_allows(
     assert budget.reading().calls <= len(calls) + 1e-6
 
 
+# Each step: advance time (ms), make some calls, then ask for some retries, without settling in between.
+busy_steps = st.lists(
+    st.tuples(st.integers(0, 2500), st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=80
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=busy_steps, ratio=st.sampled_from([0.0, 0.1, 0.5, 1.0]), floor=st.sampled_from([0.0, 0.2, 1.0]))
+def test_granting_on_credit_answers_as_asking_the_ledger_every_time(
+    steps: list[tuple[int, int, int]], ratio: float, floor: float
+) -> None:
+    """A budget with its own ledger grants from what its last settle left (one lock, no ledger work); it
+    must answer every ``try_spend`` exactly as a budget asking its ledger each time, and read the same."""
+    clock = FakeClock()
+    own = RetryBudget(ratio, min_per_second=floor, window=10, clock=clock)
+    asking = RetryBudget(ratio, min_per_second=floor, window=10, clock=clock, ledger=LocalLedger())
+    for advance_ms, n_calls, n_spends in steps:
+        clock.advance(advance_ms / 1000)
+        for _ in range(n_calls):
+            own.count_call()
+            asking.count_call()
+        # Settled at the same instants, so calls are spread over the same spans in both.
+        assert own.reading() == asking.reading()
+        answers = [(own.try_spend("op"), asking.try_spend("op")) for _ in range(n_spends)]
+        assert all(a == b for a, b in answers), answers
+    assert own.reading() == asking.reading()
+
+
 # -- through a Policy: every call counts, so retries follow the ratio ------------------------------------
 
 
@@ -211,3 +239,30 @@ def test_a_policy_counts_its_calls_and_asks_before_each_retry() -> None:
     with pytest.raises(ConnectionResetError) as info:
         policy.call(_always_down)
     assert len(info.value.bounceback_attempts) == 1  # type: ignore[attr-defined]
+
+
+def test_threads_spending_together_get_exactly_the_allowance() -> None:
+    import sys
+    import threading
+
+    clock = FakeClock()  # frozen: every grant falls in one slice, so the allowance is exactly the floor
+    budget = RetryBudget(0.0, min_per_second=50, window=10, clock=clock)
+    granted = [0] * 8
+    start = threading.Barrier(8)
+
+    def spend(i: int) -> None:
+        start.wait()
+        granted[i] = sum(budget.try_spend("op") for _ in range(200))
+
+    threads = [threading.Thread(target=spend, args=(i,)) for i in range(8)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: grants race with take-backs
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert sum(granted) == 500
+    assert budget.reading().retries == 500

@@ -102,6 +102,34 @@ def test_deadline_stops_before_a_wait_that_would_pass_it() -> None:
     assert info.value.bounceback_reason == "deadline"  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("timed", [False, True])
+def test_the_deadline_counts_from_the_first_failure_unless_the_first_attempt_is_timed(timed: bool) -> None:
+    """A success must not read the clock, so an untimed first attempt starts the deadline when it fails; a
+    timed one (attempt_timeout, retry_if_result, hedge) starts it when it started."""
+    clock = FakeClock()
+    calls = 0
+
+    def slow_then_fails() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            clock.advance(25)  # the first attempt takes 25 s of the 30 s deadline, then fails
+            raise ConnectionResetError("reset")
+        return "ok"
+
+    wait = Backoff("constant", initial=10, jitter="none")
+    check = (lambda result: False) if timed else None
+    policy = Policy("slow", attempts=3, deadline=30, backoff=wait, retry_if_result=check, clock=clock)
+    if timed:
+        with pytest.raises(ConnectionResetError) as info:
+            policy.call(slow_then_fails)  # 25 s gone + a 10 s wait passes the deadline
+        assert info.value.bounceback_reason == "deadline"  # type: ignore[attr-defined]
+        assert clock.sleeps == []
+    else:
+        assert policy.call(slow_then_fails) == "ok"  # 0 s since the failure + 10 s is within it
+        assert clock.sleeps == [10]
+
+
 def test_retry_after_hint_is_respected_capped_and_kept_within_the_deadline() -> None:
     clock = FakeClock()
     fn = Flaky(1, mark(ConnectionResetError("slow down"), "throttled", retry_after=7))
@@ -462,7 +490,7 @@ def test_a_retry_budget_is_built_from_the_settings_when_enabled() -> None:
     )
     clock = FakeClock()
     policy = Policy("budgeted", settings=on, attempts=5, clock=clock)
-    budget = policy._engine.budget
+    budget = policy.budget
     assert isinstance(budget, RetryBudget)
     assert budget.rule.ratio == 0.1
     # With no recent calls and no floor, the budget refuses the first retry: one attempt only.
@@ -471,7 +499,7 @@ def test_a_retry_budget_is_built_from_the_settings_when_enabled() -> None:
         policy.call(fn)
     assert info.value.bounceback_reason == "budget"  # type: ignore[attr-defined]
     # On by default: a settings source that says nothing gets the built-in budget; off when it says so.
-    default = Policy("plain", settings=_Settings({}), clock=clock)._engine.budget
+    default = Policy("plain", settings=_Settings({}), clock=clock).budget
     assert isinstance(default, RetryBudget) and default.rule.ratio == 0.2
-    assert Policy("off", settings=_Settings({"budget.enabled": False}), clock=clock)._engine.budget is None
-    assert Policy("none", budget=None, clock=clock)._engine.budget is None
+    assert Policy("off", settings=_Settings({"budget.enabled": False}), clock=clock).budget is None
+    assert Policy("none", budget=None, clock=clock).budget is None

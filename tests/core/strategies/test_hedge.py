@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bounceback import ConfigError, Hedge, Policy, RetryBudget
+from bounceback import ConfigError, Hedge, Policy, RetryBudget, retry
 from bounceback.events import AttemptHedged, EventBus
 from bounceback.settings import StaticSettings
 from bounceback.testing import FakeClock
@@ -167,6 +167,113 @@ def test_inside_a_policy_each_attempt_is_hedged() -> None:
         return outcome
 
     assert asyncio.run(quote()) == "ok"  # attempt 1 and its hedge failed; attempt 2 answered
+
+
+def test_policy_hedge_argument_hedges_each_attempt_inside_the_breaker() -> None:
+    from bounceback import Backoff, CircuitBreaker
+
+    clock = FakeClock()
+    breaker = CircuitBreaker("quotes", clock=clock)
+    hedge = Hedge("quotes", delay=0.5, idempotent=True, clock=clock, budget=None)
+    policy = Policy(
+        "quotes",
+        attempts=2,
+        hedge=hedge,
+        breaker=breaker,
+        backoff=Backoff(initial=0.1),
+        clock=clock,
+        budget=None,
+    )
+    assert policy.hedge is hedge and policy.replace(attempts=3).hedge is hedge
+    outcomes: list[str | Exception] = [ConnectionResetError("a"), ConnectionResetError("b"), "ok"]
+
+    @policy
+    async def quote() -> str:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert asyncio.run(quote()) == "ok"  # attempt 1 and its hedge failed; attempt 2 answered
+    assert hedge.hedged == 1  # attempt 2 answered before its delay: no hedge
+    # The breaker saw one outcome per attempt, not one per copy.
+    metrics = breaker.metrics()
+    assert (metrics.calls, metrics.failures) == (2, 1)
+
+
+def test_policy_hedge_runs_sync_attempts_on_the_hedges_threads() -> None:
+    from bounceback import CircuitBreaker
+
+    breaker = CircuitBreaker("read-sync")
+    hedge = Hedge("read-sync", delay=0.01, idempotent=True, budget=None)
+    policy = Policy("read-sync", attempts=2, hedge=hedge, breaker=breaker, budget=None)
+    release = threading.Event()
+    lock = threading.Lock()
+    calls = 0
+
+    def read(key: str) -> str:
+        nonlocal calls
+        with lock:
+            calls += 1
+            me = calls
+        if me == 1:
+            release.wait()  # the first copy is stuck until the test lets it go
+            return "slow " + key
+        return "fast " + key
+
+    try:
+        assert policy.call(read, "k") == "fast k"  # the first copy is still stuck: its hedge answered
+        assert hedge.won_by_hedge == 1
+        assert policy(read)("j") == "fast j"  # the decorator form; this first copy answers at once
+        assert (hedge.hedged, hedge.won_by_hedge) == (1, 1)
+        metrics = breaker.metrics()
+        assert (metrics.calls, metrics.failures) == (2, 0)  # one outcome per call, not per copy
+    finally:
+        release.set()
+        hedge.close()
+
+
+def test_hedges_and_retries_spend_from_one_budget() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(0.0, min_per_second=0.1, window=10, name="one-pool", clock=clock)  # one retry in all
+    hedge = Hedge("one-pool", delay=5, idempotent=True, clock=clock, budget=budget)
+    policy = Policy("one-pool", attempts=5, hedge=hedge, budget=budget, clock=clock)
+    calls = 0
+
+    async def down() -> str:
+        nonlocal calls
+        calls += 1
+        raise ConnectionResetError("down")
+
+    with pytest.raises(ConnectionResetError) as info:
+        asyncio.run(policy.acall(down))
+    # The first attempt failed, its hedge took the only retry the budget had, so the policy could not retry.
+    assert (calls, hedge.hedged) == (2, 1)
+    assert info.value.bounceback_reason == "budget"  # type: ignore[attr-defined]
+
+
+def test_policy_hedge_must_be_a_hedge_spending_the_policys_budget() -> None:
+    clock = FakeClock()
+    # Named after the operation, with the same clock: both take the operation's default budget.
+    same = Hedge("prices", delay=0.1, idempotent=True, clock=clock)
+    assert Policy("prices", hedge=same, clock=clock).hedge is same
+
+    # Without budget=, a policy spends from its hedge's budget, whatever its name (retry() names it late).
+    @retry(hedge=same, clock=clock)
+    def fetch_prices() -> str:
+        return "prices"
+
+    assert fetch_prices() == "prices"
+    assert fetch_prices.policy.budget is same.budget is not None  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError) as info:
+        Policy("prices", hedge=same, budget=RetryBudget(0.5, clock=clock), clock=clock)
+    assert info.value.field == "hedge" and "budget" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        Policy("prices", hedge=Hedge("prices", delay=0.1, idempotent=True, budget=None), clock=clock)
+    assert info.value.field == "hedge"
+    with pytest.raises(ConfigError) as info:
+        Policy("prices", hedge="p95", clock=clock)  # type: ignore[arg-type]
+    assert info.value.field == "hedge" and "idempotent=True" in str(info.value)
 
 
 def test_settings_set_the_delay_live_and_code_wins() -> None:

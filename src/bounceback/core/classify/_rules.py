@@ -180,6 +180,7 @@ def _retry_after_of(exc: BaseException) -> float | None:
 
 
 _MAX_CHAIN = 5
+_THROTTLED = ErrorKind.THROTTLED  # read on every failure: an enum member through its class costs a call
 
 
 class Classifier:
@@ -232,7 +233,7 @@ class Classifier:
         if not self._rules and self.use_defaults and not hasattr(exc, "bounceback_kind"):
             # The common case, kept short: defaults only, usually a cached verdict for the type.
             verdict = _stdlib(exc)
-            if verdict is not None and verdict.kind is not ErrorKind.THROTTLED:
+            if verdict is not None and verdict.kind is not _THROTTLED:
                 return verdict
         seen = 0
         current: BaseException | None = exc

@@ -35,10 +35,7 @@ class Attempt:
 
     def check(self, result: Any) -> Any:
         """Hand the block's result to ``retry_if_result``; a rejected result fails this attempt."""
-        owner = self._owner
-        if owner._check is not None and owner._check(result):
-            owner._last_result = result
-            raise _RejectedResult()
+        self._owner.check_result(result)
         return result
 
     def __enter__(self) -> Attempt:
@@ -47,7 +44,7 @@ class Attempt:
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        return self._owner._finish(self, exc)
+        return self._owner.finish(self._permit, exc)
 
 
 class _RejectedResult(Exception):
@@ -105,11 +102,11 @@ class Attempts:
         run = self._run
         assert run is not None
         self._delay = None
-        if self._engine.cancelled_during_wait(run):
+        started = self._engine.next_attempt(run)
+        if started < 0:
             self._done = True
             self._raise_give_up(run)
-        run.attempt += 1
-        self._started = self._engine.clock.monotonic()
+        self._started = started
 
     def _admit(self) -> Attempt | None:
         """Pass the breaker; a refusal is a failed attempt (waits for the probe or gives up)."""
@@ -144,24 +141,31 @@ class Attempts:
     def _raise_give_up(self, run: Run) -> NoReturn:
         self._engine.raise_for(run, self._last_result)
 
-    def _finish(self, attempt: Attempt, exc: BaseException | None) -> bool:
+    def check_result(self, result: Any) -> None:
+        """Fail the current attempt (raise) when ``retry_if_result`` rejects ``result``."""
+        if self._check is not None and self._check(result):
+            self._last_result = result
+            raise _RejectedResult()
+
+    def finish(self, permit: Any, exc: BaseException | None) -> bool:
+        """The end of an attempt's block (its ``__exit__``): True to swallow ``exc`` and try again."""
         brk = self._breaker
         eng = self._engine
         if exc is None:
             if brk is not None:
-                brk.release(attempt._permit, None)
+                brk.release(permit, None)
             self._done = True
             if self._run is not None:
                 eng.succeeded(self._run)
             return False
         if not isinstance(exc, Exception):
             if brk is not None:
-                brk.abandon(attempt._permit)
+                brk.abandon(permit)
             return False
         rejected = isinstance(exc, _RejectedResult)
         verdict = _RESULT if rejected else eng.classify(exc)
         if brk is not None:
-            brk.release(attempt._permit, verdict)
+            brk.release(permit, verdict)
         if self._fail(None if rejected else exc, verdict):
             return True  # swallow: the loop goes on to the next attempt
         run = self._run

@@ -1,4 +1,5 @@
-"""How a Policy reads its limits (and a retry budget) from a settings source."""
+"""How a Policy reads its limits from a settings source: the retry limits (live), and the limiter, rate
+limit and throttle an operation's settings turn on (at creation)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from bounceback.core._pools import shared_instance as _shared
-from bounceback.core._time import Clock
+from bounceback.core._time import Clock, to_seconds
 from bounceback.core.retry._backoff import Backoff
+from bounceback.core.retry._state import RetryConfig
 from bounceback.core.settings._layers import DEFAULTS
+from bounceback.core.settings._schema import SCHEMA
 from bounceback.core.strategies._limiter import ConcurrencyLimiter
 from bounceback.core.strategies._rate import RateLimiter
 from bounceback.core.strategies._throttle import AdaptiveThrottle
@@ -38,6 +41,54 @@ def _from_settings(settings: Any, operation: str | None) -> Mapping[str, Any]:
             jitter=values.get("retry.jitter", "full"),
         )
     return out
+
+
+_DEFAULT_BACKOFF = Backoff()  # immutable, so every policy without its own shares this one
+
+
+_LIMITS: dict[tuple[object, ...], RetryConfig] = {}
+
+
+def read_limits(settings: Any, operation: str | None, explicit: Mapping[str, Any]) -> RetryConfig:
+    """The retry limits in force: the built-in defaults < the settings of ``operation`` < ``explicit``
+    (the arguments given in code), validated. Raises ConfigError naming the bad field.
+
+    Without a settings source the answer depends on ``explicit`` alone, and a RetryConfig is immutable: the
+    policies given the same arguments share one (the types are in the key: ``attempts=True`` is refused).
+    """
+    if settings is None:
+        key = tuple([(k, type(v), v) for k, v in explicit.items()])
+        try:
+            return _LIMITS[key]
+        except TypeError:  # an unhashable argument: not shared
+            return _read(None, operation, explicit)
+        except KeyError:
+            cfg = _read(None, operation, explicit)
+            if len(_LIMITS) < 256:
+                _LIMITS[key] = cfg
+            return cfg
+    return _read(settings, operation, explicit)
+
+
+def _read(settings: Any, operation: str | None, explicit: Mapping[str, Any]) -> RetryConfig:
+    values: dict[str, Any] = dict(_from_settings(settings, operation))
+    values.update(explicit)
+    return RetryConfig(
+        attempts=values.get("attempts", SCHEMA["retry.max_attempts"].default),
+        deadline=to_seconds(
+            values.get("deadline", SCHEMA["retry.deadline"].default),
+            "deadline",
+            allow_none=True,
+            allow_zero=False,
+        ),
+        attempt_timeout=to_seconds(
+            values.get("attempt_timeout"), "attempt_timeout", allow_none=True, allow_zero=False
+        ),
+        backoff=values.get("backoff") or _DEFAULT_BACKOFF,
+        max_retry_after=to_seconds(
+            values.get("max_retry_after", SCHEMA["retry.max_retry_after"].default), "max_retry_after"
+        ),
+    )
 
 
 def _throttle_from_settings(

@@ -51,6 +51,9 @@ def _enum(cls: type[enum.Enum], value: Any, field: str) -> Any:
         raise ConfigError(field, value, f"one of {allowed}") from None
 
 
+_FULL, _NONE, _EQUAL = Jitter.FULL, Jitter.NONE, Jitter.EQUAL
+
+
 class Backoff:
     """The waits between attempts.
 
@@ -128,11 +131,12 @@ class Backoff:
         bases = self._bases
         base = bases[retry] if retry < len(bases) else self._base(retry)
         jitter = self.jitter
-        if jitter is Jitter.FULL:
+        # Module-level aliases: an enum member read through its class costs a descriptor call each time.
+        if jitter is _FULL:
             return rng.random() * base
-        if jitter is Jitter.NONE:
+        if jitter is _NONE:
             return base
-        if jitter is Jitter.EQUAL:
+        if jitter is _EQUAL:
             half = base / 2
             return half + rng.random() * half
         # Decorrelated (Brooker): sleep = min(cap, uniform(base, 3 * sleep)). The draw is capped, not the

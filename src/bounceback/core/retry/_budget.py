@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -62,6 +63,25 @@ class BudgetRule:
     def allowance(self, calls: float) -> float:
         """How many retries a window holding ``calls`` calls allows."""
         return self.ratio * calls + self.min_per_second * self.window
+
+
+_RULES: dict[tuple[object, ...], BudgetRule] = {}
+_MAX_TOKENS = 256  # retries granted without the ledger between two askings (the take-back is a loop)
+_NO_GRANTS: tuple[float, Callable[[], object], int] = (-math.inf, [].pop, 0)
+
+
+def _rule(ratio: float, min_per_second: float, window: float) -> BudgetRule:
+    """The (immutable) rule for these limits, shared by the budgets that use the same: one per operation
+    would cost every policy a validated dataclass of its own."""
+    # The types are part of the key: True == 1, and a bool must still be refused by BudgetRule.
+    key = (type(ratio), ratio, type(min_per_second), min_per_second, window)
+    try:
+        return _RULES[key]
+    except (KeyError, TypeError):  # TypeError: unhashable nonsense, for BudgetRule to refuse by name
+        rule = BudgetRule(ratio, min_per_second, window)
+        if len(_RULES) < 256:
+            _RULES[key] = rule
+        return rule
 
 
 def _check_number(field: str, value: object, allowed: str) -> None:
@@ -151,9 +171,21 @@ class LocalLedger:
         self._windows: dict[str, _Window] = {}
 
     def settle(
-        self, key: str, rule: BudgetRule, now: float, calls: int, span: float, spend: bool
+        self,
+        key: str,
+        rule: BudgetRule,
+        now: float,
+        calls: int,
+        span: float,
+        spend: bool,
+        spent: int = 0,
+        spent_at: float = 0.0,
     ) -> BudgetReading:
-        """Record ``calls`` made over the last ``span`` seconds; spend one retry if ``spend`` and allowed."""
+        """Record ``calls`` made over the last ``span`` seconds; spend one retry if ``spend`` and allowed.
+
+        ``spent`` adds retries already granted on credit (see :meth:`RetryBudget.try_spend`) in the slice of
+        time ``spent_at``, where they were granted (dropped if that slice has left the window).
+        """
         width = rule.window / self.slices
         index = math.floor(now / width)
         with self._lock:
@@ -164,6 +196,10 @@ class LocalLedger:
                 self._advance(win, index)
             if calls:
                 self._deposit(win, calls, now, span, width)
+            slot = math.floor(spent_at / width)
+            if spent and win.head - self.slices < slot <= win.head:
+                win.retries[slot % self.slices] += spent
+                win.retries_total += spent
             allowance = rule.ratio * win.calls_total + rule.min_per_second * rule.window
             # A small tolerance: spread-out deposits are sums of fractions.
             granted = spend and win.retries_total + 1.0 <= allowance + 1e-9
@@ -232,7 +268,19 @@ class RetryBudget:
     [True, True, False]
     """
 
-    __slots__ = ("_clock", "_ledger", "_lock", "_settled_at", "_tally", "count_call", "name", "rule")
+    __slots__ = (
+        "_clock",
+        "_credit_since",
+        "_grants",
+        "_ledger",
+        "_local",
+        "_lock",
+        "_settled_at",
+        "_tally",
+        "count_call",
+        "name",
+        "rule",
+    )
 
     def __init__(
         self,
@@ -246,10 +294,15 @@ class RetryBudget:
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError("name", name, "a non-empty name such as 'payments-api'")
-        self.rule = BudgetRule(ratio, min_per_second, to_seconds(window, "window", allow_zero=False))
+        self.rule = _rule(ratio, min_per_second, to_seconds(window, "window", allow_zero=False))
         self.name = name
         self._clock = clock or SYSTEM_CLOCK
-        self._ledger: BudgetLedger = ledger if ledger is not None else LocalLedger()
+        # A ledger of its own can grant on credit (see try_spend); a shared one is asked every time. Its own
+        # is made at the first settle: most budgets of a healthy program never need one.
+        self._local: LocalLedger | None = None
+        self._ledger = ledger
+        self._credit_since = 0.0
+        self._grants: tuple[float, Callable[[], object], int] = _NO_GRANTS
         self._lock = threading.Lock()
         self._tally = Tally()
         self.count_call = self._tally.bump
@@ -262,7 +315,23 @@ class RetryBudget:
         self.count_call()
 
     def try_spend(self, operation: str) -> bool:  # noqa: ARG002
-        """Take one retry from the budget; False (and nothing taken) when it is exhausted."""
+        """Take one retry from the budget; False (and nothing taken) when it is exhausted.
+
+        Cheap when the budget has its own ledger: the last time the ledger was asked, it also said how many
+        more retries the window allows for certain until its next slice begins (until then calls only come
+        in and retries only go out, so the allowance cannot shrink). Up to 256 of them are laid out as
+        tokens in a list; a retry takes one with ``list.pop`` (one atomic C call, no lock), and the next
+        asking takes back what is left and hands the rest to the ledger as spent. Exact by construction:
+        a token is popped once, so never more grants than the rule allows.
+        """
+        until, take, _ = self._grants
+        if self._clock.monotonic() < until:
+            try:
+                take()
+            except IndexError:
+                pass  # none left: ask the ledger
+            else:
+                return True
         return self._settle(True).granted
 
     def reading(self) -> BudgetReading:
@@ -271,11 +340,36 @@ class RetryBudget:
 
     def _settle(self, spend: bool) -> BudgetReading:
         with self._lock:
-            now = self._clock.monotonic()
-            fresh = self._tally.take()
-            span = now - self._settled_at
-            self._settled_at = now
+            return self._settle_locked(spend)
+
+    def _settle_locked(self, spend: bool) -> BudgetReading:
+        now = self._clock.monotonic()
+        fresh = self._tally.take()
+        span = now - self._settled_at
+        self._settled_at = now
+        if self._ledger is not None:
             return self._ledger.settle(self.name, self.rule, now, fresh, span, spend)
+        local = self._local
+        if local is None:
+            local = self._local = LocalLedger()
+        # Take back the tokens not spent: a retry racing with this takes its token before or gets none.
+        _, take, issued = self._grants
+        self._grants = _NO_GRANTS
+        left = 0
+        while True:
+            try:
+                take()
+            except IndexError:
+                break
+            left += 1
+        spent = issued - left
+        reading = local.settle(self.name, self.rule, now, fresh, span, spend, spent, self._credit_since)
+        # Until the next slice starts nothing leaves the window: what is left of the allowance is certain.
+        width = self.rule.window / local.slices
+        credit = min(_MAX_TOKENS, max(0, math.floor(reading.allowance - reading.retries + 1e-9)))
+        self._credit_since = now
+        self._grants = ((math.floor(now / width) + 1) * width, ([None] * credit).pop, credit)
+        return reading
 
     def __repr__(self) -> str:
         rule = self.rule

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
 from bounceback.core._control import run_controls
 from bounceback.core._events import (
@@ -28,7 +28,6 @@ from bounceback.core.retry._state import (
     Run,
     _cause,
     _message,
-    _run_numbers,
     attach_history,
 )
 from bounceback.errors import (
@@ -53,6 +52,9 @@ __all__ = [
 _RNG = random.Random()
 _RESULT = Classification(ErrorKind.TRANSIENT, "the result was rejected by retry_if_result")
 
+_SHED = (CircuitOpenError, RequestThrottled)
+_INF = math.inf
+_PERMANENT = ErrorKind.PERMANENT  # read on every failure: an enum member through its class costs a call
 REFUSALS = (CircuitOpenError, BulkheadFull, RequestThrottled)
 """What a gate (breaker, bulkhead, throttle) raises to refuse an attempt without running it: a failed
 attempt for the engine to decide on, never an error to let through."""
@@ -150,13 +152,20 @@ class Engine:
         self.budget = budget
 
     def start(self, started: float) -> Run:
-        """A new run whose first attempt began at monotonic time ``started``."""
-        run = Run(started, next(_run_numbers), self.clock)
+        """A new run whose first attempt began at monotonic time ``started`` (negative: unknown, the first
+        attempt was not timed; the run then starts now, when it failed)."""
+        run = Run(started if started >= 0 else self.clock.monotonic(), self.clock, self.cancel)
         if run_controls.enabled:
             run.cancel = run_controls.open(run.run_id, self.cancel, self.operation)
-        else:
-            run.cancel = self.cancel
         return run
+
+    def next_attempt(self, run: Run) -> float:
+        """After the wait: count the next attempt and return when it starts; -1.0 (the run marked and ended)
+        when the cancel token fired during the wait."""
+        if run.cancel is not None and self.cancelled_during_wait(run):
+            return -1.0
+        run.attempt += 1
+        return self.clock.monotonic()
 
     def end(self, run: Run) -> None:
         """The run is over (recovered or given up): release its controls."""
@@ -171,56 +180,109 @@ class Engine:
         left = cfg.deadline - (self.clock.monotonic() - run.started)
         return max(0.0, min(cfg.attempt_timeout, left))
 
-    def after_failure(
-        self, run: Run, exc: BaseException | None, verdict: Classification, attempt_started: float
-    ) -> float | None:
-        """Record a failed attempt and decide: the delay before the next one, or None to give up."""
+    def is_quiet(self) -> bool:
+        """True when a recovery needs no run record to start with: nobody listens for events, and neither
+        a cancel token nor the run controls (a journal's Cancel) can stop it."""
+        return not self.bus.listening and self.cancel is None and not run_controls.enabled
+
+    def decide(
+        self,
+        attempt: int,
+        previous_delay: float,
+        started: float,
+        exc: BaseException | None,
+        verdict: Classification,
+        now: float,
+        cancel: CancelToken | None,
+    ) -> float | str:
+        """The decision after failed attempt number ``attempt`` of a run that started at ``started``: the
+        delay before the next attempt (a float), or why recovery gives up (a str: ``permanent``,
+        ``cancelled``, ``attempts``, ``throttled``, ``breaker``, ``deadline``, ``retry-after``, ``budget``).
+
+        The one place where recovery decides, for every form (decorator, call, block, sync and async). A
+        retry it allows has been charged to the budget.
+        """
         cfg = self.cfg
-        now = self.clock.monotonic()
-        run.last_error = exc
-        run.last_classification = verdict
-        reason = ""
-        delay = 0.0
+        if verdict.kind is _PERMANENT:
+            return "permanent"
+        if cancel is not None and cancel.is_cancelled:
+            return "cancelled"
+        if cfg.attempts is not None and attempt >= cfg.attempts:
+            return "attempts"
+        delay = cfg.backoff.delay(attempt - 1, previous_delay, self.rng)
         why = "backoff"
-        if verdict.kind is ErrorKind.PERMANENT:
-            reason = "permanent"
-        elif run.cancel is not None and run.cancel.is_cancelled:
-            reason = "cancelled"
-        elif cfg.attempts is not None and run.attempt >= cfg.attempts:
-            reason = "attempts"
-        else:
-            delay = cfg.backoff.delay(run.attempt - 1, run.previous_delay, self.rng)
-            hint = verdict.retry_after
+        hint = verdict.retry_after
+        # One type test in the common case: no hint, and neither an open breaker nor a throttle's refusal.
+        if hint is not None or isinstance(exc, _SHED):
             refused = isinstance(exc, CircuitOpenError)
             if hint is not None and min(hint, cfg.max_retry_after) > delay:
                 delay = min(hint, cfg.max_retry_after)
                 why = "breaker" if refused else "retry-after"
             if isinstance(exc, RequestThrottled):
                 # Shed locally: a retry would most likely be shed too, and would count as one more request.
-                reason = "throttled"
-            elif refused and hint is not None and hint > cfg.max_retry_after:
+                return "throttled"
+            if refused and hint is not None and hint > cfg.max_retry_after:
                 # Fail fast: waiting out only part of an open time would meet the same refusal.
-                reason = "breaker"
-            elif cfg.deadline != math.inf and (now - run.started) + delay >= cfg.deadline:
-                # Waiting would end past the deadline: no attempt could start in time. So a call that
-                # meets an open breaker waits for its probe only when the probe comes within the deadline.
-                reason = "deadline" if why == "backoff" else why
-            elif self.budget is not None and not self.budget.try_spend(self.operation):
-                # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause
-                # when the calls that waited for probes are left out of the budget (docs/simulator.md).
-                reason = "budget"
-        run.history.append((run.attempt, exc, verdict, now - attempt_started, None if reason else delay))
-        if reason:
+                return "breaker"
+        if cfg.deadline != _INF and (now - started) + delay >= cfg.deadline:
+            # Waiting would end past the deadline: no attempt could start in time. So a call that meets an
+            # open breaker waits for its probe only when the probe comes within it.
+            return "deadline" if why == "backoff" else why
+        if self.budget is not None and not self.budget.try_spend(self.operation):
+            # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause when
+            # the calls that waited for probes are left out of the budget (docs/simulator.md).
+            return "budget"
+        return delay
+
+    def after_failure(
+        self,
+        run: Run,
+        exc: BaseException | None,
+        verdict: Classification,
+        attempt_started: float,
+        now: float = -1.0,
+    ) -> float | None:
+        """Decide after a failed attempt of ``run`` and record it: the delay before the next one, or None
+        to give up (``run.reason`` says why).
+
+        ``now`` is the monotonic time if the caller has just read it (else it is read here).
+        """
+        if now < 0:
+            now = self.clock.monotonic()
+        decision = self.decide(run.attempt, run.previous_delay, run.started, exc, verdict, now, run.cancel)
+        return self.record(run, exc, verdict, now - attempt_started, decision)
+
+    def record(
+        self,
+        run: Run,
+        exc: BaseException | None,
+        verdict: Classification,
+        duration: float,
+        decision: float | str,
+    ) -> float | None:
+        """Write a decided failed attempt into ``run`` (and tell the listeners): the delay, or None."""
+        run.last_error = exc
+        run.last_classification = verdict
+        if decision.__class__ is str:
+            reason = decision
+            run.history.append((run.attempt, exc, verdict, duration, None))
             run.reason = reason
             if self.bus.listening:
                 self._emit_failure(run, exc, verdict, False)
                 self._emit_exhausted(run, exc, verdict, reason)
             return None
+        delay = cast(float, decision)
+        run.history.append((run.attempt, exc, verdict, duration, delay))
         run.previous_delay = delay
         if self.bus.listening:
             self._emit_failure(run, exc, verdict, True)
+            cfg = self.cfg
             wall = self.clock.wall()
             deadline_at = None if cfg.deadline == math.inf else run.started_wall + cfg.deadline
+            hint = verdict.retry_after
+            why = "backoff"
+            if hint is not None and delay == min(hint, cfg.max_retry_after):
+                why = "breaker" if isinstance(exc, CircuitOpenError) else "retry-after"
             self.bus.emit(
                 RetryScheduled(
                     self.operation,
@@ -236,6 +298,16 @@ class Engine:
                 )
             )
         return delay
+
+    def retried(
+        self, started: float, exc: BaseException | None, verdict: Classification, delay: float
+    ) -> Run:
+        """The run of a recovery whose first attempt failed at ``started`` and was decided (``delay``) before
+        any run was made (see :meth:`is_quiet`), now that its second attempt failed too: attempt 2 is on."""
+        run = self.start(started)
+        self.record(run, exc, verdict, 0.0, delay)
+        run.attempt = 2
+        return run
 
     def _emit_failure(
         self, run: Run, exc: BaseException | None, verdict: Classification, will_retry: bool

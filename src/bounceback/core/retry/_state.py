@@ -90,11 +90,11 @@ class Run:
         "started",
     )
 
-    def __init__(self, started: float, number: int, clock: Clock) -> None:
+    def __init__(self, started: float, clock: Clock, cancel: CancelToken | None = None) -> None:
         self.started = started
-        self._number = number
+        self._number = 0  # drawn when the id is first read: a recovery nobody watches never needs one
         self._clock = clock
-        self.cancel: CancelToken | None = None
+        self.cancel = cancel
         self.attempt = 1
         self.previous_delay = 0.0
         self.history: list[tuple[int, BaseException | None, Classification, float, float | None]] = []
@@ -105,6 +105,8 @@ class Run:
     @property
     def run_id(self) -> str:
         """Unique across processes and restarts: a random per-process prefix and a counter."""
+        if not self._number:
+            self._number = next(_run_numbers)
         return f"{_RUN_PREFIX}-{self._number}"
 
     @property
@@ -162,7 +164,7 @@ class AttemptHistory(Sequence[AttemptRecord]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AttemptHistory):
-            return self._made() == other._made()
+            return self._made() == tuple(other)
         if isinstance(other, tuple):
             return self._made() == other
         return NotImplemented

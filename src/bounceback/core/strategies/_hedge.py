@@ -219,6 +219,11 @@ class Hedge:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def budget(self) -> Any:
+        """The retry budget each hedge spends from (None: none); a Policy given this hedge checks it is its own."""
+        return self._budget
+
     # -- the delay -----------------------------------------------------------------------------------
 
     def current_delay(self) -> float:

@@ -1,0 +1,416 @@
+"""The attempt loop of a Policy: one loop, two drivers.
+
+Every decision (classify, count, compute the delay, check the deadline and the budget, emit events) is the
+retry engine's (:meth:`Engine.after_failure`, :meth:`Engine.next_attempt`); the steps of one attempt
+(admission by the gates, the outcome, the result check) are the methods below, shared by both drivers.
+:meth:`AttemptLoop.call_sync` / :meth:`AttemptLoop.recover_sync` and their async twins differ only where
+they must: how the function is called (a call, a thread under a timeout, an await under ``asyncio.timeout``)
+and how a wait is slept.
+
+The first attempt costs no run record: a :class:`Run` is made when an attempt fails. Without an attempt
+timeout (which needs the start time) and a result check, the first attempt does not read the clock either,
+so a deadline is counted from the moment the first attempt failed (see ``Policy``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from bounceback.core._time import waits_enabled
+from bounceback.core.classify._rules import Classification
+from bounceback.core.policy._parts import UNSET, RetryAgain, _FollowUp
+from bounceback.core.retry._engine import _RESULT, REFUSALS, BreakerPort, Engine, Run
+from bounceback.core.retry._state import RetryConfig, call_with_timeout
+from bounceback.core.strategies._gates import Gates
+from bounceback.errors import AttemptTimeout
+
+if TYPE_CHECKING:
+    from bounceback.core.strategies._hedge import Hedge
+
+__all__ = ["AttemptLoop", "Outcome"]
+
+Outcome = tuple[bool, Any, Any]
+"""One attempt's outcome: ``(True, result, None)``, or ``(False, error or rejected result, verdict)``."""
+
+
+class _Rerun(Protocol):
+    """What a fallback's :class:`RetryAgain` runs: a Policy with the new limits (its public face)."""
+
+    @property
+    def fallback(self) -> Any: ...
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def acall(self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class AttemptLoop:
+    """Runs calls for one policy: the first attempt, then recovery until success or give-up.
+
+    ``fast`` is what the wrappers look at on every call: true while an attempt needs neither a timer nor a
+    result check nor a hedge, so that the first attempt is a plain call (the gates are asked by the
+    wrappers through their own ``fast_path``). It follows the settings when they change.
+    """
+
+    __slots__ = ("again", "count_call", "engine", "fallback", "fast", "gates", "hedge", "result_check")
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        gates: BreakerPort | None,
+        result_check: Callable[[Any], bool] | None,
+        fallback: Any,
+        hedge: Hedge | None,
+        again: Callable[[RetryAgain], _Rerun],
+    ) -> None:
+        self.engine = engine
+        self.gates = gates
+        self.result_check = result_check
+        self.fallback = fallback
+        self.hedge = hedge
+        self.again = again
+        # Looked up once: the budget never changes for a policy, and counting a call is on every call.
+        self.count_call: Callable[[], object] | None = getattr(engine.budget, "count_call", None)
+        self.fast = False
+        self.configure(engine.cfg)
+
+    def configure(self, cfg: RetryConfig) -> None:
+        """Put new limits in force (settings changed)."""
+        self.engine.cfg = cfg
+        self.fast = cfg.attempt_timeout == math.inf and self.result_check is None and self.hedge is None
+
+    # -- the steps of one attempt, the same for sync and async --------------------------------------
+
+    def admit(self) -> tuple[Any, Outcome | None]:
+        """Pass the gates: ``(permit, None)``, or ``(None, a failed outcome)`` when one refuses."""
+        gates = self.gates
+        if gates is None:
+            return None, None
+        try:
+            return gates.acquire(), None
+        except REFUSALS as exc:
+            return None, (False, exc, self.engine.classify(exc))
+
+    async def admit_async(self) -> tuple[Any, Outcome | None]:
+        """:meth:`admit` for async calls: gates that queue (a concurrency limit, a rate limit) await their
+        turn on the event loop instead of refusing at once."""
+        gates = self.gates
+        if not isinstance(gates, Gates):
+            return self.admit()
+        try:
+            return await gates.acquire_async(), None
+        except REFUSALS as exc:
+            return None, (False, exc, self.engine.classify(exc))
+
+    def failed(self, permit: Any, exc: Exception) -> Outcome:
+        """An attempt raised: classify it and tell the gates."""
+        verdict = self.engine.classify(exc)
+        if self.gates is not None:
+            self.gates.release(permit, verdict)
+        return False, exc, verdict
+
+    def abandon(self, permit: Any) -> None:
+        """An attempt ended by KeyboardInterrupt, SystemExit or cancellation: no outcome for the gates."""
+        if self.gates is not None:
+            self.gates.abandon(permit)
+
+    def settle(self, permit: Any, result: Any) -> Outcome:
+        """An attempt returned: rejected by ``retry_if_result`` (a failure) or a success."""
+        gates = self.gates
+        check = self.result_check
+        if check is not None and check(result):
+            if gates is not None:
+                gates.release(permit, _RESULT)
+            return False, result, _RESULT
+        if gates is not None:
+            gates.release(permit, None)
+        return True, result, None
+
+    def give_up(self, run: Run, result: Any) -> Any:
+        """The end of a run: the fallback's answer, or what giving up raises."""
+        fallback = self.fallback
+        if fallback is UNSET:
+            # Nobody to describe the end to: attach the history and raise, without building a GiveUp.
+            self.engine.finish(run)
+            self.engine.raise_for(run, result)
+        info = self.engine.give_up(run, result)
+        return fallback(info) if callable(fallback) else fallback
+
+    def _timeout(self, run: Run | None) -> float:
+        """The bound of the next attempt: the attempt timeout, cut to what is left of the deadline. Sync
+        code cannot be interrupted, so without an attempt timeout the deadline bounds no running attempt."""
+        eng = self.engine
+        if eng.cfg.attempt_timeout == math.inf:
+            return math.inf
+        return eng.attempt_budget(run) if run is not None else eng.cfg.attempt_timeout
+
+    # -- sync ---------------------------------------------------------------------------------------
+
+    def call_sync(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        """Run ``fn`` under the policy (the ``call`` form, and the wrappers' slow path)."""
+        if self.count_call is not None:
+            self.count_call()
+        gates = self.gates
+        if self.fast and (gates is None or gates.fast_path):
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                verdict = self.engine.classify(exc)
+                if gates is not None:
+                    gates.release(None, verdict)
+                return self.recover_sync(fn, args, kwargs, -1.0, exc, verdict, None)
+            if gates is not None:
+                gates.count_success()
+            return result
+        started = self.engine.clock.monotonic()
+        ok, value, verdict = self.attempt_sync(fn, args, kwargs, None)
+        if ok:
+            return value
+        error, rejected = _split(value)
+        return self.recover_sync(fn, args, kwargs, started, error, verdict, rejected)
+
+    def attempt_sync(self, fn: Callable[..., Any], args: Any, kwargs: Any, run: Run | None) -> Outcome:
+        """One attempt through the gates, the hedge and the timeout."""
+        permit, refused = self.admit()
+        if refused is not None:
+            return refused
+        if self.hedge is not None:
+            fn = functools.partial(self.hedge.call, fn)
+        try:
+            timeout = self._timeout(run)
+            if timeout != math.inf:
+                result = call_with_timeout(fn, args, kwargs, timeout, self.engine.operation)
+            else:
+                result = fn(*args, **kwargs)
+        except Exception as exc:
+            return self.failed(permit, exc)
+        except BaseException:
+            self.abandon(permit)
+            raise
+        return self.settle(permit, result)
+
+    def recover_sync(
+        self,
+        fn: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+        started: float,
+        exc: BaseException | None,
+        verdict: Classification,
+        result: Any,
+    ) -> Any:
+        """After a failed first attempt: decide, wait, try again, until success or give-up."""
+        eng = self.engine
+        gates = self.gates
+        run, delay, started, now = self._first(started, exc, verdict)
+        attempt_started = started
+        while True:
+            if delay is None:
+                assert run is not None
+                delay = eng.after_failure(run, exc, verdict, attempt_started, now)
+                if delay is None:
+                    break
+            elif delay < 0:
+                break  # the first failure ended it
+            if delay > 0 and waits_enabled():
+                eng.clock.sleep(delay, run.cancel if run is not None else None)
+            if run is not None:
+                attempt_started = eng.next_attempt(run)
+                if attempt_started < 0:
+                    break  # cancelled during the wait
+            else:
+                attempt_started = eng.clock.monotonic()
+            now = -1.0
+            if self.fast and (gates is None or gates.fast_path):
+                # Nothing to time or check, and gates that need no permit: the first attempt's plain call.
+                try:
+                    value = fn(*args, **kwargs)
+                except Exception as error:
+                    run = run or eng.retried(started, exc, verdict, delay)
+                    exc, verdict, result, delay = error, eng.classify(error), None, None
+                    if gates is not None:
+                        gates.release(None, verdict)
+                    continue
+                if gates is not None:
+                    gates.count_success()
+                if run is not None:
+                    eng.succeeded(run)
+                return value
+            run = run or eng.retried(started, exc, verdict, delay)
+            ok, value, verdict = self.attempt_sync(fn, args, kwargs, run)
+            if ok:
+                eng.succeeded(run)
+                return value
+            exc, result = _split(value)
+            delay = None
+        assert run is not None
+        outcome = self.give_up(run, result)
+        if isinstance(outcome, RetryAgain):
+            rerun = self.again(outcome)
+            value = rerun.call(fn, *args, **kwargs)
+            _told_success(rerun)
+            return value
+        return outcome
+
+    def _first(
+        self, started: float, exc: BaseException | None, verdict: Classification
+    ) -> tuple[Run | None, float | None, float, float]:
+        """Begin recovery after the first failure: ``(run, delay, started, now)``.
+
+        ``delay`` None: undecided, the run is made (the general path; ``now`` is -1.0 or the clock just read).
+        ``delay`` >= 0: the retry was decided without a run record (``run`` None). ``delay`` < 0: the first
+        failure ended recovery (the run is made, its reason set). An untimed first attempt (``started`` < 0)
+        starts the run now, when it failed.
+        """
+        eng = self.engine
+        if started >= 0:
+            return eng.start(started), None, started, -1.0
+        now = eng.clock.monotonic()
+        if not (self.fast and eng.is_quiet()):
+            return eng.start(now), None, now, now
+        # Nobody listens and nothing can stop it: decide at once; a run record is made only if another
+        # attempt fails (one failure then success, the common recovery, needs none).
+        decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
+        if decision.__class__ is str:
+            run = eng.start(now)
+            eng.record(run, exc, verdict, 0.0, decision)
+            return run, -1.0, now, now
+        return None, cast(float, decision), now, now
+
+    # -- async --------------------------------------------------------------------------------------
+
+    async def call_async(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
+        """Await ``fn`` under the policy (the ``acall`` form, and the wrapper's slow path)."""
+        if self.count_call is not None:
+            self.count_call()
+        gates = self.gates
+        if self.fast and (gates is None or gates.fast_path):
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                verdict = self.engine.classify(exc)
+                if gates is not None:
+                    gates.release(None, verdict)
+                return await self.recover_async(fn, args, kwargs, -1.0, exc, verdict, None)
+            if gates is not None:
+                gates.count_success()
+            return result
+        # The deadline bounds a running attempt only through attempt_timeout, as in sync code: it stops
+        # retrying, it does not cancel a call that is still working (a 30 s default must not cut a download).
+        started = self.engine.clock.monotonic()
+        ok, value, verdict = await self.attempt_async(fn, args, kwargs, None)
+        if ok:
+            return value
+        error, rejected = _split(value)
+        return await self.recover_async(fn, args, kwargs, started, error, verdict, rejected)
+
+    async def attempt_async(
+        self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any, run: Run | None
+    ) -> Outcome:
+        """One awaited attempt through the gates, the hedge and the timeout."""
+        permit, refused = await self.admit_async()
+        if refused is not None:
+            return refused
+        if self.hedge is not None:
+            fn = functools.partial(self.hedge.acall, fn)
+        try:
+            timeout = self._timeout(run)
+            if timeout != math.inf:
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await fn(*args, **kwargs)
+                except TimeoutError as exc:
+                    # Ours only if our timer fired; a TimeoutError raised by fn itself stays as it is.
+                    if exc.__context__ is None or not isinstance(exc.__context__, asyncio.CancelledError):
+                        raise
+                    raise AttemptTimeout(self.engine.operation, timeout) from None
+            else:
+                result = await fn(*args, **kwargs)
+        except Exception as exc:
+            return self.failed(permit, exc)
+        except BaseException:
+            self.abandon(permit)
+            raise
+        return self.settle(permit, result)
+
+    async def recover_async(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: Any,
+        kwargs: Any,
+        started: float,
+        exc: BaseException | None,
+        verdict: Classification,
+        result: Any,
+    ) -> Any:
+        """:meth:`recover_sync` for coroutines: the same decisions; the waits and the calls are awaited."""
+        eng = self.engine
+        gates = self.gates
+        run, delay, started, now = self._first(started, exc, verdict)
+        attempt_started = started
+        while True:
+            if delay is None:
+                assert run is not None
+                delay = eng.after_failure(run, exc, verdict, attempt_started, now)
+                if delay is None:
+                    break
+            elif delay < 0:
+                break  # the first failure ended it
+            if delay > 0 and waits_enabled():
+                await eng.clock.async_sleep(delay, run.cancel if run is not None else None)
+            if run is not None:
+                attempt_started = eng.next_attempt(run)
+                if attempt_started < 0:
+                    break  # cancelled during the wait
+            else:
+                attempt_started = eng.clock.monotonic()
+            now = -1.0
+            if self.fast and (gates is None or gates.fast_path):
+                try:
+                    value = await fn(*args, **kwargs)
+                except Exception as error:
+                    run = run or eng.retried(started, exc, verdict, delay)
+                    exc, verdict, result, delay = error, eng.classify(error), None, None
+                    if gates is not None:
+                        gates.release(None, verdict)
+                    continue
+                if gates is not None:
+                    gates.count_success()
+                if run is not None:
+                    eng.succeeded(run)
+                return value
+            run = run or eng.retried(started, exc, verdict, delay)
+            ok, value, verdict = await self.attempt_async(fn, args, kwargs, run)
+            if ok:
+                eng.succeeded(run)
+                return value
+            exc, result = _split(value)
+            delay = None
+        assert run is not None
+        outcome = self.give_up(run, result)
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if isinstance(outcome, RetryAgain):
+            rerun = self.again(outcome)
+            value = await rerun.acall(fn, *args, **kwargs)
+            _told_success(rerun)
+            return value
+        return outcome
+
+
+def _split(value: Any) -> tuple[BaseException | None, Any]:
+    """A failed outcome's value as ``(error, None)`` or ``(None, rejected result)``."""
+    return (value, None) if isinstance(value, BaseException) else (None, value)
+
+
+def _told_success(rerun: _Rerun) -> None:
+    """A run again that succeeded tells its ``RetryAgain.on_outcome``."""
+    fallback = rerun.fallback
+    if isinstance(fallback, _FollowUp):
+        fallback.succeeded()

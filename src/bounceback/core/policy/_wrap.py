@@ -1,0 +1,108 @@
+"""The decorator form of a Policy: a wrapper per decorated function, sync or ``async def``.
+
+A wrapper inlines the first attempt of the common case (no timer, no result check, no hedge, gates that
+need no permit): a flag test, the budget's call count (one C call), the call. The clock is not read and no
+run record exists until an attempt fails; then the :class:`AttemptLoop` takes over. Anything else goes to
+the loop's ``call_sync`` / ``call_async`` at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bounceback.core.policy._loop import AttemptLoop
+
+__all__ = ["wrap_async", "wrap_sync"]
+
+
+def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Callable[..., Any]:
+    """``fn`` run under ``loop`` on every call; ``wrapper.policy`` is ``owner`` (the Policy)."""
+    recover = loop.recover_sync
+    slow = loop.call_sync
+    classify = loop.engine.classify
+    count_call = loop.count_call
+    gates = loop.gates
+    # ``loop.fast`` is read per call: settings may change it while the program runs. Without gates, the
+    # budget's count is the only work besides the call: a wrapper each way, so no test is left per call.
+    if gates is None and count_call is not None:
+
+        @functools.wraps(fn)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if loop.fast:
+                count_call()
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:
+                    return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+            return slow(fn, args, kwargs)
+
+        counted.policy = owner  # type: ignore[attr-defined]
+        return counted
+
+    if gates is None:
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if loop.fast:
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:
+                    return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+            return slow(fn, args, kwargs)
+
+        wrapper.policy = owner  # type: ignore[attr-defined]
+        return wrapper
+
+    count_success = gates.count_success
+    release = gates.release
+
+    @functools.wraps(fn)
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        if loop.fast and gates.fast_path:
+            if count_call is not None:
+                count_call()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                verdict = classify(exc)
+                release(None, verdict)
+                return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+            count_success()
+            return result
+        return slow(fn, args, kwargs)
+
+    gated.policy = owner  # type: ignore[attr-defined]
+    return gated
+
+
+def wrap_async(
+    loop: AttemptLoop, fn: Callable[..., Awaitable[Any]], owner: object
+) -> Callable[..., Awaitable[Any]]:
+    """The coroutine function ``fn`` run under ``loop`` on every call (no extra coroutine per call)."""
+    recover = loop.recover_async
+    slow = loop.call_async
+    classify = loop.engine.classify
+    count_call = loop.count_call
+    gates = loop.gates
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if loop.fast and (gates is None or gates.fast_path):
+            if count_call is not None:
+                count_call()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                verdict = classify(exc)
+                if gates is not None:
+                    gates.release(None, verdict)
+                return await recover(fn, args, kwargs, -1.0, exc, verdict, None)
+            if gates is not None:
+                gates.count_success()
+            return result
+        return await slow(fn, args, kwargs)
+
+    wrapper.policy = owner  # type: ignore[attr-defined]
+    return wrapper
