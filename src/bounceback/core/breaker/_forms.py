@@ -1,9 +1,11 @@
 """The ways to call through a circuit breaker, as functions of its public port.
 
-:func:`call`, :func:`acall`, :func:`decorate` and the ``with`` / ``async with`` blocks (:func:`enter`,
-:func:`leave`) use nothing but what the retry engine uses too: ``fast_path``, ``count_success()``,
-``acquire()``, ``release()``, ``abandon()``, and the breaker's ``classifier``. ``CircuitBreaker`` offers them
-as its methods (``breaker.call`` *is* :func:`call`, so a call through it costs no extra frame).
+:func:`call`, :func:`acall`, :func:`decorate` (for ``async def``) and the ``with`` / ``async with`` blocks
+(:func:`enter`, :func:`leave`) use nothing but what the retry engine uses too: ``fast_path``,
+``count_success()``, ``acquire()``, ``release()``, ``abandon()``, and the breaker's ``classifier``.
+``CircuitBreaker`` offers them as its methods (``breaker.call`` *is* :func:`call`, so a call through it costs
+no extra frame). The decorator of a plain function is the breaker's own: it inlines the refusal while open,
+which reads the breaker's state.
 
 Blocks keep the permit of each open block in one context variable for all breakers, a stack of
 ``(breaker, permit)`` pairs: per thread and per task, as blocks nest, and no breaker pays for a variable of
@@ -14,9 +16,8 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from bounceback.core.breaker._breaker import CircuitBreaker
@@ -110,60 +111,32 @@ def leave(brk: CircuitBreaker, exc: BaseException | None) -> None:
         brk.abandon(permit)
 
 
-def decorate(brk: CircuitBreaker, fn: Callable[P, Any]) -> Callable[P, Any]:
-    """``fn`` wrapped so that every call goes through ``brk`` (``@breaker`` calls this).
+def decorate(brk: CircuitBreaker, fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
+    """``async def fn`` wrapped so that every call goes through ``brk`` (``@breaker`` on a coroutine function;
+    the breaker wraps a plain function itself, with its refusal inlined).
 
+    >>> import asyncio
     >>> from bounceback import CircuitBreaker
-    >>> brk = CircuitBreaker("docs-decorate")
-    >>> decorate(brk, abs)(-3)
-    3
+    >>> async def ping() -> str:
+    ...     return "pong"
+    >>> asyncio.run(decorate(CircuitBreaker("docs-decorate"), ping)())
+    'pong'
     """
     classify = brk.classifier.classify
     release = brk.release
-    acquire = brk.acquire
-    abandon = brk.abandon
-    if inspect.iscoroutinefunction(fn):
-        afn = cast(Callable[..., Awaitable[Any]], fn)
-        acall = brk.acall
+    acall = brk.acall
 
-        @functools.wraps(fn)
-        async def awrapper(*args: Any, **kwargs: Any) -> Any:
-            if brk.fast_path:
-                try:
-                    result = await afn(*args, **kwargs)
-                except Exception as exc:
-                    release(None, classify(exc))
-                    raise
-                brk.count_success()
-                return result
-            return await acall(afn, *args, **kwargs)
-
-        awrapper.breaker = brk  # type: ignore[attr-defined]
-        return awrapper
-
-    # The fast path of call() is inlined: a decorated function pays one flag test and a count; and so is
-    # the rest of call(), so a refusal while open travels through two frames, not three.
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def awrapper(*args: Any, **kwargs: Any) -> Any:
         if brk.fast_path:
             try:
-                result = fn(*args, **kwargs)
+                result = await fn(*args, **kwargs)
             except Exception as exc:
                 release(None, classify(exc))
                 raise
             brk.count_success()
             return result
-        permit = acquire()
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            release(permit, classify(exc))
-            raise
-        except BaseException:
-            abandon(permit)
-            raise
-        release(permit, None)
-        return result
+        return await acall(fn, *args, **kwargs)
 
-    wrapper.breaker = brk  # type: ignore[attr-defined]
-    return wrapper
+    awrapper.breaker = brk  # type: ignore[attr-defined]
+    return awrapper

@@ -247,7 +247,8 @@ class StateMachine:
                 if epoch < 0:
                     epoch = self._epoch
                 successes = self._tally.take()
-                counts, stored = self._store().record(self.name, self._spec, successes, outcome, self._now())
+                io = self._io or self._store()
+                counts, stored = io.record(self.name, self._spec, successes, outcome, self._now())
                 change = self._decide(counts, stored, epoch)
             self._after(change)
             return
