@@ -34,7 +34,7 @@ from bounceback.core.breaker._health import HealthChecker
 from bounceback.core.breaker._link import StoreLink
 from bounceback.core.breaker._metrics import NO_CHECKS, BreakerMetrics, History, Transition
 from bounceback.core.breaker._store import NO_OUTCOME, BreakerStore, MemoryBreakerStore, SharedState
-from bounceback.core.breaker._window import OK, SLOW
+from bounceback.core.breaker._window import OK, SLOW, WindowCounts
 from bounceback.errors import BulkheadFull, CircuitOpenError, StoreError
 
 __all__ = ["UNUSED", "Publish", "StateMachine"]
@@ -264,16 +264,27 @@ class StateMachine:
             change = self._decide(counts, stored, epoch)
         self._after(change)
 
-    def _decide(self, counts: Any, stored: SharedState | None, epoch: int) -> Change | None:
+    def _decide(self, counts: WindowCounts, stored: SharedState | None, epoch: int) -> Change | None:
         """After a record: adopt a state written elsewhere, or trip, or note whether the window is warm.
-        Call with the lock held."""
+        Call with the lock held. The rules of ``trip_reason`` and ``is_warm``, inlined: this runs on
+        every failure, and the text of the reason is made only when the breaker trips."""
         if stored is not None and stored.version != self._epoch:
             return self._adopt(stored)
         if self._epoch == epoch and self._state is _C:
-            reason = trip_reason(self._cfg, counts)
-            if reason is not None:
-                return self._move(_O, reason)
-            warm = is_warm(self._cfg, counts)
+            cfg = self._cfg
+            calls, failures, slow, consecutive = counts
+            need = cfg.min_calls_in_window
+            limit = cfg.consecutive_failures
+            if (limit and consecutive >= limit) or (
+                calls >= need
+                and calls
+                and (
+                    failures * 100 >= cfg.failure_rate * calls
+                    or (cfg.timed and slow * 100 >= cfg.slow_call_rate * calls)
+                )
+            ):
+                return self._move(_O, trip_reason(cfg, counts) or "the window crossed a threshold")
+            warm = calls >= need or not (failures or slow)
             if warm is not self._warm:
                 self._warm = warm
                 self._reflags()

@@ -52,7 +52,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from bounceback.core.breaker._window import CountWindow, TimeWindow, WindowCounts
+from bounceback.core.breaker._window import OK, CountWindow, TimeWindow, WindowCounts
 
 __all__ = ["BreakerStore", "MemoryBreakerStore", "NO_OUTCOME", "SharedState", "WindowSpec"]
 
@@ -207,7 +207,9 @@ class MemoryBreakerStore:
             entry = self._entry(key, spec)
             win = entry.window
             if isinstance(win, CountWindow):
-                if successes:
+                if successes == 1:
+                    win.add(OK)  # the common case: one success between two failures
+                elif successes:
                     win.add_successes(successes)
                 if outcome >= 0:
                     win.add(outcome)
