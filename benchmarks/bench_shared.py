@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_stores import measure, redis_server
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus, MemoryBreakerStore
+from bounceback import CircuitBreaker, CircuitOpenError
+from bounceback.core._events import EventBus
+from bounceback.core.breaker import MemoryBreakerStore
 from bounceback.core.settings._layers import defaults
 from bounceback.stores import RedisBreakerStore, breaker_store_from_settings, redis_client
 

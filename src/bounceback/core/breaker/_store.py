@@ -26,6 +26,14 @@ transaction (SQLite) or one round trip (Redis, a Lua script)**:
     closes once ``half_open_calls`` probes succeeded.
 ``load(key)``, ``counts(key, spec, now)``, ``probes(key, now)``
     Reads for start-up, periodic synchronisation and metrics.
+``success_counter(key)`` (optional)
+    A store that batches may offer a counter for ``key``'s successes: a callable that counts one success
+    each time it is called, from any thread, without a lock (a :class:`~bounceback.core._tally.Tally`'s
+    ``bump``). A breaker given one counts the successes of its fast path there, so a success costs a bump
+    and a clock read, with no store work: the store adds the counted successes to the key's window before
+    any later outcome of that key (``record`` or ``transition``) and sends them with its next batch.
+    Without it a breaker on a shared store records every success with ``record`` (every success must
+    reach the fleet's window).
 
 No store method runs user code, and the breaker never holds a store transaction open during the user's
 call: a call costs one ``record`` after it ends (probes add one ``acquire_probe``; a state change adds one
@@ -41,9 +49,10 @@ runs on a private :class:`MemoryBreakerStore` seeded with its last known state, 
 tries the real store again every ``store_retry_seconds``, and on success adopts the stored state and emits
 ``StoreRecovered``. Outcomes recorded while the store was away are not merged back (their window was local).
 
-A breaker on a shared store does not use the engine's fast path: every success is a ``record`` so that
-the counts of all processes add up, and the breaker reloads the state at least every ``sync_seconds``
-to see changes made elsewhere (a breaker forced open from the dashboard of another process).
+A breaker on a shared store uses the engine's fast path only when the store offers ``success_counter``;
+otherwise every success is a ``record`` so that the counts of all processes add up. Either way the
+breaker reloads the state at least every ``sync_seconds`` to see changes made elsewhere (a breaker forced
+open from the dashboard of another process).
 """
 
 from __future__ import annotations
