@@ -8,19 +8,20 @@ probe is allowed); when the open time is over (lazily on the next call, or by ti
 longer. Which errors count is decided by the classifier: permanent caller errors (``ValueError``) do not.
 
 **Parts.** :class:`CircuitBreaker` holds the per-call path (``acquire`` / ``release`` / ``abandon``, the
-engine's ``BreakerPort``) and owns a :class:`~bounceback.core.breaker._machine.StateMachine` that decides:
-state, transitions, the store, limits, health checks, history (see that module). The call path reads a
-copy of the few things it needs (state, epoch, open-until, flags, config, refusal tally) that the machine
-publishes whenever one changes, so refusing a call or checking the state reads the breaker's own slots
-and a clock, nothing more. The ways to call through it (``call``, ``acall``, the decorator, ``with``)
-are functions of its public port in ``_forms``.
+engine's ``BreakerPort``), its limits (:class:`~bounceback.core.breaker._control.Limits`, made only when
+given any) and a :class:`~bounceback.core.breaker._machine.StateMachine` that decides: state, transitions,
+the store, health checks, history (see that module). The call path reads a copy of the few things it
+needs (state, epoch, open-until, flags, config, refusal tally) that the machine publishes whenever one
+changes, so refusing a call or checking the state reads the breaker's own slots and a clock, nothing
+more. ``call``, ``acall``, ``with`` blocks and the async decorator are functions of its public port in
+``_forms``; the decorator of a plain function is its own, with the refusal while open inlined.
 
 **Counting.** While ``fast_path`` is true the retry engine (and :meth:`CircuitBreaker.call`) run the
 function without ``acquire`` and only call ``count_success()`` after a success, without a lock. That bumps
 a :class:`~bounceback.core._tally.Tally`, which loses no bump however many threads race; the machine folds
 the count into its window under its lock when it next records a failure or reads its metrics. A failure is
-recorded under one short lock (the tally folded, the window updated, the trip decided); a breaker on a
-store of its own calls that store outside the lock. No event object is built when nobody listens.
+recorded under one short lock (the tally folded, the window updated, the trip decided); a breaker given a
+store (which may do I/O) calls it outside the lock. No event object is built when nobody listens.
 """
 
 from __future__ import annotations
@@ -108,12 +109,12 @@ class CircuitBreaker:
 
     __slots__ = (
         "__weakref__",
+        "_bus",
         "_cfg",
         "_classifier",
         "_epoch",
         "_is_failure",
         "_limits",
-        "_listening",
         "_machine",
         "_now",
         "_open_until",
@@ -158,7 +159,7 @@ class CircuitBreaker:
         now: Callable[[], float] = time.monotonic if real else clock.monotonic
         self._now = now
         bus = bus or default_bus
-        self._listening = bus  # read as self._listening.listening: one slot for the bus the call path asks
+        self._bus = bus  # the call path asks it whether anyone listens before it builds an event
         self._classifier: Classifier = as_classifier(classifier)
         self._is_failure = is_failure
         # What the machine publishes (set by _published before the machine's constructor returns).
@@ -257,7 +258,7 @@ class CircuitBreaker:
             until = self._open_until
             if now < until and not self._shared:
                 self._refusals.bump()
-                if self._listening.listening:
+                if self._bus.listening:
                     self._machine.emit_rejected("open", self._open_until_wall)
                 raise CircuitOpenError(self.name, "open", self._open_until_wall, until - now)
             return self._reopen_or_refuse(now)
@@ -274,7 +275,7 @@ class CircuitBreaker:
             if self._state is not BreakerState.FORCED_OPEN:
                 return self.acquire()
         self._refusals.bump()
-        if self._listening.listening:
+        if self._bus.listening:
             self._machine.emit_rejected("forced_open", None)
         raise CircuitOpenError(self.name, "forced_open", None, None)
 
@@ -288,7 +289,7 @@ class CircuitBreaker:
             machine.sync(now)
             return self.acquire()
         self._refusals.bump()
-        if self._listening.listening:
+        if self._bus.listening:
             machine.emit_rejected("open", self._open_until_wall)
         raise CircuitOpenError(self.name, "open", self._open_until_wall, self._open_until - now)
 
@@ -364,7 +365,7 @@ class CircuitBreaker:
                 now = self._now()
                 if now < self._open_until:
                     self._refusals.bump()
-                    if self._listening.listening:
+                    if self._bus.listening:
                         self._machine.emit_rejected("open", self._open_until_wall)
                     raise CircuitOpenError(self.name, "open", self._open_until_wall, self._open_until - now)
             permit = acquire()
