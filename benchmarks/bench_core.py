@@ -14,8 +14,9 @@ its group, with the budget of issue 20 / shared/DESIGN.md beside it and PASS or 
 4. the open-state check: an attribute read plus ``time.monotonic()`` vs ``breaker.state``;
 5. memory kept by one object (tracemalloc, averaged over 1,000 live objects) and the time to create one;
 6. 16 threads x 20k mixed calls (some fail transiently, zero waits) through ONE Policy vs a hand-written
-   retry loop, with the counts checked (the breaker's metrics against the dependency's own counters);
-7. a breaker shared through a ``BatchedBreakerStore`` (issue 21) vs a local breaker, success path.
+   retry loop, with the counts checked (the breaker's metrics against the dependency's own counters).
+
+A breaker shared through a batching store (issue 21) is measured beside a local one by ``bench_shared.py``.
 
 Timing is ``timeit``'s way: statements timed in a loop with the garbage collector off, each row's loop sized
 to a fixed time, best of several repeats, and the rows of a group run in a fresh shuffled order in every
@@ -56,8 +57,6 @@ import tenacity
 
 import bounceback
 from bounceback import Backoff, BreakerState, CircuitBreaker, CircuitOpenError, Policy, RetryBudget
-from bounceback.core._events import EventBus
-from bounceback.core.breaker import BatchedBreakerStore, MemoryBreakerStore
 
 logging.getLogger("backoff").disabled = True
 ZERO = Backoff("constant", initial=0, max_delay=0, jitter="none")
@@ -826,46 +825,6 @@ def threads_load(run: Run) -> None:
     )
 
 
-# -- 7. a breaker shared through a batching store -------------------------------------------------------
-
-
-def shared_store(run: Run) -> None:
-    """Issue 21's bound: a breaker on a BatchedBreakerStore succeeds within 2x a local breaker.
-
-    The inner store is an in-memory one shared as a database would be (``shared=True``), so the rows time
-    the call path alone (no I/O happens on it in either case; ``bench_shared.py`` does the same on Redis).
-    """
-    ref = "local breaker.call (reference)"
-    batched_row = "breaker.call on a BatchedBreakerStore(shared memory store)"
-    quiet = EventBus()
-    local = CircuitBreaker("bench-local", bus=quiet, timers=False, window=100, min_calls=10)
-    store = BatchedBreakerStore(MemoryBreakerStore(shared=True))
-    shared = CircuitBreaker("bench-batched", store=store, bus=quiet, timers=False, window=100, min_calls=10)
-    direct = CircuitBreaker(
-        "bench-shared-direct", store=MemoryBreakerStore(shared=True), bus=quiet, timers=False, window=100
-    )
-    cases = {
-        ref: stmt_timer("b.call(f)", {"b": local, "f": no_args}),
-        batched_row: stmt_timer("b.call(f)", {"b": shared, "f": no_args}),
-        "breaker.call on a shared memory store, unbatched": stmt_timer(
-            "b.call(f)", {"b": direct, "f": no_args}
-        ),
-    }
-    try:
-        best = best_ns(cases, run)
-    finally:
-        store.close()
-    rows = rows_from(best, ref, {batched_row: 2.0})
-    table("7. a breaker shared through a batching store, success path (ns per call)", rows, ref, "shared")
-    print(
-        f"  fast path: local {local.fast_path}, batched {shared.fast_path} (a shared store must count each success)"
-    )
-
-
-def no_args() -> int:
-    return 1
-
-
 # -- main -------------------------------------------------------------------------------------------------
 
 
@@ -910,7 +869,6 @@ def main() -> None:
     state_check(run)
     memory_and_creation(run)
     threads_load(run)
-    shared_store(run)
     summary()
     print(f"\n(run took {time.perf_counter() - started:.0f} s)")
 

@@ -37,7 +37,7 @@ from bounceback.core.breaker._store import NO_OUTCOME, BreakerStore, MemoryBreak
 from bounceback.core.breaker._window import OK, SLOW, WindowCounts
 from bounceback.errors import BulkheadFull, CircuitOpenError, StoreError
 
-__all__ = ["UNUSED", "Publish", "StateMachine"]
+__all__ = ["COUNTED", "PROBE", "Publish", "StateMachine", "UNUSED"]
 
 _C = BreakerState.CLOSED
 _O = BreakerState.OPEN
@@ -52,8 +52,7 @@ UNUSED = Tally()
 leaves CLOSED (or refuses while closed), so most breakers never pay for one. Never bumped."""
 
 Publish = Callable[[BreakerState, int, float, float, bool, bool, BreakerConfig, Tally], object]
-"""The breaker's callback: ``(state, epoch, open_until, open_until_wall, plain, fast_path, config,
-refusals)``."""
+"""The breaker's callback: ``(state, epoch, open_until, open_until_wall, plain, fast_path, cfg, refusals)``."""
 
 
 class StateMachine:
@@ -155,7 +154,7 @@ class StateMachine:
         self._half_open(-1, "the open time is over")
 
     def _health_passed(self, epoch: int) -> None:
-        self._half_open(epoch, "the health check passed")
+        self._half_open(epoch, "the health check passed")  # if still open in that epoch
 
     def _half_open(self, epoch: int, reason: str) -> None:
         now = self._now()
@@ -341,17 +340,10 @@ class StateMachine:
         # Fast only while a success cannot trip the breaker: either the window already holds min_calls
         # (a success then only lowers the rates) or it holds no failure at all. On a shared store, only
         # when the store counts the successes itself (every success must reach the fleet's window).
-        self.fast_path = (
-            simple
-            and (plain or self._bump is not None)
-            and self._state is _C
-            and cfg.window_type == "count"
-            and self._warm
-        )
-        self._publish(
-            self._state, self._epoch, self._open_until, self._open_until_wall, plain, self.fast_path,
-            self._cfg, self._refusals,
-        )  # fmt: skip
+        fast = simple and (plain or self._bump is not None) and self._state is _C and self._warm
+        fast = self.fast_path = fast and cfg.window_type == "count"
+        state, refusals = self._state, self._refusals
+        self._publish(state, self._epoch, self._open_until, self._open_until_wall, plain, fast, cfg, refusals)
 
     def _store_now(self) -> float:
         return self._wall() if self.shared else self._now()
