@@ -20,9 +20,9 @@ from bounceback.core.breaker._window import WindowCounts
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "AUTOMATIC_TRANSITIONS",
-    "EVENTS",
     "BreakerState",
     "Change",
+    "EVENTS",
     "is_warm",
     "spec_of",
 ]
