@@ -192,7 +192,11 @@ def test_redis_sigkill_and_restart_under_load(
             except CircuitOpenError:
                 pass
         states = {(b.state_name, b._epoch) for b in breakers}
-        if all(b.metrics().store_available for b in breakers) and len(states) == 1 and _converged(breakers[0], check):
+        if (
+            all(b.metrics().store_available for b in breakers)
+            and len(states) == 1
+            and _converged(breakers[0], check)
+        ):
             break
         assert time.monotonic() < deadline, (states, [not b.metrics().store_available for b in breakers])
         time.sleep(0.02)
