@@ -7,13 +7,16 @@ its group, with the budget of issue 20 / shared/DESIGN.md beside it and PASS or 
    attempts, a 30 s deadline, a per-operation retry budget), ``retry(deadline=None, budget=None)``,
    ``Policy(retry + CircuitBreaker)``, tenacity, stamina, backoff, pybreaker, circuitbreaker;
 2. one transient failure then success, every wait zero: a hand-written 3-try loop vs ``@retry`` and the
-   peers; a hand-written loop around a minimal hand-written breaker vs ``Policy(retry + breaker)``;
+   peers; a hand-written loop around a minimal hand-written breaker vs ``Policy(retry + breaker)``, and the
+   same loop around bounceback's, pybreaker's and circuitbreaker's breakers (each breaker's own share);
 3. refusing a call while open, decorated: a minimal hand-written breaker raising its own exception vs
    bounceback, pybreaker, circuitbreaker;
 4. the open-state check: an attribute read plus ``time.monotonic()`` vs ``breaker.state``;
 5. memory kept by one object (tracemalloc, averaged over 1,000 live objects) and the time to create one;
 6. 16 threads x 20k mixed calls (some fail transiently, zero waits) through ONE Policy vs a hand-written
    retry loop, with the counts checked (the breaker's metrics against the dependency's own counters).
+
+A breaker shared through a batching store (issue 21) is measured beside a local one by ``bench_shared.py``.
 
 Timing is ``timeit``'s way: statements timed in a loop with the garbage collector off, each row's loop sized
 to a fixed time, best of several repeats, and the rows of a group run in a fresh shuffled order in every
@@ -168,8 +171,8 @@ class MiniBreaker:
         return wrapper
 
 
-def handwritten_retry_around(brk: MiniBreaker, fn: Callable[..., Any], tries: int = 3) -> Callable[..., Any]:
-    """The hand-written retry loop, every attempt through the minimal breaker."""
+def handwritten_retry_around(brk: Any, fn: Callable[..., Any], tries: int = 3) -> Callable[..., Any]:
+    """The hand-written retry loop, every attempt through ``brk.call`` (the minimal breaker, or a peer's)."""
     last = tries - 1
     call = brk.call
 
@@ -442,11 +445,27 @@ def one_failure(run: Run) -> None:
             breaker=CircuitBreaker("bench-one-failure-nb", failure_rate=90),
         )(FailEveryOther()),
     }
+    # The breakers alone, in the same hand-written loop: the breaker's share of the failure path (its
+    # bookkeeping of one failure and one success), beside the peers'.
+    own = CircuitBreaker("bench-one-failure-loop", failure_rate=90)
+    fns["hand-written loop around bounceback CircuitBreaker.call"] = handwritten_retry_around(
+        own, FailEveryOther()
+    )
+    fns["hand-written loop around pybreaker.call"] = handwritten_retry_around(
+        pybreaker.CircuitBreaker(fail_max=1_000_000, reset_timeout=30), FailEveryOther()
+    )
+    fns["hand-written loop around circuitbreaker.call"] = handwritten_retry_around(
+        circuitbreaker.CircuitBreaker(failure_threshold=1_000_000), FailEveryOther()
+    )
     best = best_ns({name: call_timer(fn) for name, fn in fns.items()}, run)
     for name, fn in fns.items():
         brk = getattr(getattr(fn, "policy", None), "breaker", None)
         if brk is not None and brk.state is not BreakerState.CLOSED:
             raise SystemExit(f"{name}: the breaker opened during the measurement; the row is void")
+    if own.state is not BreakerState.CLOSED:
+        raise SystemExit(
+            "the breaker in the hand-written loop opened during the measurement; the row is void"
+        )
     table(
         "2b. the same through a breaker (failure_rate=90 so the breaker stays closed)",
         rows_from(best, ref, {policy_row: 2.0}),

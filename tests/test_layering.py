@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -199,10 +200,10 @@ def test_the_circle_finder_finds_a_circle() -> None:
     assert _cycle({"a": {"b"}, "b": set()}) == []
 
 
-def _classes_built_of_mixins() -> set[str]:
+def _classes_built_of_mixins(core: Path = PKG / "core") -> set[str]:
     """Classes of core/ with more than one base class of the package's own (a class cut into slices)."""
     own: set[str] = set()
-    trees = [ast.parse(p.read_text(), str(p)) for p in (PKG / "core").rglob("*.py")]
+    trees = [ast.parse(p.read_text(), str(p)) for p in core.rglob("*.py")]
     for tree in trees:
         own |= {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
     built = set()
@@ -215,10 +216,93 @@ def _classes_built_of_mixins() -> set[str]:
     return built
 
 
-def test_no_new_class_of_the_core_is_assembled_from_mixins() -> None:
-    # A ratchet: the circuit breaker is the last one, to be composed of parts (issue 20); none may be added,
-    # and this set shrinks to empty when it is done.
-    assert _classes_built_of_mixins() <= {"CircuitBreaker"}
+def test_no_class_of_the_core_is_assembled_from_mixins() -> None:
+    # The circuit breaker was the last one; it is composed of parts now (issue 20).
+    assert _classes_built_of_mixins() == set()
+
+
+def test_the_mixin_check_can_fail(tmp_path: Path) -> None:
+    (tmp_path / "_x.py").write_text(
+        "class _AMixin:\n    pass\nclass _B:\n    pass\nclass C(_AMixin):\n    pass\nclass D(_B, C):\n    pass\n"
+    )
+    assert _classes_built_of_mixins(tmp_path) == {"C", "D"}
+
+
+# -- private attributes stay private to their class ------------------------------------------------------
+
+# Names that start with an underscore and are public all the same: the sunder names of enum (``_value_``)
+# and namedtuple's documented methods (``rec._asdict()`` in recovery/_tickets.py).
+PUBLIC_UNDERSCORED = {"_asdict", "_fields", "_field_defaults", "_make", "_replace"}
+
+
+def _module_names(tree: ast.Module) -> set[str]:
+    """Names that ``tree`` binds to modules by its imports (``import time``, ``from pkg import _mod``)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                try:
+                    spec = importlib.util.find_spec(f"{node.module}.{alias.name}")
+                except (ImportError, ValueError):
+                    spec = None
+                if spec is not None:
+                    names.add(alias.asname or alias.name)
+    return names
+
+
+def _is_private(name: str) -> bool:
+    if not name.startswith("_") or name.startswith("__") or name in PUBLIC_UNDERSCORED:
+        return False
+    return not (len(name) > 2 and name.endswith("_"))  # enum's sunder names (``_value_``) are its API
+
+
+def private_access(path: Path, rel: str) -> list[str]:
+    """Every ``<expr>._name`` in ``path`` where ``<expr>`` is not ``self``, ``cls``, ``super()`` or a module:
+    one object reaching into another's private attributes. As ``"<rel>: <expr>._name"``."""
+    tree = ast.parse(path.read_text(), str(path))
+    modules = _module_names(tree)
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and _is_private(node.attr)):
+            continue
+        owner = node.value
+        if isinstance(owner, ast.Name) and (owner.id in {"self", "cls"} or owner.id in modules):
+            continue
+        if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
+            continue
+        found.append(f"{rel}: {ast.unparse(owner)}.{node.attr}")
+    return found
+
+
+# No class of the core reaches into another's private attributes; an entry here would name its file.
+PRIVATE_ACCESS_ALLOWED: set[str] = set()
+
+
+def test_core_classes_do_not_reach_into_each_others_private_attributes() -> None:
+    core = PKG / "core"
+    found = set()
+    for path in sorted(core.rglob("*.py")):
+        found |= set(private_access(path, path.relative_to(core).as_posix()))
+    assert sorted(found - PRIVATE_ACCESS_ALLOWED) == []
+    # The ratchet only shrinks: an entry fixed must leave the list.
+    assert sorted(PRIVATE_ACCESS_ALLOWED - found) == []
+
+
+def test_the_private_access_check_can_fail(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import time\n"
+        "from bounceback.core import _tally\n"
+        "class A:\n"
+        "    def f(self, other):\n"
+        "        self._mine = other._theirs\n"  # flagged: another object's private attribute
+        "        self._part._inner()\n"  # flagged: a part's private method
+        "        time._private_thing, _tally._x\n"  # modules: not flagged
+        "        super()._hook(); other.__dict__; other._value_; other._asdict()\n"  # not private
+    )
+    assert private_access(sample, "sample.py") == ["sample.py: other._theirs", "sample.py: self._part._inner"]
 
 
 def test_dashboard_views_import_nothing_of_the_server_but_the_snapshot_model() -> None:

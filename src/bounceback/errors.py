@@ -25,7 +25,7 @@ never need to parse messages.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "AttemptTimeout",
@@ -110,14 +110,34 @@ class CircuitOpenError(BouncebackError):
     ``retry_after`` the same as seconds from now.
     """
 
-    # Cheap to raise: a refusal while open is the common case during an outage, so the message is made
-    # only when someone reads it (``str(exc)``), not every time the breaker says no.
-    def __init__(self, breaker: str, state: str, retry_at: float | None, retry_after: float | None) -> None:
-        self.breaker = breaker
-        self.state = state
-        self.retry_at = retry_at
-        self.retry_after = retry_after
-        super().__init__(breaker, state, retry_at, retry_after)
+    # Cheap to raise: a refusal while open is the common case during an outage. The exception is built by
+    # the C constructor of Exception (no Python __init__: that alone cost 5x the build), its fields are
+    # read from ``args``, and the message is made only when someone reads it (``str(exc)``).
+    if TYPE_CHECKING:
+
+        def __init__(
+            self, breaker: str, state: str, retry_at: float | None, retry_after: float | None
+        ) -> None: ...
+
+    @property
+    def breaker(self) -> str:
+        """The name of the breaker that refused."""
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @property
+    def state(self) -> str:
+        """The state that refused: ``open``, ``half_open``, ``forced_open`` or ``store_unavailable``."""
+        return self.args[1]  # type: ignore[no-any-return]
+
+    @property
+    def retry_at(self) -> float | None:
+        """Wall-clock time (epoch seconds) of the next probe, or None when only a person can reopen it."""
+        return self.args[2]  # type: ignore[no-any-return]
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds from the refusal to the next probe, or None."""
+        return self.args[3]  # type: ignore[no-any-return]
 
     def __str__(self) -> str:
         if self.retry_after is None:

@@ -193,9 +193,13 @@ def test_redis_sigkill_and_restart_under_load(
             except CircuitOpenError:
                 pass
         states = {(b.state_name, b._epoch) for b in breakers}
-        if all(not b._degraded for b in breakers) and len(states) == 1 and _converged(breakers[0], check):
+        if (
+            all(b.metrics().store_available for b in breakers)
+            and len(states) == 1
+            and _converged(breakers[0], check)
+        ):
             break
-        assert time.monotonic() < deadline, (states, [b._degraded for b in breakers])
+        assert time.monotonic() < deadline, (states, [not b.metrics().store_available for b in breakers])
         time.sleep(0.02)
     for s in [*stores, check]:
         s.close()

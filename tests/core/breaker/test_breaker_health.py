@@ -133,7 +133,7 @@ def test_timer_half_open_happens_by_itself_with_the_real_clock() -> None:
         trip(brk)
         assert wait_until(lambda: brk.state_name == "half_open")
     assert [type(e).__name__ for e in sink.events][-1] == "BreakerHalfOpened"
-    assert wait_until(lambda: brk._driver is None)  # the timer thread ended once nothing was left to do
+    assert wait_until(lambda: not brk.timers_running)  # the timer thread ended once nothing was left to do
 
 
 def test_sync_health_check_runs_on_a_daemon_thread() -> None:

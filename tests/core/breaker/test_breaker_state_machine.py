@@ -271,9 +271,10 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @invariant()
     def probes_bounded(self) -> None:
-        assert 0 <= self.brk._probes <= PROBES
-        assert self.brk._store.probes("machine", self.now()) <= PROBES
-        assert self.brk._probes == self.model.probes_out
+        probes = self.brk.metrics().probes_in_flight
+        assert 0 <= probes <= PROBES
+        assert self.brk.store.probes("machine", self.now()) <= PROBES
+        assert probes == self.model.probes_out
 
     @invariant()
     def transitions_allowed(self) -> None:

@@ -11,6 +11,7 @@ from hypothesis import given
 
 from bounceback import BreakerState, CircuitBreaker, CircuitOpenError, Classification, ErrorKind, StoreError
 from bounceback.breakers import MemoryBreakerStore, SharedState, WindowSpec
+from bounceback.core._tally import Tally
 from bounceback.core.breaker._window import FAILED, SLOW, CountWindow, TimeWindow
 from bounceback.events import EventBus, StoreRecovered, StoreUnavailable
 from bounceback.testing import FakeClock, RecordingSink
@@ -175,6 +176,46 @@ def test_manual_action_in_one_is_seen_by_the_other_within_sync_seconds() -> None
     b.force_close()
     clock.advance(1)
     assert a.acquire() is not None and a.state_name == "closed"
+
+
+# -- a store that counts a breaker's successes itself (the optional success_counter port) ------------------
+
+
+class CountingStore(MemoryBreakerStore):
+    """The in-memory store with the optional ``success_counter`` port: successes counted by the breaker on
+    its fast path are bumps of a tally here, added to the window before the key's next outcome."""
+
+    def __init__(self) -> None:
+        super().__init__(shared=True, name="counting")
+        self.tallies: dict[str, Tally] = {}
+
+    def success_counter(self, key: str) -> Any:
+        return self.tallies.setdefault(key, Tally()).bump
+
+    def record(self, key: str, spec: WindowSpec, successes: int, outcome: int, now: float) -> Any:
+        tally = self.tallies.get(key)
+        return super().record(key, spec, successes + (tally.take() if tally else 0), outcome, now)
+
+
+def test_a_store_that_counts_successes_puts_a_shared_breaker_on_the_fast_path() -> None:
+    clock, bus = FakeClock(), EventBus()
+    store = CountingStore()
+    kw: dict[str, Any] = {"window": 10, "min_calls": 4, "sync_seconds": 1, "clock": clock, "bus": bus}
+    a = CircuitBreaker("counted", store=store, **kw)
+    b = CircuitBreaker("counted", store=store, **kw)
+    assert a.fast_path  # a shared store, and yet a success needs no store call
+    for _ in range(3):
+        assert a.call(len, "ok") == 2  # each a bump of the store's tally: no record
+    a.release(None, DOWN)  # the failure lands after the three successes, in order
+    counts = store.counts("counted", WindowSpec("count", 10), 0.0)
+    assert (counts.calls, counts.failures, counts.consecutive_failures) == (4, 1, 1)
+    b.force_open("from the other process")
+    a.call(len, "ok")  # within sync_seconds: a does not look at the store yet
+    clock.advance(1)
+    a.call(len, "ok")  # the success's count finds the sync due: a adopts the state written by b
+    assert a.state is BreakerState.FORCED_OPEN and not a.fast_path
+    with pytest.raises(CircuitOpenError):
+        a.call(len, "refused")
 
 
 # -- the store fails ---------------------------------------------------------------------------------

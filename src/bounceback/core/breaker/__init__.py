@@ -1,4 +1,28 @@
-"""The circuit breaker: its configuration, state machine, windows, store port (with batching), health checks, controls and metrics."""
+"""The circuit breaker: its configuration, state machine, windows, store port (with batching), health checks, controls and metrics.
+
+A :class:`CircuitBreaker` (``_breaker``) is composed of parts it owns; they talk through methods and a
+few callbacks, never through each other's private attributes, and each is made only when it is needed:
+
+* the **call path** stays on the breaker: ``acquire`` / ``release`` / ``abandon`` (the retry engine's
+  port), ``state``, the decorator, and a read-only copy of what they read (state, epoch, open-until,
+  flags, config, refusal tally);
+* the **state machine** (``_machine.StateMachine``) decides: transitions as compare-and-sets through the
+  store, half-open probe permits, the bookkeeping of failures under one short lock, manual control, the
+  metrics snapshot; it publishes the copy the call path reads through one callback;
+* the **store** (``_store``): the window and the shared state, the breaker's own ``MemoryBreakerStore``
+  (made at the first outcome it records) or, for a store given to it, a **store link**
+  (``_link.StoreLink``) that falls back to local state while that store fails;
+* the **limits** (``_control.Limits``): the layers a config is built from (settings source, settings
+  applied, arguments); a breaker left at the defaults has none and shares one default ``BreakerConfig``;
+* the **health checker** (``_health.HealthChecker``): the health check and the timers that run while
+  open; made when a health check is given or a timer is first needed;
+* the **history** (``_metrics.History``): the last transitions, opens and refusals; made at the first;
+* the **forms** (``_forms``): ``call``, ``acall``, ``with`` blocks and the async decorator, functions of
+  the breaker's public port.
+
+Successes on the fast path are counted exactly without a lock (a ``Tally``), refusals likewise; a
+breaker kept in memory costs under 1 KB and is made in a few microseconds.
+"""
 
 from __future__ import annotations
 

@@ -7,63 +7,73 @@ probe is allowed); when the open time is over (lazily on the next call, or by ti
 ``half_open_calls`` probes through at once; enough successes close it, a failure opens it again for
 longer. Which errors count is decided by the classifier: permanent caller errors (``ValueError``) do not.
 
-The module is split by responsibility: states and store access in ``_breaker_core``, limits, manual
-control and metrics in ``_breaker_control``, timers and health checks in ``_breaker_health``, the decorator
-/ ``with`` / ``call`` forms in ``_breaker_forms``, windows in ``_window``, the store port in
-``_breaker_store``. This module holds the public class and the per-call path.
+**Parts.** :class:`CircuitBreaker` holds the per-call path (``acquire`` / ``release`` / ``abandon``, the
+engine's ``BreakerPort``), its limits (:class:`~bounceback.core.breaker._control.Limits`, made only when
+given any) and a :class:`~bounceback.core.breaker._machine.StateMachine` that decides: state, transitions,
+the store, health checks, history (see that module). The call path reads a copy of the few things it
+needs (state, epoch, open-until, flags, config, refusal tally) that the machine publishes whenever one
+changes, so refusing a call or checking the state reads the breaker's own slots and a clock, nothing
+more. ``call``, ``acall``, ``with`` blocks and the async decorator are functions of its public port in
+``_forms``; the decorator of a plain function is its own, with the refusal while open inlined.
 
-Counting on the fast path: while ``fast_path`` is true the retry engine (and :meth:`CircuitBreaker.call`)
-run the function without ``acquire`` and only call ``count_success()`` after a success, without a lock.
-That bumps a :class:`~bounceback.core._tally.Tally`, which loses no bump however many threads race; the
-breaker folds the count into its window when it next records a failure or reads its metrics.
+**Counting.** While ``fast_path`` is true the retry engine (and :meth:`CircuitBreaker.call`) run the
+function without ``acquire`` and only call ``count_success()`` after a success, without a lock. That bumps
+a :class:`~bounceback.core._tally.Tally`, which loses no bump however many threads race; the machine folds
+the count into its window under its lock when it next records a failure or reads its metrics. A failure is
+recorded under one short lock (the tally folded, the window updated, the trip decided); a breaker given a
+store (which may do I/O) calls it outside the lock. No event object is built when nobody listens.
 """
 
 from __future__ import annotations
 
-import contextvars
+import functools
 import inspect
+import logging
 import math
 import random
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
 
-from bounceback.core._events import CallRejected, EventBus, default_bus
+from bounceback.core._events import EventBus, default_bus
 from bounceback.core._registry import registry
 from bounceback.core._tally import Tally
 from bounceback.core._time import SYSTEM_CLOCK, Clock, SystemClock
-from bounceback.core.breaker._config import trip_reason
-from bounceback.core.breaker._control import _ControlMixin
-from bounceback.core.breaker._core import BreakerState, Change, is_warm
-from bounceback.core.breaker._forms import _FormsMixin
-from bounceback.core.breaker._health import _HealthMixin
-from bounceback.core.breaker._metrics import NO_CHECKS, BreakerMetrics, Transition
-from bounceback.core.breaker._store import BreakerStore, MemoryBreakerStore, WindowSpec
+from bounceback.core.breaker import _forms as forms
+from bounceback.core.breaker._config import BreakerConfig, build_config
+from bounceback.core.breaker._control import Limits
+from bounceback.core.breaker._core import BreakerState
+from bounceback.core.breaker._machine import COUNTED, PROBE, UNUSED, StateMachine
+from bounceback.core.breaker._metrics import BreakerMetrics
+from bounceback.core.breaker._store import BreakerStore
 from bounceback.core.breaker._window import FAILED, OK, SLOW
-from bounceback.core.classify._rules import Classification, ClassifierLike, ErrorKind, as_classifier
-from bounceback.errors import BulkheadFull, CircuitOpenError, ConfigError, StoreError
+from bounceback.core.classify._rules import (
+    Classification,
+    Classifier,
+    ClassifierLike,
+    ErrorKind,
+    as_classifier,
+)
+from bounceback.errors import CircuitOpenError, ConfigError
 
 __all__ = ["BreakerMetrics", "BreakerState", "CircuitBreaker"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _C = BreakerState.CLOSED
 _O = BreakerState.OPEN
 _H = BreakerState.HALF_OPEN
-_F = BreakerState.FORCED_OPEN
 _D = BreakerState.DISABLED
 _PERMANENT = ErrorKind.PERMANENT
 _IGNORED = -1
-# Permit flags. A permit is (flags, epoch, started, probe token), or None for a plain closed call.
-_COUNTED = 1
-_PROBE = 2
-_monotonic = time.monotonic
 _RNG = random.Random()
-_NOTHING: Mapping[str, Any] = MappingProxyType({})
+_DEFAULT = build_config({})
+_log = logging.getLogger("bounceback.breaker")
 
 
-class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
+class CircuitBreaker:
     """A circuit breaker for one dependency; thread-safe and asyncio-safe.
 
     Limits (keyword arguments, validated; the settings key in brackets): ``failure_rate`` percent (50)
@@ -97,7 +107,26 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
     <BreakerState.HALF_OPEN: 'half_open'>
     """
 
-    __slots__ = ("__weakref__",)
+    __slots__ = (
+        "__weakref__",
+        "_bus",
+        "_cfg",
+        "_classifier",
+        "_epoch",
+        "_is_failure",
+        "_limits",
+        "_machine",
+        "_now",
+        "_open_until",
+        "_open_until_wall",
+        "_plain",
+        "_refusals",
+        "_shared",
+        "_state",
+        "count_success",
+        "fast_path",
+        "name",
+    )
 
     def __init__(
         self,
@@ -119,60 +148,46 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         if health_check is not None and not callable(health_check):
             raise ConfigError("health_check", health_check, "a function (sync or async) taking no arguments")
         self.name = name if name is not None else f"breaker-{id(self):x}"
-        self._key = self.name
-        self._explicit = limits  # a fresh dict already (keyword arguments)
-        self._overlay: Mapping[str, Any] = _NOTHING
-        self._settings = settings
-        self._cfg = self._build()
+        part: Limits | None = None
+        cfg = _DEFAULT  # immutable: every breaker left at the defaults shares it
+        if limits or settings is not None:
+            part = Limits(self.name, settings, limits)
+            cfg = part.build()
         clock = clock or SYSTEM_CLOCK
-        self._clock = clock
-        # The system clock's methods wrap C functions: call those directly on the hot path.
+        # The system clock's methods wrap C functions: hold those, so the hot path calls C directly.
         real = isinstance(clock, SystemClock)
-        self._real = real
-        self._now = time.monotonic if real else clock.monotonic
-        self._wall = time.time if real else clock.wall
-        self._bus = bus or default_bus
-        self._classifier = as_classifier(classifier)
+        now: Callable[[], float] = time.monotonic if real else clock.monotonic
+        self._now = now
+        bus = bus or default_bus
+        self._bus = bus  # the call path asks it whether anyone listens before it builds an event
+        self._classifier: Classifier = as_classifier(classifier)
         self._is_failure = is_failure
-        self._store = self._active = store if store is not None else MemoryBreakerStore()
-        self._shared = bool(self._store.shared)
-        self._spec = WindowSpec(self._cfg.window_type, self._cfg.window)
-        self._lock = threading.Lock()
+        # What the machine publishes (set by _published before the machine's constructor returns).
         self._state = _C
         self._epoch = 0
-        # Successes on the fast path are bumped here by any thread, exactly, without a lock (see Tally).
-        self._tally = Tally()
-        self.count_success = self._tally.bump
-        self._warm = True
         self._open_until = self._open_until_wall = math.inf
-        self._reopens = 0
-        # One generator for every breaker unless a test injects its own: a Random per breaker would cost
-        # 2.5 KB each, and open-time jitter needs no more than independent draws.
-        self._rng = rng if rng is not None else _RNG
-        self._since = self._now()
-        self._since_wall = self._wall()
-        self._in_flight = self._probes = self._rejected = self._opens = 0
-        # Refusals are counted by any thread without a lock, exactly (see Tally); folded into _rejected.
-        self._refusals = Tally()
-        self._transitions: deque[Transition] | None = None  # made at the first transition
-        self._degraded = False
-        self._store_retry_at = self._next_sync = 0.0
-        self._health = health_check
-        self._health_async = health_check is not None and inspect.iscoroutinefunction(health_check)
-        self._health_due = math.inf
-        self._health_stats = NO_CHECKS
-        self._timers = real if timers is None else bool(timers)
-        self._driver: Any = None
-        # Timer-thread wake-up, made when a timer thread starts (most breakers never start one).
-        self._wake: threading.Event | None = None
-        self._stopping = False
-        # The permits of open ``with breaker:`` blocks, per thread and task; made at the first block.
-        self._permits: contextvars.ContextVar[tuple[Any, ...]] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
-        self._reflags()
-        self._restore()
-        if settings is not None and not isinstance(settings, Mapping):
-            self._follow(settings)
+        self._plain = self.fast_path = False
+        self._cfg = cfg
+        self._refusals: Tally = UNUSED
+        self._limits = part
+        self._machine = StateMachine(
+            self.name,
+            cfg,
+            now=now,
+            wall=time.time if real else clock.wall,
+            bus=bus,
+            # One generator for every breaker unless a test injects its own: a Random per breaker would
+            # cost 2.5 KB each, and open-time jitter needs no more than independent draws.
+            rng=rng if rng is not None else _RNG,
+            store=store,
+            health_check=health_check,
+            timers=real if timers is None else bool(timers),
+            publish=self._published,
+        )
+        self._shared = self._machine.shared
+        self.count_success = self._machine.count_success
+        if part is not None and settings is not None and not isinstance(settings, Mapping):
+            part.follow(self)
         if name is not None:
             registry.add_breaker(self)
 
@@ -189,17 +204,26 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         """
         return cls(name, settings=settings, **kwargs)
 
-    def _restore(self) -> None:
-        try:
-            stored = self._store.load(self._key)
-        except StoreError as exc:
-            self._fail_over(exc)
-            return
-        if stored is not None and stored.version != self._epoch:
-            with self._lock:
-                self._adopt(stored)
-            if self._state is _O:
-                self._opened()
+    def _published(
+        self,
+        state: BreakerState,
+        epoch: int,
+        open_until: float,
+        open_until_wall: float,
+        plain: bool,
+        fast_path: bool,
+        cfg: BreakerConfig,
+        refusals: Tally,
+    ) -> None:
+        """The machine's callback (under its lock): the copy the call path reads."""
+        self._state = state
+        self._epoch = epoch
+        self._open_until = open_until
+        self._open_until_wall = open_until_wall
+        self._plain = plain
+        self._cfg = cfg
+        self._refusals = refusals
+        self.fast_path = fast_path
 
     # -- the per-call path (the engine's BreakerPort) ----------------------------------------------------
 
@@ -207,9 +231,8 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
     def state(self) -> BreakerState:
         """The state now. Reading it moves an open breaker whose open time is over to half-open."""
         st = self._state
-        # Calling time.monotonic directly (not through the slot) keeps this within 2x of a bare read.
-        if st is _O and (_monotonic() if self._real else self._now()) >= self._open_until:
-            self._half_open_if_due()
+        if st is _O and self._now() >= self._open_until:
+            self._machine.half_open_due()
             return self._state
         return st
 
@@ -218,7 +241,7 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         """The current state's value (``"open"``), true now: an open breaker whose open time is over says
         ``"half_open"`` (the same clock check as :attr:`state`, made only while open)."""
         st = self._state
-        if st is _O and (_monotonic() if self._real else self._now()) >= self._open_until:
+        if st is _O and self._now() >= self._open_until:
             return self.state._value_
         return st._value_  # a plain attribute; Enum.value is a slower descriptor
 
@@ -230,86 +253,45 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
         ``BulkheadFull`` when ``max_in_flight`` calls are already running.
         """
         st = self._state
-        if st is _C:
-            if self._plain:
-                return None
-            return self._admit_closed()
         if st is _O:
             now = self._now()
             until = self._open_until
-            if now < until:
-                if self._shared and now >= self._next_sync:
-                    self._sync(now)
-                    return self.acquire()
+            if now < until and not self._shared:
                 self._refusals.bump()
                 if self._bus.listening:
-                    self._emit_rejected("open", self._open_until_wall)
+                    self._machine.emit_rejected("open", self._open_until_wall)
                 raise CircuitOpenError(self.name, "open", self._open_until_wall, until - now)
-            self._half_open_if_due()
-            return self.acquire()
+            return self._reopen_or_refuse(now)
+        if st is _C:
+            if self._plain:
+                return None
+            return self._machine.admit_closed(self.acquire)
         if st is _H:
-            return self._admit_probe()
+            return self._machine.admit_probe(self.acquire)
         if st is _D:
             return None
-        if self._shared and self._now() >= self._next_sync:
-            self._sync(self._now())
-            if self._state is not _F:
+        if self._shared and self._now() >= self._machine.next_sync:
+            self._machine.sync(self._now())
+            if self._state is not BreakerState.FORCED_OPEN:
                 return self.acquire()
         self._refusals.bump()
         if self._bus.listening:
-            self._emit_rejected("forced_open", None)
+            self._machine.emit_rejected("forced_open", None)
         raise CircuitOpenError(self.name, "forced_open", None, None)
 
-    def _admit_closed(self) -> Any:
-        now = self._now()
-        if self._shared and now >= self._next_sync:
-            self._sync(now)
-            if self._state is not _C:
-                return self.acquire()
-        cfg = self._cfg
-        if self._degraded and cfg.store_unavailable == "fail-closed":
-            self._try_store()
-            if self._degraded:
-                wait = max(0.0, self._store_retry_at - now)
-                self._refusals.bump()
-                if self._bus.listening:
-                    self._emit_rejected("store_unavailable", self._wall() + wait)
-                raise CircuitOpenError(self.name, "store_unavailable", self._wall() + wait, wait)
-        limit = cfg.max_in_flight
-        if not limit:
-            return (0, self._epoch, now, 0)
-        with self._lock:
-            closed = self._state is _C
-            if closed and self._in_flight < limit:
-                self._in_flight += 1
-                return (_COUNTED, self._epoch, now, 0)
-        if not closed:
+    def _reopen_or_refuse(self, now: float) -> Any:
+        """Open, and the open time is over or the breaker shares its store: look again, then decide."""
+        machine = self._machine
+        if now >= self._open_until:
+            machine.half_open_due()
+            return self.acquire()
+        if now >= machine.next_sync:
+            machine.sync(now)
             return self.acquire()
         self._refusals.bump()
         if self._bus.listening:
-            self._emit_rejected("closed", None)
-        raise BulkheadFull(self.name, limit)
-
-    def _admit_probe(self) -> Any:
-        epoch = self._epoch
-        token = self._io_acquire_probe(epoch, self._cfg.half_open_calls)
-        if token is not None:
-            with self._lock:
-                if self._epoch == epoch:
-                    self._probes += 1
-                    return (_PROBE, epoch, self._now(), token)
-            # The state moved on while the permit was reserved: give it back and start over.
-            self._io_finish_probe(epoch, token, None)
-            return self.acquire()
-        if self._shared:
-            self._sync(self._now())
-        if self._epoch != epoch:
-            return self.acquire()
-        self._refusals.bump()
-        if self._bus.listening:
-            self._emit_rejected("half_open", self._wall())
-        # The probes in flight decide soon; come back after your own backoff.
-        raise CircuitOpenError(self.name, "half_open", self._wall(), 0.0)
+            machine.emit_rejected("open", self._open_until_wall)
+        raise CircuitOpenError(self.name, "open", self._open_until_wall, self._open_until - now)
 
     def release(self, permit: Any, failure: Classification | None) -> None:
         """Record the outcome of an admitted call: ``failure`` is None on success, else its classification.
@@ -329,75 +311,212 @@ class CircuitBreaker(_ControlMixin, _FormsMixin, _HealthMixin):
                 if outcome == OK and self.fast_path:
                     self.count_success()
                 elif outcome >= 0:
-                    self._record(outcome, -1)
+                    self._machine.record(outcome, -1)
             return
         flags, epoch, started, token = permit
-        if flags & _COUNTED:
-            with self._lock:
-                self._in_flight -= 1
+        if flags & COUNTED:
+            self._machine.release_counted()
         cfg = self._cfg
         if outcome >= 0 and cfg.timed and self._now() - started >= cfg.slow_call_duration:
             outcome |= SLOW
-        if flags & _PROBE:
-            self._finish_probe(epoch, token, outcome)
+        if flags & PROBE:
+            self._machine.finish_probe(epoch, token, outcome)
         elif outcome >= 0 and epoch == self._epoch and self._state is _C:
-            self._record(outcome, epoch)
+            self._machine.record(outcome, epoch)
 
     def abandon(self, permit: Any) -> None:
         """Give back the permit of a call that ended without an outcome (cancelled or interrupted)."""
-        if permit is None:
+        if permit is not None:
+            self._machine.abandon(permit)
+
+    # -- the ways to call through it (functions of the public port, in _forms) ---------------------------
+
+    call = forms.call
+    acall = forms.acall
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate a function (sync or ``async def``) so every call goes through the breaker."""
+        if inspect.iscoroutinefunction(fn):
+            return forms.decorate(self, fn)
+        classify = self._classifier.classify
+        acquire = self.acquire
+        release = self.release
+        abandon = self.abandon
+
+        # The fast path of call() inlined (a success pays one flag test and a count), and so is the refusal
+        # while open: a refused call raises from this frame, not from acquire() below it, which saves the
+        # cost of unwinding one more frame (a third of a refusal's cost).
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if self.fast_path:
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    release(None, classify(exc))
+                    raise
+                self.count_success()
+                return result
+            if self._state is _O and not self._shared:
+                now = self._now()
+                if now < self._open_until:
+                    self._refusals.bump()
+                    if self._bus.listening:
+                        self._machine.emit_rejected("open", self._open_until_wall)
+                    raise CircuitOpenError(self.name, "open", self._open_until_wall, self._open_until - now)
+            permit = acquire()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                release(permit, classify(exc))
+                raise
+            except BaseException:
+                abandon(permit)
+                raise
+            release(permit, None)
+            return result
+
+        wrapper.breaker = self  # type: ignore[attr-defined]
+        return wrapper
+
+    def __enter__(self) -> Any:
+        forms.enter(self)
+        return self
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        forms.leave(self, exc)
+
+    async def __aenter__(self) -> Any:
+        forms.enter(self)
+        return self
+
+    async def __aexit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        forms.leave(self, exc)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    @property
+    def classifier(self) -> Classifier:
+        """The classifier that decides what an error is (``DEFAULT_CLASSIFIER`` unless given)."""
+        return self._classifier
+
+    @property
+    def config(self) -> BreakerConfig:
+        """The limits in force now."""
+        return self._cfg
+
+    @property
+    def store(self) -> BreakerStore:
+        """The store holding the breaker's window and state (its own in-memory store unless given one)."""
+        return self._machine.store
+
+    def metrics(self) -> BreakerMetrics:
+        """A snapshot: state, counts and rates in the window, rejections, time in state, transitions.
+
+        >>> brk = CircuitBreaker("docs-snapshot")
+        >>> brk.call(len, "abc")
+        3
+        >>> brk.metrics().calls
+        1
+        """
+        return self._machine.metrics(self.state)
+
+    # -- control ---------------------------------------------------------------------------------------
+
+    def configure(self, **limits: Any) -> None:
+        """Change limits while running (keyword names as in the constructor); invalid values change nothing.
+
+        >>> brk = CircuitBreaker("docs-configure")
+        >>> brk.configure(failure_rate=10, max_in_flight=5)
+        >>> brk.config.max_in_flight
+        5
+        """
+        self._machine.install(self._limits_part().configure(limits))
+
+    def apply_settings(self, values: Mapping[str, Any]) -> None:
+        """Change limits from settings keys while running; invalid values change nothing.
+
+        Keys outside ``breaker.*`` are ignored, so a whole resolved settings mapping can be passed.
+        """
+        self._machine.install(self._limits_part().apply_settings(values))
+
+    def reload(self) -> None:
+        """Re-read the settings source (done by itself when it reports a change).
+
+        A bad stored value leaves the last good limits in force, with a warning in the log.
+        """
+        try:
+            cfg = self._limits_part().build()
+        except ConfigError:
+            _log.warning(
+                "settings for breaker %r are invalid; keeping the last good values", self.name, exc_info=True
+            )
             return
-        flags, epoch, _, token = permit
-        if flags & _PROBE:
-            self._io_finish_probe(epoch, token, None)
-        with self._lock:
-            if flags & _COUNTED:
-                self._in_flight -= 1
-            if flags & _PROBE and self._epoch == epoch:
-                self._probes -= 1
+        self._machine.install(cfg)
 
-    def _record(self, outcome: int, epoch: int) -> None:
-        with self._lock:
-            successes = self._tally.take()
-            if epoch < 0:
-                epoch = self._epoch
-        counts, stored = self._io_record(successes, outcome)
-        change: Change | None = None
-        with self._lock:
-            if stored is not None and stored.version != self._epoch:
-                change = self._adopt(stored)
-            elif self._epoch == epoch and self._state is _C:
-                reason = trip_reason(self._cfg, counts)
-                if reason is not None:
-                    change = self._move(_O, reason)
-                else:
-                    self._warm = is_warm(self._cfg, counts)
-                    self._reflags()
-        self._after(change)
+    def _limits_part(self) -> Limits:
+        if self._limits is None:
+            self._limits = Limits(self.name)
+        return self._limits
 
-    def _finish_probe(self, epoch: int, token: int, outcome: int) -> None:
-        success = None if outcome < 0 else outcome == OK
-        successes = self._io_finish_probe(epoch, token, success)
-        change: Change | None = None
-        with self._lock:
-            if self._epoch == epoch:
-                self._probes -= 1
-                if self._state is _H:
-                    if success is False:
-                        why = "a probe was slow" if outcome == SLOW else "a probe failed"
-                        change = self._move(_O, why)
-                    elif success and successes >= self._cfg.half_open_calls:
-                        why = "1 probe succeeded" if successes == 1 else f"{successes} probes succeeded"
-                        change = self._move(_C, why, clear=True, reopens=0)
-        self._after(change)
-        if successes < 0 and self._shared:
-            self._sync(self._now())
+    def force_open(self, reason: str = "forced open by hand") -> None:
+        """Refuse every call until :meth:`force_close`, :meth:`reset` or :meth:`disable`."""
+        self._machine.manual(BreakerState.FORCED_OPEN, reason)
 
-    def _half_open_if_due(self) -> None:
-        self._timer_half_open()
+    def force_close(self, reason: str = "closed by hand") -> None:
+        """Close now with an empty window. The open-time streak is kept: if the dependency is still
+        down, the next open lasts longer."""
+        self._machine.manual(_C, reason, clear=True)
 
-    def _emit_rejected(self, state: str, retry_at: float | None) -> None:
-        self._bus.emit(CallRejected(self.name, self._wall(), state, retry_at))
+    def disable(self, reason: str = "disabled by hand") -> None:
+        """Let every call through and count nothing, until :meth:`force_close` or :meth:`reset`."""
+        self._machine.manual(_D, reason)
+
+    def reset(self) -> None:
+        """Back to new: closed, empty window, no open-time streak, counters (rejected, opens, health) zeroed."""
+        self._machine.reset()
+
+    # -- timers ----------------------------------------------------------------------------------------
+
+    def tick(self) -> float | None:
+        """Do what is due now: move to half-open when the open time is over (``half_open="timer"``) and
+        run the health check when it is due. Returns seconds until something is next due, or None.
+
+        An async health check runs to completion here only when no event loop runs in this thread; inside
+        one, use :meth:`atick`.
+
+        >>> from bounceback.testing import FakeClock
+        >>> clock = FakeClock()
+        >>> brk = CircuitBreaker("docs-tick", half_open="timer", open_seconds=10, clock=clock)
+        >>> brk.force_open(); brk.force_close()
+        >>> brk.tick() is None
+        True
+        """
+        return self._machine.checker().tick()
+
+    async def atick(self) -> float | None:
+        """:meth:`tick` for async code: an async health check is awaited on the running loop."""
+        return await self._machine.checker().atick()
+
+    @property
+    def timers_running(self) -> bool:
+        """True while the breaker's own timer thread or task runs (it ends by itself once nothing is due)."""
+        health = self._machine.health
+        return health is not None and health.running
+
+    def close(self) -> None:
+        """Stop the breaker's own timers (they also stop by themselves once it is no longer open)."""
+        health = self._machine.health
+        if health is not None:
+            health.close()
 
     def __repr__(self) -> str:
         cfg = self._cfg

@@ -1,190 +1,142 @@
-"""The ways to use a breaker without a Policy: decorator, ``with``, ``async with``, ``call()``, ``acall()``.
+"""The ways to call through a circuit breaker, as functions of its public port.
 
-All of them go through ``acquire`` / ``release`` / ``abandon``, the same path the retry engine uses, and
-classify errors once with the breaker's classifier (``DEFAULT_CLASSIFIER`` unless given).
+:func:`call`, :func:`acall`, :func:`decorate` (for ``async def``) and the ``with`` / ``async with`` blocks
+(:func:`enter`, :func:`leave`) use nothing but what the retry engine uses too: ``fast_path``,
+``count_success()``, ``acquire()``, ``release()``, ``abandon()``, and the breaker's ``classifier``.
+``CircuitBreaker`` offers them as its methods (``breaker.call`` *is* :func:`call`, so a call through it costs
+no extra frame). The decorator of a plain function is the breaker's own: it inlines the refusal while open,
+which reads the breaker's state.
+
+Blocks keep the permit of each open block in one context variable for all breakers, a stack of
+``(breaker, permit)`` pairs: per thread and per task, as blocks nest, and no breaker pays for a variable of
+its own.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
-import threading
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
-
-from bounceback.core.breaker._core import _BreakerCore
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
-    from bounceback.core.classify._rules import Classification
+    from bounceback.core.breaker._breaker import CircuitBreaker
 
-__all__: list[str] = []
+__all__ = ["acall", "call", "decorate", "enter", "leave"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
+_BLOCKS: contextvars.ContextVar[tuple[tuple[CircuitBreaker, Any], ...]] = contextvars.ContextVar(
+    "bounceback_breaker_blocks", default=()
+)
 
-class _FormsMixin(_BreakerCore):
-    __slots__ = ()
 
-    _permits: contextvars.ContextVar[tuple[Any, ...]] | None
-    _lock: threading.Lock
+def call(brk: CircuitBreaker, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run ``fn(*args, **kwargs)`` through the breaker and return its result (``breaker.call``).
 
-    if TYPE_CHECKING:
+    Raises ``CircuitOpenError`` / ``BulkheadFull`` without running ``fn`` when the breaker refuses.
 
-        def acquire(self) -> Any: ...
-        def release(self, permit: Any, failure: Classification | None) -> None: ...
-        def abandon(self, permit: Any) -> None: ...
-
-    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(*args, **kwargs)`` through the breaker and return its result.
-
-        Raises ``CircuitOpenError`` / ``BulkheadFull`` without running ``fn`` when the breaker refuses.
-
-        >>> from bounceback import CircuitBreaker
-        >>> CircuitBreaker("docs-call").call(pow, 2, 10)
-        1024
-        """
-        if self.fast_path:
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                self.release(None, self._classifier.classify(exc))
-                raise
-            self.count_success()
-            return result
-        permit = self.acquire()
+    >>> from bounceback import CircuitBreaker
+    >>> CircuitBreaker("docs-call").call(pow, 2, 10)
+    1024
+    """
+    if brk.fast_path:
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            self.release(permit, self._classifier.classify(exc))
+            brk.release(None, brk.classifier.classify(exc))
             raise
-        except BaseException:
-            self.abandon(permit)
-            raise
-        self.release(permit, None)
+        brk.count_success()
         return result
+    permit = brk.acquire()
+    try:
+        result = fn(*args, **kwargs)
+    except Exception as exc:
+        brk.release(permit, brk.classifier.classify(exc))
+        raise
+    except BaseException:
+        brk.abandon(permit)
+        raise
+    brk.release(permit, None)
+    return result
 
-    async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
-        """Await ``fn(*args, **kwargs)`` through the breaker and return its result."""
-        if self.fast_path:
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                self.release(None, self._classifier.classify(exc))
-                raise
-            self.count_success()
-            return result
-        permit = self.acquire()
+
+async def acall(brk: CircuitBreaker, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+    """Await ``fn(*args, **kwargs)`` through the breaker and return its result (``breaker.acall``)."""
+    if brk.fast_path:
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            self.release(permit, self._classifier.classify(exc))
+            brk.release(None, brk.classifier.classify(exc))
             raise
-        except BaseException:
-            # Cancelled or interrupted: the call has no outcome, its permit goes back.
-            self.abandon(permit)
-            raise
-        self.release(permit, None)
+        brk.count_success()
         return result
+    permit = brk.acquire()
+    try:
+        result = await fn(*args, **kwargs)
+    except Exception as exc:
+        brk.release(permit, brk.classifier.classify(exc))
+        raise
+    except BaseException:
+        # Cancelled or interrupted: the call has no outcome, its permit goes back.
+        brk.abandon(permit)
+        raise
+    brk.release(permit, None)
+    return result
 
-    @overload
-    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]: ...
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
 
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate a function (sync or ``async def``) so every call goes through the breaker."""
-        classify = self._classifier.classify
-        if inspect.iscoroutinefunction(fn):
-            afn = cast(Callable[..., Awaitable[Any]], fn)
-            acall = self.acall
+def enter(brk: CircuitBreaker) -> None:
+    """Enter a ``with breaker:`` block: admit the call and keep its permit for :func:`leave`."""
+    permit = brk.acquire()
+    _BLOCKS.set((*_BLOCKS.get(), (brk, permit)))
 
-            @functools.wraps(fn)
-            async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                if self.fast_path:
-                    try:
-                        result = await afn(*args, **kwargs)
-                    except Exception as exc:
-                        self.release(None, classify(exc))
-                        raise
-                    self.count_success()
-                    return result
-                return await acall(afn, *args, **kwargs)
 
-            awrapper.breaker = self  # type: ignore[attr-defined]
-            return awrapper
+def leave(brk: CircuitBreaker, exc: BaseException | None) -> None:
+    """Leave a block of ``brk``: record its outcome (``exc`` None on success) with the block's permit."""
+    blocks = _BLOCKS.get()
+    # Blocks nest, so the innermost open block of this breaker is the last one of it on the stack.
+    for i in range(len(blocks) - 1, -1, -1):
+        if blocks[i][0] is brk:
+            break
+    else:
+        raise RuntimeError(f"breaker {brk.name!r}: block exited that was never entered")
+    permit = blocks[i][1]
+    _BLOCKS.set(blocks[:i] + blocks[i + 1 :])
+    if exc is None:
+        brk.release(permit, None)
+    elif isinstance(exc, Exception):
+        brk.release(permit, brk.classifier.classify(exc))
+    else:
+        brk.abandon(permit)
 
-        acquire = self.acquire
-        release = self.release
 
-        # The fast path of call() is inlined: a decorated function pays one flag test and a count; and so
-        # is the rest of call(), so a refusal while open travels through two frames, not three.
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if self.fast_path:
-                try:
-                    result = fn(*args, **kwargs)
-                except Exception as exc:
-                    release(None, classify(exc))
-                    raise
-                self.count_success()
-                return result
-            permit = acquire()
+def decorate(brk: CircuitBreaker, fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
+    """``async def fn`` wrapped so that every call goes through ``brk`` (``@breaker`` on a coroutine function;
+    the breaker wraps a plain function itself, with its refusal inlined).
+
+    >>> import asyncio
+    >>> from bounceback import CircuitBreaker
+    >>> async def ping() -> str:
+    ...     return "pong"
+    >>> asyncio.run(decorate(CircuitBreaker("docs-decorate"), ping)())
+    'pong'
+    """
+    classify = brk.classifier.classify
+    release = brk.release
+    acall = brk.acall
+
+    @functools.wraps(fn)
+    async def awrapper(*args: Any, **kwargs: Any) -> Any:
+        if brk.fast_path:
             try:
-                result = fn(*args, **kwargs)
+                result = await fn(*args, **kwargs)
             except Exception as exc:
-                release(permit, classify(exc))
+                release(None, classify(exc))
                 raise
-            except BaseException:
-                self.abandon(permit)
-                raise
-            release(permit, None)
+            brk.count_success()
             return result
+        return await acall(fn, *args, **kwargs)
 
-        wrapper.breaker = self  # type: ignore[attr-defined]
-        return wrapper
-
-    # -- blocks: the permit of each open block is kept per thread / per task -----------------------------
-
-    def _enter(self) -> None:
-        permit = self.acquire()
-        permits = self._permits
-        if permits is None:
-            with self._lock:
-                if self._permits is None:
-                    self._permits = contextvars.ContextVar(f"bounceback_breaker_{self.name}", default=())
-                permits = self._permits
-        permits.set((*permits.get(), permit))
-
-    def _exit(self, exc: BaseException | None) -> None:
-        stack = self._permits.get() if self._permits is not None else ()
-        if not stack:
-            raise RuntimeError(f"breaker {self.name!r}: block exited that was never entered")
-        permit = stack[-1]
-        self._permits.set(stack[:-1])  # type: ignore[union-attr]  # set: the stack was not empty
-        if exc is None:
-            self.release(permit, None)
-        elif isinstance(exc, Exception):
-            self.release(permit, self._classifier.classify(exc))
-        else:
-            self.abandon(permit)
-
-    def __enter__(self) -> Any:
-        self._enter()
-        return self
-
-    def __exit__(
-        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._exit(exc)
-
-    async def __aenter__(self) -> Any:
-        self._enter()
-        return self
-
-    async def __aexit__(
-        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._exit(exc)
+    awrapper.breaker = brk  # type: ignore[attr-defined]
+    return awrapper

@@ -1,10 +1,20 @@
-"""Timers of a circuit breaker: the timed move to half-open, and the health check run while open.
+"""The health checker: the part of a circuit breaker that works while it is open.
 
-:meth:`tick` (sync) and :meth:`atick` (async) do what is due now and say how long until the next thing
-is due. With the real clock the breaker drives them by itself (``timers=True``, the default for the
-system clock): a daemon thread, or a task on the running event loop for an async health check when the
-breaker opened inside one. With a fake clock nothing runs by itself; a test advances the clock and calls
-``tick()``, so no test waits for real.
+It owns what runs on a timer: the breaker's own health check (a sync or async function; passing moves
+the breaker to half-open) with its statistics, and the timed move to half-open (``half_open="timer"``).
+A breaker makes this part only when it needs one: when given a ``health_check``, or when it opens with
+timed half-open and timers on, or when a test calls ``tick()``. Most breakers never make one.
+
+The part talks to its breaker through three callbacks the breaker hands it: ``view()`` (``(epoch,
+open_until)`` while open, else None), ``half_open_due()`` (move to half-open if the open time is over)
+and ``passed(epoch)`` (the check passed: move to half-open if still open in that epoch). It never holds
+the breaker's lock, and holds its own only for a few attribute writes, never while a check runs.
+
+:meth:`HealthChecker.tick` (sync) and :meth:`HealthChecker.atick` (async) do what is due now and say how
+long until the next thing is due. With the real clock the part drives them by itself (``timers=True``,
+the default for the system clock): a daemon thread, or a task on the running event loop for an async
+health check when the breaker opened inside one. With a fake clock nothing runs by itself; a test
+advances the clock and calls ``breaker.tick()``, so no test waits for real.
 """
 
 from __future__ import annotations
@@ -14,69 +24,116 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bounceback.core._events import HealthChecked
+from bounceback.core._events import EventBus, HealthChecked
 from bounceback.core._redact import redact
-from bounceback.core.breaker._core import BreakerState, Change, _BreakerCore
-from bounceback.core.breaker._metrics import HealthStats
+from bounceback.core.breaker._metrics import NO_CHECKS, HealthStats
 
-__all__: list[str] = []
+if TYPE_CHECKING:
+    from bounceback.core.breaker._config import BreakerConfig
 
-_OPEN = BreakerState.OPEN
-_HALF_OPEN = BreakerState.HALF_OPEN
+__all__ = ["HealthChecker"]
 
 
-class _HealthMixin(_BreakerCore):
-    __slots__ = ()
+class HealthChecker:
+    """What a breaker runs while open: its health check and the timed move to half-open.
 
-    _health: Callable[[], Any] | None
-    _health_async: bool
-    _health_stats: HealthStats
-    _timers: bool
-    _driver: Any
-    _wake: threading.Event | None
-    _stopping: bool
+    Made by :class:`~bounceback.core.breaker._breaker.CircuitBreaker` when needed; see the module docstring.
+    """
 
-    def _watched(self) -> bool:
-        return self._health is not None
+    __slots__ = (
+        "_bus",
+        "_config",
+        "_driver",
+        "_half_open_due",
+        "_lock",
+        "_name",
+        "_now",
+        "_passed",
+        "_stopping",
+        "_view",
+        "_wake",
+        "_wall",
+        "check",
+        "due",
+        "is_async",
+        "stats",
+        "timers",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        check: Callable[[], Any] | None,
+        *,
+        config: Callable[[], BreakerConfig],
+        view: Callable[[], tuple[int, float] | None],
+        half_open_due: Callable[[], object],
+        passed: Callable[[int], object],
+        now: Callable[[], float],
+        wall: Callable[[], float],
+        bus: EventBus,
+        timers: bool,
+    ) -> None:
+        self._name = name
+        self.check = check
+        self.is_async = check is not None and asyncio.iscoroutinefunction(check)
+        self._config = config
+        self._view = view
+        self._half_open_due = half_open_due
+        self._passed = passed
+        self._now = now
+        self._wall = wall
+        self._bus = bus
+        self.timers = timers
+        self._lock = threading.Lock()
+        self.due = math.inf
+        """Monotonic time of the next check (armed when the breaker opens)."""
+        self.stats: HealthStats = NO_CHECKS
+        self._driver: Any = None
+        self._wake: threading.Event | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        """True while this part's timer thread or task runs."""
+        return self._driver is not None
+
+    def arm(self, now: float) -> None:
+        """The breaker just opened at ``now``: the first check is due one interval later."""
+        self.due = now + self._config().health_check_seconds
+
+    def reset_stats(self) -> None:
+        """Forget the checks made so far (``breaker.reset()``)."""
+        with self._lock:
+            self.stats = NO_CHECKS
 
     # -- what is due ---------------------------------------------------------------------------------
 
     def _due(self, now: float) -> tuple[str, float | None]:
-        """``("half_open" | "check" | "wait" | "idle", seconds to wait)``. Reads without the lock."""
-        if self._state is not _OPEN:
+        """``("half_open" | "check" | "wait" | "idle", seconds to wait)``."""
+        view = self._view()
+        if view is None:
             return "idle", None
-        timer = self._cfg.half_open == "timer"
-        if timer and now >= self._open_until:
+        open_until = view[1]
+        timer = self._config().half_open == "timer"
+        if timer and now >= open_until:
             return "half_open", None
-        health = self._health is not None
-        if health and now >= self._health_due:
+        health = self.check is not None
+        if health and now >= self.due:
             return "check", None
-        nxt = min(self._open_until if timer else math.inf, self._health_due if health else math.inf)
+        nxt = min(open_until if timer else math.inf, self.due if health else math.inf)
         if nxt == math.inf:
             return "idle", None
         return "wait", nxt - now
 
     def tick(self) -> float | None:
-        """Do what is due now: move to half-open when the open time is over (``half_open="timer"``) and
-        run the health check when it is due. Returns seconds until something is next due, or None.
-
-        An async health check runs to completion here only when no event loop runs in this thread; inside
-        one, use :meth:`atick`.
-
-        >>> from bounceback import CircuitBreaker
-        >>> from bounceback.testing import FakeClock
-        >>> clock = FakeClock()
-        >>> brk = CircuitBreaker("docs-tick", half_open="timer", open_seconds=10, clock=clock)
-        >>> brk.force_open(); brk.force_close()
-        >>> brk.tick() is None
-        True
-        """
+        """Do what is due now; seconds until something is next due, or None (``breaker.tick()``)."""
         while True:
             what, wait = self._due(self._now())
             if what == "half_open":
-                self._timer_half_open()
+                self._half_open_due()
             elif what == "check":
                 self._check_sync()
             else:
@@ -87,43 +144,36 @@ class _HealthMixin(_BreakerCore):
         while True:
             what, wait = self._due(self._now())
             if what == "half_open":
-                self._timer_half_open()
+                self._half_open_due()
             elif what == "check":
                 await self._check_async()
             else:
                 return wait
 
-    def _timer_half_open(self) -> None:
-        now = self._now()
-        change: Change | None = None
-        with self._lock:
-            if self._state is _OPEN and now >= self._open_until:
-                change = self._move(_HALF_OPEN, "the open time is over")
-        self._after(change)
-
     # -- the health check ----------------------------------------------------------------------------
 
     def _claim_check(self) -> int | None:
-        """Take the due check (so two tickers do not both run it); its epoch, or None."""
+        """Take the due check (so two tickers do not both run it); the breaker's epoch, or None."""
         now = self._now()
         with self._lock:
-            if self._state is not _OPEN or now < self._health_due or self._health is None:
+            view = self._view()
+            if view is None or now < self.due or self.check is None:
                 return None
-            self._health_due = now + self._cfg.health_check_seconds
-            return self._epoch
+            self.due = now + self._config().health_check_seconds
+            return view[0]
 
     def _check_sync(self) -> None:
-        if self._health_async and _loop_running():
+        if self.is_async and _loop_running():
             raise RuntimeError(
-                f"breaker {self.name!r}: its health check is async and an event loop is running here; "
+                f"breaker {self._name!r}: its health check is async and an event loop is running here; "
                 "use 'await breaker.atick()'"
             )
         epoch = self._claim_check()
-        if epoch is None or self._health is None:
+        if epoch is None or self.check is None:
             return
         started = self._now()
         try:
-            result = asyncio.run(self._bounded(self._health)) if self._health_async else self._health()
+            result = asyncio.run(self._bounded(self.check)) if self.is_async else self.check()
         except Exception as exc:
             self._checked(epoch, False, _describe(exc), self._now() - started)
             return
@@ -131,11 +181,11 @@ class _HealthMixin(_BreakerCore):
 
     async def _check_async(self) -> None:
         epoch = self._claim_check()
-        if epoch is None or self._health is None:
+        if epoch is None or self.check is None:
             return
         started = self._now()
         try:
-            result = await self._bounded(self._health) if self._health_async else self._health()
+            result = await self._bounded(self.check) if self.is_async else self.check()
         except Exception as exc:
             self._checked(epoch, False, _describe(exc), self._now() - started)
             return
@@ -143,14 +193,13 @@ class _HealthMixin(_BreakerCore):
 
     async def _bounded(self, check: Callable[[], Any]) -> Any:
         # An async check cannot outlive its own interval: a hung check would stop all later ones.
-        async with asyncio.timeout(self._cfg.health_check_seconds):
+        async with asyncio.timeout(self._config().health_check_seconds):
             return await check()
 
     def _checked(self, epoch: int, ok: bool, error: str | None, duration: float) -> None:
-        change: Change | None = None
         with self._lock:
-            s = self._health_stats
-            self._health_stats = replace(
+            s = self.stats
+            self.stats = replace(
                 s,
                 checks=s.checks + 1,
                 failures=s.failures + (not ok),
@@ -159,16 +208,16 @@ class _HealthMixin(_BreakerCore):
                 last_error=error,
                 last_duration=duration,
             )
-            if ok and self._epoch == epoch and self._state is _OPEN:
-                change = self._move(_HALF_OPEN, "the health check passed")
         if self._bus.listening:
-            self._bus.emit(HealthChecked(self.name, self._wall(), ok, error, duration))
-        self._after(change)
+            self._bus.emit(HealthChecked(self._name, self._wall(), ok, error, duration))
+        if ok:
+            self._passed(epoch)
 
     # -- driving the timers by themselves -------------------------------------------------------------
 
-    def _opened(self) -> None:
-        if self._timers and (self._health is not None or self._cfg.half_open == "timer"):
+    def start(self) -> None:
+        """The breaker is open: run the timers by themselves if this part drives them and has work."""
+        if self.timers and (self.check is not None or self._config().half_open == "timer"):
             self._start_driver()
 
     def _start_driver(self) -> None:
@@ -184,7 +233,7 @@ class _HealthMixin(_BreakerCore):
                 elif self._wake is not None:
                     self._wake.set()
                 return
-            if self._health_async:
+            if self.is_async:
                 try:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:
@@ -198,7 +247,9 @@ class _HealthMixin(_BreakerCore):
                     return
             if self._wake is None:
                 self._wake = threading.Event()
-            thread = threading.Thread(target=self._drive, name=f"bounceback-breaker-{self.name}", daemon=True)
+            thread = threading.Thread(
+                target=self._drive, name=f"bounceback-breaker-{self._name}", daemon=True
+            )
             self._driver = thread
         thread.start()
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["BreakerMetrics", "HealthStats", "NO_CHECKS", "Transition"]
+__all__ = ["BreakerMetrics", "HealthStats", "History", "NO_CHECKS", "Transition"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,37 @@ class HealthStats:
     last_ok: bool | None = None
     last_error: str | None = None
     last_duration: float | None = None
+
+
+class History:
+    """A breaker's part that remembers what happened: its last transitions, opens and refusals.
+
+    Made at the breaker's first transition or refusal (a breaker that never changed state has none).
+    The breaker writes it under its own lock.
+
+    >>> history = History()
+    >>> history.add(Transition(0.0, "closed", "open", "a probe failed"))
+    >>> history.opens, len(history.transitions)
+    (1, 1)
+    """
+
+    __slots__ = ("opens", "rejected", "transitions")
+
+    def __init__(self) -> None:
+        self.transitions: deque[Transition] = deque(maxlen=10)
+        self.opens = 0
+        self.rejected = 0
+
+    def add(self, transition: Transition) -> None:
+        """Remember ``transition`` (the last ten are kept); count it when it opened the breaker."""
+        self.transitions.append(transition)
+        if transition.new == "open":
+            self.opens += 1
+
+    def clear_counts(self) -> None:
+        """Zero the counts (``breaker.reset()``); the transitions stay, for the record."""
+        self.opens = 0
+        self.rejected = 0
 
 
 NO_CHECKS = HealthStats()

@@ -26,6 +26,14 @@ transaction (SQLite) or one round trip (Redis, a Lua script)**:
     closes once ``half_open_calls`` probes succeeded.
 ``load(key)``, ``counts(key, spec, now)``, ``probes(key, now)``
     Reads for start-up, periodic synchronisation and metrics.
+``success_counter(key)`` (optional)
+    A store that batches may offer a counter for ``key``'s successes: a callable that counts one success
+    each time it is called, from any thread, without a lock (a :class:`~bounceback.core._tally.Tally`'s
+    ``bump``). A breaker given one counts the successes of its fast path there, so a success costs a bump
+    and a clock read, with no store work: the store adds the counted successes to the key's window before
+    any later outcome of that key (``record`` or ``transition``) and sends them with its next batch.
+    Without it a breaker on a shared store records every success with ``record`` (every success must
+    reach the fleet's window).
 
 No store method runs user code, and the breaker never holds a store transaction open during the user's
 call: a call costs one ``record`` after it ends (probes add one ``acquire_probe``; a state change adds one
@@ -41,9 +49,10 @@ runs on a private :class:`MemoryBreakerStore` seeded with its last known state, 
 tries the real store again every ``store_retry_seconds``, and on success adopts the stored state and emits
 ``StoreRecovered``. Outcomes recorded while the store was away are not merged back (their window was local).
 
-A breaker on a shared store does not use the engine's fast path: every success is a ``record`` so that
-the counts of all processes add up, and the breaker reloads the state at least every ``sync_seconds``
-to see changes made elsewhere (a breaker forced open from the dashboard of another process).
+A breaker on a shared store uses the engine's fast path only when the store offers ``success_counter``;
+otherwise every success is a ``record`` so that the counts of all processes add up. Either way the
+breaker reloads the state at least every ``sync_seconds`` to see changes made elsewhere (a breaker forced
+open from the dashboard of another process).
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from bounceback.core.breaker._window import CountWindow, TimeWindow, WindowCounts
+from bounceback.core.breaker._window import OK, CountWindow, TimeWindow, WindowCounts
 
 __all__ = ["BreakerStore", "MemoryBreakerStore", "NO_OUTCOME", "SharedState", "WindowSpec"]
 
@@ -153,6 +162,7 @@ class _Entry:
 
 
 _INITIAL = SharedState("closed", 0, 0.0)
+_counts = tuple.__new__
 
 
 class MemoryBreakerStore:
@@ -180,7 +190,7 @@ class MemoryBreakerStore:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry(spec or WindowSpec("count", 100), _INITIAL)
-        elif spec is not None and entry.spec != spec:
+        elif spec is not None and entry.spec is not spec and entry.spec != spec:
             # A reconfigured window starts empty: old outcomes do not fit the new shape.
             entry.spec = spec
             entry.window = spec.new_window()
@@ -206,7 +216,9 @@ class MemoryBreakerStore:
             entry = self._entry(key, spec)
             win = entry.window
             if isinstance(win, CountWindow):
-                if successes:
+                if successes == 1:
+                    win.add(OK)  # the common case: one success between two failures
+                elif successes:
                     win.add_successes(successes)
                 if outcome >= 0:
                     win.add(outcome)
@@ -221,7 +233,8 @@ class MemoryBreakerStore:
                 entry.consecutive = 0
             if outcome >= 0:
                 entry.consecutive = entry.consecutive + 1 if outcome & 1 else 0
-            return WindowCounts(win.calls, win.failures, win.slow, entry.consecutive), entry.state
+            # tuple.__new__ builds the named tuple in C: a third of the cost of WindowCounts(...) per failure.
+            return _counts(WindowCounts, (win.calls, win.failures, win.slow, entry.consecutive)), entry.state
 
     def counts(self, key: str, spec: WindowSpec, now: float) -> WindowCounts:
         """The window counts at ``now``."""

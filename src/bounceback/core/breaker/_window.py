@@ -82,6 +82,11 @@ class CountWindow:
         """Record ``n`` plain successes at once (the fast path's batch), in C-speed slices."""
         if n <= 0:
             return
+        if n <= 4:
+            # A few (the common case: successes between two failures): one at a time beats three slices.
+            for _ in range(n):
+                self.add(0)
+            return
         size = self.size
         if n >= size:
             self._buf = bytearray(size)

@@ -153,7 +153,8 @@ class Setting:
         """What this setting accepts, in words (used in every refusal message)."""
         return _allowed_text(self)
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
+        """What this setting accepts, built afresh (``allowed`` caches it)."""
         low, high = self.minimum, self.maximum
         if self.kind == "duration":
             lo = "0" if low is None else seconds_text(low)
@@ -326,4 +327,4 @@ class Setting:
 @functools.cache
 def _allowed_text(setting: Setting) -> str:
     # Every validation builds its refusal up front; the words never change, so build them once.
-    return setting._describe()
+    return setting.describe()

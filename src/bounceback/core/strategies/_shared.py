@@ -168,7 +168,7 @@ class LeaseKeeper:
     than a lease) and the fleet may briefly have had more in flight than the limit.
     """
 
-    __slots__ = ("__weakref__", "_held", "_lock", "_pid", "_thread", "_wake", "key", "lease", "lost", "slots")
+    __slots__ = ("__weakref__", "_held", "_lock", "_pid", "_thread", "key", "lease", "lost", "slots", "wake")
 
     def __init__(self, slots: SharedSlots, key: str, lease: float) -> None:
         self.slots = slots
@@ -178,7 +178,7 @@ class LeaseKeeper:
         """Leases found expired at a renewal since creation."""
         self._held: list[str] = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self.wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
@@ -225,7 +225,7 @@ class LeaseKeeper:
             )
         return live
 
-    def _quiet_exit(self) -> bool:
+    def quiet_exit(self) -> bool:
         """Lock the list: end the thread when nothing is held (True)."""
         with self._lock:
             if not self._held:
@@ -240,12 +240,12 @@ def _renew_loop(ref: weakref.ReferenceType[LeaseKeeper]) -> None:
     if keeper is None:
         return
     interval = keeper.lease / 3
-    wake = keeper._wake
+    wake = keeper.wake
     del keeper
     while True:
         wake.wait(interval)
         keeper = ref()
-        if keeper is None or keeper._quiet_exit():
+        if keeper is None or keeper.quiet_exit():
             return
         try:
             keeper.renew_now()

@@ -1,0 +1,595 @@
+"""The state machine of a circuit breaker: the part that decides, and the parts it owns.
+
+:class:`StateMachine` holds the state and all that changes it: the store (the breaker's own, or a
+:class:`~._link.StoreLink` around a store that can fail), the transitions (each a compare-and-set through
+the store), the half-open probe permits, the bookkeeping of failures, manual control, the
+:class:`~._health.HealthChecker` and the :class:`~._metrics.History`. Its ``CircuitBreaker`` holds the
+per-call path and a read-only copy of what that path reads (state, epoch, open-until, flags, config,
+refusal tally), which the machine *publishes* through one callback, under its lock, whenever it changes.
+
+Locking: ``_lock`` (re-entrant: a store link falling back during a transition re-enters it) guards the
+state and the counters. It is held for a few attribute writes and, on a state change, for the store's
+compare-and-set (rare); a failure is recorded under it in one go when the store is the breaker's own
+in-memory store. It is never held while user code runs: events are emitted, and health checks run, after
+it is released.
+
+Lazy parts: the in-memory store is made at the first outcome recorded; the history at the first
+transition; the refusal tally when the breaker first leaves CLOSED; the health checker when a health check
+is given or a timer is needed. A breaker used only on its fast path owns none of them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from bounceback.core._events import CallRejected, EventBus, StoreRecovered, StoreUnavailable
+from bounceback.core._tally import Tally
+from bounceback.core.breaker._config import BreakerConfig, trip_reason
+from bounceback.core.breaker._core import ALLOWED_TRANSITIONS, EVENTS, BreakerState, Change, is_warm, spec_of
+from bounceback.core.breaker._health import HealthChecker
+from bounceback.core.breaker._link import StoreLink
+from bounceback.core.breaker._metrics import NO_CHECKS, BreakerMetrics, History, Transition
+from bounceback.core.breaker._store import NO_OUTCOME, BreakerStore, MemoryBreakerStore, SharedState
+from bounceback.core.breaker._window import OK, SLOW, WindowCounts
+from bounceback.errors import BulkheadFull, CircuitOpenError, StoreError
+
+__all__ = ["COUNTED", "PROBE", "Publish", "StateMachine", "UNUSED"]
+
+_C = BreakerState.CLOSED
+_O = BreakerState.OPEN
+_H = BreakerState.HALF_OPEN
+_F = BreakerState.FORCED_OPEN
+_D = BreakerState.DISABLED
+COUNTED = 1
+PROBE = 2
+"""Permit flags. A permit is ``(flags, epoch, started, probe token)``, or None for a plain closed call."""
+UNUSED = Tally()
+"""The refusal tally of a breaker that never refused: the machine makes its own when the breaker first
+leaves CLOSED (or refuses while closed), so most breakers never pay for one. Never bumped."""
+
+Publish = Callable[[BreakerState, int, float, float, bool, bool, BreakerConfig, Tally], object]
+"""The breaker's callback: ``(state, epoch, open_until, open_until_wall, plain, fast_path, cfg, refusals)``."""
+
+
+class StateMachine:
+    """The deciding part of a circuit breaker; see the module docstring. Made by ``CircuitBreaker``."""
+
+    # The parts and the state (listed compactly: a slot per line would double the class's length).
+    __slots__ = (
+        "_bump", "_bus", "_cfg", "_epoch", "_history", "_in_flight", "_io", "_link", "_lock", "_now",
+        "_open_until", "_open_until_wall", "_probes", "_publish", "_refusals", "_reopens", "_rng", "_since",
+        "_spec", "_state", "_tally", "_timers", "_wall", "_warm", "count_success", "fast_path", "health",
+        "name", "next_sync", "plain", "shared",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        cfg: BreakerConfig,
+        *,
+        now: Callable[[], float],
+        wall: Callable[[], float],
+        bus: EventBus,
+        rng: random.Random,
+        store: BreakerStore | None,
+        health_check: Callable[[], Any] | None,
+        timers: bool,
+        publish: Publish,
+    ) -> None:
+        self.name = name
+        self._cfg = cfg
+        self._now = now
+        self._wall = wall
+        self._bus = bus
+        self._rng = rng
+        self._timers = timers
+        self._publish = publish
+        self._lock = threading.RLock()
+        self._state = _C
+        self._epoch = 0
+        self._warm = True
+        self._open_until = self._open_until_wall = math.inf
+        self._reopens = 0
+        self._since = now()
+        self._in_flight = self._probes = 0
+        self.next_sync = 0.0
+        """Monotonic time of the next look at the state other processes wrote (shared stores)."""
+        self._spec = spec_of(cfg)
+        self._refusals = UNUSED
+        self._history: History | None = None
+        # Successes on the fast path are bumped here by any thread, exactly, without a lock (see Tally).
+        self._tally = Tally()
+        self._bump: Callable[[], object] | None = None
+        self.count_success: Callable[[], object] = self._tally.bump
+        """What the breaker calls to count a success made on its fast path (any thread, no lock)."""
+        self._io: BreakerStore | StoreLink | None = None  # the breaker's own store, made at first use
+        self._link: StoreLink | None = None
+        self.shared = False
+        if store is not None:
+            self._link = StoreLink(store, self._local_state, self._store_away, now, cfg.store_retry_seconds)
+            self._io = self._link
+            self.shared = self._link.shared
+            counter = self._link.success_counter(name)
+            if counter is not None:
+                # The store counts this breaker's fast-path successes itself (a batching store): a success
+                # costs a bump of its counter, and a look at the clock for the next sync of the state.
+                self._bump = counter
+                self.count_success = self._count_shared
+        self.health: HealthChecker | None = None
+        """The health checker part, once made (see :meth:`checker`)."""
+        if health_check is not None:
+            self.checker(health_check)
+        self.plain = self.fast_path = False
+        self._reflags()
+        if store is not None:
+            stored = self._store().load(name)
+            if stored is not None and stored.version != self._epoch:
+                with self._lock:
+                    change = self._adopt(stored)
+                self._after(change)
+
+    def _store(self) -> BreakerStore | StoreLink:
+        """The store port: the link to the store given, or the breaker's own memory store (made now)."""
+        io = self._io
+        if io is None:
+            with self._lock:
+                if self._io is None:
+                    self._io = MemoryBreakerStore()
+                io = self._io
+        return io
+
+    @property
+    def store(self) -> BreakerStore:
+        """The store holding the window and the state (the breaker's own in-memory store unless given one)."""
+        return self._link.store if self._link is not None else self._store()
+
+    # -- admitting calls that need more than a look at the state ----------------------------------------
+
+    def half_open_due(self) -> None:
+        """Move to half-open if the breaker is open and its open time is over."""
+        self._half_open(-1, "the open time is over")
+
+    def _health_passed(self, epoch: int) -> None:
+        self._half_open(epoch, "the health check passed")  # if still open in that epoch
+
+    def _half_open(self, epoch: int, reason: str) -> None:
+        now = self._now()
+        change: Change | None = None
+        with self._lock:
+            if self._state is _O and (now >= self._open_until if epoch < 0 else self._epoch == epoch):
+                change = self._move(_H, reason)
+        self._after(change)
+
+    def emit_rejected(self, state: str, retry_at: float | None) -> None:
+        """Tell the listeners that a call was refused (the caller checked that someone listens)."""
+        self._bus.emit(CallRejected(self.name, self._wall(), state, retry_at))
+
+    def _refuse(self, error: Exception, state: str, retry_at: float | None) -> Exception:
+        self.refusal_tally().bump()
+        if self._bus.listening:
+            self.emit_rejected(state, retry_at)
+        return error
+
+    def refusal_tally(self) -> Tally:
+        """The refusal tally, made now if the breaker never refused before."""
+        if self._refusals is UNUSED:
+            with self._lock:
+                if self._refusals is UNUSED:
+                    self._refusals = Tally()
+                    self._reflags()
+        return self._refusals
+
+    def admit_closed(self, acquire: Callable[[], Any]) -> Any:
+        """Admit a call while closed when it needs a permit (``acquire`` starts over when the state moved)."""
+        now = self._now()
+        if self.shared and now >= self.next_sync:
+            self.sync(now)
+            if self._state is not _C:
+                return acquire()
+        cfg = self._cfg
+        link = self._link
+        if link is not None and link.degraded and cfg.store_unavailable == "fail-closed":
+            self._reconnect()
+            if link.degraded:
+                wait = max(0.0, link.retry_at - now)
+                at = self._wall() + wait
+                raise self._refuse(
+                    CircuitOpenError(self.name, "store_unavailable", at, wait), "store_unavailable", at
+                )
+        limit = cfg.max_in_flight
+        if not limit:
+            return (0, self._epoch, now, 0)
+        with self._lock:
+            closed = self._state is _C
+            if closed and self._in_flight < limit:
+                self._in_flight += 1
+                return (COUNTED, self._epoch, now, 0)
+        if not closed:
+            return acquire()
+        raise self._refuse(BulkheadFull(self.name, limit), "closed", None)
+
+    def admit_probe(self, acquire: Callable[[], Any]) -> Any:
+        """Admit a half-open probe if a permit is free, or refuse."""
+        epoch = self._epoch
+        cfg = self._cfg
+        token = self._store().acquire_probe(
+            self.name, epoch, cfg.half_open_calls, self._store_now(), cfg.probe_lease_seconds
+        )
+        if token is not None:
+            with self._lock:
+                if self._epoch == epoch:
+                    self._probes += 1
+                    return (PROBE, epoch, self._now(), token)
+            # The state moved on while the permit was reserved: give it back and start over.
+            self._store().finish_probe(self.name, epoch, token, None)
+            return acquire()
+        if self.shared:
+            self.sync(self._now())
+        if self._epoch != epoch:
+            return acquire()
+        # The probes in flight decide soon; come back after your own backoff.
+        raise self._refuse(
+            CircuitOpenError(self.name, "half_open", self._wall(), 0.0), "half_open", self._wall()
+        )
+
+    def record(self, outcome: int, epoch: int) -> None:
+        """Record one outcome (``OK`` / ``FAILED`` with the ``SLOW`` bit) of a call admitted in ``epoch``
+        (-1: now); trip the breaker when the window says so."""
+        link = self._link
+        if link is None:
+            # The breaker's own memory store: fold the successes, record, decide, under one short lock.
+            with self._lock:
+                if epoch < 0:
+                    epoch = self._epoch
+                successes = self._tally.take()
+                io = self._io or self._store()
+                counts, stored = io.record(self.name, self._spec, successes, outcome, self._now())
+                change = self._decide(counts, stored, epoch)
+            self._after(change)
+            return
+        # A store of the user's may do I/O: no lock around it.
+        if link.degraded:
+            self._reconnect()
+        with self._lock:
+            successes = self._tally.take()
+            if epoch < 0:
+                epoch = self._epoch
+        counts, stored = link.record(self.name, self._spec, successes, outcome, self._store_now())
+        with self._lock:
+            change = self._decide(counts, stored, epoch)
+        self._after(change)
+
+    def _decide(self, counts: WindowCounts, stored: SharedState | None, epoch: int) -> Change | None:
+        """After a record: adopt a state written elsewhere, or trip, or note whether the window is warm.
+        Call with the lock held. The rules of ``trip_reason`` and ``is_warm``, inlined: this runs on
+        every failure, and the text of the reason is made only when the breaker trips."""
+        if stored is not None and stored.version != self._epoch:
+            return self._adopt(stored)
+        if self._epoch == epoch and self._state is _C:
+            cfg = self._cfg
+            calls, failures, slow, consecutive = counts
+            need = cfg.min_calls_in_window
+            limit = cfg.consecutive_failures
+            if (limit and consecutive >= limit) or (
+                calls >= need
+                and calls
+                and (
+                    failures * 100 >= cfg.failure_rate * calls
+                    or (cfg.timed and slow * 100 >= cfg.slow_call_rate * calls)
+                )
+            ):
+                return self._move(_O, trip_reason(cfg, counts) or "the window crossed a threshold")
+            warm = calls >= need or not (failures or slow)
+            if warm is not self._warm:
+                self._warm = warm
+                self._reflags()
+        return None
+
+    def finish_probe(self, epoch: int, token: int, outcome: int) -> None:
+        """Record a probe's outcome (negative: none); close or re-open when it decides."""
+        success = None if outcome < 0 else outcome == OK
+        successes = self._store().finish_probe(self.name, epoch, token, success)
+        change: Change | None = None
+        with self._lock:
+            if self._epoch == epoch:
+                self._probes -= 1
+                if self._state is _H:
+                    if success is False:
+                        why = "a probe was slow" if outcome == SLOW else "a probe failed"
+                        change = self._move(_O, why)
+                    elif success and successes >= self._cfg.half_open_calls:
+                        why = "1 probe succeeded" if successes == 1 else f"{successes} probes succeeded"
+                        change = self._move(_C, why, clear=True, reopens=0)
+        self._after(change)
+        if successes < 0 and self.shared:
+            self.sync(self._now())
+
+    def release_counted(self) -> None:
+        """A call counted against ``max_in_flight`` ended."""
+        with self._lock:
+            self._in_flight -= 1
+
+    def abandon(self, permit: Any) -> None:
+        """Give back the permit of a call that ended without an outcome (cancelled or interrupted)."""
+        flags, epoch, _, token = permit
+        if flags & PROBE:
+            self._store().finish_probe(self.name, epoch, token, None)
+        with self._lock:
+            if flags & COUNTED:
+                self._in_flight -= 1
+            if flags & PROBE and self._epoch == epoch:
+                self._probes -= 1
+
+    # -- the state machine -------------------------------------------------------------------------------
+
+    def _reflags(self) -> None:
+        """Recompute the fast-path flags. Call with the lock held (or before the breaker is shared)."""
+        cfg = self._cfg
+        link = self._link
+        simple = (
+            cfg.max_in_flight == 0
+            and not cfg.timed
+            and not (link is not None and link.degraded and cfg.store_unavailable == "fail-closed")
+        )
+        # acquire() may answer None at once (no permit, nothing to check) only off a shared store.
+        plain = self.plain = simple and not self.shared
+        # Fast only while a success cannot trip the breaker: either the window already holds min_calls
+        # (a success then only lowers the rates) or it holds no failure at all. On a shared store, only
+        # when the store counts the successes itself (every success must reach the fleet's window).
+        fast = simple and (plain or self._bump is not None) and self._state is _C and self._warm
+        fast = self.fast_path = fast and cfg.window_type == "count"
+        state, refusals = self._state, self._refusals
+        self._publish(state, self._epoch, self._open_until, self._open_until_wall, plain, fast, cfg, refusals)
+
+    def _store_now(self) -> float:
+        return self._wall() if self.shared else self._now()
+
+    def _move(
+        self, new: BreakerState, reason: str, *, clear: bool = False, reopens: int | None = None
+    ) -> Change | None:
+        """Change the state through the store (compare-and-set). Call with the lock held."""
+        old = self._state
+        if old is not new and (old, new) not in ALLOWED_TRANSITIONS:  # pragma: no cover - a bug guard
+            raise AssertionError(f"breaker {self.name!r}: forbidden transition {old.value} -> {new.value}")
+        store_now = self._store_now()
+        until = None
+        if new is _O:
+            # Each open in a row lasts longer; only probes that succeed (or a reset) end the streak.
+            # Jittered per opening, so breakers that opened together (a fleet's) do not probe together.
+            watched = self.health is not None and self.health.check is not None
+            until = store_now + self._cfg.open_for(self._reopens, self._rng.random(), watched)
+            reopens = self._reopens + 1
+        elif reopens is None:
+            reopens = self._reopens
+        target = SharedState(new.value, self._epoch + 1, store_now, until, reopens, reason)
+        stored = self._store().transition(self.name, self._epoch, target, clear)
+        if stored != target:
+            return self._adopt(stored)
+        if clear:
+            self._warm = True
+        return self._apply(stored, reason)
+
+    def _apply(self, stored: SharedState, reason: str) -> Change | None:
+        """Make ``stored`` the local state. Call with the lock held."""
+        old = self._state
+        new = BreakerState(stored.state)
+        now = self._now()
+        wall = self._wall()
+        self._state = new
+        self._epoch = stored.version
+        self._reopens = stored.reopens
+        if stored.open_until is not None:
+            left = stored.open_until - (wall if self.shared else now)
+            self._open_until = now + left
+            self._open_until_wall = wall + left
+        else:
+            self._open_until = self._open_until_wall = math.inf
+        self._probes = 0
+        # Successes counted on the fast path before the change belong to the old window.
+        self._tally.take()
+        if new is not old and self._refusals is UNUSED:
+            self._refusals = Tally()  # a breaker that left CLOSED may refuse from now on
+        self._reflags()
+        if new is old:
+            return None
+        self._since = now
+        if new is _O and self.health is not None:
+            self.health.arm(now)
+        if self._history is None:
+            self._history = History()
+        self._history.add(Transition(wall, old.value, new.value, reason))
+        event = None
+        if self._bus.listening:
+            open_until = self._open_until_wall if new is _O else None
+            event = EVENTS[new](self.name, wall, old.value, new.value, reason, open_until)
+        return new, event
+
+    def _adopt(self, stored: SharedState) -> Change | None:
+        """Take a state written by another breaker sharing the store. Call with the lock held."""
+        self._warm = False  # the shared window is unknown here; the next record tells
+        return self._apply(stored, f"changed by another breaker sharing the store: {stored.reason}")
+
+    def _after(self, change: Change | None) -> None:
+        """After the lock is released: emit the transition's event and start timers it needs."""
+        if change is None:
+            return
+        state, event = change
+        if event is not None:
+            self._bus.emit(event)
+        if state is _O:
+            self._opened()
+
+    # -- a store shared with other processes, and a store that fails -------------------------------------
+
+    def _count_shared(self) -> None:
+        """``count_success`` on a store that counts successes itself: bump its counter; sync when due."""
+        self._bump()  # type: ignore[misc]  # set together with this method (__init__)
+        now = self._now()
+        if now >= self.next_sync:
+            self.sync(now)
+
+    def sync(self, now: float) -> None:
+        """Shared stores, at most every ``sync_seconds``: adopt a state written elsewhere."""
+        link = self._link
+        if link is None:
+            return
+        self.next_sync = now + self._cfg.sync_seconds
+        if link.degraded:
+            self._reconnect()
+            return
+        stored = link.load(self.name)
+        if stored is None or stored.version == self._epoch:
+            return
+        with self._lock:
+            change = self._adopt(stored) if stored.version != self._epoch else None
+        self._after(change)
+
+    def _local_state(self) -> SharedState:
+        """The state to carry on with locally (the store link asks when its store fails)."""
+        store_now = self._store_now()
+        until = None
+        if self._state is _O:
+            until = store_now + max(0.0, self._open_until - self._now())
+        return SharedState(self._state.value, self._epoch, store_now, until, self._reopens, "local")
+
+    def _store_away(self, error: StoreError) -> None:
+        """The store link fell back to local state: fail open or closed from now on, and say so once."""
+        with self._lock:
+            self._reflags()
+        if self._bus.listening and self._link is not None:
+            self._bus.emit(StoreUnavailable(self.name, self._wall(), self._link.name, str(error)))
+
+    def _reconnect(self) -> None:
+        """While the store is away, and at most every ``store_retry_seconds``: is it back?"""
+        link = self._link
+        stored = link.reconnect(self.name) if link is not None else None
+        if stored is None or link is None:
+            return
+        with self._lock:
+            change = self._adopt(stored) if stored.version != self._epoch else None
+            self._reflags()
+        if self._bus.listening:
+            self._bus.emit(StoreRecovered(self.name, self._wall(), link.name))
+        self._after(change)
+
+    # -- the health checker and timers -------------------------------------------------------------------
+
+    def checker(self, check: Callable[[], Any] | None = None) -> HealthChecker:
+        """The health checker, made at first need (a breaker without a health check seldom needs one)."""
+        if self.health is None:
+            with self._lock:
+                if self.health is None:
+                    self.health = HealthChecker(
+                        self.name,
+                        check,
+                        config=lambda: self._cfg,
+                        view=self._open_view,
+                        half_open_due=self.half_open_due,
+                        passed=self._health_passed,
+                        now=self._now,
+                        wall=self._wall,
+                        bus=self._bus,
+                        timers=self._timers,
+                    )
+        return self.health
+
+    def _open_view(self) -> tuple[int, float] | None:
+        st = self._state
+        return (self._epoch, self._open_until) if st is _O else None
+
+    def _opened(self) -> None:
+        if self.health is not None or (self._timers and self._cfg.half_open == "timer"):
+            self.checker().start()
+
+    # -- configuration -----------------------------------------------------------------------------------
+
+    def install(self, cfg: BreakerConfig) -> None:
+        """Put ``cfg`` in force (validated by the breaker's :class:`Limits`)."""
+        spec = spec_of(cfg)
+        with self._lock:
+            self._cfg = cfg
+            if self._link is not None:
+                self._link.retry_seconds = cfg.store_retry_seconds
+            if spec != self._spec:
+                self._spec = spec
+                self._warm = True  # the store starts an empty window of the new shape
+            self._reflags()
+        counts = self._store().counts(self.name, spec, self._store_now())
+        with self._lock:
+            self._warm = is_warm(cfg, counts)
+            self._reflags()
+        if self._state is _O:
+            self._opened()
+
+    # -- manual control ----------------------------------------------------------------------------------
+
+    def manual(
+        self, new: BreakerState, reason: str, *, clear: bool = False, reopens: int | None = None
+    ) -> None:
+        """Move to ``new`` by hand (``force_open`` ...)."""
+        # A breaker sharing its store may lose the race to another process: adopt, then try again.
+        for _ in range(5):
+            with self._lock:
+                if self._state is new and new is not _C:
+                    return
+                change = self._move(new, reason, clear=clear, reopens=reopens)
+                done = self._state is new
+            self._after(change)
+            if done:
+                return
+
+    def reset(self) -> None:
+        """Back to new: closed, empty window, no open-time streak, counters zeroed."""
+        self.manual(_C, "reset", clear=True, reopens=0)
+        with self._lock:
+            if self._refusals is not UNUSED:
+                self._refusals.take()
+            if self._history is not None:
+                self._history.clear_counts()
+        if self.health is not None:
+            self.health.reset_stats()
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def metrics(self, state: BreakerState) -> BreakerMetrics:
+        """A snapshot, the breaker being in ``state`` now."""
+        with self._lock:
+            successes = self._tally.take()
+            refused = self._refusals.take() if self._refusals is not UNUSED else 0
+            history = self._history
+            if refused and history is None:
+                history = self._history = History()
+            if history is not None:
+                history.rejected += refused
+        if successes:
+            counts = self._store().record(self.name, self._spec, successes, NO_OUTCOME, self._store_now())[0]
+        else:
+            counts = self._store().counts(self.name, self._spec, self._store_now())
+        now = self._now()
+        is_open = state is _O
+        link = self._link
+        return BreakerMetrics(
+            name=self.name,
+            state=state.value,
+            calls=counts.calls,
+            failures=counts.failures,
+            slow_calls=counts.slow,
+            failure_rate=counts.failure_rate,
+            slow_call_rate=counts.slow_call_rate,
+            consecutive_failures=counts.consecutive_failures,
+            rejected=history.rejected if history is not None else 0,
+            in_flight=self._in_flight,
+            probes_in_flight=self._probes,
+            opens=history.opens if history is not None else 0,
+            time_in_state=max(0.0, now - self._since),
+            retry_at=self._open_until_wall if is_open else None,
+            retry_after=max(0.0, self._open_until - now) if is_open else None,
+            last_transitions=tuple(history.transitions) if history is not None else (),
+            health=self.health.stats if self.health is not None else NO_CHECKS,
+            store=self._store().name,
+            store_available=link is None or not link.degraded,
+        )
