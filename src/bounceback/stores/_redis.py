@@ -2,7 +2,9 @@
 
 :class:`RedisBreakerStore` implements the :class:`~bounceback.core.breaker._store.BreakerStore` port with
 one Lua script call per method (see :mod:`bounceback.stores._redis_lua`): each recorded outcome, state
-change and probe permit is one atomic round trip, and nothing is locked while the user's call runs.
+change and probe permit is one atomic round trip, and nothing is locked while the user's call runs. Every
+state change is also published on ``<prefix>changes``, and :meth:`RedisBreakerStore.watch` subscribes to it
+(:mod:`bounceback.stores._redis_push`), so a batched store learns of changes as they happen.
 
 The redis-py client is built for a breaker (:func:`redis_client`): short socket timeouts (0.5 s) and
 **no retries of its own**, because the breaker has its answer to an unreachable store (carry on with local
@@ -17,13 +19,15 @@ their clocks in sync (NTP); a skew of ``d`` seconds shifts leases and time-windo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from bounceback.core.breaker._batched import Deliver
 from bounceback.core.breaker._store import SharedState, WindowSpec
 from bounceback.core.breaker._window import WindowCounts, time_buckets
 from bounceback.errors import ConfigError, StoreError
 from bounceback.stores._redis_lua import BREAKER_LUA, LuaScript
+from bounceback.stores._redis_push import RedisStateFeed
 
 __all__ = ["DEFAULT_REDIS_TIMEOUT", "RedisBreakerStore", "RedisLink", "redis_client"]
 
@@ -224,7 +228,7 @@ class RedisBreakerStore:
         breaker = CircuitBreaker("payments-api", store=store, store_unavailable="fail-open")
     """
 
-    __slots__ = ("_keys", "_link", "_script", "name", "prefix", "shared")
+    __slots__ = ("_keys", "_link", "_script", "channel", "name", "prefix", "shared")
 
     def __init__(
         self,
@@ -236,6 +240,8 @@ class RedisBreakerStore:
     ) -> None:
         self._link = RedisLink(url, client=client, timeout=timeout)
         self.prefix = prefix
+        self.channel = prefix + "changes"
+        """The pub/sub channel every state change is published on (see :meth:`watch`)."""
         self._script = LuaScript(BREAKER_LUA)
         self._keys: dict[str, tuple[str, str, str, str, str]] = {}
         self.name = self._link.name
@@ -313,7 +319,7 @@ class RedisBreakerStore:
         until = "" if new.open_until is None else repr(float(new.open_until))
         args = (
             "transition", expected, new.state, repr(float(new.since)), until, new.reopens, new.reason,
-            "1" if clear else "0",
+            "1" if clear else "0", self.channel, key,
         )  # fmt: skip
         stored = _state(self._run(key, args, "change the state"))
         if stored is None:  # pragma: no cover - the script always leaves a state behind
@@ -332,6 +338,14 @@ class RedisBreakerStore:
     def probes(self, key: str, now: float) -> int:
         """Permits held now (leases not yet run out) for the current version."""
         return int(self._run(key, ("probes", repr(now)), "count the probes"))
+
+    def watch(self, deliver: Deliver, keys: Callable[[], list[str]]) -> RedisStateFeed:  # noqa: ARG002
+        """Deliver every state change published on :attr:`channel` (by any process), from a thread of its own.
+
+        ``keys`` is not needed: the channel carries every breaker's changes, and the batched store keeps
+        those of the breakers it runs.
+        """
+        return RedisStateFeed(self.client.pubsub, self.channel, deliver, name=self.name)
 
     def keys(self) -> list[str]:
         """The names of every breaker stored under this prefix (a SCAN: for status output, not hot paths)."""

@@ -16,6 +16,10 @@ Keys of one breaker (the ``{name}`` hash tag keeps them in one Redis Cluster slo
 * ``<prefix>{name}:batches`` hash: producer → the last batch sequence number added (``batch``), so a
   batch resent after a timeout is not counted twice; it expires a day after its last use.
 
+A state change (``transition``) is published on the channel ``<prefix>changes`` as a JSON array of strings
+``[name, state, version, since, open_until, reopens, cleared, reason]`` (see
+:mod:`bounceback.stores._redis_push`).
+
 Floats travel as strings both ways: Redis turns a Lua number in a reply into an integer.
 """
 
@@ -227,6 +231,12 @@ elseif op == 'transition' then
     redis.call('DEL', RING, BUCKETS)
     redis.call('HSET', H, 'calls', 0, 'failures', 0, 'slow', 0, 'consec', 0)
     redis.call('HDEL', H, 'head')
+  end
+  if ARGV[9] ~= '' then
+    -- Push the change to every process of the fleet (their feeds subscribe to the channel). Fields travel
+    -- as the strings stored, so floats keep every digit.
+    redis.call('PUBLISH', ARGV[9], cjson.encode({ARGV[10], ARGV[3], tostring(tonumber(ARGV[2]) + 1),
+               ARGV[4], ARGV[5], ARGV[6], ARGV[8], ARGV[7]}))
   end
   return state()
 

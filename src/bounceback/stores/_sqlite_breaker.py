@@ -14,14 +14,16 @@ dies, the next ``acquire_probe`` that finds every permit taken drops the expired
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bounceback.core.breaker._batched import Deliver
 from bounceback.core.breaker._store import SharedState, WindowSpec
 from bounceback.core.breaker._window import WindowCounts
 from bounceback.stores._home import register_migrations
 from bounceback.stores._sqlite_link import DEFAULT_BUSY_TIMEOUT, SqliteLink
+from bounceback.stores._sqlite_push import SqliteStateFeed
 from bounceback.stores._sqlite_window import (
     SCHEMA,
     Totals,
@@ -46,6 +48,10 @@ _SAVE_WINDOW = (
     "UPDATE breaker_state SET kind = ?, size = ?, head = ?, calls = ?, failures = ?, slow = ?, "
     "consecutive = ? WHERE key = ?"
 )
+
+
+def _nothing(conn: sqlite3.Connection) -> None:  # noqa: ARG001 - a read that only opens the database
+    return None
 
 
 def _state(row: tuple[Any, ...]) -> SharedState:
@@ -95,6 +101,11 @@ class SqliteBreakerStore:
     def path(self) -> Path:
         """The database file."""
         return self._link.path
+
+    def watch(self, deliver: Deliver, keys: Callable[[], list[str]]) -> SqliteStateFeed:
+        """Deliver the states of ``keys()`` whenever another connection commits (a ``PRAGMA data_version`` poll)."""
+        self._link.read("open the database", _nothing)  # created and migrated before the feed reads it
+        return SqliteStateFeed(self.path, deliver, keys)
 
     def load(self, key: str) -> SharedState | None:
         """The stored state of ``key``, or None when nothing is stored yet."""

@@ -13,6 +13,11 @@
   counts and state, which refresh the cache. A key with nothing to flush is refreshed every
   ``staleness / 2`` seconds, so an idle process also learns what the fleet decided.
 * ``load`` answers from the cache; only a key never seen reads the store (once, at breaker start-up).
+* **Push**: when the inner store offers ``watch`` (Redis: pub/sub on a channel its state-change script
+  publishes to; SQLite: a poll of ``PRAGMA data_version``), a thread of the store delivers every state
+  change (open, half-open, forced, open-until) made anywhere in the fleet to the cache as it happens, so a
+  process learns of a force-open within the push latency instead of its next flush or refresh. The
+  flushes and refreshes stay as the fallback: a lost subscription only slows the news down to them.
 * ``transition`` (the compare-and-set of a state change) and the half-open probe permits
   (``acquire_probe`` / ``finish_probe`` / ``probes``) go to the store at once: they are rare and must be
   exact fleet-wide. A transition first flushes the key's pending runs, so outcomes land in the window they
@@ -51,7 +56,15 @@ from bounceback.core.breaker._store import NO_OUTCOME, BreakerStore, SharedState
 from bounceback.core.breaker._window import FAILED, OK, SLOW, WindowCounts
 from bounceback.errors import ConfigError, StoreError
 
-__all__ = ["BatchedBreakerStore", "BatchingStore", "Run", "record_runs"]
+__all__ = [
+    "BatchedBreakerStore",
+    "BatchingStore",
+    "Deliver",
+    "Run",
+    "StateFeed",
+    "WatchingStore",
+    "record_runs",
+]
 
 Run = tuple[int, int, float]
 """``(successes, outcome, now)``: ``successes`` plain successes, then one ``outcome`` (or ``NO_OUTCOME``)."""
@@ -71,6 +84,28 @@ class BatchingStore(Protocol):
         self, key: str, spec: WindowSpec, runs: Sequence[Run], now: float, batch: tuple[str, int] | None
     ) -> tuple[WindowCounts, SharedState | None]:
         """Add ``runs`` in order (``batch``: an id seen before is not added again); return counts and state."""
+        ...
+
+
+Deliver = Callable[[str | None, SharedState | None, bool], None]
+"""``deliver(key, state, cleared)``: a state change pushed by the store (``cleared``: the window was emptied
+with it). ``deliver(None, None, False)`` says changes may have been missed (a subscription was (re)made):
+refresh every key."""
+
+
+class StateFeed(Protocol):
+    """A running subscription to the store's state changes."""
+
+    def close(self) -> None:
+        """Stop delivering and release the subscription's connection and thread."""
+        ...
+
+
+class WatchingStore(Protocol):
+    """A breaker store that can push state changes made by any process (see ``BatchedBreakerStore``)."""
+
+    def watch(self, deliver: Deliver, keys: Callable[[], list[str]]) -> StateFeed:
+        """Start delivering state changes (of the ``keys()`` this process knows, at least) off the caller's thread."""
         ...
 
 
@@ -102,6 +137,7 @@ class _Key:
         "p_consec",
         "p_failures",
         "p_slow",
+        "pushes",
         "recorded",
         "runs",
         "spec",
@@ -125,6 +161,7 @@ class _Key:
         self.p_calls = self.p_failures = self.p_slow = 0
         self.p_consec = 0  # failures in a row at the end of the unacknowledged outcomes
         self.p_broken = False  # a success among them: the store's run of failures is over
+        self.pushes = 0  # state changes pushed for this key: a flush answer read before one must not undo it
 
     def pending(self) -> int:
         return len(self.runs) + (1 if self.ok else 0)
@@ -197,6 +234,8 @@ class BatchedBreakerStore:
         wait: Callable[[float], object] | None = None,
         on_flush: Callable[[str, WindowCounts, SharedState | None], object] | None = None,
         background: bool = True,
+        push: bool = True,
+        on_push: Callable[[str, SharedState], object] | None = None,
     ) -> None:
         if isinstance(flush_seconds, bool) or not isinstance(flush_seconds, (int, float)):
             raise ConfigError("store.flush_seconds", flush_seconds, "seconds above 0, such as 0.05")
@@ -231,10 +270,19 @@ class BatchedBreakerStore:
         self._keys: dict[str, _Key] = {}
         self._wake = threading.Event()
         self._stop = not background  # without a background thread, flush() is called by the owner
+        self._closed = False
+        self._started = False  # the flusher thread (when background) and the feed were started
         self._thread: threading.Thread | None = None
         self._producer = f"{os.getpid()}-{id(self):x}-{time.time_ns():x}"
         self._seq = itertools.count(1)
         self._many = getattr(inner, "record_many", None)
+        # Pushed state changes, when the store can push them (``watch``) and the owner wants them.
+        self._watch = getattr(inner, "watch", None) if push else None
+        self._feed: StateFeed | None = None
+        self._on_push = on_push
+        self._resync = False  # the subscription was (re)made: refresh every key in the next round
+        self.pushes = 0
+        """State changes pushed by the store and taken into the cache (newer than what it held)."""
         self.flushes = 0
         """Store calls made by the flusher (batches and refreshes), for benchmarks and tests."""
         self.failed_flushes = 0
@@ -263,11 +311,46 @@ class BatchedBreakerStore:
         )
 
     def _ensure_thread(self) -> None:
-        if self._thread is None and not self._stop:
+        if self._started:
+            return
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True  # under the lock: two callers racing here start one thread and one feed
+        if self._watch is not None and self._feed is None:
+            try:
+                self._feed = self._watch(self._pushed, lambda: list(self._keys))
+            except StoreError:
+                self._feed = None  # no push today: the flushes and refreshes keep the cache fresh
+        if not self._stop:
             self._thread = threading.Thread(
                 target=self._run, name=f"bounceback-flush {self.name}", daemon=True
             )
             self._thread.start()
+
+    def _pushed(self, key: str | None, state: SharedState | None, cleared: bool) -> None:
+        """A state change pushed by the store (on the feed's thread): newer versions replace the cache."""
+        if key is None:
+            # The subscription was (re)made and changes may have been missed meanwhile: refresh everything.
+            self._resync = True
+            self._wake.set()
+            return
+        if state is None:
+            return
+        with self._lock:
+            entry = self._keys.get(key)
+            if entry is None:
+                return  # a breaker this process does not run
+            cached = entry.state
+            if cached is not None and state.version <= cached.version:
+                return  # old news (our own transition, or a flush answer already brought it)
+            entry.state = state
+            entry.pushes += 1
+            if cleared:
+                entry.counts = WindowCounts()  # the window was emptied with the change (a close)
+            self.pushes += 1
+        if self._on_push is not None:
+            self._on_push(key, state)
 
     def _fill(self, key: str, entry: _Key) -> None:
         """A key seen for the first time: read its state from the store once (outside the lock)."""
@@ -342,7 +425,7 @@ class BatchedBreakerStore:
             due = len(entry.runs) >= self.flush_count
         if due:
             self._wake.set()
-        if self._thread is None:
+        if not self._started:
             self._ensure_thread()
         return counts, state
 
@@ -428,6 +511,7 @@ class BatchedBreakerStore:
                     entry.inflight = (next(self._seq), runs, *_totals(runs))
                 batch = entry.inflight
                 spec = entry.spec
+                pushes = entry.pushes
                 # The store's time now, from the breaker's last reading (time windows expire by it).
                 now = entry.last_now + max(0.0, self._monotonic() - entry.last_mono)
                 if batch is None and not refresh:
@@ -464,8 +548,16 @@ class BatchedBreakerStore:
                         entry.p_broken = False
                 entry.counts = counts
                 # Store calls of this process are serialised (_io_lock), so the latest answer is the truth,
-                # even one older than the cache (a restarted, empty server).
-                entry.state = state
+                # even one older than the cache (a restarted, empty server); but not one older than a
+                # state pushed while it travelled (the push was read after it).
+                cached = entry.state
+                if (
+                    entry.pushes == pushes
+                    or state is None
+                    or cached is None
+                    or state.version >= cached.version
+                ):
+                    entry.state = state
                 entry.fresh_at = self._monotonic()
         if self._on_flush is not None:
             self._on_flush(key, counts, state)
@@ -474,9 +566,10 @@ class BatchedBreakerStore:
     def _round(self) -> None:
         """One round of the flusher: every key with pending outcomes, and every key due for a refresh."""
         now = self._monotonic()
+        resync, self._resync = self._resync, False
         for key in list(self._keys):
             entry = self._keys[key]
-            due = now - entry.fresh_at >= self.staleness / 2
+            due = resync or now - entry.fresh_at >= self.staleness / 2
             try:
                 self._flush_key(key, refresh=due)
                 # A flood of failures is sent in slices of MAX_RUNS; a round sends a bounded number of them.
@@ -508,9 +601,13 @@ class BatchedBreakerStore:
                 backoff = self.flush_seconds
 
     def close(self) -> None:
-        """Flush what is pending (best effort), stop the flusher, and close the inner store."""
+        """Flush what is pending (best effort), stop the flusher and the feed, and close the inner store."""
         self._stop = True
+        self._closed = True
         self._wake.set()
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            feed.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=max(2.0, 4 * self.flush_seconds))
