@@ -18,7 +18,7 @@ from bounceback import CircuitBreaker, CircuitOpenError, EventBus
 from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import SharedState
 from bounceback.stores import RedisBreakerStore, SqliteBreakerStore
-from bounceback.stores._redis_push import parse_change
+from bounceback.stores._redis_push import RedisStateFeed, parse_change
 from bounceback.testing import FakeClock
 from tests.redis_server import RedisServer
 from tests.stores import push_workers
@@ -99,13 +99,10 @@ def test_a_force_open_elsewhere_reaches_this_process_by_push_not_by_polling(
         store.close()
 
 
-def test_a_process_ignores_the_push_of_its_own_change_and_of_older_versions(
-    redis_server: RedisServer,
-) -> None:
+def test_a_push_older_than_the_cache_is_ignored(redis_server: RedisServer) -> None:
     clock = FakeClock()
-    pushes = Pushes()
     store = BatchedBreakerStore(
-        RedisBreakerStore(redis_server.url), monotonic=clock.monotonic, background=False, on_push=pushes
+        RedisBreakerStore(redis_server.url), monotonic=clock.monotonic, background=False
     )
     watcher = BatchedBreakerStore(
         RedisBreakerStore(redis_server.url), monotonic=clock.monotonic, background=False, on_push=Pushes()
@@ -116,10 +113,15 @@ def test_a_process_ignores_the_push_of_its_own_change_and_of_older_versions(
         brk.call(lambda: None)
         other.call(lambda: None)
         brk.force_open("mine")
-        # The watcher hears it; this process already holds it (its transition's answer), so it takes nothing.
         assert watcher._on_push.event("forced_open").wait(WAIT)  # type: ignore[union-attr]
-        assert store.pushes == 0 and pushes.seen == []
         assert watcher.pushes == 1
+        # A late or repeated message (an older version, or the same one again) does not move the cache back.
+        taken = store.pushes
+        for late in (SharedState("closed", 0, 0.0), store.load("own-change")):
+            store._pushed("own-change", late, True)
+        assert store.pushes == taken
+        cached = store.load("own-change")
+        assert cached is not None and (cached.state, cached.version) == ("forced_open", 1)
     finally:
         store.close()
         watcher.close()
@@ -141,14 +143,36 @@ def test_the_feed_subscribes_again_after_a_restart_and_asks_for_a_refresh(
         wait_for(lambda: feed.subscriptions == 1, "the first subscription")
         own_redis_server.restart()
         wait_for(lambda: feed.subscriptions == 2, "the feed to subscribe again after the restart")
-        assert (
-            store._resync
-        )  # the next flusher round refreshes every key: what was published meanwhile is lost
         _force_elsewhere("redis", own_redis_server.url, "restarted", "open")
         assert pushes.event("forced_open").wait(WAIT)
     finally:
         store.close()
     assert not feed.alive  # closing the store stops its feed
+
+
+def test_a_change_published_before_the_feed_subscribed_is_read_when_it_does(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisBreakerStore(redis_server.url)
+    gate = threading.Event()
+    got: list[tuple[str | None, SharedState | None, bool]] = []
+
+    def subscribe() -> Any:
+        gate.wait(WAIT)  # the feed (re)connects only once the change is made: it cannot have heard it
+        return store.client.pubsub()
+
+    def current() -> list[tuple[str, SharedState | None]]:
+        return [("away", store.load("away"))]
+
+    feed = RedisStateFeed(subscribe, store.channel, lambda *change: got.append(change), current)
+    try:
+        _force_elsewhere("redis", redis_server.url, "away", "open")  # published to nobody
+        gate.set()
+        wait_for(lambda: any(s is not None and s.state == "forced_open" for _, s, _ in got), "the catch-up")
+        assert feed.deliveries == 0  # read after subscribing, not heard on the channel
+    finally:
+        feed.close()
+        store.close()
 
 
 def test_an_asyncio_program_keeps_running_while_the_push_arrives(redis_server: RedisServer) -> None:

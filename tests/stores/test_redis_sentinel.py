@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bounceback import CircuitBreaker, CircuitOpenError, EventBus, StoreError
+from bounceback.core._events import StoreRecovered, StoreUnavailable
 from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import WindowSpec
-from bounceback.core._events import StoreRecovered, StoreUnavailable
 from bounceback.stores import RedisBreakerStore
 from bounceback.testing import FakeClock, RecordingSink
 from tests.redis_sentinel import RedisSentinel

@@ -19,6 +19,7 @@ their clocks in sync (NTP); a skew of ``d`` seconds shifts leases and time-windo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = ["DEFAULT_REDIS_TIMEOUT", "RedisBreakerStore", "RedisLink", "redis_cli
 DEFAULT_REDIS_TIMEOUT = 0.5
 """Seconds to connect to, or wait for an answer from, Redis before the store reports it unavailable."""
 
+_log = logging.getLogger("bounceback.store")
 _SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://")
 _CLUSTER = "redis+cluster://"
 _SENTINEL = "redis+sentinel://"
@@ -169,8 +171,11 @@ class RedisLink:
         self.client = client
         self.name = _display_name(client)
         self.timeout = _kwargs(client).get("socket_timeout", timeout)
-        self._errors = (redis.RedisError, OSError)
-        self._reconnect_errors = (redis.ConnectionError, redis.TimeoutError, OSError)
+        # RedisClusterException is not a RedisError: the cluster client raises it when no node it knows
+        # answers (a primary was just killed and the slot map is being rebuilt).
+        cluster_error = redis.exceptions.RedisClusterException
+        self._errors = (redis.RedisError, OSError, cluster_error)
+        self._reconnect_errors = (redis.ConnectionError, redis.TimeoutError, OSError, cluster_error)
 
     def run(self, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...], action: str) -> Any:
         """Run ``script``; any failure becomes a StoreError that says what to do."""
@@ -213,6 +218,27 @@ def _shape(spec: WindowSpec) -> tuple[str, int, str]:
     size = float(spec.size)
     buckets = time_buckets(size)
     return repr(size), buckets, repr(size / buckets)
+
+
+def _subscriber(client: Any) -> Callable[[], Any]:
+    """How the push feed makes a pub/sub connection: ``client.pubsub()``, after a fresh slot map on a cluster.
+
+    A Redis Cluster client learns that a node died only from a command that failed on it; the feed's own
+    broken connection does not tell it, so the feed asks for the slot map again before it subscribes
+    (a primary was killed: its replica now serves the slot the subscription goes to).
+    """
+    manager = getattr(client, "nodes_manager", None)
+    if manager is None:
+        return client.pubsub  # type: ignore[no-any-return]
+
+    def subscribe() -> Any:
+        try:
+            manager.initialize()
+        except Exception:  # no node answers yet: the subscription below fails and is tried again
+            _log.debug("the cluster's slot map could not be read", exc_info=True)
+        return client.pubsub()
+
+    return subscribe
 
 
 class RedisBreakerStore:
@@ -339,13 +365,17 @@ class RedisBreakerStore:
         """Permits held now (leases not yet run out) for the current version."""
         return int(self._run(key, ("probes", repr(now)), "count the probes"))
 
-    def watch(self, deliver: Deliver, keys: Callable[[], list[str]]) -> RedisStateFeed:  # noqa: ARG002
+    def watch(self, deliver: Deliver, keys: Callable[[], list[str]]) -> RedisStateFeed:
         """Deliver every state change published on :attr:`channel` (by any process), from a thread of its own.
 
-        ``keys`` is not needed: the channel carries every breaker's changes, and the batched store keeps
-        those of the breakers it runs.
+        The channel carries every breaker's changes (the batched store keeps those of the breakers it
+        runs); ``keys()`` are the breakers whose states the feed reads after each (re)subscription.
         """
-        return RedisStateFeed(self.client.pubsub, self.channel, deliver, name=self.name)
+
+        def current() -> list[tuple[str, SharedState | None]]:
+            return [(key, self.load(key)) for key in keys()]
+
+        return RedisStateFeed(_subscriber(self.client), self.channel, deliver, current, name=self.name)
 
     def keys(self) -> list[str]:
         """The names of every breaker stored under this prefix (a SCAN: for status output, not hot paths)."""

@@ -8,10 +8,12 @@ push latency (one Redis hop) instead of at its next flush or refresh.
 
 Nothing here sits on a caller's path: the thread waits on the socket, and a caller never waits on it. When
 the connection breaks (a restart, a failover, a killed node) the thread subscribes again with a growing
-pause (up to ``max_pause`` seconds), and after every (re)subscription it asks the store for a refresh of
-every key (``deliver(None, None, False)``), because changes published while it was away are lost: pub/sub
-keeps no history. Until then, the flushes and refreshes of the batched store carry the news (polling as the
-fallback).
+pause (up to ``max_pause`` seconds). Pub/sub keeps no history, so a change published while the feed was
+away is lost to it: after every (re)subscription, the feed reads the current state of every key the
+process runs (``current()``, one read per key) and delivers those, so nothing published before the
+subscription is missed, and nothing after it. When that read fails, it asks the batched store to refresh
+every key in its next round instead (``deliver(None, None, False)``). Until then, the flushes and refreshes
+of the batched store carry the news (polling as the fallback).
 
 Redis Cluster delivers a ``PUBLISH`` to subscribers on every node, so the feed subscribes through any one of
 them; with Sentinel it subscribes on the primary and follows the Sentinels to the new one after a failover.
@@ -27,6 +29,7 @@ from typing import Any
 
 from bounceback.core.breaker._batched import Deliver
 from bounceback.core.breaker._store import SharedState
+from bounceback.errors import StoreError
 
 __all__ = ["RedisStateFeed", "parse_change"]
 
@@ -63,8 +66,9 @@ def parse_change(data: bytes | str) -> tuple[str, SharedState, bool] | None:
 class RedisStateFeed:
     """A daemon thread subscribed to ``channel`` that delivers each state change to ``deliver``.
 
-    ``subscribe()`` returns a fresh redis-py ``PubSub`` (``client.pubsub``); ``poll_seconds`` is how long one
-    wait on the socket lasts (how soon :meth:`close` is noticed). ``deliveries`` counts the changes handed
+    ``subscribe()`` returns a fresh redis-py ``PubSub`` (``client.pubsub``); ``current()`` reads the stored
+    states of the keys this process runs (after each subscription); ``poll_seconds`` is how long one wait
+    on the socket lasts (how soon :meth:`close` is noticed). ``deliveries`` counts the changes handed
     on, ``subscriptions`` the (re)subscriptions made.
 
     .. code-block:: text
@@ -79,6 +83,7 @@ class RedisStateFeed:
         subscribe: Callable[[], Any],
         channel: str,
         deliver: Deliver,
+        current: Callable[[], list[tuple[str, SharedState | None]]] | None = None,
         *,
         name: str = "redis",
         poll_seconds: float = 0.2,
@@ -89,6 +94,7 @@ class RedisStateFeed:
         self.subscriptions = 0
         self._subscribe = subscribe
         self._deliver = deliver
+        self._current = current
         self._poll = poll_seconds
         self._max_pause = max_pause
         self._stopped = threading.Event()
@@ -119,13 +125,27 @@ class RedisStateFeed:
             kind = message.get("type")
             if kind in ("subscribe", b"subscribe"):
                 self.subscriptions += 1
-                # Changes published while there was no subscription are gone: ask for a refresh.
-                self._deliver(None, None, False)
+                self._catch_up()
             elif kind in ("message", b"message"):
                 change = parse_change(message["data"])
                 if change is not None:
                     self.deliveries += 1
                     self._deliver(*change)
+
+    def _catch_up(self) -> None:
+        """Deliver the states stored now: what was published while there was no subscription is gone."""
+        if self._current is None:
+            self._deliver(None, None, False)
+            return
+        try:
+            states = self._current()
+        except StoreError:
+            self._deliver(None, None, False)  # the batched store's next round refreshes every key instead
+            return
+        for key, state in states:
+            if state is not None:
+                # A close always empties the window (the breaker's only transitions to closed clear it).
+                self._deliver(key, state, state.state == "closed")
 
     def _drop(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
