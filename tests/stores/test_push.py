@@ -114,7 +114,8 @@ def test_a_push_older_than_the_cache_is_ignored(redis_server: RedisServer) -> No
         other.call(lambda: None)
         brk.force_open("mine")
         assert watcher._on_push.event("forced_open").wait(WAIT)  # type: ignore[union-attr]
-        assert watcher.pushes == 1
+        seen = watcher.load("own-change")
+        assert seen is not None and (seen.state, seen.version) == ("forced_open", 1)
         # A late or repeated message (an older version, or the same one again) does not move the cache back.
         taken = store.pushes
         for late in (SharedState("closed", 0, 0.0), store.load("own-change")):

@@ -60,6 +60,7 @@ __all__ = [
     "BatchedBreakerStore",
     "BatchingStore",
     "Deliver",
+    "Flusher",
     "Run",
     "StateFeed",
     "WatchingStore",
@@ -201,6 +202,106 @@ def _flush_all_at_exit() -> None:
 atexit.register(_flush_all_at_exit)
 
 
+class Flusher:
+    """One background thread that runs the flush rounds of every batching store attached to it.
+
+    A job is a callable that makes one round (send what is pending, refresh what is due) and returns True
+    when a store call failed; after a failed round the thread waits twice as long (up to 1 s), so a store
+    that is down is not hammered every interval. ``wait(seconds)`` replaces the wait between rounds (tests
+    drive the rounds themselves). A :class:`BatchedBreakerStore` makes its own unless it is given one; the
+    stores built from settings share one per backend with the retry-budget ledger (:class:`BatchedLedger`).
+
+    >>> flusher = Flusher(0.05)
+    >>> rounds = []
+    >>> flusher.attach(lambda: rounds.append(1) or False)
+    >>> flusher.run_once()
+    False
+    >>> len(rounds)
+    1
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        wait: Callable[[float], object] | None = None,
+        name: str = "bounceback-flush",
+    ) -> None:
+        self.interval = float(interval)
+        self.name = name
+        self._wait = wait
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._round_lock = threading.Lock()
+        self._jobs: list[Callable[[], bool]] = []
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def attach(self, job: Callable[[], bool]) -> None:
+        """Run ``job`` in every round from now on."""
+        with self._lock:
+            if job not in self._jobs:
+                self._jobs.append(job)
+
+    def detach(self, job: Callable[[], bool]) -> None:
+        """Stop running ``job``, once the round in progress (if any) has ended."""
+        with self._lock:
+            if job in self._jobs:
+                self._jobs.remove(job)
+        if self._thread is not threading.current_thread():
+            with self._round_lock:
+                pass
+
+    def wake(self) -> None:
+        """Start the next round now (a batch is full)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        with self._lock:
+            if self._thread is not None or self._stopped:
+                return
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def run_once(self) -> bool:
+        """One round of every job, on the caller's thread; True when a store call failed."""
+        with self._lock:
+            jobs = list(self._jobs)
+        failed = False
+        with self._round_lock:
+            for job in jobs:
+                try:
+                    failed = job() or failed
+                except Exception:  # a bug in one store must not stop the others' rounds, nor the thread
+                    failed = True
+        return failed
+
+    def _run(self) -> None:
+        pause = self.interval
+        while not self._stopped:
+            if self._wait is not None:
+                self._wait(pause)
+            else:
+                self._wake.wait(pause)
+                self._wake.clear()
+            if self._stopped:
+                break
+            # While a store fails, try less often (up to 1 s) instead of hammering it every interval.
+            if self.run_once():
+                pause = min(max(pause * 2, self.interval), max(1.0, self.interval))
+            else:
+                pause = self.interval
+
+    def stop(self) -> None:
+        """Stop the thread (waiting for its round in progress)."""
+        self._stopped = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=max(2.0, 4 * self.interval))
+
+
 class BatchedBreakerStore:
     """A :class:`~bounceback.core.breaker._store.BreakerStore` that batches ``inner``'s writes off the call path.
 
@@ -234,6 +335,7 @@ class BatchedBreakerStore:
         wait: Callable[[float], object] | None = None,
         on_flush: Callable[[str, WindowCounts, SharedState | None], object] | None = None,
         background: bool = True,
+        flusher: Flusher | None = None,
         push: bool = True,
         on_push: Callable[[str, SharedState], object] | None = None,
     ) -> None:
@@ -262,17 +364,18 @@ class BatchedBreakerStore:
         self.flush_count = flush_count
         self.staleness = float(staleness)
         self._monotonic = monotonic or time.monotonic
-        self._wait = wait
+        # The thread that runs the rounds: this store's own, or one shared with other batching stores
+        # (a retry-budget ledger on the same backend), so a process has one flusher, not one per feature.
+        self._owns_flusher = flusher is None
+        self._flusher = flusher or Flusher(flush_seconds, wait=wait, name=f"bounceback-flush {inner.name}")
+        self._background = background
         self._on_flush = on_flush
         self._lock = threading.Lock()
         # One store call of the flusher or a transition at a time, so their answers arrive in order.
         self._io_lock = threading.RLock()
         self._keys: dict[str, _Key] = {}
-        self._wake = threading.Event()
-        self._stop = not background  # without a background thread, flush() is called by the owner
         self._closed = False
-        self._started = False  # the flusher thread (when background) and the feed were started
-        self._thread: threading.Thread | None = None
+        self._started = False  # the flusher (when background) and the feed were started
         self._producer = f"{os.getpid()}-{id(self):x}-{time.time_ns():x}"
         self._seq = itertools.count(1)
         self._many = getattr(inner, "record_many", None)
@@ -322,18 +425,16 @@ class BatchedBreakerStore:
                 self._feed = self._watch(self._pushed, lambda: list(self._keys))
             except StoreError:
                 self._feed = None  # no push today: the flushes and refreshes keep the cache fresh
-        if not self._stop:
-            self._thread = threading.Thread(
-                target=self._run, name=f"bounceback-flush {self.name}", daemon=True
-            )
-            self._thread.start()
+        if self._background:
+            self._flusher.attach(self._round)
+            self._flusher.start()
 
     def _pushed(self, key: str | None, state: SharedState | None, cleared: bool) -> None:
         """A state change pushed by the store (on the feed's thread): newer versions replace the cache."""
         if key is None:
             # The subscription was (re)made and changes may have been missed meanwhile: refresh everything.
             self._resync = True
-            self._wake.set()
+            self._flusher.wake()
             return
         if state is None:
             return
@@ -390,7 +491,7 @@ class BatchedBreakerStore:
             if mono - entry.fresh_at > self.staleness:
                 error = self._stale(entry)
                 if error is not None:
-                    self._wake.set()
+                    self._flusher.wake()
                     raise error
             if entry.spec is not spec and entry.spec != spec:
                 entry.spec = spec  # the store restarts a reshaped window at the next flush
@@ -424,7 +525,7 @@ class BatchedBreakerStore:
             # so a busy healthy process sends one call per interval however fast it calls.
             due = len(entry.runs) >= self.flush_count
         if due:
-            self._wake.set()
+            self._flusher.wake()
         if not self._started:
             self._ensure_thread()
         return counts, state
@@ -563,8 +664,12 @@ class BatchedBreakerStore:
             self._on_flush(key, counts, state)
         return True
 
-    def _round(self) -> None:
-        """One round of the flusher: every key with pending outcomes, and every key due for a refresh."""
+    def _round(self) -> bool:
+        """One round of the flusher: every key with pending outcomes, and every key due for a refresh.
+
+        Returns True when a store call failed (the flusher then waits longer before the next round).
+        """
+        before = self.failed_flushes
         now = self._monotonic()
         resync, self._resync = self._resync, False
         for key in list(self._keys):
@@ -581,36 +686,18 @@ class BatchedBreakerStore:
                 pass  # kept for the next round; callers see the staleness once it exceeds the bound
             except Exception:  # a bug in a store must not kill the flusher for good
                 self.failed_flushes += 1
-
-    def _run(self) -> None:
-        backoff = self.flush_seconds
-        while not self._stop:
-            if self._wait is not None:
-                self._wait(backoff)
-            else:
-                self._wake.wait(backoff)
-                self._wake.clear()
-            if self._stop:
-                break
-            before = self.failed_flushes
-            self._round()
-            # While the store fails, try less often (up to 1 s) instead of hammering it every interval.
-            if self.failed_flushes > before:
-                backoff = min(max(backoff * 2, self.flush_seconds), max(1.0, self.flush_seconds))
-            else:
-                backoff = self.flush_seconds
+        return self.failed_flushes > before
 
     def close(self) -> None:
         """Flush what is pending (best effort), stop the flusher and the feed, and close the inner store."""
-        self._stop = True
         self._closed = True
-        self._wake.set()
         feed, self._feed = self._feed, None
         if feed is not None:
             feed.close()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=max(2.0, 4 * self.flush_seconds))
+        # Off the flusher first (waiting for a round in progress), so no round runs after the last flush.
+        self._flusher.detach(self._round)
+        if self._owns_flusher:
+            self._flusher.stop()
         with contextlib.suppress(StoreError):  # best effort: the store may be gone for good
             self.flush()
         close = getattr(self.inner, "close", None)
