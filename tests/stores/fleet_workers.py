@@ -14,9 +14,9 @@ import traceback
 from typing import Any
 
 from bounceback import CircuitBreaker, CircuitOpenError, EventBus
+from bounceback.core._events import BreakerOpened
 from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import SharedState
-from bounceback.core._events import BreakerOpened
 from bounceback.core.breaker._window import WindowCounts
 from tests.stores import shared_workers as w
 
@@ -61,7 +61,7 @@ def fleet_worker(
             # One flush round per tick of the test; report the round just finished.
             with rounds.get_lock():
                 rounds.value += 1
-            while tick.value <= last[0] and not store_box[0]._stop:
+            while tick.value <= last[0] and not store_box[0].closed:
                 time.sleep(0.0005)  # waiting on the test process, not on backoff
             last[0] = tick.value
 

@@ -704,6 +704,11 @@ class BatchedBreakerStore:
         if close is not None:
             close()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
     def pending(self, key: str) -> int:
         """Outcomes of ``key`` recorded here and not yet acknowledged by the store."""
         with self._lock:
