@@ -285,8 +285,15 @@ local K = KEYS[1]
 local width, slices, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local calls, span, spend = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
 local ratio, floor_amount, ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+-- A batch (settle_many): retries already granted by a process, added without a check, under an id
+-- (producer, seq) so that a batch resent after a timeout is not added twice.
+local add, producer, seq = tonumber(ARGV[10] or '0') or 0, ARGV[11] or '', tonumber(ARGV[12] or '0') or 0
 local function fmt(x) return string.format('%.17g', x) end
 local index = math.floor(now / width)
+if producer ~= '' then
+  local last = tonumber(redis.call('HGET', K, 'b:' .. producer) or '0') or 0
+  if seq <= last then calls, add = 0, 0 end
+end
 local h = redis.call('HMGET', K, 'width', 'head', 'calls', 'retries')
 local head, total_calls, total_retries
 if h[1] ~= ARGV[1] or index - tonumber(h[2]) >= slices then
@@ -327,6 +334,11 @@ if calls > 0 then
     end
   end
 end
+if add > 0 then
+  redis.call('HINCRBYFLOAT', K, 'r' .. head, fmt(add))
+  total_retries = total_retries + add
+end
+if producer ~= '' then redis.call('HSET', K, 'b:' .. producer, seq) end
 local allowance = ratio * total_calls + floor_amount
 local granted = 0
 if spend and total_retries + 1 <= allowance + 1e-9 then
