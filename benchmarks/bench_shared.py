@@ -12,6 +12,12 @@ In one run, against a ``redis-server`` this script starts on 127.0.0.1:
    excluded).
 3. **Trip delay**: the same processes call a dependency that starts failing at one moment; each reports
    when its breaker first refused a call. Reported in flush intervals (``store.flush_seconds``).
+4. **The trade-off** (``--tradeoff``): 2 and 3 again for several ``store.flush_seconds``: a shorter interval
+   trips the fleet sooner and costs more Redis commands per process per second.
+5. **The fleet** (``--fleet``): the issue's 32 processes x 20,000 calls on one breaker against a real
+   redis-server, with its checks (every outcome counted once, open fleet-wide within two flush rounds,
+   exactly ``half_open_calls`` probes). It is ``tests/stores/test_fleet.py`` at full size
+   (``BOUNCEBACK_SOAK=full``), run here because it is too heavy for CI's 2 cores (CI runs 8 x 2,000).
 
 Run: ``python benchmarks/bench_shared.py`` (``--quick`` for a smoke run). Needs ``redis-server``.
 """
@@ -20,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,9 +46,11 @@ from bounceback.stores import RedisBreakerStore, breaker_store_from_settings, re
 CTX = multiprocessing.get_context("spawn")
 
 
-def settings(url: str) -> dict[str, Any]:
+def settings(url: str, flush: float | None = None) -> dict[str, Any]:
     values = dict(defaults())
     values.update({"store.backend": "redis", "store.redis_url": url})
+    if flush is not None:
+        values.update({"store.flush_seconds": flush, "store.staleness": max(1.0, 4 * flush)})
     return values
 
 
@@ -68,8 +78,8 @@ def success_rows(url: str, number: int, repeat: int) -> list[tuple[str, float]]:
     return rows
 
 
-def hammer(url: str, seconds: float, start: Any, out: Any) -> None:
-    store = breaker_store_from_settings(settings(url))
+def hammer(url: str, seconds: float, start: Any, out: Any, flush: float | None = None) -> None:
+    store = breaker_store_from_settings(settings(url, flush))
     brk = quiet_breaker("fleet-load", store)
     brk.call(work)
     start.wait()
@@ -96,10 +106,10 @@ def commandstats(client: Any) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if k.removeprefix("cmdstat_") not in _IN_SCRIPTS)
 
 
-def load_row(url: str, procs: int, seconds: float) -> tuple[float, float]:
+def load_row(url: str, procs: int, seconds: float, flush: float | None = None) -> tuple[float, float]:
     """(calls per process per second, Redis commands per process per second)."""
     start, out = CTX.Event(), CTX.Queue()
-    workers = [CTX.Process(target=hammer, args=(url, seconds, start, out)) for _ in range(procs)]
+    workers = [CTX.Process(target=hammer, args=(url, seconds, start, out, flush)) for _ in range(procs)]
     for p in workers:
         p.start()
     time.sleep(4.0)  # let every process import, connect and warm up before counting
@@ -117,9 +127,11 @@ def load_row(url: str, procs: int, seconds: float) -> tuple[float, float]:
     return calls / procs / seconds, sent / procs / elapsed
 
 
-def tripper(url: str, failing_from: Any, ready: Any, out: Any) -> None:
-    store = breaker_store_from_settings(settings(url))
-    brk = CircuitBreaker("fleet-trip", store=store, bus=EventBus(), timers=False, window=100, min_calls=20)
+def tripper(
+    url: str, failing_from: Any, ready: Any, out: Any, flush: float | None = None, name: str = "fleet-trip"
+) -> None:
+    store = breaker_store_from_settings(settings(url, flush))
+    brk = CircuitBreaker(name, store=store, bus=EventBus(), timers=False, window=100, min_calls=20)
     brk.call(work)
     with ready.get_lock():
         ready.value += 1
@@ -140,12 +152,14 @@ def tripper(url: str, failing_from: Any, ready: Any, out: Any) -> None:
     store.close()  # type: ignore[attr-defined]
 
 
-def trip_row(url: str, procs: int) -> list[float]:
+def trip_row(url: str, procs: int, flush: float | None = None, name: str = "fleet-trip") -> list[float]:
     """Seconds from the moment the dependency fails to each process refusing calls."""
     failing_from = CTX.RawValue("d", 0.0)
     ready = CTX.Value("i", 0)
     out = CTX.Queue()
-    workers = [CTX.Process(target=tripper, args=(url, failing_from, ready, out)) for _ in range(procs)]
+    workers = [
+        CTX.Process(target=tripper, args=(url, failing_from, ready, out, flush, name)) for _ in range(procs)
+    ]
     for p in workers:
         p.start()
     while ready.value < procs:
@@ -158,18 +172,59 @@ def trip_row(url: str, procs: int) -> list[float]:
     return sorted(t - failing_from.value for t in refused)
 
 
+def tradeoff(url: str, procs: int, seconds: float) -> None:
+    """Trip delay and Redis commands per process per second for several flush intervals (one table)."""
+    print(f"\n{'store.flush_seconds':>20} {'trip median':>12} {'trip max':>9} {'Redis cmds/s/proc':>18}")
+    for flush in (0.01, 0.05, 0.2, 1.0):
+        _, cmds = load_row(url, procs, seconds, flush)
+        trips = trip_row(url, procs, flush, name=f"fleet-trip-{flush:g}")
+        print(
+            f"{flush:>20g} {statistics.median(trips) * 1000:>10.0f}ms {max(trips) * 1000:>7.0f}ms {cmds:>18.1f}"
+        )
+    print(
+        "-- trip delay = time to fill min_calls + up to 2 flush intervals; commands ~ 1/flush_seconds per busy "
+        "breaker (+ 2/staleness per idle one), whatever the call rate"
+    )
+
+
+def fleet() -> None:
+    """The issue's 32 x 20,000 fleet run with its checks (tests/stores/test_fleet.py at full size)."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "BOUNCEBACK_SOAK": "full", "PYTHONPATH": str(root / "src")}
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "tests/stores/test_fleet.py", "-k", "redis"],
+        cwd=root, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    took = time.monotonic() - began
+    verdict = "all checks passed" if done.returncode == 0 else "FAILED:\n" + done.stdout[-3000:]
+    print(
+        f"-- fleet: 32 processes x 20,000 calls on one Redis breaker (exactly once, open fleet-wide within "
+        f"2 flush rounds, exactly half_open_calls probes): {verdict} in {took:.0f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--procs", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--tradeoff", action="store_true", help="trip delay and Redis load per flush interval"
+    )
+    parser.add_argument("--fleet", action="store_true", help="the 32 x 20,000 fleet run with its checks")
     opts = parser.parse_args()
+    if opts.fleet:
+        fleet()
+        return
     number, repeat = (2000, 3) if opts.quick else (20000, 5)
     flush = float(defaults()["store.flush_seconds"])
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
         rows = success_rows(url, number, repeat)
         per_proc, cmds = load_row(url, opts.procs, 1.0 if opts.quick else opts.seconds)
         trips = trip_row(url, opts.procs)
+        if opts.tradeoff:
+            tradeoff(url, opts.procs, 1.0 if opts.quick else 2.0)
     local, shared_mem, batched, direct = (us for _, us in rows)
     print(f"{'success path':48} {'us/call':>9} {'vs local':>9}")
     for name, us in rows:
