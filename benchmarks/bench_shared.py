@@ -12,8 +12,11 @@ In one run, against a ``redis-server`` this script starts on 127.0.0.1:
    excluded).
 3. **Trip delay**: the same processes call a dependency that starts failing at one moment; each reports
    when its breaker first refused a call. Reported in flush intervals (``store.flush_seconds``).
-4. **The trade-off** (``--tradeoff``): 2 and 3 again for several ``store.flush_seconds``: a shorter interval
-   trips the fleet sooner and costs more Redis commands per process per second.
+4. **The trade-off** (``--tradeoff``): for several ``store.flush_seconds``, the Redis commands per process
+   per second (as in 2), and how long after one process opens the fleet's breaker (the transition a trip
+   makes) the slowest of the others refuses calls, with the push of state and without it (then it is
+   their next flush reply: up to one interval). A longer interval costs fewer commands and, without
+   push, a later trip; with push, the trip itself travels at once whatever the interval.
 5. **The fleet** (``--fleet``): the issue's 32 processes x 20,000 calls on one breaker against a real
    redis-server, with its checks (every outcome counted once, open fleet-wide within two flush rounds,
    exactly ``half_open_calls`` probes). It is ``tests/stores/test_fleet.py`` at full size
@@ -39,7 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_stores import measure, redis_server
 
-from bounceback import CircuitBreaker, CircuitOpenError, EventBus, MemoryBreakerStore
+from bounceback import CircuitBreaker, CircuitOpenError
+from bounceback.core._events import EventBus
+from bounceback.core.breaker import MemoryBreakerStore
+from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.settings._layers import defaults
 from bounceback.stores import RedisBreakerStore, breaker_store_from_settings, redis_client
 
@@ -172,17 +178,62 @@ def trip_row(url: str, procs: int, flush: float | None = None, name: str = "flee
     return sorted(t - failing_from.value for t in refused)
 
 
+def follower(url: str, name: str, flush: float, push: bool, ready: Any, out: Any) -> None:
+    """A process calling a healthy dependency until its breaker refuses (the fleet was opened elsewhere)."""
+    store = BatchedBreakerStore(
+        RedisBreakerStore(client=redis_client(url)),
+        flush_seconds=flush,
+        staleness=max(1.0, 4 * flush),
+        push=push,
+    )
+    brk = CircuitBreaker(name, store=store, bus=EventBus(), timers=False, window=100, min_calls=20)
+    brk.call(work)
+    with ready.get_lock():
+        ready.value += 1
+    while True:
+        try:
+            brk.call(work)
+        except CircuitOpenError:
+            out.put(time.time())
+            break
+        time.sleep(0.0002)  # about 3-5k calls a second per process, like a busy service
+    store.close()
+
+
+def propagation_row(url: str, procs: int, flush: float, push: bool) -> list[float]:
+    """Seconds from one process opening the fleet's breaker to each other process refusing calls."""
+    name = f"propagate-{flush:g}-{push}"
+    ready, out = CTX.Value("i", 0), CTX.Queue()
+    workers = [CTX.Process(target=follower, args=(url, name, flush, push, ready, out)) for _ in range(procs)]
+    for p in workers:
+        p.start()
+    while ready.value < procs:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    opener_store = RedisBreakerStore(client=redis_client(url))
+    opener = CircuitBreaker(name, store=opener_store, bus=EventBus(), timers=False)
+    began = time.time()
+    opener.force_open("the fleet trips")  # what the process that crossed the threshold does: one transition
+    refused = [out.get(timeout=120) - began for _ in workers]
+    for p in workers:
+        p.join(timeout=30)
+    opener_store.close()
+    return refused
+
+
 def tradeoff(url: str, procs: int, seconds: float) -> None:
-    """Trip delay and Redis commands per process per second for several flush intervals (one table)."""
-    print(f"\n{'store.flush_seconds':>20} {'trip median':>12} {'trip max':>9} {'Redis cmds/s/proc':>18}")
+    """Propagation of a trip and Redis commands per process per second for several flush intervals."""
+    print(
+        f"{'store.flush_seconds':>20} {'open everywhere: push':>22} {'without push':>13} {'Redis cmds/s/proc':>18}"
+    )
     for flush in (0.01, 0.05, 0.2, 1.0):
         _, cmds = load_row(url, procs, seconds, flush)
-        trips = trip_row(url, procs, flush, name=f"fleet-trip-{flush:g}")
-        print(
-            f"{flush:>20g} {statistics.median(trips) * 1000:>10.0f}ms {max(trips) * 1000:>7.0f}ms {cmds:>18.1f}"
-        )
+        pushed = propagation_row(url, procs, flush, True)
+        polled = propagation_row(url, procs, flush, False)
+        print(f"{flush:>20g} {max(pushed) * 1000:>20.1f}ms {max(polled) * 1000:>11.0f}ms {cmds:>18.1f}")
     print(
-        "-- trip delay = time to fill min_calls + up to 2 flush intervals; commands ~ 1/flush_seconds per busy "
+        "-- the slowest of the processes to refuse after one opened the fleet's breaker; without push that is "
+        "up to one flush interval (their next flush reply). Redis commands ~ 1/flush_seconds per busy "
         "breaker (+ 2/staleness per idle one), whatever the call rate"
     )
 
@@ -223,7 +274,9 @@ def main() -> None:
         rows = success_rows(url, number, repeat)
         per_proc, cmds = load_row(url, opts.procs, 1.0 if opts.quick else opts.seconds)
         trips = trip_row(url, opts.procs)
-        if opts.tradeoff:
+    if opts.tradeoff:
+        print("-- the trade-off (one run):")
+        with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
             tradeoff(url, opts.procs, 1.0 if opts.quick else 2.0)
     local, shared_mem, batched, direct = (us for _, us in rows)
     print(f"{'success path':48} {'us/call':>9} {'vs local':>9}")

@@ -312,8 +312,13 @@ class BatchedBreakerStore:
     sooner once this many failed or slow outcomes of one key wait; ``staleness`` (1.0 s): the oldest cached state a
     breaker may act on before the store counts as unavailable. ``monotonic`` measures staleness (tests
     inject a virtual clock); ``wait(seconds)`` is how the flusher waits between rounds (tests drive rounds
-    themselves); ``background=False`` starts no thread (the owner calls :meth:`flush`). ``on_flush(key,
-    counts, state)`` is called after every store call of the flusher. ``close()`` flushes what is pending and stops the thread (also done at interpreter exit).
+    themselves); ``background=False`` runs no rounds (the owner calls :meth:`flush`); ``flusher`` shares
+    one :class:`Flusher` thread with other batching stores (made per store otherwise). ``on_flush(key,
+    counts, state)`` is called after every store call of the flusher. ``push`` (default on) subscribes to
+    the inner store's state changes when it offers ``watch`` (a thread of the store's own, started with the
+    first call, even with ``background=False``); ``on_push(key, state)`` is called for each change taken into
+    the cache. ``close()`` flushes what is pending and stops the thread and the feed (also done at
+    interpreter exit).
 
     >>> from bounceback.core.breaker._store import MemoryBreakerStore
     >>> from bounceback.core.breaker._window import FAILED
@@ -681,8 +686,10 @@ class BatchedBreakerStore:
             try:
                 self._flush_key(key, refresh=due)
                 # A flood of failures is sent in slices of MAX_RUNS; a round sends a bounded number of them.
+                # Less than a full slice waits for the next round: outcomes recorded while the first call
+                # travelled must not make a second call, or a busy process would exceed 1 / flush_seconds.
                 for _ in range(16):
-                    if not entry.pending():
+                    if len(entry.runs) < MAX_RUNS:
                         break
                     self._flush_key(key, refresh=False)
             except StoreError:
