@@ -50,10 +50,6 @@ _SAVE_WINDOW = (
 )
 
 
-def _nothing(conn: sqlite3.Connection) -> None:  # noqa: ARG001 - a read that only opens the database
-    return None
-
-
 def _state(row: tuple[Any, ...]) -> SharedState:
     return SharedState(row[0], row[1], row[2], row[3], row[4], row[5])
 
@@ -103,8 +99,10 @@ class SqliteBreakerStore:
         return self._link.path
 
     def watch(self, deliver: Deliver, keys: Callable[[], list[str]]) -> SqliteStateFeed:
-        """Deliver the states of ``keys()`` whenever another connection commits (a ``PRAGMA data_version`` poll)."""
-        self._link.read("open the database", _nothing)  # created and migrated before the feed reads it
+        """Deliver the states of ``keys()`` whenever another connection commits (a ``PRAGMA data_version`` poll).
+
+        Nothing is read on the caller's thread: the feed's own thread opens the file (once it exists).
+        """
         return SqliteStateFeed(self.path, deliver, keys)
 
     def load(self, key: str) -> SharedState | None:

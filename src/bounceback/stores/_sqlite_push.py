@@ -72,7 +72,13 @@ class SqliteStateFeed:
                 if conn is None:
                     # Its own connection (data_version counts the commits of every *other* one); it only
                     # reads, so it never holds up a writer.
-                    conn = sqlite3.connect(self.path, timeout=0.5, check_same_thread=False)
+                    # mode=rw: never create the file (the store does, with its migrations).
+                    conn = sqlite3.connect(
+                        f"{self.path.absolute().as_uri()}?mode=rw",
+                        uri=True,
+                        timeout=0.5,
+                        check_same_thread=False,
+                    )
                     seen = None
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
                 self.polls += 1
