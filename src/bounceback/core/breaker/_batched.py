@@ -38,6 +38,11 @@ with one transition, and every other process reads the open state in the reply o
 
 The inner store needs ``record_many(key, spec, runs, now, batch)`` to flush in one call; a store without
 it (the in-memory store) gets the runs one ``record`` at a time.
+
+One mechanism for every shared counter: the rounds run on a :class:`Flusher` (one thread), which a
+:class:`BatchedLedger` (retry budgets: calls and granted retries sent once per round through the inner
+ledger's ``settle_many``) shares with the breaker stores of the same backend; shared limits can attach to
+it the same way.
 """
 
 from __future__ import annotations
