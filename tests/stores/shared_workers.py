@@ -13,11 +13,11 @@ import traceback
 from typing import Any
 
 from bounceback import CircuitBreaker, CircuitOpenError, EventBus
-from bounceback.core.breaker._store import BreakerStore, SharedState, WindowSpec
-from bounceback.core.retry._budget import RetryBudget
 from bounceback.core._events import BreakerOpened, Event, StoreRecovered, StoreUnavailable
 from bounceback.core._time import CancelToken
+from bounceback.core.breaker._store import BreakerStore, SharedState, WindowSpec
 from bounceback.core.breaker._window import WindowCounts
+from bounceback.core.retry._budget import RetryBudget
 from bounceback.stores import RedisBreakerStore, RedisBudgetLedger, SqliteBreakerStore, SqliteBudgetLedger
 
 WALL0 = 1_800_000_000.0

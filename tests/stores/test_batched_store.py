@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, CircuitOpenError, EventBus, StoreError
+from bounceback.core._events import StoreRecovered, StoreUnavailable
 from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import (
     NO_OUTCOME,
@@ -19,7 +20,6 @@ from bounceback.core.breaker._store import (
     SharedState,
     WindowSpec,
 )
-from bounceback.core._events import StoreRecovered, StoreUnavailable
 from bounceback.core.breaker._window import FAILED, OK, SLOW, WindowCounts
 from bounceback.errors import ConfigError
 from bounceback.stores import RedisBreakerStore, SqliteBreakerStore, breaker_store_from_settings

@@ -20,7 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bounceback import ConfigError, EventBus, SettingsChanged, StoreError
-from bounceback.core.settings._source import SettingsLayers, SettingsSource, layers_to_document, parse_document
+from bounceback.core.settings._source import (
+    SettingsLayers,
+    SettingsSource,
+    layers_to_document,
+    parse_document,
+)
 from bounceback.stores import SqliteSettings, open_home
 from bounceback.stores._home import registered_migrations
 from bounceback.testing import FakeClock, RecordingSink

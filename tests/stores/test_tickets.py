@@ -17,8 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from bounceback import ConfigError, GiveUp
 from bounceback.core.classify._rules import DEFAULT_CLASSIFIER
-from bounceback.core.recovery._tickets import ChoiceKind, Record, Ticket, open_ticket
 from bounceback.core.recovery._ports import MemoryTickets
+from bounceback.core.recovery._tickets import ChoiceKind, Record, Ticket, open_ticket
 from bounceback.stores import open_home
 from bounceback.stores._tickets import SqliteTickets
 from bounceback.testing import FakeClock
