@@ -146,6 +146,19 @@ class RedisCluster:
         for port in self.ports:
             self._wait(lambda p=port: self._ok(p), f"node {port} to see the cluster ok")
 
+    def kill(self, port: int) -> None:
+        """SIGKILL the node on ``port`` (no goodbye to the cluster: its peers find out by timeout)."""
+        proc = self.processes[port]
+        proc.kill()
+        proc.wait(timeout=5)
+
+    def wait_promoted(self, replica: int, dead: int) -> None:
+        """Wait until ``replica`` has taken over from the killed ``dead`` and the others see the cluster ok."""
+        self._wait(lambda: self.role(replica) == "master", f"{replica} to be promoted", timeout=60)
+        for port in self.ports:
+            if port != dead:
+                self._wait(lambda p=port: self._ok(p), f"node {port} to see the cluster ok", timeout=60)
+
     def stop(self) -> None:
         for proc in self.processes.values():
             if proc.poll() is None:

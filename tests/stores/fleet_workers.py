@@ -29,6 +29,8 @@ FLUSH_SECONDS = 0.05
 WINDOW_TYPE = "time" if FULL else "count"
 WINDOW = 3600 if FULL else 1_000_000
 MIN_CALLS = 100
+PER_ROUND = 500
+"""Failing calls a process makes per flush interval in phase 2."""
 HALF_OPEN_CALLS = 3
 
 
@@ -62,7 +64,7 @@ def fleet_worker(
             # One flush round per tick of the test; report the round just finished.
             with rounds.get_lock():
                 rounds.value += 1
-            while tick.value <= last[0] and not store_box[0]._stop:
+            while tick.value <= last[0] and not store_box[0].closed:
                 time.sleep(0.0005)  # waiting on the test process, not on backoff
             last[0] = tick.value
 
@@ -98,7 +100,15 @@ def fleet_worker(
             time.sleep(0.001)
         failures_run = 0
         refused = ""
+        # Calls take time: at most PER_ROUND of them per flush interval, so the failures reach the store
+        # round by round, as they would in real time (a tight loop would outrun the test's rounds).
+        made, seen_tick = 0, tick.value
         for _ in range(200_000):
+            if made >= PER_ROUND:
+                while tick.value == seen_tick:
+                    time.sleep(0.0005)  # waiting on the test process, not on backoff
+                made, seen_tick = 0, tick.value
+            made += 1
             try:
                 brk.call(_fail)
             except ConnectionError:

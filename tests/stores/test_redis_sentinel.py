@@ -7,7 +7,7 @@ import pytest
 from bounceback import CircuitBreaker, CircuitOpenError, StoreError
 from bounceback.core._events import StoreRecovered, StoreUnavailable
 from bounceback.core.breaker._batched import BatchedBreakerStore
-from bounceback.core.breaker._store import WindowSpec
+from bounceback.core.breaker._store import SharedState, WindowSpec
 from bounceback.events import EventBus
 from bounceback.stores import RedisBreakerStore
 from bounceback.testing import FakeClock, RecordingSink
@@ -40,6 +40,16 @@ def test_a_killed_primary_fails_open_loses_nothing_acknowledged_and_catches_up(
         )  # fmt: skip
 
     brk = make()
+    # Another process's view, kept fresh by push alone (no flusher, virtual time): its feed must follow the
+    # Sentinels to the promoted replica.
+    other = BatchedBreakerStore(
+        RedisBreakerStore(redis_sentinel.url, timeout=0.3), monotonic=clock.monotonic, background=False,
+        staleness=3600,
+    )  # fmt: skip
+    watcher = CircuitBreaker(
+        "payments", store=other, clock=clock, bus=EventBus(), timers=False, sync_seconds=1
+    )
+    watcher.call(lambda: None)
     for _ in range(1000):
         brk.call(lambda: None)
     batched.flush()
@@ -69,16 +79,15 @@ def test_a_killed_primary_fails_open_loses_nothing_acknowledged_and_catches_up(
     # on local state stayed local (documented: not merged back).
     assert inner.counts("payments", SPEC, clock.wall()).calls == 1501
 
-    # State caught up: a change made through the new primary reaches another process's breaker.
-    other = BatchedBreakerStore(
-        RedisBreakerStore(redis_sentinel.url, timeout=0.3), monotonic=clock.monotonic, background=False
-    )
-    watcher = CircuitBreaker(
-        "payments", store=other, clock=clock, bus=EventBus(), timers=False, sync_seconds=1
-    )
+    # State caught up: a change made through the new primary is pushed to the other process.
     brk.force_open("failover drill")
+    redis_sentinel.wait(
+        lambda: (other.load("payments") or SharedState("closed", 0, 0.0)).state == "forced_open",
+        "the force-open to be pushed to the other process through the new primary",
+    )
+    assert other.flushes == 0  # no flush or refresh brought it: the push did
     clock.advance(1)
-    other._flush_key("payments", refresh=True)  # the other process's flusher refreshes its cache
     with pytest.raises(CircuitOpenError) as refused:
         watcher.call(lambda: None)  # its next call reads the cache (sync_seconds) and refuses
     assert refused.value.state == "forced_open"
+    other.close()

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, CircuitOpenError, StoreError
 from bounceback.core._events import StoreRecovered, StoreUnavailable
+from bounceback.core.breaker._batched import BatchedLedger
 from bounceback.core.breaker._store import WindowSpec
 from bounceback.core.breaker._window import FAILED, OK
 from bounceback.core.retry._budget import RetryBudget
@@ -232,7 +233,10 @@ def test_fail_closed_from_settings_refuses_calls_while_redis_is_down(own_redis_s
 def test_budget_is_shared_through_redis(redis_server: RedisServer) -> None:
     clock = FakeClock()
     ledger = budget_ledger_from_settings({"store.backend": "redis", "store.redis_url": redis_server.url})
-    assert isinstance(ledger, RedisBudgetLedger)
+    assert isinstance(ledger, BatchedLedger) and isinstance(
+        ledger.inner, RedisBudgetLedger
+    )  # decided locally, sent in batches
+    ledger.close()
     one = RetryBudget(
         0.5,
         min_per_second=0,

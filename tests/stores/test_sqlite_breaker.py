@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, CircuitOpenError, StoreError
 from bounceback.core._events import StoreRecovered, StoreUnavailable
-from bounceback.core.breaker._batched import BatchedBreakerStore
+from bounceback.core.breaker._batched import BatchedBreakerStore, BatchedLedger
 from bounceback.core.breaker._store import SharedState, WindowSpec
 from bounceback.core.breaker._window import FAILED, OK
 from bounceback.core.retry._budget import RetryBudget
@@ -202,7 +202,10 @@ def test_stores_from_settings(db: Path) -> None:
     assert isinstance(store, SqliteBreakerStore)
     assert store.name == f"sqlite:{db}"
     ledger = budget_ledger_from_settings({"store.backend": "sqlite"}, path=db)
-    assert isinstance(ledger, SqliteBudgetLedger)
+    assert isinstance(ledger, BatchedLedger) and isinstance(
+        ledger.inner, SqliteBudgetLedger
+    )  # decided locally, sent in batches
+    ledger.close()
     assert breaker_store_from_settings({"store.backend": "memory"}).shared is False
     default = breaker_store_from_settings()  # store.backend defaults to sqlite, in the home database
     assert isinstance(default, BatchedBreakerStore)  # calls stay local; outcomes are sent in batches

@@ -2,7 +2,9 @@
 
 :class:`RedisBreakerStore` implements the :class:`~bounceback.core.breaker._store.BreakerStore` port with
 one Lua script call per method (see :mod:`bounceback.stores._redis_lua`): each recorded outcome, state
-change and probe permit is one atomic round trip, and nothing is locked while the user's call runs.
+change and probe permit is one atomic round trip, and nothing is locked while the user's call runs. Every
+state change is also published on ``<prefix>changes``, and :meth:`RedisBreakerStore.watch` subscribes to it
+(:mod:`bounceback.stores._redis_push`), so a batched store learns of changes as they happen.
 
 The redis-py client is built for a breaker (:func:`redis_client`): short socket timeouts (0.5 s) and
 **no retries of its own**, because the breaker has its answer to an unreachable store (carry on with local
@@ -17,19 +19,23 @@ their clocks in sync (NTP); a skew of ``d`` seconds shifts leases and time-windo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from bounceback.core.breaker._batched import Deliver
 from bounceback.core.breaker._store import SharedState, WindowSpec
 from bounceback.core.breaker._window import WindowCounts, time_buckets
 from bounceback.errors import ConfigError, StoreError
 from bounceback.stores._redis_lua import BREAKER_LUA, LuaScript
+from bounceback.stores._redis_push import RedisStateFeed
 
 __all__ = ["DEFAULT_REDIS_TIMEOUT", "RedisBreakerStore", "RedisLink", "redis_client"]
 
 DEFAULT_REDIS_TIMEOUT = 0.5
 """Seconds to connect to, or wait for an answer from, Redis before the store reports it unavailable."""
 
+_log = logging.getLogger("bounceback.store")
 _SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://")
 _CLUSTER = "redis+cluster://"
 _SENTINEL = "redis+sentinel://"
@@ -165,8 +171,11 @@ class RedisLink:
         self.client = client
         self.name = _display_name(client)
         self.timeout = _kwargs(client).get("socket_timeout", timeout)
-        self._errors = (redis.RedisError, OSError)
-        self._reconnect_errors = (redis.ConnectionError, redis.TimeoutError, OSError)
+        # RedisClusterException is not a RedisError: the cluster client raises it when no node it knows
+        # answers (a primary was just killed and the slot map is being rebuilt).
+        cluster_error = redis.exceptions.RedisClusterException
+        self._errors = (redis.RedisError, OSError, cluster_error)
+        self._reconnect_errors = (redis.ConnectionError, redis.TimeoutError, OSError, cluster_error)
 
     def run(self, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...], action: str) -> Any:
         """Run ``script``; any failure becomes a StoreError that says what to do."""
@@ -211,6 +220,27 @@ def _shape(spec: WindowSpec) -> tuple[str, int, str]:
     return repr(size), buckets, repr(size / buckets)
 
 
+def _subscriber(client: Any) -> Callable[[], Any]:
+    """How the push feed makes a pub/sub connection: ``client.pubsub()``, after a fresh slot map on a cluster.
+
+    A Redis Cluster client learns that a node died only from a command that failed on it; the feed's own
+    broken connection does not tell it, so the feed asks for the slot map again before it subscribes
+    (a primary was killed: its replica now serves the slot the subscription goes to).
+    """
+    manager = getattr(client, "nodes_manager", None)
+    if manager is None:
+        return client.pubsub  # type: ignore[no-any-return]
+
+    def subscribe() -> Any:
+        try:
+            manager.initialize()
+        except Exception:  # no node answers yet: the subscription below fails and is tried again
+            _log.debug("the cluster's slot map could not be read", exc_info=True)
+        return client.pubsub()
+
+    return subscribe
+
+
 class RedisBreakerStore:
     """A :class:`~bounceback.core.breaker._store.BreakerStore` in Redis or Valkey, shared by a fleet.
 
@@ -224,7 +254,7 @@ class RedisBreakerStore:
         breaker = CircuitBreaker("payments-api", store=store, store_unavailable="fail-open")
     """
 
-    __slots__ = ("_keys", "_link", "_script", "name", "prefix", "shared")
+    __slots__ = ("_keys", "_link", "_script", "channel", "name", "prefix", "shared")
 
     def __init__(
         self,
@@ -236,6 +266,8 @@ class RedisBreakerStore:
     ) -> None:
         self._link = RedisLink(url, client=client, timeout=timeout)
         self.prefix = prefix
+        self.channel = prefix + "changes"
+        """The pub/sub channel every state change is published on (see :meth:`watch`)."""
         self._script = LuaScript(BREAKER_LUA)
         self._keys: dict[str, tuple[str, str, str, str, str]] = {}
         self.name = self._link.name
@@ -313,7 +345,7 @@ class RedisBreakerStore:
         until = "" if new.open_until is None else repr(float(new.open_until))
         args = (
             "transition", expected, new.state, repr(float(new.since)), until, new.reopens, new.reason,
-            "1" if clear else "0",
+            "1" if clear else "0", self.channel, key,
         )  # fmt: skip
         stored = _state(self._run(key, args, "change the state"))
         if stored is None:  # pragma: no cover - the script always leaves a state behind
@@ -332,6 +364,18 @@ class RedisBreakerStore:
     def probes(self, key: str, now: float) -> int:
         """Permits held now (leases not yet run out) for the current version."""
         return int(self._run(key, ("probes", repr(now)), "count the probes"))
+
+    def watch(self, deliver: Deliver, keys: Callable[[], list[str]]) -> RedisStateFeed:
+        """Deliver every state change published on :attr:`channel` (by any process), from a thread of its own.
+
+        The channel carries every breaker's changes (the batched store keeps those of the breakers it
+        runs); ``keys()`` are the breakers whose states the feed reads after each (re)subscription.
+        """
+
+        def current() -> list[tuple[str, SharedState | None]]:
+            return [(key, self.load(key)) for key in keys()]
+
+        return RedisStateFeed(_subscriber(self.client), self.channel, deliver, current, name=self.name)
 
     def keys(self) -> list[str]:
         """The names of every breaker stored under this prefix (a SCAN: for status output, not hot paths)."""

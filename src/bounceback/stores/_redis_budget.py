@@ -90,6 +90,24 @@ class RedisBudgetLedger:
 
         return self._fallback.settle(shared, key, rule, calls, span, spend)
 
+    def settle_many(
+        self, key: str, rule: BudgetRule, calls: int, span: float, retries: int, batch: tuple[str, int] | None
+    ) -> BudgetReading:
+        """Add a process's batch in one script call: ``calls`` over ``span`` seconds and ``retries`` it granted.
+
+        No fallback here: a failure raises :class:`~bounceback.errors.StoreError` and the batching ledger keeps
+        the batch and resends it under the same ``batch`` id (``(producer, seq)``), which is added once.
+        """
+        producer, seq = batch if batch is not None else ("", 0)
+        args = (
+            repr(rule.window / self.slices), self.slices, repr(self._clock.wall()), calls, repr(float(span)), "0",
+            repr(float(rule.ratio)), repr(rule.floor), math.ceil(rule.window * 2000) + 1000, retries, producer, seq,
+        )  # fmt: skip
+        reply = self._link.run(
+            self._script, (f"{self.prefix}{{{key}}}",), args, f"send a batch to the retry budget {key!r}"
+        )
+        return BudgetReading(False, float(reply[1]), float(reply[2]), float(reply[3]))
+
     def close(self) -> None:
         """Close the client's connections."""
         self._link.close()

@@ -16,6 +16,10 @@ Keys of one breaker (the ``{name}`` hash tag keeps them in one Redis Cluster slo
 * ``<prefix>{name}:batches`` hash: producer → the last batch sequence number added (``batch``), so a
   batch resent after a timeout is not counted twice; it expires a day after its last use.
 
+A state change (``transition``) is published on the channel ``<prefix>changes`` as a JSON array of strings
+``[name, state, version, since, open_until, reopens, cleared, reason]`` (see
+:mod:`bounceback.stores._redis_push`).
+
 Floats travel as strings both ways: Redis turns a Lua number in a reply into an integer.
 """
 
@@ -228,6 +232,12 @@ elseif op == 'transition' then
     redis.call('HSET', H, 'calls', 0, 'failures', 0, 'slow', 0, 'consec', 0)
     redis.call('HDEL', H, 'head')
   end
+  if ARGV[9] ~= '' then
+    -- Push the change to every process of the fleet (their feeds subscribe to the channel). Fields travel
+    -- as the strings stored, so floats keep every digit.
+    redis.call('PUBLISH', ARGV[9], cjson.encode({ARGV[10], ARGV[3], tostring(tonumber(ARGV[2]) + 1),
+               ARGV[4], ARGV[5], ARGV[6], ARGV[8], ARGV[7]}))
+  end
   return state()
 
 elseif op == 'acquire' then
@@ -275,8 +285,15 @@ local K = KEYS[1]
 local width, slices, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local calls, span, spend = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
 local ratio, floor_amount, ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+-- A batch (settle_many): retries already granted by a process, added without a check, under an id
+-- (producer, seq) so that a batch resent after a timeout is not added twice.
+local add, producer, seq = tonumber(ARGV[10] or '0') or 0, ARGV[11] or '', tonumber(ARGV[12] or '0') or 0
 local function fmt(x) return string.format('%.17g', x) end
 local index = math.floor(now / width)
+if producer ~= '' then
+  local last = tonumber(redis.call('HGET', K, 'b:' .. producer) or '0') or 0
+  if seq <= last then calls, add = 0, 0 end
+end
 local h = redis.call('HMGET', K, 'width', 'head', 'calls', 'retries')
 local head, total_calls, total_retries
 if h[1] ~= ARGV[1] or index - tonumber(h[2]) >= slices then
@@ -317,6 +334,11 @@ if calls > 0 then
     end
   end
 end
+if add > 0 then
+  redis.call('HINCRBYFLOAT', K, 'r' .. head, fmt(add))
+  total_retries = total_retries + add
+end
+if producer ~= '' then redis.call('HSET', K, 'b:' .. producer, seq) end
 local allowance = ratio * total_calls + floor_amount
 local granted = 0
 if spend and total_retries + 1 <= allowance + 1e-9 then

@@ -4,6 +4,10 @@
 ``memory`` keeps breaker state and budgets in this process; ``sqlite`` shares them with every process of
 the machine through the home database; ``redis`` shares them with a fleet. The breaker store and the
 budget ledger of one Redis URL share one connection pool.
+
+Both come batched (unless ``store.flush_seconds`` is 0): a :class:`BatchedBreakerStore` and a
+:class:`BatchedLedger` of one backend share one :class:`Flusher`, so a process has one background thread that
+sends its breakers' outcomes and its budgets' calls and retries, one store call per key and interval.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from bounceback.core.breaker._batched import (
     DEFAULT_FLUSH_SECONDS,
     DEFAULT_STALENESS,
     BatchedBreakerStore,
+    BatchedLedger,
+    Flusher,
 )
 from bounceback.core.breaker._store import BreakerStore, MemoryBreakerStore
 from bounceback.core.retry._budget import BudgetLedger, LocalLedger
@@ -33,6 +39,7 @@ __all__ = ["breaker_store_from_settings", "budget_ledger_from_settings", "store_
 _BACKENDS = ("memory", "sqlite", "redis")
 _clients: dict[tuple[str, float], Any] = {}
 _clients_lock = threading.Lock()
+_flushers: dict[tuple[str, str, float], Flusher] = {}
 
 
 def _values(settings: Mapping[str, Any] | Any) -> Mapping[str, Any]:
@@ -101,20 +108,34 @@ flush_seconds=0.05, flush_count=1000, staleness=1)
         store = SqliteBreakerStore(path) if timeout is None else SqliteBreakerStore(path, timeout=timeout)
     else:
         store = RedisBreakerStore(client=_client(url, timeout or DEFAULT_REDIS_TIMEOUT))
-    return _batched(store, values) if batched else store
-
-
-def _batched(store: BreakerStore, values: Mapping[str, Any]) -> BreakerStore:
-    """Wrap a shared store so that calls stay local (``store.flush_seconds`` 0: one store call per outcome)."""
-    flush = values.get("store.flush_seconds", DEFAULT_FLUSH_SECONDS)
-    if not flush:  # 0 (or off): one store call per recorded outcome, as before batching
+    if not batched:
+        return store
+    flusher = _flusher(values, backend, url or str(path or ""))
+    if flusher is None:  # store.flush_seconds 0: one store call per recorded outcome, as before batching
         return store
     return BatchedBreakerStore(
         store,
-        flush_seconds=flush,
+        flush_seconds=flusher.interval,
         flush_count=values.get("store.flush_count", DEFAULT_FLUSH_COUNT),
         staleness=values.get("store.staleness", DEFAULT_STALENESS),
+        flusher=flusher,
     )
+
+
+def _flusher(values: Mapping[str, Any], backend: str, where: str) -> Flusher | None:
+    """The process's one flusher thread for this backend and interval (None when batching is off)."""
+    flush = values.get("store.flush_seconds", DEFAULT_FLUSH_SECONDS)
+    if not flush:
+        return None
+    if isinstance(flush, bool) or not isinstance(flush, (int, float)) or not 0 < flush <= 60:
+        raise ConfigError("store.flush_seconds", flush, "seconds above 0 and at most 60, such as 0.05")
+    with _clients_lock:
+        flusher = _flushers.get((backend, where, float(flush)))
+        if flusher is None:
+            flusher = _flushers[(backend, where, float(flush))] = Flusher(
+                float(flush), name=f"bounceback-flush {backend}"
+            )
+        return flusher
 
 
 def budget_ledger_from_settings(
@@ -122,18 +143,32 @@ def budget_ledger_from_settings(
     *,
     path: str | Path | None = None,
     timeout: float | None = None,
+    batched: bool = True,
 ) -> BudgetLedger:
     """The retry-budget ledger the settings ask for: local, the home database, or Redis.
+
+    Shared ledgers come wrapped in a :class:`~bounceback.core.breaker._batched.BatchedLedger` on the
+    backend's one flusher thread (``store.flush_seconds``, ``store.staleness``): a retry is decided in the
+    process, and calls and retries reach the store in batches. ``batched=False`` gives the ledger itself.
 
     >>> budget_ledger_from_settings({"store.backend": "memory"})  # doctest: +ELLIPSIS
     <bounceback.core.retry._budget.LocalLedger object at ...>
     """
-    backend, url = _backend(_values(settings))
+    values = _values(settings)
+    backend, url = _backend(values)
     if backend == "memory":
         return LocalLedger()
+    ledger: BudgetLedger
     if backend == "sqlite":
-        return SqliteBudgetLedger(path) if timeout is None else SqliteBudgetLedger(path, timeout=timeout)
-    return RedisBudgetLedger(client=_client(url, timeout or DEFAULT_REDIS_TIMEOUT))
+        ledger = SqliteBudgetLedger(path) if timeout is None else SqliteBudgetLedger(path, timeout=timeout)
+    else:
+        ledger = RedisBudgetLedger(client=_client(url, timeout or DEFAULT_REDIS_TIMEOUT))
+    if not batched:
+        return ledger
+    flusher = _flusher(values, backend, url or str(path or ""))
+    if flusher is None:  # store.flush_seconds 0: one store call per retry asked for, as before batching
+        return ledger
+    return BatchedLedger(ledger, flusher=flusher, staleness=values.get("store.staleness", DEFAULT_STALENESS))
 
 
 def store_options(settings: Mapping[str, Any] | Any = None) -> dict[str, Any]:

@@ -14,14 +14,16 @@ dies, the next ``acquire_probe`` that finds every permit taken drops the expired
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bounceback.core.breaker._batched import Deliver
 from bounceback.core.breaker._store import SharedState, WindowSpec
 from bounceback.core.breaker._window import WindowCounts
 from bounceback.stores._home import register_migrations
 from bounceback.stores._sqlite_link import DEFAULT_BUSY_TIMEOUT, SqliteLink
+from bounceback.stores._sqlite_push import SqliteStateFeed
 from bounceback.stores._sqlite_window import (
     SCHEMA,
     Totals,
@@ -95,6 +97,13 @@ class SqliteBreakerStore:
     def path(self) -> Path:
         """The database file."""
         return self._link.path
+
+    def watch(self, deliver: Deliver, keys: Callable[[], list[str]]) -> SqliteStateFeed:
+        """Deliver the states of ``keys()`` whenever another connection commits (a ``PRAGMA data_version`` poll).
+
+        Nothing is read on the caller's thread: the feed's own thread opens the file (once it exists).
+        """
+        return SqliteStateFeed(self.path, deliver, keys)
 
     def load(self, key: str) -> SharedState | None:
         """The stored state of ``key``, or None when nothing is stored yet."""

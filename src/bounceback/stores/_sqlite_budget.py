@@ -49,7 +49,16 @@ register_migrations(
             retries REAL    NOT NULL DEFAULT 0,
             PRIMARY KEY (key, slot)
         ) WITHOUT ROWID;
+        """,
+        # 2: the last batch each process sent per budget (settle_many), so a resent batch is added once.
         """
+        CREATE TABLE budget_batches (
+            key      TEXT    NOT NULL,
+            producer TEXT    NOT NULL,
+            seq      INTEGER NOT NULL,
+            PRIMARY KEY (key, producer)
+        ) WITHOUT ROWID;
+        """,
     ],
 )
 
@@ -85,6 +94,58 @@ def spread(
         if part > 0:
             out.append((i, part))
     return out
+
+
+def _settle(
+    conn: sqlite3.Connection,
+    key: str,
+    rule: BudgetRule,
+    slices: int,
+    wall: float,
+    calls: int,
+    span: float,
+    spend: bool,
+    add: int,
+) -> BudgetReading:
+    """One settle inside a write transaction: expire, deposit ``calls``, add ``add`` granted retries, spend."""
+    width = rule.window / slices
+    index = math.floor(wall / width)
+    row = conn.execute(
+        "SELECT width, head, calls, retries FROM budget_windows WHERE key = ?", (key,)
+    ).fetchone()
+    if row is None or row[0] != width or index - row[1] >= slices:
+        # New, reshaped (the window setting changed) or idle for a whole window: start empty.
+        conn.execute("DELETE FROM budget_slices WHERE key = ?", (key,))
+        head, total_calls, total_retries = index, 0.0, 0.0
+    else:
+        head, total_calls, total_retries = row[1], row[2], row[3]
+        if index > head:
+            for c, r in conn.execute(
+                "DELETE FROM budget_slices WHERE key = ? AND slot <= ? RETURNING calls, retries",
+                (key, index - slices),
+            ).fetchall():
+                total_calls -= c
+                total_retries -= r
+            # Repeated subtraction of fractions must not leave a negative crumb behind.
+            total_calls, total_retries = max(0.0, total_calls), max(0.0, total_retries)
+            head = index
+    if calls:
+        for slot, part in spread(calls, max(wall, head * width), span, head, slices, width):
+            conn.execute(_ADD, (key, slot, part, 0.0))
+            total_calls += part
+    if add > 0:
+        conn.execute(_ADD, (key, head, 0.0, float(add)))
+        total_retries += add
+    allowance = rule.allowance(total_calls)
+    granted = spend and total_retries + 1.0 <= allowance + 1e-9
+    if granted:
+        conn.execute(_ADD, (key, head, 0.0, 1.0))
+        total_retries += 1.0
+    conn.execute(
+        "INSERT OR REPLACE INTO budget_windows (key, width, head, calls, retries) VALUES (?, ?, ?, ?, ?)",
+        (key, width, head, total_calls, total_retries),
+    )
+    return BudgetReading(granted, total_calls, total_retries, allowance)
 
 
 class SqliteBudgetLedger:
@@ -137,50 +198,41 @@ class SqliteBudgetLedger:
         spend: bool,
     ) -> BudgetReading:
         """Record ``calls`` made over the last ``span`` seconds; spend one retry if ``spend`` and allowed."""
-        slices = self.slices
-        width = rule.window / slices
 
         def body(conn: sqlite3.Connection) -> BudgetReading:
-            wall = self._clock.wall()
-            index = math.floor(wall / width)
-            row = conn.execute(
-                "SELECT width, head, calls, retries FROM budget_windows WHERE key = ?", (key,)
-            ).fetchone()
-            if row is None or row[0] != width or index - row[1] >= slices:
-                # New, reshaped (the window setting changed) or idle for a whole window: start empty.
-                conn.execute("DELETE FROM budget_slices WHERE key = ?", (key,))
-                head, total_calls, total_retries = index, 0.0, 0.0
-            else:
-                head, total_calls, total_retries = row[1], row[2], row[3]
-                if index > head:
-                    for c, r in conn.execute(
-                        "DELETE FROM budget_slices WHERE key = ? AND slot <= ? RETURNING calls, retries",
-                        (key, index - slices),
-                    ).fetchall():
-                        total_calls -= c
-                        total_retries -= r
-                    # Repeated subtraction of fractions must not leave a negative crumb behind.
-                    total_calls, total_retries = max(0.0, total_calls), max(0.0, total_retries)
-                    head = index
-            if calls:
-                for slot, part in spread(calls, max(wall, head * width), span, head, slices, width):
-                    conn.execute(_ADD, (key, slot, part, 0.0))
-                    total_calls += part
-            allowance = rule.allowance(total_calls)
-            granted = spend and total_retries + 1.0 <= allowance + 1e-9
-            if granted:
-                conn.execute(_ADD, (key, head, 0.0, 1.0))
-                total_retries += 1.0
-            conn.execute(
-                "INSERT OR REPLACE INTO budget_windows (key, width, head, calls, retries) VALUES (?, ?, ?, ?, ?)",
-                (key, width, head, total_calls, total_retries),
-            )
-            return BudgetReading(granted, total_calls, total_retries, allowance)
+            return _settle(conn, key, rule, self.slices, self._clock.wall(), calls, span, spend, 0)
 
         def shared() -> BudgetReading:
             return self._link.write(f"settle the retry budget {key!r}", body)
 
         return self._fallback.settle(shared, key, rule, calls, span, spend)
+
+    def settle_many(
+        self, key: str, rule: BudgetRule, calls: int, span: float, retries: int, batch: tuple[str, int] | None
+    ) -> BudgetReading:
+        """Add a process's batch in one transaction: ``calls`` over ``span`` seconds and ``retries`` it granted.
+
+        No fallback here: a failure raises :class:`~bounceback.errors.StoreError` and the batching ledger keeps
+        the batch and resends it under the same ``batch`` id (``(producer, seq)``), which is added once.
+        """
+
+        def body(conn: sqlite3.Connection) -> BudgetReading:
+            add_calls, add = calls, retries
+            if batch is not None:
+                producer, seq = batch
+                row = conn.execute(
+                    "SELECT seq FROM budget_batches WHERE key = ? AND producer = ?", (key, producer)
+                ).fetchone()
+                if row is not None and seq <= row[0]:
+                    add_calls, add = 0, 0  # a resent batch that landed the first time
+                else:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO budget_batches (key, producer, seq) VALUES (?, ?, ?)",
+                        (key, producer, seq),
+                    )
+            return _settle(conn, key, rule, self.slices, self._clock.wall(), add_calls, span, False, add)
+
+        return self._link.write(f"send a batch to the retry budget {key!r}", body)
 
     def close(self) -> None:
         """Close the connection; the ledger reopens it if used again."""

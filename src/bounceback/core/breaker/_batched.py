@@ -13,6 +13,11 @@
   counts and state, which refresh the cache. A key with nothing to flush is refreshed every
   ``staleness / 2`` seconds, so an idle process also learns what the fleet decided.
 * ``load`` answers from the cache; only a key never seen reads the store (once, at breaker start-up).
+* **Push**: when the inner store offers ``watch`` (Redis: pub/sub on a channel its state-change script
+  publishes to; SQLite: a poll of ``PRAGMA data_version``), a thread of the store delivers every state
+  change (open, half-open, forced, open-until) made anywhere in the fleet to the cache as it happens, so a
+  process learns of a force-open within the push latency instead of its next flush or refresh. The
+  flushes and refreshes stay as the fallback: a lost subscription only slows the news down to them.
 * ``transition`` (the compare-and-set of a state change) and the half-open probe permits
   (``acquire_probe`` / ``finish_probe`` / ``probes``) go to the store at once: they are rare and must be
   exact fleet-wide. A transition first flushes the key's pending runs, so outcomes land in the window they
@@ -33,6 +38,11 @@ with one transition, and every other process reads the open state in the reply o
 
 The inner store needs ``record_many(key, spec, runs, now, batch)`` to flush in one call; a store without
 it (the in-memory store) gets the runs one ``record`` at a time.
+
+One mechanism for every shared counter: the rounds run on a :class:`Flusher` (one thread), which a
+:class:`BatchedLedger` (retry budgets: calls and granted retries sent once per round through the inner
+ledger's ``settle_many``) shares with the breaker stores of the same backend; shared limits can attach to
+it the same way.
 """
 
 from __future__ import annotations
@@ -49,9 +59,21 @@ from typing import Any, Protocol
 
 from bounceback.core.breaker._store import NO_OUTCOME, BreakerStore, SharedState, WindowSpec
 from bounceback.core.breaker._window import FAILED, OK, SLOW, WindowCounts
+from bounceback.core.retry._budget import BudgetLedger, BudgetReading, BudgetRule, LocalLedger
 from bounceback.errors import ConfigError, StoreError
 
-__all__ = ["BatchedBreakerStore", "BatchingStore", "Run", "record_runs"]
+__all__ = [
+    "BatchedBreakerStore",
+    "BatchedLedger",
+    "BatchingLedger",
+    "BatchingStore",
+    "Deliver",
+    "Flusher",
+    "Run",
+    "StateFeed",
+    "WatchingStore",
+    "record_runs",
+]
 
 Run = tuple[int, int, float]
 """``(successes, outcome, now)``: ``successes`` plain successes, then one ``outcome`` (or ``NO_OUTCOME``)."""
@@ -71,6 +93,28 @@ class BatchingStore(Protocol):
         self, key: str, spec: WindowSpec, runs: Sequence[Run], now: float, batch: tuple[str, int] | None
     ) -> tuple[WindowCounts, SharedState | None]:
         """Add ``runs`` in order (``batch``: an id seen before is not added again); return counts and state."""
+        ...
+
+
+Deliver = Callable[[str | None, SharedState | None, bool], None]
+"""``deliver(key, state, cleared)``: a state change pushed by the store (``cleared``: the window was emptied
+with it). ``deliver(None, None, False)`` says changes may have been missed (a subscription was (re)made):
+refresh every key."""
+
+
+class StateFeed(Protocol):
+    """A running subscription to the store's state changes."""
+
+    def close(self) -> None:
+        """Stop delivering and release the subscription's connection and thread."""
+        ...
+
+
+class WatchingStore(Protocol):
+    """A breaker store that can push state changes made by any process (see ``BatchedBreakerStore``)."""
+
+    def watch(self, deliver: Deliver, keys: Callable[[], list[str]]) -> StateFeed:
+        """Start delivering state changes (of the ``keys()`` this process knows, at least) off the caller's thread."""
         ...
 
 
@@ -102,6 +146,7 @@ class _Key:
         "p_consec",
         "p_failures",
         "p_slow",
+        "pushes",
         "recorded",
         "runs",
         "spec",
@@ -125,6 +170,7 @@ class _Key:
         self.p_calls = self.p_failures = self.p_slow = 0
         self.p_consec = 0  # failures in a row at the end of the unacknowledged outcomes
         self.p_broken = False  # a success among them: the store's run of failures is over
+        self.pushes = 0  # state changes pushed for this key: a flush answer read before one must not undo it
 
     def pending(self) -> int:
         return len(self.runs) + (1 if self.ok else 0)
@@ -153,7 +199,7 @@ def _totals(runs: Sequence[Run]) -> tuple[int, int, int]:
     return calls, failures, slow
 
 
-_stores: weakref.WeakSet[BatchedBreakerStore] = weakref.WeakSet()
+_stores: weakref.WeakSet[BatchedBreakerStore | BatchedLedger] = weakref.WeakSet()
 
 
 def _flush_all_at_exit() -> None:
@@ -164,6 +210,106 @@ def _flush_all_at_exit() -> None:
 atexit.register(_flush_all_at_exit)
 
 
+class Flusher:
+    """One background thread that runs the flush rounds of every batching store attached to it.
+
+    A job is a callable that makes one round (send what is pending, refresh what is due) and returns True
+    when a store call failed; after a failed round the thread waits twice as long (up to 1 s), so a store
+    that is down is not hammered every interval. ``wait(seconds)`` replaces the wait between rounds (tests
+    drive the rounds themselves). A :class:`BatchedBreakerStore` makes its own unless it is given one; the
+    stores built from settings share one per backend with the retry-budget ledger (:class:`BatchedLedger`).
+
+    >>> flusher = Flusher(0.05)
+    >>> rounds = []
+    >>> flusher.attach(lambda: rounds.append(1) or False)
+    >>> flusher.run_once()
+    False
+    >>> len(rounds)
+    1
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        wait: Callable[[float], object] | None = None,
+        name: str = "bounceback-flush",
+    ) -> None:
+        self.interval = float(interval)
+        self.name = name
+        self._wait = wait
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._round_lock = threading.Lock()
+        self._jobs: list[Callable[[], bool]] = []
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def attach(self, job: Callable[[], bool]) -> None:
+        """Run ``job`` in every round from now on."""
+        with self._lock:
+            if job not in self._jobs:
+                self._jobs.append(job)
+
+    def detach(self, job: Callable[[], bool]) -> None:
+        """Stop running ``job``, once the round in progress (if any) has ended."""
+        with self._lock:
+            if job in self._jobs:
+                self._jobs.remove(job)
+        if self._thread is not threading.current_thread():
+            with self._round_lock:
+                pass
+
+    def wake(self) -> None:
+        """Start the next round now (a batch is full)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        with self._lock:
+            if self._thread is not None or self._stopped:
+                return
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def run_once(self) -> bool:
+        """One round of every job, on the caller's thread; True when a store call failed."""
+        with self._lock:
+            jobs = list(self._jobs)
+        failed = False
+        with self._round_lock:
+            for job in jobs:
+                try:
+                    failed = job() or failed
+                except Exception:  # a bug in one store must not stop the others' rounds, nor the thread
+                    failed = True
+        return failed
+
+    def _run(self) -> None:
+        pause = self.interval
+        while not self._stopped:
+            if self._wait is not None:
+                self._wait(pause)
+            else:
+                self._wake.wait(pause)
+                self._wake.clear()
+            if self._stopped:
+                break
+            # While a store fails, try less often (up to 1 s) instead of hammering it every interval.
+            if self.run_once():
+                pause = min(max(pause * 2, self.interval), max(1.0, self.interval))
+            else:
+                pause = self.interval
+
+    def stop(self) -> None:
+        """Stop the thread (waiting for its round in progress)."""
+        self._stopped = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=max(2.0, 4 * self.interval))
+
+
 class BatchedBreakerStore:
     """A :class:`~bounceback.core.breaker._store.BreakerStore` that batches ``inner``'s writes off the call path.
 
@@ -171,8 +317,13 @@ class BatchedBreakerStore:
     sooner once this many failed or slow outcomes of one key wait; ``staleness`` (1.0 s): the oldest cached state a
     breaker may act on before the store counts as unavailable. ``monotonic`` measures staleness (tests
     inject a virtual clock); ``wait(seconds)`` is how the flusher waits between rounds (tests drive rounds
-    themselves); ``background=False`` starts no thread (the owner calls :meth:`flush`). ``on_flush(key,
-    counts, state)`` is called after every store call of the flusher. ``close()`` flushes what is pending and stops the thread (also done at interpreter exit).
+    themselves); ``background=False`` runs no rounds (the owner calls :meth:`flush`); ``flusher`` shares
+    one :class:`Flusher` thread with other batching stores (made per store otherwise). ``on_flush(key,
+    counts, state)`` is called after every store call of the flusher. ``push`` (default on) subscribes to
+    the inner store's state changes when it offers ``watch`` (a thread of the store's own, started with the
+    first call, even with ``background=False``); ``on_push(key, state)`` is called for each change taken into
+    the cache. ``close()`` flushes what is pending and stops the thread and the feed (also done at
+    interpreter exit).
 
     >>> from bounceback.core.breaker._store import MemoryBreakerStore
     >>> from bounceback.core.breaker._window import FAILED
@@ -197,6 +348,9 @@ class BatchedBreakerStore:
         wait: Callable[[float], object] | None = None,
         on_flush: Callable[[str, WindowCounts, SharedState | None], object] | None = None,
         background: bool = True,
+        flusher: Flusher | None = None,
+        push: bool = True,
+        on_push: Callable[[str, SharedState], object] | None = None,
     ) -> None:
         if isinstance(flush_seconds, bool) or not isinstance(flush_seconds, (int, float)):
             raise ConfigError("store.flush_seconds", flush_seconds, "seconds above 0, such as 0.05")
@@ -223,18 +377,28 @@ class BatchedBreakerStore:
         self.flush_count = flush_count
         self.staleness = float(staleness)
         self._monotonic = monotonic or time.monotonic
-        self._wait = wait
+        # The thread that runs the rounds: this store's own, or one shared with other batching stores
+        # (a retry-budget ledger on the same backend), so a process has one flusher, not one per feature.
+        self._owns_flusher = flusher is None
+        self._flusher = flusher or Flusher(flush_seconds, wait=wait, name=f"bounceback-flush {inner.name}")
+        self._background = background
         self._on_flush = on_flush
         self._lock = threading.Lock()
         # One store call of the flusher or a transition at a time, so their answers arrive in order.
         self._io_lock = threading.RLock()
         self._keys: dict[str, _Key] = {}
-        self._wake = threading.Event()
-        self._stop = not background  # without a background thread, flush() is called by the owner
-        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._started = False  # the flusher (when background) and the feed were started
         self._producer = f"{os.getpid()}-{id(self):x}-{time.time_ns():x}"
         self._seq = itertools.count(1)
         self._many = getattr(inner, "record_many", None)
+        # Pushed state changes, when the store can push them (``watch``) and the owner wants them.
+        self._watch = getattr(inner, "watch", None) if push else None
+        self._feed: StateFeed | None = None
+        self._on_push = on_push
+        self._resync = False  # the subscription was (re)made: refresh every key in the next round
+        self.pushes = 0
+        """State changes pushed by the store and taken into the cache (newer than what it held)."""
         self.flushes = 0
         """Store calls made by the flusher (batches and refreshes), for benchmarks and tests."""
         self.failed_flushes = 0
@@ -263,11 +427,44 @@ class BatchedBreakerStore:
         )
 
     def _ensure_thread(self) -> None:
-        if self._thread is None and not self._stop:
-            self._thread = threading.Thread(
-                target=self._run, name=f"bounceback-flush {self.name}", daemon=True
-            )
-            self._thread.start()
+        if self._started:
+            return
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True  # under the lock: two callers racing here start one thread and one feed
+        if self._watch is not None and self._feed is None:
+            try:
+                self._feed = self._watch(self._pushed, lambda: list(self._keys))
+            except StoreError:
+                self._feed = None  # no push today: the flushes and refreshes keep the cache fresh
+        if self._background:
+            self._flusher.attach(self._round)
+            self._flusher.start()
+
+    def _pushed(self, key: str | None, state: SharedState | None, cleared: bool) -> None:
+        """A state change pushed by the store (on the feed's thread): newer versions replace the cache."""
+        if key is None:
+            # The subscription was (re)made and changes may have been missed meanwhile: refresh everything.
+            self._resync = True
+            self._flusher.wake()
+            return
+        if state is None:
+            return
+        with self._lock:
+            entry = self._keys.get(key)
+            if entry is None:
+                return  # a breaker this process does not run
+            cached = entry.state
+            if cached is not None and state.version <= cached.version:
+                return  # old news (our own transition, or a flush answer already brought it)
+            entry.state = state
+            entry.pushes += 1
+            if cleared:
+                entry.counts = WindowCounts()  # the window was emptied with the change (a close)
+            self.pushes += 1
+        if self._on_push is not None:
+            self._on_push(key, state)
 
     def _fill(self, key: str, entry: _Key) -> None:
         """A key seen for the first time: read its state from the store once (outside the lock)."""
@@ -307,7 +504,7 @@ class BatchedBreakerStore:
             if mono - entry.fresh_at > self.staleness:
                 error = self._stale(entry)
                 if error is not None:
-                    self._wake.set()
+                    self._flusher.wake()
                     raise error
             if entry.spec is not spec and entry.spec != spec:
                 entry.spec = spec  # the store restarts a reshaped window at the next flush
@@ -341,8 +538,8 @@ class BatchedBreakerStore:
             # so a busy healthy process sends one call per interval however fast it calls.
             due = len(entry.runs) >= self.flush_count
         if due:
-            self._wake.set()
-        if self._thread is None:
+            self._flusher.wake()
+        if not self._started:
             self._ensure_thread()
         return counts, state
 
@@ -428,6 +625,7 @@ class BatchedBreakerStore:
                     entry.inflight = (next(self._seq), runs, *_totals(runs))
                 batch = entry.inflight
                 spec = entry.spec
+                pushes = entry.pushes
                 # The store's time now, from the breaker's last reading (time windows expire by it).
                 now = entry.last_now + max(0.0, self._monotonic() - entry.last_mono)
                 if batch is None and not refresh:
@@ -464,61 +662,67 @@ class BatchedBreakerStore:
                         entry.p_broken = False
                 entry.counts = counts
                 # Store calls of this process are serialised (_io_lock), so the latest answer is the truth,
-                # even one older than the cache (a restarted, empty server).
-                entry.state = state
+                # even one older than the cache (a restarted, empty server); but not one older than a
+                # state pushed while it travelled (the push was read after it).
+                cached = entry.state
+                if (
+                    entry.pushes == pushes
+                    or state is None
+                    or cached is None
+                    or state.version >= cached.version
+                ):
+                    entry.state = state
                 entry.fresh_at = self._monotonic()
         if self._on_flush is not None:
             self._on_flush(key, counts, state)
         return True
 
-    def _round(self) -> None:
-        """One round of the flusher: every key with pending outcomes, and every key due for a refresh."""
+    def _round(self) -> bool:
+        """One round of the flusher: every key with pending outcomes, and every key due for a refresh.
+
+        Returns True when a store call failed (the flusher then waits longer before the next round).
+        """
+        before = self.failed_flushes
         now = self._monotonic()
+        resync, self._resync = self._resync, False
         for key in list(self._keys):
             entry = self._keys[key]
-            due = now - entry.fresh_at >= self.staleness / 2
+            due = resync or now - entry.fresh_at >= self.staleness / 2
             try:
                 self._flush_key(key, refresh=due)
                 # A flood of failures is sent in slices of MAX_RUNS; a round sends a bounded number of them.
+                # Less than a full slice waits for the next round: outcomes recorded while the first call
+                # travelled must not make a second call, or a busy process would exceed 1 / flush_seconds.
                 for _ in range(16):
-                    if not entry.pending():
+                    if len(entry.runs) < MAX_RUNS:
                         break
                     self._flush_key(key, refresh=False)
             except StoreError:
                 pass  # kept for the next round; callers see the staleness once it exceeds the bound
             except Exception:  # a bug in a store must not kill the flusher for good
                 self.failed_flushes += 1
-
-    def _run(self) -> None:
-        backoff = self.flush_seconds
-        while not self._stop:
-            if self._wait is not None:
-                self._wait(backoff)
-            else:
-                self._wake.wait(backoff)
-                self._wake.clear()
-            if self._stop:
-                break
-            before = self.failed_flushes
-            self._round()
-            # While the store fails, try less often (up to 1 s) instead of hammering it every interval.
-            if self.failed_flushes > before:
-                backoff = min(max(backoff * 2, self.flush_seconds), max(1.0, self.flush_seconds))
-            else:
-                backoff = self.flush_seconds
+        return self.failed_flushes > before
 
     def close(self) -> None:
-        """Flush what is pending (best effort), stop the flusher, and close the inner store."""
-        self._stop = True
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=max(2.0, 4 * self.flush_seconds))
+        """Flush what is pending (best effort), stop the flusher and the feed, and close the inner store."""
+        self._closed = True
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            feed.close()
+        # Off the flusher first (waiting for a round in progress), so no round runs after the last flush.
+        self._flusher.detach(self._round)
+        if self._owns_flusher:
+            self._flusher.stop()
         with contextlib.suppress(StoreError):  # best effort: the store may be gone for good
             self.flush()
         close = getattr(self.inner, "close", None)
         if close is not None:
             close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     def pending(self, key: str) -> int:
         """Outcomes of ``key`` recorded here and not yet acknowledged by the store."""
@@ -537,3 +741,254 @@ class BatchedBreakerStore:
             f"BatchedBreakerStore({self.inner!r}, flush_seconds={self.flush_seconds:g}, "
             f"flush_count={self.flush_count}, staleness={self.staleness:g})"
         )
+
+
+class BatchingLedger(Protocol):
+    """A shared retry-budget ledger that can add a process's batch in one transaction or round trip."""
+
+    def settle_many(
+        self, key: str, rule: BudgetRule, calls: int, span: float, retries: int, batch: tuple[str, int] | None
+    ) -> BudgetReading:
+        """Add ``calls`` made over ``span`` seconds and ``retries`` already granted (a ``batch`` id once)."""
+        ...
+
+
+class _Budget:
+    """What the batched ledger knows about one budget key."""
+
+    __slots__ = (
+        "calls",
+        "fresh_at",
+        "inflight",
+        "last",
+        "p_calls",
+        "p_retries",
+        "reading",
+        "retries",
+        "rule",
+        "start",
+    )
+
+    def __init__(self, rule: BudgetRule) -> None:
+        self.rule = rule
+        self.reading = BudgetReading(False, 0.0, 0.0, 0.0)  # the store's last answer (fleet-wide)
+        self.fresh_at = _NEVER
+        self.calls = 0  # deposited here since the last batch was taken, over (start, last]
+        self.retries = 0  # granted here since the last batch was taken
+        self.start = self.last = 0.0
+        self.inflight: tuple[int, int, float, int] | None = (
+            None  # (seq, calls, span, retries), resent as it is
+        )
+        self.p_calls = self.p_retries = 0  # not yet acknowledged by the store (pending and in flight)
+
+
+class BatchedLedger:
+    """A retry-budget ledger whose ``settle`` stays in the process; counts reach the shared ledger in batches.
+
+    It wraps a shared :class:`~bounceback.core.retry._budget.BudgetLedger` (SQLite, Redis) the way
+    :class:`BatchedBreakerStore` wraps a breaker store, and rides on the same :class:`Flusher` (one thread
+    per process for breakers and budgets alike): ``settle`` adds the calls to a pending count and decides
+    a retry from the fleet's last reading plus this process's unsent calls and retries; each round sends
+    every budget's pending calls and granted retries in **one** store call (``settle_many``) and takes the
+    fleet's new reading back.
+
+    Guarantees: every call and every granted retry is added to the shared window exactly once (a batch
+    resent after a timeout carries the same ``(producer, seq)`` id). A retry is granted against a reading
+    at most ``flush_seconds`` old (plus this process's own grants since), so in one flush interval ``P``
+    processes may together grant up to ``P`` times the budget that was left; the excess is counted, so no
+    process is granted another retry until the window's allowance covers it again. While the shared
+    ledger cannot be reached for longer than ``staleness``, the process decides from its own calls of the
+    last window alone (a private ``LocalLedger``) and sends what it counted when the store is back.
+
+    >>> from bounceback.core.retry._budget import LocalLedger
+    >>> ledger = BatchedLedger(LocalLedger(), background=False)
+    >>> rule = BudgetRule(0.5, 0.0, 10.0)
+    >>> ledger.settle("api", rule, now=1.0, calls=4, span=0.0, spend=True).granted   # decided locally
+    True
+    >>> ledger.flush()                                                               # one batch
+    >>> ledger.settle("api", rule, now=1.0, calls=0, span=0.0, spend=False).retries
+    1.0
+    """
+
+    def __init__(
+        self,
+        inner: BudgetLedger,
+        *,
+        flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+        staleness: float = DEFAULT_STALENESS,
+        flusher: Flusher | None = None,
+        monotonic: Callable[[], float] | None = None,
+        background: bool = True,
+    ) -> None:
+        if isinstance(staleness, bool) or not isinstance(staleness, (int, float)) or staleness <= 0:
+            raise ConfigError("store.staleness", staleness, "seconds above 0, such as 1.0")
+        self.inner = inner
+        self.name: str = getattr(inner, "name", type(inner).__name__)
+        self.staleness = float(staleness)
+        self._monotonic = monotonic or time.monotonic
+        self._owns_flusher = flusher is None
+        self._flusher = flusher or Flusher(flush_seconds, name=f"bounceback-flush {self.name}")
+        self._background = background
+        self._many: Callable[..., BudgetReading] | None = getattr(inner, "settle_many", None)
+        self._local = LocalLedger()
+        self._lock = threading.Lock()
+        self._io_lock = threading.Lock()
+        self._keys: dict[str, _Budget] = {}
+        self._producer = f"{os.getpid()}-{id(self):x}-{time.time_ns():x}"
+        self._seq = itertools.count(1)
+        self._started = False
+        self._closed = False
+        self.flushes = 0
+        """Store calls made (batches and refreshes), for benchmarks and tests."""
+        self.failed_flushes = 0
+        """Store calls that raised StoreError (their batches are kept and resent)."""
+        _stores.add(self)
+
+    @property
+    def available(self) -> bool:
+        """False while some budget decides from local counts because the store has not answered lately."""
+        now = self._monotonic()
+        with self._lock:
+            return all(now - b.fresh_at <= self.staleness for b in self._keys.values())
+
+    def settle(
+        self, key: str, rule: BudgetRule, now: float, calls: int, span: float, spend: bool
+    ) -> BudgetReading:
+        """Count ``calls`` locally and decide a retry from the fleet's last reading plus what is unsent."""
+        if not self._started:
+            self._start()
+        with self._lock:
+            b = self._keys.get(key)
+            new = b is None
+            if b is None:
+                b = self._keys[key] = _Budget(rule)
+        if new:
+            self._flush_key(key, quiet=True)  # the fleet's reading, once, when a budget is first used
+        with self._lock:
+            b.rule = rule
+            if calls:
+                begin = now - max(0.0, span)
+                b.start = begin if not b.calls else min(b.start, begin)
+                b.calls += calls
+                b.p_calls += calls
+            b.last = max(b.last, now)
+            if self._monotonic() - b.fresh_at > self.staleness:
+                # The store has not answered lately: this process's own counts decide, and are sent later.
+                local = self._local.settle(key, rule, now, calls, span, spend)
+                if local.granted:
+                    b.retries += 1
+                    b.p_retries += 1
+                return local
+            if calls:
+                # This process's own window, kept all along: what decides while the store is away.
+                self._local.settle(key, rule, now, calls, span, False)
+            r = b.reading
+            total_calls = r.calls + b.p_calls
+            total_retries = r.retries + b.p_retries
+            allowance = rule.allowance(total_calls)
+            granted = spend and total_retries + 1.0 <= allowance + 1e-9
+            if granted:
+                b.retries += 1
+                b.p_retries += 1
+                total_retries += 1.0
+            return BudgetReading(granted, total_calls, total_retries, allowance)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True
+        if self._background:
+            self._flusher.attach(self._round)
+            self._flusher.start()
+
+    def _flush_key(self, key: str, *, quiet: bool = False) -> bool:
+        """Send ``key``'s batch (or refresh it); a batch kept from a failed call goes first, then the newer one."""
+        made = self._send(key, quiet=quiet)
+        b = self._keys.get(key)
+        if made and b is not None and (b.calls or b.retries):
+            self._send(key, quiet=quiet)
+        return made
+
+    def _send(self, key: str, *, quiet: bool) -> bool:
+        """One store call for ``key`` (its pending batch, or a refresh); True if it made one."""
+        with self._io_lock:
+            with self._lock:
+                b = self._keys.get(key)
+                if b is None:
+                    return False
+                if b.inflight is None and (b.calls or b.retries):
+                    b.inflight = (next(self._seq), b.calls, max(0.0, b.last - b.start), b.retries)
+                    b.calls = b.retries = 0
+                batch, rule = b.inflight, b.rule
+            seq, calls, span, retries = batch if batch is not None else (0, 0, 0.0, 0)
+            try:
+                if self._many is not None:
+                    ident = (self._producer, seq) if batch is not None else None
+                    reading = self._many(key, rule, calls, span, retries, ident)
+                else:
+                    reading = self.inner.settle(key, rule, self._monotonic(), calls, span, False)
+                    for _ in range(retries):
+                        reading = self.inner.settle(key, rule, self._monotonic(), 0, 0.0, True)
+            except StoreError:
+                self.failed_flushes += 1
+                if quiet:
+                    return False
+                raise
+            finally:
+                self.flushes += 1
+            with self._lock:
+                if batch is not None:
+                    b.inflight = None
+                    b.p_calls -= calls
+                    b.p_retries -= retries
+                b.reading = reading
+                b.fresh_at = self._monotonic()
+        return True
+
+    def flush(self, key: str | None = None) -> None:
+        """Send the pending counts of ``key`` (default: every budget) now; StoreError if the store fails."""
+        error: StoreError | None = None
+        for name in [key] if key is not None else list(self._keys):
+            try:
+                self._flush_key(name)
+            except StoreError as exc:
+                error = exc
+        if error is not None:
+            raise error
+
+    def _round(self) -> bool:
+        """The flusher's round: every budget with something to send, or due for a refresh."""
+        failed = False
+        now = self._monotonic()
+        for key in list(self._keys):
+            b = self._keys[key]
+            due = now - b.fresh_at >= self.staleness / 2
+            if not (b.calls or b.retries or b.inflight or due):
+                continue
+            try:
+                self._flush_key(key)
+            except StoreError:
+                failed = True
+        return failed
+
+    def pending(self, key: str) -> tuple[int, int]:
+        """``(calls, retries)`` counted here and not yet acknowledged by the store."""
+        with self._lock:
+            b = self._keys.get(key)
+            return (0, 0) if b is None else (b.p_calls, b.p_retries)
+
+    def close(self) -> None:
+        """Send what is pending (best effort), leave the flusher, and close the inner ledger."""
+        self._closed = True
+        self._flusher.detach(self._round)
+        if self._owns_flusher:
+            self._flusher.stop()
+        with contextlib.suppress(StoreError):
+            self.flush()
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+    def __repr__(self) -> str:
+        return f"BatchedLedger({self.inner!r}, flush_seconds={self._flusher.interval:g}, staleness={self.staleness:g})"
