@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[set[str], str]] = {
     "demo": ({"demo", "all"}, "demo"),
 }
 LIBRARY = {
-    "redis": "import redis, bounceback.stores._redis",
+    "redis": "import redis, bounceback.stores.redis._store",
     "http": "import bounceback.integrations._httpx, bounceback.integrations._requests",
     "prometheus": "import bounceback.integrations._prometheus",
     "otel": "import bounceback.integrations._otel",

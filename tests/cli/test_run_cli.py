@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from bounceback.cli import cli
 from bounceback.cli._run_support import ManualStep, set_manual_handler
-from bounceback.stores._journal import Journal
+from bounceback.stores.journal._journal import Journal
 from tests.cli.run_helpers import (
     PtyProcess,
     bb,

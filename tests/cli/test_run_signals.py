@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from bounceback.cli._run_support import EXIT_CODES
-from bounceback.stores._journal import Journal
 from bounceback.stores._tickets import SqliteTickets
+from bounceback.stores.journal._journal import Journal
 from tests.cli.run_helpers import PtyProcess, bb, configure, count, flaky, plain, wait_for
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from bounceback.stores._journal import Journal
-from bounceback.stores._journal_schema import RunEntry
+from bounceback.stores.journal._journal import Journal
+from bounceback.stores.journal._schema import RunEntry
 from tests.cli.run_helpers import bb, bb_start, configure, wait_for
 from tests.gate_command import release
 

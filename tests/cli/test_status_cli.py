@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bounceback.stores._journal import Journal
+from bounceback.stores.journal._journal import Journal
 from tests.cli.run_helpers import bb, bb_start, configure, count, flaky, wait_for
 
 # Tiny waits, and no parked ticket (exit 4): these tests read the command's own exit codes.

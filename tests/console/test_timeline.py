@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from bounceback.console._timeline import render_timeline
-from bounceback.stores._journal_schema import AttemptEntry, BreakerChange, RunEntry
+from bounceback.stores.journal._schema import AttemptEntry, BreakerChange, RunEntry
 
 
 def _run(run_id: str, op: str, start: float, end: float | None, status: str, attempts: int) -> RunEntry:

@@ -410,8 +410,8 @@ def test_a_frozen_lock_holder_is_named_and_loses_nothing(
     from bounceback.core._events import StoreRecovered, StoreUnavailable
     from bounceback.events import EventBus
     from bounceback.stores import SqliteBreakerStore
-    from bounceback.stores._journal import Journal
-    from bounceback.stores._journal_writer import JournalWriter
+    from bounceback.stores.journal._journal import Journal
+    from bounceback.stores.journal._writer import JournalWriter
     from bounceback.testing import FakeClock, RecordingSink
 
     fig = figures("sqlite-lock-holder-sigstop")
@@ -504,8 +504,8 @@ def test_enospc_mid_write_and_mid_checkpoint_loses_nothing_queued(
 
     from bounceback import Backoff, Policy
     from bounceback.events import EventBus
-    from bounceback.stores._journal import Journal
-    from bounceback.stores._journal_writer import JournalWriter
+    from bounceback.stores.journal._journal import Journal
+    from bounceback.stores.journal._writer import JournalWriter
     from bounceback.testing import FakeClock
 
     fig = figures("disk-full-mid-write")

@@ -27,8 +27,8 @@ from bounceback.events import (
     RecoverySucceeded,
     RetryScheduled,
 )
-from bounceback.stores._journal import Journal
-from bounceback.stores._journal_writer import JournalWriter
+from bounceback.stores.journal._journal import Journal
+from bounceback.stores.journal._writer import JournalWriter
 from bounceback.testing import FakeClock
 from tests.reliability.conftest import Figures, soak_size
 

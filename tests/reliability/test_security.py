@@ -22,8 +22,8 @@ import pytest
 from bounceback import Backoff, CircuitBreaker, Policy, RecoveryRequired
 from bounceback.core.policy._manual import ManualRecovery
 from bounceback.events import EventBus, log_events
-from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._tickets import SqliteTickets
+from bounceback.stores.journal._writer import JournalWriter
 from bounceback.testing import FakeClock, RecordingSink
 from bounceback.web import DashboardServer
 from tests.reliability.conftest import Figures

@@ -28,7 +28,7 @@ from bounceback.core.settings._doc import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_VALUE
 from bounceback.core.settings._setting import has_control_chars
 from bounceback.events import EventBus
 from bounceback.stores import SqliteSettings
-from bounceback.stores._journal_writer import JournalWriter
+from bounceback.stores.journal._writer import JournalWriter
 from tests.reliability.conftest import ROOT, Figures, soak_size
 from tests.reliability.dbcheck import consistency_problems, stored_data
 

@@ -24,8 +24,8 @@ from bounceback import Backoff, CircuitBreaker, Policy, StoreError
 from bounceback.core._events import StoreRecovered, StoreUnavailable
 from bounceback.events import EventBus
 from bounceback.stores import SqliteBreakerStore, SqliteSettings
-from bounceback.stores._journal import Journal
-from bounceback.stores._journal_writer import JournalWriter
+from bounceback.stores.journal._journal import Journal
+from bounceback.stores.journal._writer import JournalWriter
 from bounceback.testing import FakeClock, RecordingSink
 from tests.reliability.conftest import ROOT, Figures, soak_size
 from tests.reliability.dbcheck import consistency_problems, snapshot

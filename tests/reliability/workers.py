@@ -33,8 +33,8 @@ from bounceback import Backoff, CircuitBreaker, CircuitOpenError, Policy, Recove
 from bounceback.core.policy._manual import ManualRecovery
 from bounceback.events import EventBus
 from bounceback.stores import SqliteBreakerStore, SqliteSettings
-from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._tickets import SqliteTickets
+from bounceback.stores.journal._writer import JournalWriter
 
 __all__ = ["SETTING_VALUES", "main"]
 

@@ -21,8 +21,8 @@ from bounceback import Backoff, Classification, ConfigError, ErrorKind, Policy, 
 from bounceback.core._control import RunControls
 from bounceback.core.settings._source import StaticSettings
 from bounceback.events import AttemptFailed, BreakerOpened, CallRejected, EventBus
-from bounceback.stores._journal import HOST, Journal, is_process_alive
-from bounceback.stores._journal_writer import JournalWriter
+from bounceback.stores.journal._journal import HOST, Journal, is_process_alive
+from bounceback.stores.journal._writer import JournalWriter
 from bounceback.testing import FakeClock
 
 NO_JITTER = Backoff(initial=1, max_delay=100, jitter="none")
@@ -236,7 +236,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from bounceback import Backoff, Policy
-    from bounceback.stores._journal_writer import JournalWriter
+    from bounceback.stores.journal._writer import JournalWriter
 
     def fail():
         raise ConnectionRefusedError(111, "Connection refused")
@@ -285,7 +285,7 @@ CRASHER = textwrap.dedent(
     from bounceback import Classification, ErrorKind
     from bounceback.events import EventBus
     from bounceback.core._events import AttemptFailed, RetryScheduled
-    from bounceback.stores._journal_writer import JournalWriter
+    from bounceback.stores.journal._writer import JournalWriter
 
     bus = EventBus()
     verdict = Classification(ErrorKind.TRANSIENT, "x")

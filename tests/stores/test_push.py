@@ -19,7 +19,7 @@ from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import SharedState
 from bounceback.events import EventBus
 from bounceback.stores import RedisBreakerStore, SqliteBreakerStore
-from bounceback.stores._redis_push import RedisStateFeed, parse_change
+from bounceback.stores.redis._push import RedisStateFeed, parse_change
 from bounceback.testing import FakeClock
 from tests.redis_server import RedisServer
 from tests.stores import push_workers

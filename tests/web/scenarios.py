@@ -14,8 +14,8 @@ from pathlib import Path
 from bounceback import Backoff, Policy
 from bounceback.core.breaker._breaker import CircuitBreaker
 from bounceback.events import EventBus
-from bounceback.stores._journal_writer import JournalWriter
-from bounceback.stores._sqlite_breaker import SqliteBreakerStore
+from bounceback.stores.journal._writer import JournalWriter
+from bounceback.stores.sqlite._breaker import SqliteBreakerStore
 from bounceback.testing import FakeClock
 
 SCRIPT_ERROR = "<script>alert('pwned')</script> upstream said <b>no</b>"

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from bounceback.stores import SqliteSettings
-from bounceback.stores._journal import Journal
+from bounceback.stores.journal._journal import Journal
 from bounceback.web import DashboardServer
 from tests.web.conftest import ROOT, Scenario, run_scenario
 

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from bounceback.stores import SqliteSettings
-from bounceback.stores._journal import Journal
+from bounceback.stores.journal._journal import Journal
 from bounceback.web import DashboardServer
 from tests.cli.run_helpers import bb_start
 from tests.cli.test_run_watched import GATE

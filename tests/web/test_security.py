@@ -194,7 +194,7 @@ def test_script_in_an_error_message_is_served_escaped(client: Client, database: 
 def test_credentials_in_error_urls_are_redacted_in_pages_and_api(client: Client, database: Path) -> None:
     from bounceback import Policy
     from bounceback.events import EventBus
-    from bounceback.stores._journal_writer import JournalWriter
+    from bounceback.stores.journal._writer import JournalWriter
     from bounceback.testing import FakeClock
 
     bus = EventBus()

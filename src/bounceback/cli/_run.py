@@ -48,8 +48,8 @@ from bounceback.integrations._subprocess import (
     ExitCodes,
     exit_code_of,
 )
-from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._shared import breaker_store_from_settings, store_options
+from bounceback.stores.journal._writer import JournalWriter
 
 __all__ = ["run_command_line"]
 

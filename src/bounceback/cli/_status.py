@@ -25,10 +25,10 @@ from bounceback.core.breaker._store import BreakerStore, MemoryBreakerStore, Sha
 from bounceback.core.settings._layers import DEFAULTS
 from bounceback.core.settings._source import check_operation
 from bounceback.errors import ConfigError
-from bounceback.stores._journal import Journal
-from bounceback.stores._journal_schema import RunEntry
-from bounceback.stores._journal_writer import JournalWriter
 from bounceback.stores._shared import breaker_store_from_settings
+from bounceback.stores.journal._journal import Journal
+from bounceback.stores.journal._schema import RunEntry
+from bounceback.stores.journal._writer import JournalWriter
 
 __all__ = ["breaker_group", "cancel_run", "status", "timeline"]
 

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.text import Text
 
 from bounceback.console._text import badge_style, clock_time, one_line, seconds
-from bounceback.stores._journal_schema import AttemptEntry, BreakerChange, RunEntry
+from bounceback.stores.journal._schema import AttemptEntry, BreakerChange, RunEntry
 
 __all__ = ["render_timeline"]
 

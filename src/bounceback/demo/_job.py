@@ -32,10 +32,10 @@ from bounceback.demo._plant import PLANT_DEVICES, PlantDevices, plant_available
 from bounceback.errors import RecoveryRequired
 from bounceback.integrations._http import RetryableResponse, classify_status
 from bounceback.integrations._httpx import HTTPX_CLASSIFIER
-from bounceback.stores._journal_writer import JournalWriter
-from bounceback.stores._settings_store import SqliteSettings
 from bounceback.stores._shared import breaker_store_from_settings
 from bounceback.stores._tickets import SqliteTickets
+from bounceback.stores.journal._writer import JournalWriter
+from bounceback.stores.settings._store import SqliteSettings
 
 __all__ = ["DemoResult", "DeviceOutcome", "demo_devices", "run_job"]
 

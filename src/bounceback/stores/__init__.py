@@ -22,27 +22,27 @@ from bounceback.stores._home import (
     transaction,
     translate_errors,
 )
-from bounceback.stores._journal import Journal, is_process_alive
-from bounceback.stores._journal_schema import (
-    AttemptEntry,
-    BreakerChange,
-    CancelRequest,
-    OperationCounts,
-    RunEntry,
-)
-from bounceback.stores._journal_writer import JournalWriter
-from bounceback.stores._redis import RedisBreakerStore, redis_client
-from bounceback.stores._redis_budget import RedisBudgetLedger
-from bounceback.stores._settings_rows import Change
-from bounceback.stores._settings_store import SqliteSettings
 from bounceback.stores._shared import breaker_store_from_settings, budget_ledger_from_settings, store_options
 from bounceback.stores._shared_limits import (
     RedisSharedLimits,
     SqliteSharedLimits,
     shared_limits_from_settings,
 )
-from bounceback.stores._sqlite_breaker import SqliteBreakerStore
-from bounceback.stores._sqlite_budget import SqliteBudgetLedger
+from bounceback.stores.journal._journal import Journal, is_process_alive
+from bounceback.stores.journal._schema import (
+    AttemptEntry,
+    BreakerChange,
+    CancelRequest,
+    OperationCounts,
+    RunEntry,
+)
+from bounceback.stores.journal._writer import JournalWriter
+from bounceback.stores.redis._budget import RedisBudgetLedger
+from bounceback.stores.redis._store import RedisBreakerStore, redis_client
+from bounceback.stores.settings._rows import Change
+from bounceback.stores.settings._store import SqliteSettings
+from bounceback.stores.sqlite._breaker import SqliteBreakerStore
+from bounceback.stores.sqlite._budget import SqliteBudgetLedger
 
 __all__ = [
     "AttemptEntry",

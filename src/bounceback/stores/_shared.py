@@ -29,10 +29,10 @@ from bounceback.core.breaker._store import BreakerStore, MemoryBreakerStore
 from bounceback.core.retry._budget import BudgetLedger, LocalLedger
 from bounceback.core.settings._layers import defaults
 from bounceback.errors import ConfigError
-from bounceback.stores._redis import DEFAULT_REDIS_TIMEOUT, RedisBreakerStore, redis_client
-from bounceback.stores._redis_budget import RedisBudgetLedger
-from bounceback.stores._sqlite_breaker import SqliteBreakerStore
-from bounceback.stores._sqlite_budget import SqliteBudgetLedger
+from bounceback.stores.redis._budget import RedisBudgetLedger
+from bounceback.stores.redis._store import DEFAULT_REDIS_TIMEOUT, RedisBreakerStore, redis_client
+from bounceback.stores.sqlite._breaker import SqliteBreakerStore
+from bounceback.stores.sqlite._budget import SqliteBudgetLedger
 
 __all__ = ["breaker_store_from_settings", "budget_ledger_from_settings", "store_options"]
 

@@ -23,9 +23,9 @@ from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.core.strategies._shared import MemorySharedLimits, bucket_reserve
 from bounceback.errors import ConfigError
 from bounceback.stores._home import register_migrations
-from bounceback.stores._redis import DEFAULT_REDIS_TIMEOUT, RedisLink
-from bounceback.stores._redis_lua import LuaScript
-from bounceback.stores._sqlite_link import DEFAULT_BUSY_TIMEOUT, SqliteLink
+from bounceback.stores.redis._lua import LuaScript
+from bounceback.stores.redis._store import DEFAULT_REDIS_TIMEOUT, RedisLink
+from bounceback.stores.sqlite._link import DEFAULT_BUSY_TIMEOUT, SqliteLink
 
 __all__ = ["RedisSharedLimits", "SqliteSharedLimits", "shared_limits_from_settings"]
 

@@ -22,8 +22,8 @@ from bounceback.core._time import parse_duration
 from bounceback.core.breaker._breaker import CircuitBreaker
 from bounceback.core.settings._source import check_operation
 from bounceback.errors import ConfigError
-from bounceback.stores._journal_writer import JournalWriter
-from bounceback.stores._settings_rows import current_user
+from bounceback.stores.journal._writer import JournalWriter
+from bounceback.stores.settings._rows import current_user
 from bounceback.web._collect import Collector
 
 __all__ = ["Actions", "BREAKER_ACTIONS"]

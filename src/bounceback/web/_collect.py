@@ -22,11 +22,11 @@ from bounceback.core.recovery._tickets import Ticket
 from bounceback.errors import ConfigError, StoreError
 from bounceback.stores import SqliteSettings
 from bounceback.stores._home import connect, migrate, translate_errors
-from bounceback.stores._journal import Journal
-from bounceback.stores._journal_schema import AttemptEntry, RunEntry
 from bounceback.stores._shared import breaker_store_from_settings
-from bounceback.stores._sqlite_breaker import SqliteBreakerStore
 from bounceback.stores._tickets import SqliteTickets
+from bounceback.stores.journal._journal import Journal
+from bounceback.stores.journal._schema import AttemptEntry, RunEntry
+from bounceback.stores.sqlite._breaker import SqliteBreakerStore
 from bounceback.web._model import (
     AttemptView,
     BreakerView,

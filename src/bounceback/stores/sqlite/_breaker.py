@@ -22,9 +22,9 @@ from bounceback.core.breaker._batched import Deliver
 from bounceback.core.breaker._store import SharedState, WindowSpec
 from bounceback.core.breaker._window import WindowCounts
 from bounceback.stores._home import register_migrations
-from bounceback.stores._sqlite_link import DEFAULT_BUSY_TIMEOUT, SqliteLink
-from bounceback.stores._sqlite_push import SqliteStateFeed
-from bounceback.stores._sqlite_window import (
+from bounceback.stores.sqlite._link import DEFAULT_BUSY_TIMEOUT, SqliteLink
+from bounceback.stores.sqlite._push import SqliteStateFeed
+from bounceback.stores.sqlite._window import (
     SCHEMA,
     Totals,
     clear_window,

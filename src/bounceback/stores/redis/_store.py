@@ -1,10 +1,10 @@
 """Breaker state in Redis or Valkey, shared by a fleet of machines (through redis-py).
 
 :class:`RedisBreakerStore` implements the :class:`~bounceback.core.breaker._store.BreakerStore` port with
-one Lua script call per method (see :mod:`bounceback.stores._redis_lua`): each recorded outcome, state
+one Lua script call per method (see :mod:`bounceback.stores.redis._lua`): each recorded outcome, state
 change and probe permit is one atomic round trip, and nothing is locked while the user's call runs. Every
 state change is also published on ``<prefix>changes``, and :meth:`RedisBreakerStore.watch` subscribes to it
-(:mod:`bounceback.stores._redis_push`), so a batched store learns of changes as they happen.
+(:mod:`bounceback.stores.redis._push`), so a batched store learns of changes as they happen.
 
 The redis-py client is built for a breaker (:func:`redis_client`): short socket timeouts (0.5 s) and
 **no retries of its own**, because the breaker has its answer to an unreachable store (carry on with local
@@ -27,8 +27,8 @@ from bounceback.core.breaker._batched import Deliver
 from bounceback.core.breaker._store import SharedState, WindowSpec
 from bounceback.core.breaker._window import WindowCounts, time_buckets
 from bounceback.errors import ConfigError, StoreError
-from bounceback.stores._redis_lua import BREAKER_LUA, LuaScript
-from bounceback.stores._redis_push import RedisStateFeed
+from bounceback.stores.redis._lua import BREAKER_LUA, LuaScript
+from bounceback.stores.redis._push import RedisStateFeed
 
 __all__ = ["DEFAULT_REDIS_TIMEOUT", "RedisBreakerStore", "RedisLink", "redis_client"]
 

@@ -40,8 +40,8 @@ from bounceback.core._registry import Registry, registry
 from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.errors import StoreError
 from bounceback.stores._home import connect, database_path, migrate, transaction, translate_errors
-from bounceback.stores._journal import HOST, prune
-from bounceback.stores._journal_apply import ApplyState, _apply
+from bounceback.stores.journal._apply import ApplyState, _apply
+from bounceback.stores.journal._journal import HOST, prune
 
 __all__ = ["JournalWriter"]
 
@@ -57,7 +57,7 @@ class JournalWriter:
     >>> import tempfile, pathlib
     >>> from bounceback import Policy
     >>> from bounceback.events import EventBus
-    >>> from bounceback.stores._journal import Journal
+    >>> from bounceback.stores.journal._journal import Journal
     >>> from bounceback.testing import FakeClock
     >>> db = pathlib.Path(tempfile.mkdtemp()) / "bounceback.db"
     >>> bus, clock, tries = EventBus(), FakeClock(), []

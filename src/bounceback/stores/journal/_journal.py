@@ -21,7 +21,7 @@ from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.errors import ConfigError
 from bounceback.stores._component import HomeComponent
 from bounceback.stores._home import transaction, translate_errors
-from bounceback.stores._journal_schema import (
+from bounceback.stores.journal._schema import (
     AttemptEntry,
     BreakerChange,
     CancelRequest,
@@ -29,7 +29,7 @@ from bounceback.stores._journal_schema import (
     OperationCounts,
     RunEntry,
 )
-from bounceback.stores._settings_rows import current_user
+from bounceback.stores.settings._rows import current_user
 
 __all__ = ["HOST", "Journal", "is_process_alive"]
 

@@ -22,8 +22,8 @@ from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.core.retry._budget import BudgetReading, BudgetRule
 from bounceback.errors import ConfigError
 from bounceback.stores._ledger_fallback import LedgerFallback
-from bounceback.stores._redis import DEFAULT_REDIS_TIMEOUT, RedisLink
-from bounceback.stores._redis_lua import BUDGET_LUA, LuaScript
+from bounceback.stores.redis._lua import BUDGET_LUA, LuaScript
+from bounceback.stores.redis._store import DEFAULT_REDIS_TIMEOUT, RedisLink
 
 __all__ = ["RedisBudgetLedger"]
 

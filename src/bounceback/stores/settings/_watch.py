@@ -24,7 +24,7 @@ from bounceback.core._time import SYSTEM_CLOCK, Clock
 from bounceback.core.settings._source import SettingsLayers, Subscribers
 from bounceback.errors import StoreError
 from bounceback.stores._home import connect, database_path, migrate, translate_errors
-from bounceback.stores._settings_rows import Change, check_version, current_user, fetch_changes, read_layers
+from bounceback.stores.settings._rows import Change, check_version, current_user, fetch_changes, read_layers
 
 __all__ = ["WatchedSettings"]
 

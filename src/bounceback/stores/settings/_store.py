@@ -32,7 +32,9 @@ from bounceback.stores._home import (
     transaction,
     translate_errors,
 )
-from bounceback.stores._settings_rows import (
+from bounceback.stores._shared import budget_ledger_from_settings
+from bounceback.stores._shared_limits import SharedLimits, shared_limits_from_settings
+from bounceback.stores.settings._rows import (
     Change,
     Stamp,
     check_version,
@@ -41,9 +43,7 @@ from bounceback.stores._settings_rows import (
     read_layers,
     write_diff,
 )
-from bounceback.stores._settings_watch import WatchedSettings
-from bounceback.stores._shared import budget_ledger_from_settings
-from bounceback.stores._shared_limits import SharedLimits, shared_limits_from_settings
+from bounceback.stores.settings._watch import WatchedSettings
 
 __all__ = ["COMMAND_KEYS", "SqliteSettings", "new_commands"]
 

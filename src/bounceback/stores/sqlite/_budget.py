@@ -25,7 +25,7 @@ from bounceback.core.retry._budget import BudgetReading, BudgetRule
 from bounceback.errors import ConfigError
 from bounceback.stores._home import register_migrations
 from bounceback.stores._ledger_fallback import LedgerFallback
-from bounceback.stores._sqlite_link import DEFAULT_BUSY_TIMEOUT, SqliteLink
+from bounceback.stores.sqlite._link import DEFAULT_BUSY_TIMEOUT, SqliteLink
 
 __all__ = ["SqliteBudgetLedger", "spread"]
 

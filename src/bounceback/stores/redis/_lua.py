@@ -18,7 +18,7 @@ Keys of one breaker (the ``{name}`` hash tag keeps them in one Redis Cluster slo
 
 A state change (``transition``) is published on the channel ``<prefix>changes`` as a JSON array of strings
 ``[name, state, version, since, open_until, reopens, cleared, reason]`` (see
-:mod:`bounceback.stores._redis_push`).
+:mod:`bounceback.stores.redis._push`).
 
 Floats travel as strings both ways: Redis turns a Lua number in a reply into an integer.
 """
