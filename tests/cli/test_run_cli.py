@@ -198,7 +198,7 @@ def test_ctrl_c_while_waiting_stops_recovery_at_once(home: Path, tmp_path: Path)
         took = time.monotonic() - asked
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes the pipes even when the test failed early
     assert proc.returncode == 130, err
     assert took < 5  # not the 30 s wait
     assert count(counter) == 1
@@ -225,7 +225,7 @@ def test_cancel_from_another_process_stops_the_attempt_in_flight(home: Path, tmp
         took = time.monotonic() - asked
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes the pipes even when the test failed early
     assert proc.returncode == 3, err  # cancelled from outside, handed to a person: the ticket is parked
     assert took < 10  # not the command's 60 s
     assert wait_for(lambda: _zombie(grandchild), seconds=5)
@@ -251,7 +251,7 @@ def test_a_second_signal_while_the_first_is_handled_kills_the_group_at_once(
         _out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes the pipes even when the test failed early
     assert proc.returncode == 130, err
     assert "stuck: stopped by Ctrl-C" in err
     assert wait_for(lambda: _zombie(grandchild), seconds=10)
@@ -297,7 +297,7 @@ def test_sigterm_to_bounceback_stops_the_command_too(home: Path, tmp_path: Path)
         _out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes the pipes even when the test failed early
     assert proc.returncode == 143, err
     assert "supervised: stopped by SIGTERM" in err
     assert count(counter) == 1  # no retry after being told to stop

@@ -87,7 +87,8 @@ def test_a_run_is_listed_from_its_first_attempt_and_forgotten_when_that_attempt_
             5,
         )
         assert (run.pid, run.last_error, run.next_try_at, run.outcome) == (proc.pid, None, None, None)
-        assert _pids(tmp_path), "listed before its command started"
+        # The journal lists the run when its command is spawned; the command writes its pid a moment later.
+        assert wait_for(lambda: _pids(tmp_path)), "the listed run's command never started"
         data = _status()
         [listed] = data["active_runs"]
         assert listed["run_id"] == run.run_id
@@ -101,7 +102,7 @@ def test_a_run_is_listed_from_its_first_attempt_and_forgotten_when_that_attempt_
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes the pipes even when the test failed early
     assert proc.returncode == 0, err
     # Recorded as a first-try success always was: no run, no attempt, nothing counted.
     assert journal.active_runs() == [] and journal.runs() == [] and journal.attempts(run.run_id) == []
@@ -132,7 +133,7 @@ def test_when_the_first_attempt_fails_the_same_row_carries_the_recovery(
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes the pipes even when the test failed early
     assert proc.returncode == 0, err
     [run] = journal.runs()
     assert (run.run_id, run.status, run.attempts) == (recovery.run_id, "recovered", 2)
@@ -154,7 +155,7 @@ def test_bounceback_cancel_stops_the_first_attempt_and_its_process_group(
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes the pipes even when the test failed early
     assert cancel.returncode == 0 and "automatic recovery stopped" in cancel.stdout, cancel.stderr
     # Stopped as cancelled (3), not retried: one attempt, its command and the command's child gone.
     assert proc.returncode == 3, err

@@ -81,7 +81,7 @@ def test_an_active_run_is_listed_and_cancelled_from_another_process(home: Path, 
         took = time.monotonic() - asked
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes the pipes even when the test failed early
     assert cancel.returncode == 0 and "automatic recovery stopped" in cancel.stdout, cancel.stderr
     assert proc.returncode == 3 and "cancelled from the command line" in err
     assert took < 10 and count(counter) == 1
@@ -128,7 +128,7 @@ def test_breaker_commands_reach_a_running_program(home: Path, tmp_path: Path) ->
         _out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes the pipes even when the test failed early
     # The waiting program's next attempt met the forced-open breaker: no more attempts ran.
     assert proc.returncode == 69, err
     assert count(counter) == 1

@@ -222,7 +222,7 @@ def test_a_command_is_shown_from_its_first_attempt_and_cancel_stops_it(
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes the pipes even when the test failed early
     assert proc.returncode == 3 and "cancelled from the dashboard" in err, err
     [command] = [int(line) for line in pids.read_text().split()]  # one attempt, not retried
     assert not Path(f"/proc/{command}").exists() or _zombie(command)
