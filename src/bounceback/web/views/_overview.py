@@ -244,13 +244,14 @@ def render_overview(snapshot: Snapshot, csrf: str) -> dict[str, str]:
 
 
 def _limit_row(lim: LimitView) -> str:
-    """One limiter: calls in flight of the room (concurrency), or tokens left at a rate (rate limit).
+    """One limiter: calls in flight of the room (concurrency), or tokens left at a rate (rate limit: the
+    tokens are what is *not* in use, so the cell says "left").
 
     A shared limiter shows the fleet's limit once and the fleet's count from its store, labelled shared.
 
     >>> ">3 (38%)<" in _limit_row(LimitView("search", "concurrency", 3.0, 1, 8.0, 0, 2))
     True
-    >>> ">2.5<" in _limit_row(LimitView("quotes", "rate", 2.5, 0, 10.0, 4, 1))
+    >>> ">2.5 tokens left<" in _limit_row(LimitView("quotes", "rate", 2.5, 0, 10.0, 4, 1))
     True
     >>> row = _limit_row(LimitView("db", "concurrency", 3.0, 0, 4.0, 0, 3, shared="redis://r:6379/0"))
     >>> ">3 (75%)<" in row and ">4 calls<" in row and "shared by 3 processes" in row
@@ -260,7 +261,8 @@ def _limit_row(lim: LimitView) -> str:
     if lim.kind == "concurrency":
         used, room = f"{lim.used:g} ({lim.occupancy:.0%})", f"{lim.capacity:g} calls"
     else:
-        used, room = f"{lim.used:.3g}", f"{lim.capacity:g}/s"
+        left = f"{lim.used:.3g}"
+        used, room = f"{left} token{'' if left == '1' else 's'} left", f"{lim.capacity:g}/s"
     used_cell = esc(used)
     if fleet and lim.store_unavailable:
         # No process could read the store: its count is unknown; say so rather than show a guess as fact.
