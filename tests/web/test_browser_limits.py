@@ -42,7 +42,7 @@ def _cells(tab: Session, limiter: str) -> dict[str, str]:
     row = tab.page.locator(f'#overview-operations tr[data-limit="{limiter}"]')
     row.wait_for()
     labels = row.locator("td").evaluate_all("tds => tds.map(td => [td.dataset.label, td.innerText.trim()])")
-    return {label: text for label, text in labels}
+    return dict(labels)
 
 
 def test_a_fleets_shared_limits_read_once_with_the_stores_counts(tab: Session, database: Path) -> None:
