@@ -182,3 +182,30 @@ def test_release_off_a_loop_gives_back_at_once() -> None:
     with limiter:
         assert store.holders("db") == 1
     assert store.holders("db") == 0
+
+
+def test_prometheus_leaves_out_a_shared_bucket_it_cannot_read(own_redis_server: RedisServer) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from bounceback import Policy
+    from bounceback.events import EventBus, Registry
+    from bounceback.integrations import PrometheusExporter
+
+    clock = FakeClock()
+    store = RedisSharedLimits(own_redis_server.url, timeout=0.5, clock=clock)
+    reg, named, bus = CollectorRegistry(), Registry(), EventBus()
+    limiter = ConcurrencyLimiter(3, name="db", shared=store, clock=clock, bus=bus)
+    bucket = RateLimiter(10, burst=5, name="api", shared=store, clock=clock, bus=bus)
+    policy = Policy("op", limiter=limiter, rate_limit=bucket, clock=clock, bus=bus)
+    named.add_policy(policy)
+    exporter = PrometheusExporter(reg, bus=bus, breakers=named)
+    bucket.acquire()
+    rate, lim = {"limiter": "api", "shared": "true"}, {"limiter": "db", "shared": "true"}
+    assert reg.get_sample_value("bounceback_rate_limit_tokens", rate) == 4
+    own_redis_server.kill()
+    clock.advance(RECHECK_SECONDS)
+    assert reg.get_sample_value("bounceback_rate_limit_tokens", rate) is None  # not the local bucket's 5
+    assert reg.get_sample_value("bounceback_limiter_fleet_in_flight_calls", {"limiter": "db"}) is None
+    assert reg.get_sample_value("bounceback_limiter_max_in_flight", lim) == 3  # the limit is still known
+    exporter.close()
+    store.close()
