@@ -426,13 +426,12 @@ def _renew_loop(ref: weakref.ReferenceType[LeaseKeeper]) -> None:
     del keeper
     due = time.monotonic() + interval
     while True:
-        woken = wake.wait(max(0.0, due - time.monotonic()))
+        wake.wait(max(0.0, due - time.monotonic()))
         wake.clear()  # before the hand-overs are read: one made after this wakes the next wait
         keeper = ref()
         if keeper is None:
             return
-        if woken:
-            keeper.give_back_now()
+        keeper.give_back_now()  # every time: a hand-over whose wake-up the clear() above swallowed too
         if time.monotonic() >= due:
             due = time.monotonic() + interval
             if keeper._quiet_exit():
