@@ -193,6 +193,12 @@ class ConcurrencyLimitExceeded(BulkheadFull):
     def __str__(self) -> str:
         if self.reason == "queue timeout":
             what = f"waited {self.waited:.3g} s in the queue without a free slot"
+        elif self.reason == "store unavailable":
+            return (
+                f"concurrency limiter {self.limiter!r}: the shared store that holds the fleet's limit "
+                "cannot be reached and store.on_unavailable is 'fail-closed'; bring the store back, or set "
+                "it to 'fail-open' to run under each process's own limit meanwhile"
+            )
         else:
             what = f"{self.limit} call(s) in flight and {self.max_waiting} waiting, the configured limits"
         return (
@@ -207,14 +213,22 @@ class RateLimitExceeded(RequestThrottled):
     give a caller (an HTTP ``Retry-After``); ``rate`` the tokens per second, ``limiter`` the limiter's name.
     """
 
-    def __init__(self, limiter: str, rate: float, retry_after: float) -> None:
+    def __init__(self, limiter: str, rate: float, retry_after: float, reason: str = "no token") -> None:
         Exception.__init__(self, limiter, rate, retry_after)
         self.throttle = self.limiter = limiter
         self.probability = 1.0
         self.rate = rate
         self.retry_after = retry_after
+        self.reason = reason
+        """``"no token"``, or ``"store unavailable"`` (a shared bucket's store is away and fails closed)."""
 
     def __str__(self) -> str:
+        if self.reason == "store unavailable":
+            return (
+                f"rate limiter {self.limiter!r} ({self.rate:g} calls/s) refused the call: the shared store "
+                "that holds the fleet's bucket cannot be reached and store.on_unavailable is 'fail-closed'; "
+                f"it is asked again in {self.retry_after:.3g} s (or set it to 'fail-open')"
+            )
         return (
             f"rate limiter {self.limiter!r} ({self.rate:g} calls/s) refused the call: no token is free "
             f"for another {self.retry_after:.3g} s; retry after that, or raise the rate or the burst"

@@ -91,3 +91,43 @@ def test_bad_values_exit_2_with_a_clear_message(home: Path, tmp_path: Path) -> N
     assert proc.returncode == 2 and "contention" in proc.stderr
     proc = run(home, "simulate", "--model", "weather")
     assert proc.returncode == 2 and "weather" in proc.stderr
+
+
+def test_hedging_on_the_slow_tail_model_cuts_the_p99_for_a_few_more_calls(home: Path) -> None:
+    args = ("--model", "tail", "--clients", "50", "--set", "budget.enabled=no", "--set", "breaker.enabled=no")
+    data = simulate_json(home, *args, "--hedge-delay", "0.1", "--compare", "hedge", "--seed", "3")
+    assert data["model"] == "tail"
+    assert "5% of attempts take 1 s instead of 0.02 s" in data["description"]
+    assert "hedge after 0.1s" in data["policy"]
+    plain, hedged = data["results"]
+    assert [plain["label"], hedged["label"]] == ["full, no hedge", "full + hedge after 0.1s"]
+    assert plain["hedges"] == 0 and plain["latency_p99_seconds"] == 1.0
+    assert hedged["latency_p99_seconds"] <= 0.12 + 1e-6
+    assert hedged["requests"] == plain["requests"]
+    assert 0 < hedged["hedges"] < 0.1 * hedged["requests"]  # only the slow ~5% were hedged
+    assert hedged["calls"] == hedged["requests"] + hedged["hedges"]
+
+
+def test_hedge_uses_the_operations_hedge_settings_and_the_tail_options(home: Path) -> None:
+    assert run(home, "settings", "set", "hedge.percentile", "90", "--op", "search").returncode == 0
+    assert run(home, "settings", "set", "hedge.max_hedges", "2", "--op", "search").returncode == 0
+    data = simulate_json(
+        home,
+        *("--op", "search", "--model", "tail", "--clients", "20", "--hedge"),
+        *("--slow-fraction", "0.2", "--slow-latency", "2"),
+    )
+    assert "hedge after p90 (1s at first) x2" in data["policy"]
+    assert "20% of attempts take 2 s" in data["description"]
+    assert data["results"][0]["hedges"] > 0
+    # Without --hedge the same settings simulate no hedging: hedging is marked in code, not by a setting.
+    plain = simulate_json(home, "--op", "search", "--model", "tail", "--clients", "20")
+    assert "hedge" not in plain["policy"] and plain["results"][0]["hedges"] == 0
+
+
+def test_tail_options_belong_to_the_tail_model(home: Path) -> None:
+    proc = run(home, "simulate", "--model", "outage", "--slow-fraction", "0.1")
+    assert proc.returncode == 2 and "--slow-fraction" in proc.stderr and "--model tail" in proc.stderr
+    proc = run(home, "simulate", "--model", "tail", "--headroom", "2")
+    assert proc.returncode == 2 and "tail model has no capacity" in proc.stderr
+    proc = run(home, "simulate", "--model", "tail", "--hedge-delay", "0")
+    assert proc.returncode == 2 and "--hedge-delay" in proc.stderr

@@ -126,12 +126,46 @@ def test_limits_hedges_and_faults(setup: tuple[CollectorRegistry, EventBus, Regi
     def sample(name: str, labels: dict[str, str]) -> float | None:
         return reg.get_sample_value(name, labels)
 
-    assert sample("bounceback_limiter_in_flight_calls", {"limiter": "prom-lim"}) == 1
-    assert sample("bounceback_limiter_max_in_flight", {"limiter": "prom-lim"}) == 3
-    assert sample("bounceback_rate_limit_rate", {"limiter": "prom-rate"}) == 2
-    assert sample("bounceback_rate_limit_tokens", {"limiter": "prom-rate"}) == 0
+    assert sample("bounceback_limiter_in_flight_calls", {"limiter": "prom-lim", "shared": "false"}) == 1
+    assert sample("bounceback_limiter_max_in_flight", {"limiter": "prom-lim", "shared": "false"}) == 3
+    assert sample("bounceback_rate_limit_rate", {"limiter": "prom-rate", "shared": "false"}) == 2
+    assert sample("bounceback_rate_limit_tokens", {"limiter": "prom-rate", "shared": "false"}) == 0
     rejected = {"limiter": "prom-rate", "kind": "rate", "reason": "no token"}
     assert sample("bounceback_limit_rejected_calls_total", rejected) == 1
     assert sample("bounceback_faults_injected_total", {"operation": "prom-op", "fault": "error"}) == 1
+    limiter.release()
+    exporter.close()
+
+
+def test_shared_limits_report_the_fleet_and_say_so(
+    setup: tuple[CollectorRegistry, EventBus, Registry, FakeClock],
+) -> None:
+    """Two processes' limiters on one store (two limiters, one MemorySharedLimits): each scrape shows the
+    fleet's limit, the fleet's leases and the fleet's bucket, labelled shared."""
+    from bounceback import ConcurrencyLimiter, RateLimiter
+    from bounceback.core.strategies import MemorySharedLimits
+
+    reg, bus, named, clock = setup
+    store = MemorySharedLimits(clock=clock)
+    exporter = PrometheusExporter(reg, bus=bus, breakers=named)
+    limiter = ConcurrencyLimiter(4, name="fleet-db", bus=bus, clock=clock, shared=store)
+    other = ConcurrencyLimiter(4, name="fleet-db", bus=bus, clock=clock, shared=store)  # "another process"
+    bucket = RateLimiter(10, burst=5, name="fleet-api", clock=clock, bus=bus, shared=store)
+    other_bucket = RateLimiter(10, burst=5, name="fleet-api", clock=clock, bus=bus, shared=store)
+    named.add_policy(Policy("fleet-op", limiter=limiter, rate_limit=bucket, clock=clock, bus=bus))
+    limiter.acquire()
+    other.acquire()
+    other.acquire()
+    for _ in range(3):
+        other_bucket.acquire()  # the other process spends the fleet's tokens; this one's bucket is untouched
+    shared = {"limiter": "fleet-db", "shared": "true"}
+    assert reg.get_sample_value("bounceback_limiter_in_flight_calls", shared) == 1
+    assert reg.get_sample_value("bounceback_limiter_max_in_flight", shared) == 4
+    assert reg.get_sample_value("bounceback_limiter_fleet_in_flight_calls", {"limiter": "fleet-db"}) == 3
+    rate = {"limiter": "fleet-api", "shared": "true"}
+    assert reg.get_sample_value("bounceback_rate_limit_tokens", rate) == 2  # 5 - 3, not the local 5
+    assert reg.get_sample_value("bounceback_rate_limit_rate", rate) == 10
+    other.release()
+    other.release()
     limiter.release()
     exporter.close()

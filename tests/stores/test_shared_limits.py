@@ -276,6 +276,7 @@ _OPS = st.lists(
             st.sampled_from([0.0, 1.0]),
         ),
         st.tuples(st.just("holders")),
+        st.tuples(st.just("tokens"), st.sampled_from([0.5, 2.0, 10.0]), st.integers(1, 3)),
     ),
     max_size=40,
 )
@@ -286,7 +287,8 @@ _OPS = st.lists(
 def test_sqlite_and_redis_agree_with_the_in_memory_reference(
     ops: list[tuple[Any, ...]], tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    """Every store gives the reference's answers, step by step: leases, expiry, renewal, the bucket."""
+    """Every store gives the reference's answers, step by step: leases, expiry, renewal, the bucket (and
+    its tokens read for displays)."""
     clock = FakeClock()
     key = f"k{next(_runs)}"  # hypothesis reuses the fixtures: a fresh key per example
     stores: list[Any] = [
@@ -320,6 +322,8 @@ def _apply(store: Any, key: str, op: tuple[Any, ...]) -> Any:
         return store.give_back(key, f"h{op[1]}")
     if name == "reserve":
         return store.reserve(key, op[1], op[2], op[3])
+    if name == "tokens":
+        return store.tokens(key, op[1], op[2])
     return store.holders(key)
 
 

@@ -11,7 +11,9 @@ from bounceback.events import Registry
 from bounceback.stores import Journal, JournalWriter
 from bounceback.testing import FakeClock
 from bounceback.web._collect import LIMIT_FRESH_SECONDS, Collector
+from bounceback.web._model import LimitView, Snapshot
 from bounceback.web.views._overview import render_overview
+from tests.web.limit_fleet import running_fleet
 
 
 def test_published_limiters_show_with_occupancy_and_rate(tmp_path: Path) -> None:
@@ -58,3 +60,38 @@ def test_nothing_is_written_without_limiters(tmp_path: Path) -> None:
     assert writer.publish_limits() == 0
     writer.close()
     assert not (tmp_path / "bounceback.db").exists()  # no connection opened for nothing
+
+
+def test_a_shared_limit_shows_the_fleets_limit_once_and_the_stores_count(tmp_path: Path) -> None:
+    """Three real processes share a concurrency limit of 4 and a rate limit of 10/s through the home
+    database; a fourth holder publishes nothing. The dashboard shows 4 and 10/s (not 12 and 30/s), the
+    store's 3 in flight (not the 2 the processes hold) and the fleet's 14 tokens left (not 3 x 18)."""
+    db = tmp_path / "bounceback.db"
+    with running_fleet(db):
+        readings = [r for r in Journal(db).limits() if r.name == "payments-db"]
+        assert len(readings) == 3
+        assert {r.shared for r in readings} == {f"sqlite:{db}"}
+        assert {r.fleet_used for r in readings} == {3.0}
+        collector = Collector(db)
+        views = {v.name: v for v in collector.collect().limits}
+        collector.close()
+    db_limit, quotes, local = views["payments-db"], views["quotes-api"], views["local-cache"]
+    assert (db_limit.used, db_limit.capacity, db_limit.processes) == (3.0, 4.0, 3)
+    assert db_limit.shared == f"sqlite:{db}" and not db_limit.store_unavailable
+    assert (quotes.used, quotes.capacity, quotes.processes) == (14.0, 10.0, 3)
+    assert (local.used, local.capacity, local.shared) == (2.0, 15.0, None)  # local limits still add up
+    markup = render_overview(Snapshot(now=0.0, limits=tuple(views.values())), "t0k")["overview-operations"]
+    row = markup[markup.index('data-limit="payments-db"') :].split("</tr>")[0]
+    assert ">3 (75%)<" in row and ">4 calls<" in row and "shared by 3 processes" in row
+
+
+def test_a_shared_limit_whose_store_nobody_could_read_says_so() -> None:
+    unreadable = LimitView(
+        "payments-db", "concurrency", 2.0, 0, 4.0, 1, 2, shared="redis://r:6379/0", store_unavailable=True
+    )
+    rate = LimitView(
+        "quotes-api", "rate", 0.0, 0, 10.0, 0, 2, shared="redis://r:6379/0", store_unavailable=True
+    )
+    markup = render_overview(Snapshot(now=0.0, limits=(unreadable, rate)), "t0k")["overview-operations"]
+    assert markup.count("store unavailable") == 2
+    assert 'data-shared="redis://r:6379/0"' in markup

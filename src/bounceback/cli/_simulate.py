@@ -2,6 +2,8 @@
 
 Thin over :mod:`bounceback.sim`: the policy comes from the operation's current settings (the home
 database), changed by ``--set key=value`` and ``--jitter`` for this run only (nothing is saved).
+Hedging is marked in code, not switched on by a setting, so ``--hedge`` (the ``hedge.*`` settings) or
+``--hedge-delay`` adds it to the simulated policy; ``--model tail`` is the service it is for.
 """
 
 from __future__ import annotations
@@ -21,30 +23,46 @@ from bounceback.sim import (
     COMPARISONS,
     Capacity,
     Contention,
+    HedgeSpec,
     Model,
     Outage,
     PolicySpec,
+    SlowTail,
     compare,
     plot,
     variants,
 )
 
-__all__ = ["build_model", "simulate_command"]
+__all__ = ["build_hedge", "build_model", "simulate_command"]
 
-_MODELS = ("contention", "outage", "capacity")
+_MODELS = ("contention", "outage", "capacity", "tail")
 _JITTERS = ("none", "full", "equal", "decorrelated")
 
 
 def build_model(
-    name: str, clients: int | None, outage_seconds: float | None, headroom: float | None
+    name: str,
+    clients: int | None,
+    outage_seconds: float | None,
+    headroom: float | None,
+    *,
+    slow_fraction: float | None = None,
+    slow_latency: float | None = None,
 ) -> Model:
     """The model named ``name``, with the given changes to its defaults (None keeps a default)."""
     changes: dict[str, Any] = {}
     if clients is not None:
         changes["clients"] = clients
+    for option, value, field in (
+        ("--slow-fraction", slow_fraction, "slow_fraction"),
+        ("--slow-latency", slow_latency, "slow_latency"),
+    ):
+        if value is not None:
+            if name != "tail":
+                raise ConfigError(option, value, "no value unless --model tail")
+            changes[field] = value
     if headroom is not None:
-        if name == "contention":
-            raise ConfigError("--headroom", headroom, "no value: the contention model has no capacity")
+        if name in ("contention", "tail"):
+            raise ConfigError("--headroom", headroom, f"no value: the {name} model has no capacity")
         changes["headroom"] = headroom
     if outage_seconds is not None:
         if name != "outage":
@@ -54,7 +72,23 @@ def build_model(
         return Contention(**changes)
     if name == "capacity":
         return Capacity(**changes)
+    if name == "tail":
+        return SlowTail(**changes)
     return Outage(**changes)
+
+
+def build_hedge(values: dict[str, Any], hedge: bool, hedge_delay: float | None) -> HedgeSpec | None:
+    """The hedging to simulate: None unless ``--hedge`` (the ``hedge.*`` values) or ``--hedge-delay``
+    (a fixed delay, in place of ``hedge.delay`` and ``hedge.percentile``).
+
+    >>> build_hedge({}, False, None) is None, build_hedge({}, False, 0.1).describe()
+    (True, 'hedge after 0.1s')
+    """
+    if hedge_delay is not None:
+        values = {**values, "hedge.delay": hedge_delay, "hedge.percentile": 0.0}
+    elif not hedge:
+        return None
+    return HedgeSpec.from_settings(values)
 
 
 def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -110,6 +144,27 @@ def _progress(began: float) -> Callable[[int, int, str], None] | None:
 )
 @click.option("--outage-seconds", type=click.FloatRange(0, 86_400), help="Outage length (outage model).")
 @click.option("--headroom", type=click.FloatRange(0.01, 1000), help="Capacity as a multiple of normal load.")
+@click.option(
+    "--slow-fraction",
+    type=click.FloatRange(0, 1),
+    help="Fraction of attempts on the slow replica (tail model; default 0.05).",
+)
+@click.option(
+    "--slow-latency",
+    type=click.FloatRange(0, 3600, min_open=True),
+    help="Seconds a slow attempt takes (tail model; default 1).",
+)
+@click.option(
+    "--hedge",
+    is_flag=True,
+    help="Hedge the attempts as the hedge.* settings say (delay, percentile, max_hedges).",
+)
+@click.option(
+    "--hedge-delay",
+    type=click.FloatRange(0, 3600, min_open=True),
+    metavar="SECONDS",
+    help="Hedge after this fixed delay (implies --hedge; overrides hedge.delay and hedge.percentile).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same numbers.")
 @click.option(
     "--plot",
@@ -129,6 +184,10 @@ def simulate_command(
     by: str | None,
     outage_seconds: float | None,
     headroom: float | None,
+    slow_fraction: float | None,
+    slow_latency: float | None,
+    hedge: bool,
+    hedge_delay: float | None,
     seed: int,
     plot_path: Path | None,
     as_json: bool,
@@ -136,7 +195,8 @@ def simulate_command(
     """Simulate many clients calling a service through an operation's retry policy.
 
     Deterministic and fast (virtual time): see the retry storm an outage would cause, and what jitter, a
-    circuit breaker or a retry budget would change, before changing a setting.
+    circuit breaker or a retry budget would change, before changing a setting. With --model tail and
+    --hedge / --hedge-delay (or --compare hedge): what hedging does to the tail latency, and its cost.
     """
     if plot_path is not None and plot_path.suffix.lower() not in (".png", ".svg"):
         raise ConfigError("--plot", str(plot_path), "a file name ending in .png or .svg")
@@ -145,8 +205,11 @@ def simulate_command(
     if jitter is not None:
         values["retry.jitter"] = jitter
     base = PolicySpec.from_settings(values, label=operation or "current")
+    base = base.replace(hedge=build_hedge(values, hedge, hedge_delay))
     specs = variants(base, by) if by is not None else [base]
-    the_model = build_model(model, clients, outage_seconds, headroom)
+    the_model = build_model(
+        model, clients, outage_seconds, headroom, slow_fraction=slow_fraction, slow_latency=slow_latency
+    )
     began = time.perf_counter()
     report = compare(the_model, specs, seed=seed, progress=_progress(began))
     elapsed = time.perf_counter() - began

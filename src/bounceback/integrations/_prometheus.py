@@ -58,8 +58,16 @@ class PrometheusExporter:
     ``bounceback_limit_rejected_calls_total{limiter, kind, reason}``, ``bounceback_hedges_total{operation}``,
     ``bounceback_faults_injected_total{operation, fault}``; scraped live from the limiters of named policies:
     ``bounceback_limiter_in_flight_calls``, ``bounceback_limiter_waiting_calls``,
-    ``bounceback_limiter_max_in_flight`` (``{limiter}``) and ``bounceback_rate_limit_tokens``,
-    ``bounceback_rate_limit_rate`` (``{limiter}``).
+    ``bounceback_limiter_max_in_flight`` and ``bounceback_rate_limit_tokens``,
+    ``bounceback_rate_limit_rate`` (``{limiter, shared}``), ``bounceback_limiter_fleet_in_flight_calls``
+    (``{limiter}``).
+
+    ``shared`` is ``"true"`` for a limit held in a store for several processes (``shared=``). Then
+    ``max_in_flight`` and ``rate`` are the fleet's limit, reported alike by every process (aggregate them
+    with ``max``, not ``sum``); ``in_flight_calls`` / ``waiting_calls`` stay this process's (their ``sum``
+    over the fleet is the fleet's); ``fleet_in_flight_calls`` is the store's count of live leases, and
+    ``rate_limit_tokens`` the tokens left in the fleet's bucket, both read from the store at scrape time
+    and left out while it cannot be reached (never this process's unused local bucket).
 
     >>> from prometheus_client import CollectorRegistry
     >>> exporter = PrometheusExporter(CollectorRegistry())
@@ -227,29 +235,43 @@ class _LimitCollector(Collector):
     def collect(self) -> Iterator[Any]:
         ns = self.namespace
 
-        def gauge(name: str, doc: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(f"{ns}_{name}", doc, labels=["limiter"])
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ("limiter", "shared")) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{ns}_{name}", doc, labels=list(labels))
 
-        in_flight = gauge("limiter_in_flight_calls", "Calls holding a concurrency slot.")
-        waiting = gauge("limiter_waiting_calls", "Calls queued for a concurrency slot.")
-        size = gauge("limiter_max_in_flight", "The concurrency limit.")
-        tokens = gauge("rate_limit_tokens", "Tokens in the rate limiter's bucket (negative: reserved).")
-        rate = gauge("rate_limit_rate", "The rate limit, calls per second.")
+        in_flight = gauge("limiter_in_flight_calls", "Calls of this process holding a concurrency slot.")
+        waiting = gauge("limiter_waiting_calls", "Calls of this process queued for a concurrency slot.")
+        size = gauge("limiter_max_in_flight", "The concurrency limit (the fleet's, when shared).")
+        fleet = gauge(
+            "limiter_fleet_in_flight_calls",
+            "Calls of every process holding a lease of a shared concurrency limit (read from the store).",
+            ("limiter",),
+        )
+        tokens = gauge(
+            "rate_limit_tokens", "Tokens in the bucket (the fleet's, when shared; negative: reserved)."
+        )
+        rate = gauge("rate_limit_rate", "The rate limit, calls per second (the fleet's, when shared).")
         seen: set[int] = set()
         for _, policy in sorted(self.named.policies().items()):
             limiter = getattr(policy, "limiter", None)
             if limiter is not None and id(limiter) not in seen:
                 seen.add(id(limiter))
                 snap = limiter.snapshot()
-                in_flight.add_metric([limiter.name], float(snap["in_flight"]))
-                waiting.add_metric([limiter.name], float(snap["waiting"]))
-                size.add_metric([limiter.name], float(snap["max_in_flight"]))
+                labels = [limiter.name, "true" if snap["shared"] else "false"]
+                in_flight.add_metric(labels, float(snap["in_flight"]))
+                waiting.add_metric(labels, float(snap["waiting"]))
+                size.add_metric(labels, float(snap["max_in_flight"]))
+                if snap.get("fleet_in_flight") is not None:
+                    fleet.add_metric([limiter.name], float(snap["fleet_in_flight"]))
             bucket = getattr(policy, "rate_limit", None)
             if bucket is not None and id(bucket) not in seen:
                 seen.add(id(bucket))
-                tokens.add_metric([bucket.name], bucket.available())
-                rate.add_metric([bucket.name], bucket.rate)
-        yield from (in_flight, waiting, size, tokens, rate)
+                snap = bucket.snapshot()
+                labels = [bucket.name, "true" if snap["shared"] else "false"]
+                left = snap["fleet_tokens"] if snap["shared"] else bucket.available()
+                if left is not None:  # a shared bucket whose store is away: nothing rather than a guess
+                    tokens.add_metric(labels, float(left))
+                rate.add_metric(labels, bucket.rate)
+        yield from (in_flight, waiting, size, fleet, tokens, rate)
 
     def describe(self) -> Iterator[Any]:
         return iter(())

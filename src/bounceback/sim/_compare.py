@@ -10,11 +10,11 @@ from bounceback.errors import ConfigError
 from bounceback.sim._models import Model
 from bounceback.sim._report import SimReport
 from bounceback.sim._run import simulate
-from bounceback.sim._spec import BreakerSpec, BudgetSpec, PolicySpec, ThrottleSpec
+from bounceback.sim._spec import BreakerSpec, BudgetSpec, HedgeSpec, PolicySpec, ThrottleSpec
 
 __all__ = ["COMPARISONS", "OLD_DEFAULTS", "compare", "default_specs", "variants"]
 
-COMPARISONS = ("all", "breaker", "budget", "defaults", "jitter", "throttle")
+COMPARISONS = ("all", "breaker", "budget", "defaults", "hedge", "jitter", "throttle")
 """The sets :func:`variants` knows."""
 
 OLD_DEFAULTS: dict[str, object] = {
@@ -56,7 +56,8 @@ def variants(base: PolicySpec, by: str) -> list[PolicySpec]:
     (the base's own options, or the defaults); ``all`` gives the four jitter kinds with neither, then the
     base's jitter with a breaker, with a budget, and with both.
 
-    ``throttle`` gives ``base`` without and with adaptive throttling; ``all`` adds the base's jitter with a
+    ``throttle`` gives ``base`` without and with adaptive throttling, ``hedge`` without and with hedging
+    (the base's hedge, or one after the built-in ``hedge.delay``); ``all`` adds the base's jitter with a
     throttle, and with all three; ``defaults`` ignores ``base`` and gives the built-in defaults of 0.1.0 and
     of today.
 
@@ -84,6 +85,12 @@ def variants(base: PolicySpec, by: str) -> list[PolicySpec]:
         return [
             base.replace(label=f"{jitter}, no throttle", throttle=None),
             base.replace(label=f"{jitter} + throttle", throttle=throttle),
+        ]
+    if by == "hedge":
+        hedge = base.hedge or HedgeSpec.from_settings({})
+        return [
+            base.replace(label=f"{jitter}, no hedge", hedge=None),
+            base.replace(label=f"{jitter} + {hedge.describe()}", hedge=hedge),
         ]
     if by == "defaults":
         return default_specs()

@@ -198,6 +198,20 @@ class HedgeSpec:
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not (q == 0 or 0 < q < 1):
             raise ConfigError("percentile", q, "0 (a fixed delay) or a fraction such as 0.95")
 
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> HedgeSpec:
+        """Hedging as an operation's ``hedge.*`` settings describe it (``hedge.percentile`` is in percent).
+
+        >>> HedgeSpec.from_settings({"hedge.delay": 0.2, "hedge.percentile": 95.0, "hedge.max_hedges": 2})
+        HedgeSpec(delay=0.2, max_hedges=2, percentile=0.95)
+        """
+        values = {**defaults(), **values}
+        return cls(
+            float(values["hedge.delay"]),
+            int(values["hedge.max_hedges"]),
+            float(values["hedge.percentile"]) / 100,
+        )
+
     def describe(self) -> str:
         """A short summary for tables."""
         when = (

@@ -9,7 +9,9 @@ Time: leases and buckets are stamped with the wall clock (``clock.wall()``), the
 share; the machines of a fleet must keep theirs in sync (NTP). A bucket's stamp never goes back, so a
 lagging clock cannot mint tokens; a clock running ahead shortens other processes' leases by its lead.
 
-Failures raise :class:`~bounceback.errors.StoreError`; the limiters then carry on under their local limit.
+Failures raise :class:`~bounceback.errors.StoreError`; the limiters then do what ``on_unavailable`` says
+(the ``store.on_unavailable`` setting): carry on under their local limit (``fail-open``, the default) or
+refuse calls (``fail-closed``) until the store answers again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from bounceback.core._time import SYSTEM_CLOCK, Clock
-from bounceback.core.strategies._shared import MemorySharedLimits, bucket_reserve
+from bounceback.core.strategies._shared import (
+    MemorySharedLimits,
+    bucket_reserve,
+    bucket_tokens,
+    unavailable_choice,
+)
 from bounceback.errors import ConfigError
 from bounceback.stores._home import register_migrations
 from bounceback.stores.redis._lua import LuaScript
@@ -64,7 +71,7 @@ class SqliteSharedLimits:
     >>> limits.close()
     """
 
-    __slots__ = ("_clock", "_link", "name")
+    __slots__ = ("_clock", "_link", "name", "on_unavailable")
 
     def __init__(
         self,
@@ -72,11 +79,14 @@ class SqliteSharedLimits:
         *,
         clock: Clock | None = None,
         timeout: float = DEFAULT_BUSY_TIMEOUT,
+        on_unavailable: str = "fail-open",
     ) -> None:
         self._clock = clock or SYSTEM_CLOCK
         self._link = SqliteLink(path, components=[COMPONENT], timeout=timeout)
         self.name = self._link.name
         """``sqlite:/path/to/bounceback.db``."""
+        self.on_unavailable = unavailable_choice(on_unavailable, "on_unavailable")
+        """What the limiters using this store do while it cannot be reached (unless they say otherwise)."""
 
     def take(self, key: str, limit: int, holder: str, lease: float) -> bool:
         """Drop expired leases of ``key`` and add ``holder``'s if fewer than ``limit`` remain (one transaction)."""
@@ -144,6 +154,17 @@ class SqliteSharedLimits:
             return taken, wait
 
         return self._link.write(f"take a token of the rate limit {key!r}", body)
+
+    def tokens(self, key: str, rate: float, burst: int) -> float:
+        """Tokens in ``key``'s bucket now, taking none (for displays)."""
+        row = self._link.read(
+            f"read the bucket of the rate limit {key!r}",
+            lambda conn: conn.execute(
+                "SELECT tokens, stamp FROM rate_buckets WHERE key = ?", (key,)
+            ).fetchone(),
+        )
+        tokens, stamp = (None, None) if row is None else row
+        return bucket_tokens(tokens, stamp, self._clock.wall(), rate, burst)
 
     def close(self) -> None:
         """Close the connection; it reopens on the next use."""
@@ -235,7 +256,19 @@ class RedisSharedLimits:
         rate = RateLimiter(100, burst=20, name="payments-api", shared=limits)
     """
 
-    __slots__ = ("_clock", "_give_back", "_holders", "_link", "_renew", "_reserve", "_take", "name", "prefix")
+    __slots__ = (
+        "_bucket",
+        "_clock",
+        "_give_back",
+        "_holders",
+        "_link",
+        "_renew",
+        "_reserve",
+        "_take",
+        "name",
+        "on_unavailable",
+        "prefix",
+    )
 
     def __init__(
         self,
@@ -245,13 +278,17 @@ class RedisSharedLimits:
         prefix: str = "bounceback:limit:",
         clock: Clock | None = None,
         timeout: float = DEFAULT_REDIS_TIMEOUT,
+        on_unavailable: str = "fail-open",
     ) -> None:
+        self.on_unavailable = unavailable_choice(on_unavailable, "on_unavailable")
+        """What the limiters using this store do while it cannot be reached (unless they say otherwise)."""
         self._link = RedisLink(url, client=client, timeout=timeout)
         self._take = LuaScript(_TAKE_LUA)
         self._renew = LuaScript(_RENEW_LUA)
         self._reserve = LuaScript(_RESERVE_LUA)
         self._give_back = LuaScript("return redis.call('ZREM', KEYS[1], ARGV[1])")
         self._holders = LuaScript("return redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf')")
+        self._bucket = LuaScript("return redis.call('HMGET', KEYS[1], 't', 's')")
         self._clock = clock or SYSTEM_CLOCK
         self.prefix = prefix
         self.name = self._link.name
@@ -291,6 +328,13 @@ class RedisSharedLimits:
         reply = self._link.run(self._reserve, keys, args, f"take a token of the rate limit {key!r}")
         return bool(int(reply[0])), float(reply[1])
 
+    def tokens(self, key: str, rate: float, burst: int) -> float:
+        """Tokens in ``key``'s bucket now, taking none (one read, for displays)."""
+        keys = (f"{self.prefix}rate:{{{key}}}",)
+        held = self._link.run(self._bucket, keys, (), f"read the bucket of the rate limit {key!r}")
+        tokens, stamp = (None if v is None else float(v) for v in held)
+        return bucket_tokens(tokens, stamp, self._clock.wall(), rate, burst)
+
     def close(self) -> None:
         """Close the client's connections."""
         self._link.close()
@@ -312,14 +356,18 @@ def shared_limits_from_settings(
     """The store the ``store.backend`` setting names for shared limits: this process (``memory``), the home
     database (``sqlite``, every process of the machine) or Redis (``redis``, a fleet).
 
+    ``store.on_unavailable`` becomes the store's ``on_unavailable``: what the limits using it do while it
+    cannot be reached (``fail-open``: each process's own limit; ``fail-closed``: refuse calls).
+
     >>> shared_limits_from_settings({"store.backend": "memory"})
     MemorySharedLimits(keys=0)
     """
     backend = values.get("store.backend", "sqlite")
+    mode = unavailable_choice(values.get("store.on_unavailable", "fail-open"), "store.on_unavailable")
     if backend == "memory":
         return MemorySharedLimits(clock=clock)
     if backend == "sqlite":
-        return SqliteSharedLimits(path, clock=clock)
+        return SqliteSharedLimits(path, clock=clock, on_unavailable=mode)
     if backend == "redis":
         url = str(values.get("store.redis_url", "") or "")
         if not url and client is None:
@@ -327,5 +375,5 @@ def shared_limits_from_settings(
                 "store.redis_url", url, "a URL such as 'redis://127.0.0.1:6379/0'",
                 hint="shared limits on the redis backend need it: bounceback settings set store.redis_url URL",
             )  # fmt: skip
-        return RedisSharedLimits(url or None, client=client, clock=clock)
+        return RedisSharedLimits(url or None, client=client, clock=clock, on_unavailable=mode)
     raise ConfigError("store.backend", backend, "one of 'memory', 'sqlite', 'redis'")

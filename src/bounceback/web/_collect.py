@@ -25,7 +25,7 @@ from bounceback.stores._home import connect, migrate, translate_errors
 from bounceback.stores._shared import breaker_store_from_settings
 from bounceback.stores._tickets import SqliteTickets
 from bounceback.stores.journal._journal import Journal
-from bounceback.stores.journal._schema import AttemptEntry, RunEntry
+from bounceback.stores.journal._schema import AttemptEntry, LimitReading, RunEntry
 from bounceback.stores.sqlite._breaker import SqliteBreakerStore
 from bounceback.web._model import (
     AttemptView,
@@ -291,16 +291,43 @@ class Collector:
         return tuple(views)
 
     def _limits(self, now: float) -> tuple[LimitView, ...]:
-        """Readings fresh within LIMIT_FRESH_SECONDS, summed per limiter over the processes reporting it."""
-        totals: dict[tuple[str, str], list[Any]] = {}
+        """Readings fresh within LIMIT_FRESH_SECONDS, per limiter over the processes reporting it: summed
+        for a local limiter; for one shared through a store, the fleet's limit once and the fleet's count
+        from the store (the freshest reading that has one)."""
+        groups: dict[tuple[str, str, str | None], list[LimitReading]] = {}
         for r in self.journal.limits(since=now - LIMIT_FRESH_SECONDS):
-            t = totals.setdefault((r.name, r.kind), [0.0, 0, 0.0, 0, 0])
-            t[0] += r.used
-            t[1] += r.waiting
-            t[2] += r.capacity
-            t[3] += r.rejected
-            t[4] += 1
-        return tuple(LimitView(name, kind, *t) for (name, kind), t in sorted(totals.items()))
+            groups.setdefault((r.name, r.kind, r.shared), []).append(r)
+        views = []
+        for (name, kind, shared), readings in sorted(groups.items(), key=lambda item: _limit_key(item[0])):
+            waiting = sum(r.waiting for r in readings)
+            rejected = sum(r.rejected for r in readings)
+            if shared is None:
+                used, capacity = sum(r.used for r in readings), sum(r.capacity for r in readings)
+                views.append(LimitView(name, kind, used, waiting, capacity, rejected, len(readings)))
+                continue
+            counted = [r for r in readings if r.fleet_used is not None]
+            fresh = max(counted, key=lambda r: r.at) if counted else None
+            if fresh is not None and fresh.fleet_used is not None:
+                used, unavailable = fresh.fleet_used, False
+            else:  # no process could read the store: what they hold themselves is all there is to show
+                used, unavailable = (sum(r.used for r in readings) if kind == "concurrency" else 0.0), True
+            # Every process of a fleet should be given the same limit; if one was not, the largest is what
+            # the store lets through when that process takes the lease.
+            capacity = max(r.capacity for r in readings)
+            views.append(
+                LimitView(
+                    name,
+                    kind,
+                    used,
+                    waiting,
+                    capacity,
+                    rejected,
+                    len(readings),
+                    shared=shared,
+                    store_unavailable=unavailable,
+                )
+            )
+        return tuple(views)
 
     def _journal(self, now: float) -> tuple[tuple[RunView, ...], dict[str, tuple[AttemptView, ...]]]:
         entries = {e.run_id: e for e in self.journal.runs(since=now - RECENT_SECONDS, limit=_MAX_RUNS)}
@@ -332,3 +359,8 @@ class Collector:
         ranked = [self.tickets.get(t.id) for t in waiting]
         done = self.tickets.list(status="resolved", limit=20)
         return tuple(ticket_view(t) for t in (*ranked, *done))
+
+
+def _limit_key(key: tuple[str, str, str | None]) -> tuple[str, str, str]:
+    name, kind, shared = key
+    return name, kind, shared or ""

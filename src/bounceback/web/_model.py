@@ -26,13 +26,19 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class LimitView:
-    """One limiter summed over the processes that reported it lately (``kind`` concurrency or rate).
+    """One limiter over the processes that reported it lately (``kind`` concurrency or rate).
 
-    Concurrency: ``used`` calls in flight of ``capacity`` (per process, so summed: the fleet's total
-    room), ``waiting`` queued. Rate: ``used`` tokens left, ``capacity`` calls per second (summed too).
+    A local limiter (each process has its own): concurrency ``used`` calls in flight of ``capacity``
+    (both summed over the processes: the total room), ``waiting`` queued; rate ``used`` tokens left,
+    ``capacity`` calls per second (summed too). A limiter ``shared`` through a store (its name) holds for
+    the fleet: ``capacity`` is the fleet's limit, once; ``used`` the fleet's calls in flight or tokens left
+    as the store counts them; ``waiting`` and ``rejected`` are still summed. ``store_unavailable``: no
+    process could read the store lately, so ``used`` is the processes' own count (concurrency) or 0.
 
     >>> LimitView("search", "concurrency", 3.0, 1, 8.0, 0, 2).occupancy
     0.375
+    >>> LimitView("search", "concurrency", 3.0, 0, 4.0, 0, 3, shared="redis://r:6379/0").occupancy
+    0.75
     """
 
     name: str
@@ -42,6 +48,8 @@ class LimitView:
     capacity: float
     rejected: int
     processes: int
+    shared: str | None = None
+    store_unavailable: bool = False
 
     @property
     def occupancy(self) -> float:

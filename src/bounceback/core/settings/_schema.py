@@ -284,7 +284,7 @@ _SETTINGS = (
         "store.on_unavailable",
         "choice",
         "fail-open",
-        "What breakers do when the store cannot be reached.",
+        "What shared breakers and limits do when the store cannot be reached.",
         choices=("fail-open", "fail-closed"),
         per_operation=False,
     ),

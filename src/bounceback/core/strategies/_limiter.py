@@ -13,7 +13,9 @@ With ``shared=`` (a :class:`~bounceback.core.strategies._shared.SharedSlots` sto
 of one machine, Redis for a fleet) the limit holds across every process: a call takes a local slot, then
 a lease in the store, renewed while it runs and freed by expiry if its process dies. A call that finds
 the fleet full waits for a lease (polling the store, on the limiter's clock) as long as it could wait
-in the local queue. When the store cannot be reached, calls go on under the local limit alone.
+in the local queue. When the store cannot be reached, ``store_unavailable`` (the ``store.on_unavailable``
+setting, as for shared breakers) decides: ``fail-open`` carries on under the local limit alone,
+``fail-closed`` refuses calls (reason ``"store unavailable"``); the store is asked again a second later.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any, TypeVar, cast
 
 from bounceback.core._events import EventBus, LimitRejected, default_bus
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
-from bounceback.core.strategies._shared import LeaseKeeper, SharedSlots
+from bounceback.core.strategies._shared import LeaseKeeper, SharedSlots, StoreGuard
 from bounceback.errors import ConcurrencyLimitExceeded, ConfigError, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,6 +113,7 @@ class ConcurrencyLimiter:
         "__weakref__",
         "_bus",
         "_clock",
+        "_guard",
         "_in_flight",
         "_keeper",
         "_lock",
@@ -133,6 +136,7 @@ class ConcurrencyLimiter:
         bus: EventBus | None = None,
         shared: SharedSlots | None = None,
         lease: float | Any = 10.0,
+        store_unavailable: str | None = None,
     ) -> None:
         self.max_in_flight = _count(
             max_in_flight, "max_in_flight", 1, "the calls the dependency can serve at once"
@@ -150,6 +154,7 @@ class ConcurrencyLimiter:
         self.rejected = 0
         """Calls refused since creation (full, or out of queue time)."""
         self._keeper: LeaseKeeper | None = None
+        self._guard: StoreGuard | None = None
         if shared is not None:
             if not isinstance(shared, SharedSlots):
                 raise ConfigError(
@@ -161,6 +166,8 @@ class ConcurrencyLimiter:
                     "lease", lease, "seconds from 0.1 up to 3650 days", hint="longer than a stall"
                 )
             self._keeper = LeaseKeeper(shared, name, seconds)
+            mode = store_unavailable or getattr(shared, "on_unavailable", "fail-open")
+            self._guard = StoreGuard(shared.name, name, "concurrency limit", mode, self._clock)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -175,9 +182,14 @@ class ConcurrencyLimiter:
         return len(self._waiters)
 
     def snapshot(self) -> dict[str, Any]:
-        """Occupancy for displays: limits, calls in flight and waiting, calls refused so far."""
+        """Occupancy for displays: limits, calls in flight and waiting, calls refused so far.
+
+        ``in_flight`` and ``waiting`` are this process's. A shared limiter adds ``fleet_in_flight``: the
+        live leases of every process, read from the store (None while the store cannot be reached), of the
+        fleet's limit ``max_in_flight``; ``store_unavailable`` is True during an outage.
+        """
         with self._lock:
-            return {
+            snap: dict[str, Any] = {
                 "name": self.name,
                 "in_flight": self._in_flight,
                 "max_in_flight": self.max_in_flight,
@@ -186,6 +198,19 @@ class ConcurrencyLimiter:
                 "rejected": self.rejected,
                 "shared": self._keeper.slots.name if self._keeper is not None else None,
             }
+        keeper, guard = self._keeper, self._guard
+        if keeper is not None and guard is not None:
+            fleet: int | None = None
+            if guard.usable():
+                try:
+                    fleet = keeper.slots.holders(keeper.key)
+                except StoreError as exc:
+                    guard.failed(exc)
+                else:
+                    guard.answered()
+            snap["fleet_in_flight"] = fleet
+            snap["store_unavailable"] = guard.unavailable
+        return snap
 
     # -- taking and giving back a slot ---------------------------------------------------------------
 
@@ -307,6 +332,8 @@ class ConcurrencyLimiter:
     def _take_lease(self, keeper: LeaseKeeper) -> None:
         """Holding a local slot: take a lease in the store, polling while the fleet is full and the call
         may wait. Gives the local slot back on refusal; carries on without a lease if the store fails."""
+        if not self._store_usable():
+            return
         holder = f"{_HOST}:{os.getpid()}:{next(_serial)}"
         started = deadline = None
         delay = _FIRST_POLL
@@ -322,16 +349,19 @@ class ConcurrencyLimiter:
                 self._clock.sleep(min(delay, deadline - now) if deadline is not None else delay)
                 delay = min(delay * 2, _LAST_POLL)
         except StoreError as exc:
-            _log.warning("concurrency limit %r: shared store failed (%s); local limit only", self.name, exc)
+            self._store_failed(exc)
             return
         except BaseException:
             self._release_local()
             raise
+        self._store_answered()
         keeper.add(holder)
 
     async def _take_lease_async(self, keeper: LeaseKeeper) -> None:
         """:meth:`_take_lease` for async callers: the store is asked on a worker thread (its round trip
         must not stop the event loop) and polled with the clock's async sleep."""
+        if not self._store_usable():
+            return
         holder = f"{_HOST}:{os.getpid()}:{next(_serial)}"
         started = deadline = None
         delay = _FIRST_POLL
@@ -348,12 +378,39 @@ class ConcurrencyLimiter:
                 await self._clock.async_sleep(min(delay, deadline - now) if deadline is not None else delay)
                 delay = min(delay * 2, _LAST_POLL)
         except StoreError as exc:
-            _log.warning("concurrency limit %r: shared store failed (%s); local limit only", self.name, exc)
+            self._store_failed(exc)
             return
         except BaseException:
             self._release_local()
             raise
+        self._store_answered()
         keeper.add(holder)
+
+    def _store_usable(self) -> bool:
+        """Holding a local slot: True to ask the store for a lease; False to go on without one (the
+        store is away and the limit fails open). Refuses the call (and frees the slot) when it fails
+        closed."""
+        guard = self._guard
+        if guard is None or guard.usable():
+            return True
+        if guard.fail_closed:
+            self._release_local()
+            raise self._fleet_refusal("store unavailable", 0.0)
+        return False
+
+    def _store_failed(self, exc: StoreError) -> None:
+        """Holding a local slot, the store failed: note the outage; refuse the call when failing closed."""
+        guard = self._guard
+        assert guard is not None  # only shared limiters ask the store
+        guard.failed(exc)
+        if guard.fail_closed:
+            self._release_local()
+            raise self._fleet_refusal("store unavailable", 0.0) from exc
+
+    def _store_answered(self) -> None:
+        guard = self._guard
+        if guard is not None:
+            guard.answered()
 
     def renew_leases(self) -> int:
         """Renew the fleet leases this limiter holds now (a background thread does it every third of a
@@ -371,15 +428,22 @@ class ConcurrencyLimiter:
         self._in_flight -= 1
 
     def release(self) -> None:
-        """Give back a slot: to the oldest queued call, or to the pool (and its fleet lease, if shared)."""
+        """Give back a slot: to the oldest queued call, or to the pool (and its fleet lease, if shared).
+
+        On an event loop's thread the fleet lease goes back through the lease keeper's thread, so the
+        loop never waits for the store's round trip; elsewhere it goes back at once.
+        """
         keeper = self._keeper
         if keeper is not None:
             holder = keeper.pop()
             if holder is not None:
-                try:
-                    keeper.slots.give_back(keeper.key, holder)
-                except StoreError as exc:  # the lease runs out by itself
-                    _log.warning("concurrency limit %r: could not give back a lease (%s)", self.name, exc)
+                if _in_event_loop():
+                    keeper.give_back_later(holder)
+                else:
+                    try:
+                        keeper.slots.give_back(keeper.key, holder)
+                    except StoreError as exc:  # the lease runs out by itself
+                        _log.warning("concurrency limit %r: could not give back a lease (%s)", self.name, exc)
         with self._lock:
             if not self._waiters and self._in_flight > 0:
                 self._in_flight -= 1  # the common case inline: nobody queued

@@ -12,7 +12,9 @@ another takes. Over any interval of ``t`` seconds at most ``burst + rate * t`` c
 With ``shared=`` (a :class:`~bounceback.core.strategies._shared.SharedBucket` store: SQLite for the processes
 of one machine, Redis for a fleet) the bucket lives in the store and every process draws from it, one
 round trip per call; the bound above then holds for the whole fleet. When the store cannot be reached,
-calls go on under this process's own bucket.
+``store_unavailable`` (the ``store.on_unavailable`` setting, as for shared breakers) decides: ``fail-open``
+carries on under this process's own bucket, ``fail-closed`` refuses calls (``reason`` ``"store
+unavailable"``, ``retry_after`` the time until the store is asked again, a second after it failed).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, TypeVar, cast
 from bounceback.core._events import EventBus, LimitRejected, default_bus
 from bounceback.core._time import SYSTEM_CLOCK, Clock, to_seconds
 from bounceback.core.strategies._limiter import _in_event_loop
-from bounceback.core.strategies._shared import EPSILON, SharedBucket
+from bounceback.core.strategies._shared import EPSILON, SharedBucket, StoreGuard
 from bounceback.errors import ConfigError, RateLimitExceeded, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,6 +66,7 @@ class RateLimiter:
         "__weakref__",
         "_bus",
         "_clock",
+        "_guard",
         "_lock",
         "_shared",
         "_stamp",
@@ -85,6 +88,7 @@ class RateLimiter:
         clock: Clock | None = None,
         bus: EventBus | None = None,
         shared: SharedBucket | None = None,
+        store_unavailable: str | None = None,
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1e9:
             raise ConfigError("rate", rate, "calls per second, a number above 0", hint="such as 50 or 0.5")
@@ -112,22 +116,33 @@ class RateLimiter:
                 "shared", shared, "a shared-bucket store such as bounceback.stores.RedisSharedLimits"
             )
         self._shared = shared
+        self._guard: StoreGuard | None = None
+        if shared is not None:
+            mode = store_unavailable or getattr(shared, "on_unavailable", "fail-open")
+            self._guard = StoreGuard(shared.name, name, "rate limit", mode, self._clock)
 
     def reserve(self, max_wait: float) -> float:
         """Take a token now (0.0), or reserve the next one and return the seconds to wait for it; raise
         RateLimitExceeded when that is more than ``max_wait``. The caller does the waiting (a simulator
         schedules it on virtual time); :meth:`acquire` is this plus the sleep."""
-        if self._shared is not None:
-            try:
-                taken, wait = self._shared.reserve(self.name, self.rate, self.burst, max_wait)
-            except StoreError as exc:
-                _log.warning("rate limit %r: shared store failed (%s); this process's bucket", self.name, exc)
-            else:
-                if taken:
-                    return wait
+        shared, guard = self._shared, self._guard
+        if shared is not None and guard is not None:
+            if guard.usable():
+                try:
+                    taken, wait = shared.reserve(self.name, self.rate, self.burst, max_wait)
+                except StoreError as exc:
+                    guard.failed(exc)
+                else:
+                    guard.answered()
+                    if taken:
+                        return wait
+                    with self._lock:
+                        self.rejected += 1
+                    return self._reject(wait)
+            if guard.fail_closed:
                 with self._lock:
                     self.rejected += 1
-                return self._reject(wait)
+                return self._reject(guard.wait(), "store unavailable")
         with self._lock:
             now = self._clock.monotonic()
             tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate) - 1.0
@@ -144,10 +159,10 @@ class RateLimiter:
                 return wait
         return self._reject(wait)
 
-    def _reject(self, wait: float) -> float:
+    def _reject(self, wait: float, reason: str = "no token") -> float:
         if self._bus.listening:
-            self._bus.emit(LimitRejected(self.name, self._clock.wall(), "rate", "no token", wait))
-        raise RateLimitExceeded(self.name, self.rate, wait)
+            self._bus.emit(LimitRejected(self.name, self._clock.wall(), "rate", reason, wait))
+        raise RateLimitExceeded(self.name, self.rate, wait, reason)
 
     def try_acquire(self) -> float:
         """Take a token without waiting: 0.0, or raise RateLimitExceeded (``retry_after`` set)."""
@@ -195,9 +210,26 @@ class RateLimiter:
             now = self._clock.monotonic()
             return min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
 
+    def fleet_tokens(self) -> float | None:
+        """Tokens in the fleet's bucket now, read from the store (a shared limiter); None for a local one
+        or while the store cannot be reached."""
+        shared, guard = self._shared, self._guard
+        if shared is None or guard is None or not guard.usable():
+            return None
+        try:
+            tokens = shared.tokens(self.name, self.rate, self.burst)
+        except StoreError as exc:
+            guard.failed(exc)
+            return None
+        guard.answered()
+        return tokens
+
     def snapshot(self) -> dict[str, Any]:
-        """For displays: the rate, the burst, the tokens now and the calls refused so far."""
-        return {
+        """For displays: the rate, the burst, the tokens now and the calls refused so far.
+
+        ``tokens`` is this process's bucket; a shared limiter adds ``fleet_tokens`` (the store's bucket,
+        None while it cannot be reached) and ``store_unavailable``; ``rate`` is then the fleet's rate."""
+        snap: dict[str, Any] = {
             "name": self.name,
             "rate": self.rate,
             "burst": self.burst,
@@ -205,6 +237,11 @@ class RateLimiter:
             "rejected": self.rejected,
             "shared": self._shared.name if self._shared is not None else None,
         }
+        if self._guard is not None:
+            fleet = self.fleet_tokens()
+            snap["fleet_tokens"] = None if fleet is None else round(fleet, 3)
+            snap["store_unavailable"] = self._guard.unavailable
+        return snap
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Take a token, then run ``fn(*args, **kwargs)``."""

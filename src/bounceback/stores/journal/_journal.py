@@ -259,7 +259,8 @@ class Journal(HomeComponent):
         """The latest limiter readings taken at or after wall time ``since``, by name, kind and process."""
         rows = self._query(
             "read the limiters",
-            "SELECT name, kind, pid, host, at, used, waiting, capacity, rejected FROM journal_limits "
+            "SELECT name, kind, pid, host, at, used, waiting, capacity, rejected, shared, fleet_used "
+            "FROM journal_limits "
             "WHERE at >= ? ORDER BY name, kind, host, pid",
             [since if since is not None else -1e300],
         )

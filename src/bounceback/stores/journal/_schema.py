@@ -13,7 +13,9 @@ Four tables:
     Breaker state changes, and calls a breaker refused (counted per operation and minute, not one row each).
 ``journal_limits``
     The latest reading of each process's concurrency and rate limiters (one row per limiter and process,
-    replaced about once a second by its journal writer), for the dashboard's occupancy and rate.
+    replaced about once a second by its journal writer), for the dashboard's occupancy and rate. A limit
+    shared through a store (``shared``: the store's name) also carries the fleet's reading from that store
+    (``fleet_used``), so the dashboard shows the fleet's limit once instead of a sum over processes.
 ``journal_cancel_requests``
     A person asked (from the CLI or the dashboard) that a run stop waiting; the process that owns the run
     picks the request up and cancels it.
@@ -117,6 +119,10 @@ _MIGRATIONS = [
         rejected  INTEGER NOT NULL,          -- refusals since the limiter was made
         PRIMARY KEY (name, kind, pid, host)
     );
+    """,
+    """
+    ALTER TABLE journal_limits ADD COLUMN shared TEXT;      -- the store's name when shared by processes
+    ALTER TABLE journal_limits ADD COLUMN fleet_used REAL;  -- shared: in flight / tokens read from the store
     """,
 ]
 
@@ -270,3 +276,8 @@ class LimitReading:
     waiting: int
     capacity: float
     rejected: int
+    shared: str | None = None
+    """The store's name (``redis://host:6379/0``) for a limit shared by processes; None for a local one."""
+    fleet_used: float | None = None
+    """Shared: the fleet's calls in flight (live leases) or tokens left, read from the store when the
+    reading was taken; None while the store could not be reached (and for a local limit)."""

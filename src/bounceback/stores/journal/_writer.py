@@ -280,7 +280,8 @@ class JournalWriter:
     def publish_limits(self) -> int:
         """Write the current reading of every limiter of this process's named policies (concurrency and
         rate); returns how many. The dashboard shows them while they are fresh. Nothing is written, and
-        no connection opened, when no named policy has a limiter."""
+        no connection opened, when no named policy has a limiter. A shared limiter's reading carries the
+        fleet's count from its store (one read per limiter, here on the writer's thread, never on a call)."""
         readings: list[tuple[Any, ...]] = []
         seen: set[int] = set()
         wall = self._clock.wall()
@@ -301,11 +302,14 @@ class JournalWriter:
                         snap["waiting"],
                         float(snap["max_in_flight"]),
                         snap["rejected"],
+                        snap["shared"],
+                        snap.get("fleet_in_flight"),
                     )
                 )
             bucket = getattr(policy, "rate_limit", None)
             if bucket is not None and id(bucket) not in seen:
                 seen.add(id(bucket))
+                snap = bucket.snapshot()
                 readings.append(
                     (
                         bucket.name,
@@ -313,10 +317,12 @@ class JournalWriter:
                         pid,
                         HOST,
                         wall,
-                        bucket.available(),
+                        float(snap["tokens"]),
                         0,
                         bucket.rate,
-                        bucket.rejected,
+                        snap["rejected"],
+                        snap["shared"],
+                        snap.get("fleet_tokens"),
                     )
                 )
         if not readings:
@@ -327,7 +333,7 @@ class JournalWriter:
                 with transaction(conn, self.path, "write the limiter readings"):
                     conn.executemany(
                         "INSERT OR REPLACE INTO journal_limits (name, kind, pid, host, at, used, waiting, "
-                        "capacity, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "capacity, rejected, shared, fleet_used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         readings,
                     )
             except (StoreError, sqlite3.Error) as exc:

@@ -244,21 +244,42 @@ def render_overview(snapshot: Snapshot, csrf: str) -> dict[str, str]:
 
 
 def _limit_row(lim: LimitView) -> str:
-    """One limiter: calls in flight of the room (concurrency), or tokens left at a rate (rate limit).
+    """One limiter: calls in flight of the room (concurrency), or tokens left at a rate (rate limit: the
+    tokens are what is *not* in use, so the cell says "left").
+
+    A shared limiter shows the fleet's limit once and the fleet's count from its store, labelled shared.
 
     >>> ">3 (38%)<" in _limit_row(LimitView("search", "concurrency", 3.0, 1, 8.0, 0, 2))
     True
-    >>> ">2.5<" in _limit_row(LimitView("quotes", "rate", 2.5, 0, 10.0, 4, 1))
+    >>> ">2.5 tokens left<" in _limit_row(LimitView("quotes", "rate", 2.5, 0, 10.0, 4, 1))
+    True
+    >>> row = _limit_row(LimitView("db", "concurrency", 3.0, 0, 4.0, 0, 3, shared="redis://r:6379/0"))
+    >>> ">3 (75%)<" in row and ">4 calls<" in row and "shared by 3 processes" in row
     True
     """
+    fleet = lim.shared is not None
     if lim.kind == "concurrency":
         used, room = f"{lim.used:g} ({lim.occupancy:.0%})", f"{lim.capacity:g} calls"
     else:
-        used, room = f"{lim.used:.3g}", f"{lim.capacity:g}/s"
+        left = f"{lim.used:.3g}"
+        used, room = f"{left} token{'' if left == '1' else 's'} left", f"{lim.capacity:g}/s"
+    used_cell = esc(used)
+    if fleet and lim.store_unavailable:
+        # No process could read the store: its count is unknown; say so rather than show a guess as fact.
+        used_cell = (
+            f"{lim.used:g} " if lim.kind == "concurrency" else "? "
+        ) + '<span class="sub store-unavailable">store unavailable</span>'
+    kind = esc(lim.kind)
+    if fleet:
+        kind += (
+            f' <span class="sub shared" title="{attr(lim.shared or "")}">'
+            f"shared by {plural(lim.processes, 'process', 'processes')}</span>"
+        )
     alert = ' class="state-open"' if lim.kind == "concurrency" and lim.occupancy >= 1 else ""
+    shared_attr = f' data-shared="{attr(lim.shared or "")}"' if fleet else ""
     return (
-        f'<tr data-limit="{attr(lim.name)}"{alert}><td>{esc(lim.name)}</td><td>{esc(lim.kind)}</td>'
-        f"<td class=num>{esc(used)}</td><td class=num>{esc(room)}</td><td class=num>{lim.waiting}</td>"
+        f'<tr data-limit="{attr(lim.name)}"{shared_attr}{alert}><td>{esc(lim.name)}</td><td>{kind}</td>'
+        f"<td class=num>{used_cell}</td><td class=num>{esc(room)}</td><td class=num>{lim.waiting}</td>"
         f"<td class=num>{lim.rejected}</td><td class=num>{lim.processes}</td></tr>"
     )
 
