@@ -517,3 +517,11 @@ def test_an_operation_open_time_above_the_default_cap_takes_the_cap_with_it() ->
     assert layers.effective(None)["breaker.open_seconds_max"] == 15.0  # other operations keep the default
     with pytest.raises(ConfigError, match="open_seconds_max"):
         layers.updated("breaker.open_seconds_max", "1m", "slow-db")  # a cap set below it is still refused
+
+
+@pytest.mark.parametrize("key", ["breaker.consecutive_failures", "retry.max_attempts", "retry.deadline"])
+def test_a_number_too_large_for_a_float_is_refused_with_the_field_named(key: str) -> None:
+    # 400 digits typed into a form: beyond any float, so an int comparison must not reach math.isfinite.
+    with pytest.raises(ConfigError) as caught:
+        lookup(key).parse("9" * 400)
+    assert caught.value.field == key and "9" * 20 in str(caught.value)

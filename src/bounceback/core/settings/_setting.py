@@ -288,6 +288,9 @@ class Setting:
     # -- helpers -------------------------------------------------------------------------------------
 
     def _in_bounds(self, number: float) -> bool:
+        # A whole number too large for a float (400 digits typed in a form) is out of bounds, not a crash.
+        if isinstance(number, int) and not -(2**63) < number < 2**63:
+            return False
         if not math.isfinite(number):
             return False
         low = self.minimum if self.minimum is not None else -math.inf
