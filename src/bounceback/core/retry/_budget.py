@@ -314,8 +314,11 @@ class RetryBudget:
         """Count one call (a first attempt, not a retry). Policies do this by themselves."""
         self.count_call()
 
-    def try_spend(self, operation: str) -> bool:  # noqa: ARG002
+    def try_spend(self, operation: str, now: float = -1.0) -> bool:  # noqa: ARG002
         """Take one retry from the budget; False (and nothing taken) when it is exhausted.
+
+        ``now`` is a reading of the budget's :attr:`clock` the caller has just taken (a retry engine that
+        shares the clock has one): it saves a reading. Negative (the default): the budget reads its clock.
 
         Cheap when the budget has its own ledger: the last time the ledger was asked, it also said how many
         more retries the window allows for certain until its next slice begins (until then calls only come
@@ -325,7 +328,7 @@ class RetryBudget:
         a token is popped once, so never more grants than the rule allows.
         """
         until, take, _ = self._grants
-        if self._clock.monotonic() < until:
+        if (now if now >= 0 else self._clock.monotonic()) < until:
             try:
                 take()
             except IndexError:
@@ -333,6 +336,11 @@ class RetryBudget:
             else:
                 return True
         return self._settle(True).granted
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the budget's window runs on."""
+        return self._clock
 
     def reading(self) -> BudgetReading:
         """The window's counts now, without spending (for status output and dashboards)."""

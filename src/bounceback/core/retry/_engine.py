@@ -103,8 +103,9 @@ class BudgetPort(Protocol):
         """Count one call (a first attempt)."""
         ...
 
-    def try_spend(self, operation: str) -> bool:
-        """Take one retry from the budget; False when it is exhausted."""
+    def try_spend(self, operation: str, now: float = -1.0) -> bool:
+        """Take one retry from the budget; False when it is exhausted. A budget whose ``clock`` attribute is
+        the engine's clock is handed ``now``, a fresh reading of it; otherwise it is called without."""
         ...
 
 
@@ -114,6 +115,7 @@ class Engine:
     __slots__ = (
         "breaker",
         "budget",
+        "budget_clock",
         "bus",
         "cancel",
         "cfg",
@@ -150,6 +152,8 @@ class Engine:
         self.cancel = cancel
         self.breaker = breaker
         self.budget = budget
+        # A budget on the engine's own clock is handed the reading the decision already took.
+        self.budget_clock = budget is not None and getattr(budget, "clock", None) is clock
 
     def start(self, started: float) -> Run:
         """A new run whose first attempt began at monotonic time ``started`` (negative: unknown, the first
@@ -228,7 +232,10 @@ class Engine:
             # Waiting would end past the deadline: no attempt could start in time. So a call that meets an
             # open breaker waits for its probe only when the probe comes within it.
             return "deadline" if why == "backoff" else why
-        if self.budget is not None and not self.budget.try_spend(self.operation):
+        budget = self.budget
+        if budget is not None and not (
+            budget.try_spend(self.operation, now) if self.budget_clock else budget.try_spend(self.operation)
+        ):
             # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause when
             # the calls that waited for probes are left out of the budget (docs/simulator.md).
             return "budget"
