@@ -1,9 +1,10 @@
 """The decorator form of a Policy: a wrapper per decorated function, sync or ``async def``.
 
-A wrapper inlines the first attempt of the common case (no timer, no result check, no hedge, gates that
-need no permit): a flag test, the budget's call count (one C call), the call. The clock is not read and no
-run record exists until an attempt fails; then the :class:`AttemptLoop` takes over. Anything else goes to
-the loop's ``call_sync`` / ``call_async`` at once.
+A wrapper inlines the first attempt of the common case (no timer, no result check, no hedge): a flag
+test, the budget's call count (one C call), the gates' own calls if there are gates (none but a success
+count for a closed breaker alone), the call. The clock is not read, nothing is allocated and no run record
+exists until an attempt fails; then the :class:`AttemptLoop` takes over. Anything else goes to the loop's
+``call_sync`` / ``call_async`` at once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bounceback.core.policy._loop import AttemptLoop
+from bounceback.core.retry._engine import REFUSALS
+from bounceback.core.strategies._gates import Gates
 
 __all__ = ["wrap_async", "wrap_sync"]
 
@@ -56,20 +59,40 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
         return wrapper
 
     count_success = gates.count_success
+    acquire = gates.acquire
     release = gates.release
+    abandon = gates.abandon
 
     @functools.wraps(fn)
     def gated(*args: Any, **kwargs: Any) -> Any:
-        if loop.fast and gates.fast_path:
+        if loop.fast:
             if count_call is not None:
                 count_call()
+            if gates.fast_path:
+                # A breaker alone that needs no permit: a success is one count.
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    verdict = classify(exc)
+                    release(None, verdict)
+                    return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                count_success()
+                return result
+            # The gates' own calls and nothing else: no outcome tuple, no clock read (see AttemptLoop).
+            try:
+                permit = acquire()
+            except REFUSALS as exc:
+                return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
                 verdict = classify(exc)
-                release(None, verdict)
+                release(permit, verdict)
                 return recover(fn, args, kwargs, -1.0, exc, verdict, None)
-            count_success()
+            except BaseException:
+                abandon(permit)
+                raise
+            release(permit, None)
             return result
         return slow(fn, args, kwargs)
 
@@ -87,22 +110,60 @@ def wrap_async(
     count_call = loop.count_call
     gates = loop.gates
 
+    if gates is None:
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if loop.fast:
+                if count_call is not None:
+                    count_call()
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception as exc:
+                    return await recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+            return await slow(fn, args, kwargs)
+
+        wrapper.policy = owner  # type: ignore[attr-defined]
+        return wrapper
+
+    count_success = gates.count_success
+    release = gates.release
+    abandon = gates.abandon
+    # Gates that queue (a concurrency limit, a rate limit) await their turn on the event loop; a breaker
+    # alone is asked at once.
+    queue = gates.acquire_async if isinstance(gates, Gates) else None
+    acquire = gates.acquire
+
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if loop.fast and (gates is None or gates.fast_path):
+    async def gated(*args: Any, **kwargs: Any) -> Any:
+        if loop.fast:
             if count_call is not None:
                 count_call()
+            if gates.fast_path:
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    verdict = classify(exc)
+                    release(None, verdict)
+                    return await recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                count_success()
+                return result
+            try:
+                permit = await queue() if queue is not None else acquire()
+            except REFUSALS as exc:
+                return await recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
                 verdict = classify(exc)
-                if gates is not None:
-                    gates.release(None, verdict)
+                release(permit, verdict)
                 return await recover(fn, args, kwargs, -1.0, exc, verdict, None)
-            if gates is not None:
-                gates.count_success()
+            except BaseException:
+                abandon(permit)
+                raise
+            release(permit, None)
             return result
         return await slow(fn, args, kwargs)
 
-    wrapper.policy = owner  # type: ignore[attr-defined]
-    return wrapper
+    gated.policy = owner  # type: ignore[attr-defined]
+    return gated

@@ -103,9 +103,9 @@ class BudgetPort(Protocol):
         """Count one call (a first attempt)."""
         ...
 
-    def try_spend(self, operation: str, now: float = -1.0) -> bool:
+    def try_spend(self, operation: str) -> bool:
         """Take one retry from the budget; False when it is exhausted. A budget whose ``clock`` attribute is
-        the engine's clock is handed ``now``, a fresh reading of it; otherwise it is called without."""
+        the engine's clock is called as ``try_spend(operation, now)``, ``now`` a fresh reading of it."""
         ...
 
 
@@ -115,7 +115,6 @@ class Engine:
     __slots__ = (
         "breaker",
         "budget",
-        "budget_clock",
         "bus",
         "cancel",
         "cfg",
@@ -124,6 +123,7 @@ class Engine:
         "clock",
         "operation",
         "rng",
+        "spend_at",
     )
 
     def __init__(
@@ -153,7 +153,9 @@ class Engine:
         self.breaker = breaker
         self.budget = budget
         # A budget on the engine's own clock is handed the reading the decision already took.
-        self.budget_clock = budget is not None and getattr(budget, "clock", None) is clock
+        self.spend_at: Callable[[str, float], bool] | None = (
+            getattr(budget, "try_spend", None) if getattr(budget, "clock", None) is clock else None
+        )
 
     def start(self, started: float) -> Run:
         """A new run whose first attempt began at monotonic time ``started`` (negative: unknown, the first
@@ -233,8 +235,9 @@ class Engine:
             # open breaker waits for its probe only when the probe comes within it.
             return "deadline" if why == "backoff" else why
         budget = self.budget
+        spend_at = self.spend_at
         if budget is not None and not (
-            budget.try_spend(self.operation, now) if self.budget_clock else budget.try_spend(self.operation)
+            spend_at(self.operation, now) if spend_at is not None else budget.try_spend(self.operation)
         ):
             # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause when
             # the calls that waited for probes are left out of the budget (docs/simulator.md).
