@@ -294,7 +294,21 @@ class RetryBudget:
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError("name", name, "a non-empty name such as 'payments-api'")
-        self.rule = _rule(ratio, min_per_second, to_seconds(window, "window", allow_zero=False))
+        self._start(
+            _rule(ratio, min_per_second, to_seconds(window, "window", allow_zero=False)), name, clock, ledger
+        )
+
+    @classmethod
+    def _of(
+        cls, rule: BudgetRule, name: str, clock: Clock | None, ledger: BudgetLedger | None
+    ) -> RetryBudget:
+        """A budget of an already validated ``rule`` (the settings' budget of each new operation)."""
+        budget = cls.__new__(cls)
+        budget._start(rule, name, clock, ledger)
+        return budget
+
+    def _start(self, rule: BudgetRule, name: str, clock: Clock | None, ledger: BudgetLedger | None) -> None:
+        self.rule = rule
         self.name = name
         self._clock = clock or SYSTEM_CLOCK
         # A ledger of its own can grant on credit (see try_spend); a shared one is asked every time. Its own
@@ -395,12 +409,21 @@ def budget_from_settings(settings: Any, operation: str | None, clock: Clock | No
     ledger (``settings.budget_ledger()``: the home database, or Redis, per ``store.backend``), the budget is
     counted there, so every process of the machine or the fleet spends from one pool per operation.
     """
-    values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
+    name = operation or "anonymous"
+    if settings is None:
+        # The built-in defaults, read and validated once: a new operation's budget costs the object alone.
+        if not _BUILT_IN_ON:
+            return None
+        return _shared(
+            clock,
+            ("budget", name, _BUILT_IN, None),
+            lambda: RetryBudget._of(_built_in_rule(), name, clock, None),
+        )
+    values = {**DEFAULTS, **settings.effective(operation)}
     if not values["budget.enabled"]:
         return None
     ledger_for = getattr(settings, "budget_ledger", None)
     ledger = ledger_for() if callable(ledger_for) else None
-    name = operation or "anonymous"
     rule = (values["budget.ratio"], values["budget.min_per_second"], values["budget.window"])
     return _shared(
         clock,
@@ -409,3 +432,11 @@ def budget_from_settings(settings: Any, operation: str | None, clock: Clock | No
             rule[0], min_per_second=rule[1], window=rule[2], name=name, clock=clock, ledger=ledger
         ),
     )
+
+
+_BUILT_IN_ON: bool = DEFAULTS["budget.enabled"]
+_BUILT_IN = (DEFAULTS["budget.ratio"], DEFAULTS["budget.min_per_second"], DEFAULTS["budget.window"])
+
+
+def _built_in_rule() -> BudgetRule:
+    return _rule(_BUILT_IN[0], _BUILT_IN[1], to_seconds(_BUILT_IN[2], "window", allow_zero=False))

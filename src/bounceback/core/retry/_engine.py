@@ -153,9 +153,9 @@ class Engine:
         self.breaker = breaker
         self.budget = budget
         # A budget on the engine's own clock is handed the reading the decision already took.
-        self.spend_at: Callable[[str, float], bool] | None = (
-            getattr(budget, "try_spend", None) if getattr(budget, "clock", None) is clock else None
-        )
+        self.spend_at: Callable[[str, float], bool] | None = None
+        if budget is not None and getattr(budget, "clock", None) is clock:
+            self.spend_at = getattr(budget, "try_spend", None)
 
     def start(self, started: float) -> Run:
         """A new run whose first attempt began at monotonic time ``started`` (negative: unknown, the first
