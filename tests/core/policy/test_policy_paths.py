@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bounceback import (
+    Backoff,
     CircuitBreaker,
     CircuitOpenError,
     ConcurrencyLimiter,
@@ -23,6 +24,7 @@ from bounceback import (
 from bounceback.events import EventBus
 from bounceback.testing import FakeClock
 
+ZERO = Backoff("constant", initial=0, max_delay=0, jitter="none")  # retries without a wait
 STEPS = st.lists(st.sampled_from(["ok", "reset", "bad", "timeout"]), min_size=1, max_size=6)
 
 
@@ -60,7 +62,13 @@ class Seen:
 
 
 def run_once(
-    steps: list[str], attempts: int, gated: bool, form: str, seed: int, deadline: float | None
+    steps: list[str],
+    attempts: int,
+    gated: bool,
+    form: str,
+    seed: int,
+    deadline: float | None,
+    zero: bool = False,
 ) -> Seen:
     clock = FakeClock()
     bus = EventBus()
@@ -75,6 +83,7 @@ def run_once(
         "dep",
         attempts=attempts,
         deadline=deadline,
+        backoff=ZERO if zero else None,
         breaker=breaker,
         limiter=limiter,
         budget=budget,
@@ -110,13 +119,14 @@ def run_once(
     gated=st.booleans(),
     seed=st.integers(0, 1000),
     deadline=st.sampled_from([None, 0.5, 30.0]),
+    zero=st.booleans(),
 )
 def test_the_short_routes_decide_as_the_recorded_path(
-    steps: list[str], attempts: int, gated: bool, seed: int, deadline: float | None
+    steps: list[str], attempts: int, gated: bool, seed: int, deadline: float | None, zero: bool
 ) -> None:
-    listened = run_once(steps, attempts, gated, "listened", seed, deadline)
-    assert run_once(steps, attempts, gated, "decorated", seed, deadline) == listened
-    assert run_once(steps, attempts, gated, "call", seed, deadline) == listened
+    listened = run_once(steps, attempts, gated, "listened", seed, deadline, zero)
+    assert run_once(steps, attempts, gated, "decorated", seed, deadline, zero) == listened
+    assert run_once(steps, attempts, gated, "call", seed, deadline, zero) == listened
     assert listened.slots_in_flight == 0
 
 
@@ -180,14 +190,23 @@ def test_an_open_breaker_refuses_a_decorated_call_without_running_it() -> None:
     assert ran == 1 and limiter.in_flight == 0
 
 
-def arun_once(steps: list[str], gated: bool, listened: bool) -> tuple[Any, int, int]:
+def arun_once(steps: list[str], gated: bool, listened: bool, zero: bool) -> tuple[Any, int, int]:
     clock = FakeClock()
     bus = EventBus()
     if listened:
         bus.subscribe(lambda event: None)
     breaker = CircuitBreaker("adep", failure_rate=100, clock=clock, bus=bus) if gated else None
     limiter = ConcurrencyLimiter(4) if gated else None
-    policy = Policy("adep", attempts=3, breaker=breaker, limiter=limiter, budget=None, clock=clock, bus=bus)
+    policy = Policy(
+        "adep",
+        attempts=3,
+        backoff=ZERO if zero else None,
+        breaker=breaker,
+        limiter=limiter,
+        budget=None,
+        clock=clock,
+        bus=bus,
+    )
     dep = Script(steps)
 
     async def call(x: int) -> int:
@@ -202,6 +221,6 @@ def arun_once(steps: list[str], gated: bool, listened: bool) -> tuple[Any, int, 
 
 
 @settings(max_examples=40, deadline=None)
-@given(steps=STEPS, gated=st.booleans())
-def test_the_async_wrapper_decides_as_the_recorded_path(steps: list[str], gated: bool) -> None:
-    assert arun_once(steps, gated, False) == arun_once(steps, gated, True)
+@given(steps=STEPS, gated=st.booleans(), zero=st.booleans())
+def test_the_async_wrapper_decides_as_the_recorded_path(steps: list[str], gated: bool, zero: bool) -> None:
+    assert arun_once(steps, gated, False, zero) == arun_once(steps, gated, True, zero)

@@ -33,7 +33,12 @@ from bounceback.errors import AttemptTimeout
 if TYPE_CHECKING:
     from bounceback.core.strategies._hedge import Hedge
 
-__all__ = ["AttemptLoop", "Outcome"]
+__all__ = ["AttemptLoop", "Decided", "Outcome"]
+
+Decided = tuple[float, "float | str"] | tuple[float, float, BaseException | None, Classification]
+"""What a wrapper's short route hands on: ``(now, decision)`` when the engine decided the first failure (at
+``now``) for a wait or a give-up; ``(now, 0.0, first error, its verdict)`` when the retry it then made at once
+failed too."""
 
 Outcome = tuple[bool, Any, Any]
 """One attempt's outcome: ``(True, result, None)``, or ``(False, error or rejected result, verdict)``."""
@@ -219,21 +224,36 @@ class AttemptLoop:
         exc: BaseException | None,
         verdict: Classification,
         result: Any,
+        decided: Decided | None = None,
     ) -> Any:
-        """After a failed first attempt: decide, wait, try again, until success or give-up."""
+        """After a failed first attempt: decide, wait, try again, until success or give-up.
+
+        ``decided``: what a wrapper's short route already did (see :data:`Decided`).
+        """
         eng = self.engine
         gates = self.gates
         run: Run | None = None
         delay: float | None = None
-        if started < 0 and self.quiet and not eng.bus.listening and not run_controls.enabled:
+        if decided is not None and len(decided) == 4:
+            # The wrapper's retry (no wait, no record) failed too: ``exc`` is its error; the run begins.
+            started, first_delay, first_exc, first_verdict = decided
+            run = eng.retried(started, first_exc, first_verdict, first_delay)
+            now = -1.0
+        elif decided is not None or (
+            started < 0 and self.quiet and not eng.bus.listening and not run_controls.enabled
+        ):
             # Nobody listens and nothing can cancel it (checked here, once): decide at once; a run record is
             # made only if another attempt fails (one failure then success, the common recovery, needs none).
-            started = now = eng.clock.monotonic()
-            decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
-            if type(decision) is str:
+            if decided is not None:
+                now, decision = decided
+            else:
+                now = eng.clock.monotonic()
+                decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
+            started = now
+            if isinstance(decision, str):
                 run, delay = self._ended(now, exc, verdict, decision), -1.0
             else:
-                delay = decision  # type: ignore[assignment]
+                delay = decision
         else:
             run, started, now = self._first(started)
         attempt_started = started
@@ -366,21 +386,33 @@ class AttemptLoop:
         exc: BaseException | None,
         verdict: Classification,
         result: Any,
+        decided: Decided | None = None,
     ) -> Any:
         """:meth:`recover_sync` for coroutines: the same decisions; the waits and the calls are awaited."""
         eng = self.engine
         gates = self.gates
         run: Run | None = None
         delay: float | None = None
-        if started < 0 and self.quiet and not eng.bus.listening and not run_controls.enabled:
+        if decided is not None and len(decided) == 4:
+            # The wrapper's retry (no wait, no record) failed too: ``exc`` is its error; the run begins.
+            started, first_delay, first_exc, first_verdict = decided
+            run = eng.retried(started, first_exc, first_verdict, first_delay)
+            now = -1.0
+        elif decided is not None or (
+            started < 0 and self.quiet and not eng.bus.listening and not run_controls.enabled
+        ):
             # Nobody listens and nothing can cancel it (checked here, once): decide at once; a run record is
             # made only if another attempt fails (one failure then success, the common recovery, needs none).
-            started = now = eng.clock.monotonic()
-            decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
-            if type(decision) is str:
+            if decided is not None:
+                now, decision = decided
+            else:
+                now = eng.clock.monotonic()
+                decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
+            started = now
+            if isinstance(decision, str):
                 run, delay = self._ended(now, exc, verdict, decision), -1.0
             else:
-                delay = decision  # type: ignore[assignment]
+                delay = decision
         else:
             run, started, now = self._first(started)
         attempt_started = started

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bounceback.core._control import run_controls
 from bounceback.core.policy._loop import AttemptLoop
 from bounceback.core.retry._engine import REFUSALS
 from bounceback.core.strategies._gates import Gates
@@ -27,6 +28,8 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
     classify = loop.engine.classify
     count_call = loop.count_call
     gates = loop.gates
+    eng = loop.engine
+    bus, monotonic, decide = eng.bus, eng.clock.monotonic, eng.decide
     # ``loop.fast`` is read per call: settings may change it while the program runs. Without gates, the
     # budget's count is the only work besides the call: a wrapper each way, so no test is left per call.
     if gates is None and count_call is not None:
@@ -38,7 +41,21 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
-                    return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+                    verdict = classify(exc)
+                    if not (loop.quiet and not bus.listening and not run_controls.enabled):
+                        return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                    # Nobody listens, nothing can cancel: the engine decides now, and a retry without a
+                    # wait is made here, with no run record (one made only if this attempt fails too).
+                    now = monotonic()
+                    decision = decide(1, 0.0, now, exc, verdict, now, None)
+                    if decision != 0:  # a wait, or a reason to give up (a str)
+                        return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
+                    try:
+                        return fn(*args, **kwargs)
+                    except Exception as error:
+                        return recover(
+                            fn, args, kwargs, -1.0, error, classify(error), None, (now, 0.0, exc, verdict)
+                        )
             return slow(fn, args, kwargs)
 
         counted.policy = owner  # type: ignore[attr-defined]
@@ -52,7 +69,21 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
-                    return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+                    verdict = classify(exc)
+                    if not (loop.quiet and not bus.listening and not run_controls.enabled):
+                        return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                    # Nobody listens, nothing can cancel: the engine decides now, and a retry without a
+                    # wait is made here, with no run record (one made only if this attempt fails too).
+                    now = monotonic()
+                    decision = decide(1, 0.0, now, exc, verdict, now, None)
+                    if decision != 0:  # a wait, or a reason to give up (a str)
+                        return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
+                    try:
+                        return fn(*args, **kwargs)
+                    except Exception as error:
+                        return recover(
+                            fn, args, kwargs, -1.0, error, classify(error), None, (now, 0.0, exc, verdict)
+                        )
             return slow(fn, args, kwargs)
 
         wrapper.policy = owner  # type: ignore[attr-defined]
@@ -109,6 +140,8 @@ def wrap_async(
     classify = loop.engine.classify
     count_call = loop.count_call
     gates = loop.gates
+    eng = loop.engine
+    bus, monotonic, decide = eng.bus, eng.clock.monotonic, eng.decide
 
     if gates is None:
 
@@ -120,7 +153,21 @@ def wrap_async(
                 try:
                     return await fn(*args, **kwargs)
                 except Exception as exc:
-                    return await recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+                    verdict = classify(exc)
+                    if not (loop.quiet and not bus.listening and not run_controls.enabled):
+                        return await recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                    # Nobody listens, nothing can cancel: the engine decides now, and a retry without a
+                    # wait is made here, with no run record (one made only if this attempt fails too).
+                    now = monotonic()
+                    decision = decide(1, 0.0, now, exc, verdict, now, None)
+                    if decision != 0:  # a wait, or a reason to give up (a str)
+                        return await recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
+                    try:
+                        return await fn(*args, **kwargs)
+                    except Exception as error:
+                        return await recover(
+                            fn, args, kwargs, -1.0, error, classify(error), None, (now, 0.0, exc, verdict)
+                        )
             return await slow(fn, args, kwargs)
 
         wrapper.policy = owner  # type: ignore[attr-defined]
