@@ -248,6 +248,17 @@ class _Notes(list[str]):
     _header: tuple[str, int, float, str]
     _history: AttemptHistory | None
 
+    @classmethod
+    def pending(
+        cls, notes: list[str] | None, history: AttemptHistory, header: tuple[str, int, float, str]
+    ) -> _Notes:
+        """``notes`` (an error's notes so far, or None) followed by the note of ``history``, not yet written."""
+        lazy = cls() if notes is None else cls(notes)
+        lazy._at = len(notes) if notes is not None else 0
+        lazy._history = history
+        lazy._header = header
+        return lazy
+
     def _write(self) -> None:
         history = self._history
         if history is not None:
@@ -333,11 +344,7 @@ def attach_history(exc: BaseException, operation: str, run: Run, elapsed: float)
     records = run.records()
     notes = held.get("__notes__")
     if notes is None or type(notes) is list:
-        lazy = _Notes() if notes is None else _Notes(notes)
-        lazy._at = len(notes) if notes is not None else 0
-        lazy._history = records
-        lazy._header = (operation, run.attempt, elapsed, run.reason)
-        held["__notes__"] = lazy
+        held["__notes__"] = _Notes.pending(notes, records, (operation, run.attempt, elapsed, run.reason))
     else:
         # Notes of another kind (already lazy, or set by hand): add ours as text, as add_note would.
         with contextlib.suppress(TypeError):
