@@ -20,7 +20,13 @@ from bounceback.core._events import (
     RetryScheduled,
 )
 from bounceback.core._time import CancelToken, Clock
-from bounceback.core.classify._rules import Classification, ClassifierLike, ErrorKind, as_classifier
+from bounceback.core.classify._rules import (
+    DEFAULT_CLASSIFIER,
+    Classification,
+    ClassifierLike,
+    ErrorKind,
+    as_classifier,
+)
 from bounceback.core.retry._state import (
     AttemptRecord,
     GiveUp,
@@ -52,6 +58,7 @@ __all__ = [
 _RNG = random.Random()
 _RESULT = Classification(ErrorKind.TRANSIENT, "the result was rejected by retry_if_result")
 
+_CLASSIFY_DEFAULTS = DEFAULT_CLASSIFIER.classify
 _SHED = (CircuitOpenError, RequestThrottled)
 _INF = math.inf
 _PERMANENT = ErrorKind.PERMANENT  # read on every failure: an enum member through its class costs a call
@@ -141,9 +148,14 @@ class Engine:
     ) -> None:
         self.operation = operation
         self.cfg = cfg
-        self.classifier = as_classifier(classifier)
-        # Bound once: classifying is on every failure.
-        self.classify: Callable[[BaseException], Classification] = self.classifier.classify
+        if classifier is None:
+            # The defaults: one bound method for every engine that uses them (an object less per policy).
+            self.classifier = DEFAULT_CLASSIFIER
+            self.classify: Callable[[BaseException], Classification] = _CLASSIFY_DEFAULTS
+        else:
+            self.classifier = as_classifier(classifier)
+            # Bound once: classifying is on every failure.
+            self.classify = self.classifier.classify
         self.clock = clock
         # One generator for every policy unless a test injects its own: a Random each would cost 2.5 KB
         # and 20 µs to seed, and jitter needs no more than independent draws.
