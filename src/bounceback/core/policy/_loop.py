@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AttemptLoop", "Decided", "Outcome"]
 
-Decided = tuple[float, "float | str"] | tuple[float, float, BaseException | None, Classification]
+Decided = tuple[float, float | str] | tuple[float, float, BaseException | None, Classification]
 """What a wrapper's short route hands on: ``(now, decision)`` when the engine decided the first failure (at
 ``now``) for a wait or a give-up; ``(now, 0.0, first error, its verdict)`` when the retry it then made at once
 failed too."""
@@ -60,7 +60,9 @@ class AttemptLoop:
 
     ``fast`` is what the wrappers look at on every call: true while an attempt needs neither a timer nor a
     result check nor a hedge, so that the first attempt is a plain call (the gates are asked by the
-    wrappers through their own ``fast_path``). It follows the settings when they change.
+    wrappers through their own ``fast_path``). It follows the settings when they change. ``quiet`` is the
+    fixed half of :meth:`Engine.is_quiet` for a fast loop (no cancel token); the half that changes (anyone
+    listening, the run controls) is read where a recovery starts.
     """
 
     __slots__ = (
