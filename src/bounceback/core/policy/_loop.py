@@ -19,8 +19,9 @@ import functools
 import inspect
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
+from bounceback.core._control import run_controls
 from bounceback.core._time import waits_enabled
 from bounceback.core.classify._rules import Classification
 from bounceback.core.policy._parts import UNSET, RetryAgain, _FollowUp
@@ -32,7 +33,12 @@ from bounceback.errors import AttemptTimeout
 if TYPE_CHECKING:
     from bounceback.core.strategies._hedge import Hedge
 
-__all__ = ["AttemptLoop", "Outcome"]
+__all__ = ["AttemptLoop", "Decided", "Outcome"]
+
+Decided = tuple[float, float | str] | tuple[float, float, BaseException | None, Classification]
+"""What a wrapper's short route hands on: ``(now, decision)`` when the engine decided the first failure (at
+``now``) for a wait or a give-up; ``(now, 0.0, first error, its verdict)`` when the retry it then made at once
+failed too."""
 
 Outcome = tuple[bool, Any, Any]
 """One attempt's outcome: ``(True, result, None)``, or ``(False, error or rejected result, verdict)``."""
@@ -54,10 +60,22 @@ class AttemptLoop:
 
     ``fast`` is what the wrappers look at on every call: true while an attempt needs neither a timer nor a
     result check nor a hedge, so that the first attempt is a plain call (the gates are asked by the
-    wrappers through their own ``fast_path``). It follows the settings when they change.
+    wrappers through their own ``fast_path``). It follows the settings when they change. ``quiet`` is the
+    fixed half of :meth:`Engine.is_quiet` for a fast loop (no cancel token); the half that changes (anyone
+    listening, the run controls) is read where a recovery starts.
     """
 
-    __slots__ = ("again", "count_call", "engine", "fallback", "fast", "gates", "hedge", "result_check")
+    __slots__ = (
+        "again",
+        "count_call",
+        "engine",
+        "fallback",
+        "fast",
+        "gates",
+        "hedge",
+        "quiet",
+        "result_check",
+    )
 
     def __init__(
         self,
@@ -78,12 +96,16 @@ class AttemptLoop:
         # Looked up once: the budget never changes for a policy, and counting a call is on every call.
         self.count_call: Callable[[], object] | None = getattr(engine.budget, "count_call", None)
         self.fast = False
+        self.quiet = False
         self.configure(engine.cfg)
 
     def configure(self, cfg: RetryConfig) -> None:
         """Put new limits in force (settings changed)."""
         self.engine.cfg = cfg
         self.fast = cfg.attempt_timeout == math.inf and self.result_check is None and self.hedge is None
+        # The fixed half of Engine.is_quiet: the half that changes (listeners, the run controls) is read when
+        # a recovery starts.
+        self.quiet = self.fast and self.engine.cancel is None
 
     # -- the steps of one attempt, the same for sync and async --------------------------------------
 
@@ -204,11 +226,38 @@ class AttemptLoop:
         exc: BaseException | None,
         verdict: Classification,
         result: Any,
+        decided: Decided | None = None,
     ) -> Any:
-        """After a failed first attempt: decide, wait, try again, until success or give-up."""
+        """After a failed first attempt: decide, wait, try again, until success or give-up.
+
+        ``decided``: what a wrapper's short route already did (see :data:`Decided`).
+        """
         eng = self.engine
         gates = self.gates
-        run, delay, started, now = self._first(started, exc, verdict)
+        run: Run | None = None
+        delay: float | None = None
+        if decided is not None and len(decided) == 4:
+            # The wrapper's retry (no wait, no record) failed too: ``exc`` is its error; the run begins.
+            started, first_delay, first_exc, first_verdict = decided
+            run = eng.retried(started, first_exc, first_verdict, first_delay)
+            now = -1.0
+        elif decided is not None or (
+            started < 0 and self.quiet and not eng.bus.listening and not run_controls.enabled
+        ):
+            # Nobody listens and nothing can cancel it (checked here, once): decide at once; a run record is
+            # made only if another attempt fails (one failure then success, the common recovery, needs none).
+            if decided is not None:
+                now, decision = decided
+            else:
+                now = eng.clock.monotonic()
+                decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
+            started = now
+            if isinstance(decision, str):
+                run, delay = self._ended(now, exc, verdict, decision), -1.0
+            else:
+                delay = decision
+        else:
+            run, started, now = self._first(started)
         attempt_started = started
         while True:
             if delay is None:
@@ -220,12 +269,13 @@ class AttemptLoop:
                 break  # the first failure ended it
             if delay > 0 and waits_enabled():
                 eng.clock.sleep(delay, run.cancel if run is not None else None)
+                if run is None:
+                    attempt_started = eng.clock.monotonic()
+            # (No wait and no run: the second attempt starts as the first failure was decided.)
             if run is not None:
                 attempt_started = eng.next_attempt(run)
                 if attempt_started < 0:
                     break  # cancelled during the wait
-            else:
-                attempt_started = eng.clock.monotonic()
             now = -1.0
             if self.fast and (gates is None or gates.fast_path):
                 # Nothing to time or check, and gates that need no permit: the first attempt's plain call.
@@ -258,30 +308,20 @@ class AttemptLoop:
             return value
         return outcome
 
-    def _first(
-        self, started: float, exc: BaseException | None, verdict: Classification
-    ) -> tuple[Run | None, float | None, float, float]:
-        """Begin recovery after the first failure: ``(run, delay, started, now)``.
-
-        ``delay`` None: undecided, the run is made (the general path; ``now`` is -1.0 or the clock just read).
-        ``delay`` >= 0: the retry was decided without a run record (``run`` None). ``delay`` < 0: the first
-        failure ended recovery (the run is made, its reason set). An untimed first attempt (``started`` < 0)
-        starts the run now, when it failed.
-        """
+    def _first(self, started: float) -> tuple[Run, float, float]:
+        """The run of a recovery that needs one from its first failure: ``(run, started, now)``. An untimed
+        first attempt (``started`` < 0) starts the run now, when it failed (``now``, else -1.0: unread)."""
         eng = self.engine
         if started >= 0:
-            return eng.start(started), None, started, -1.0
+            return eng.start(started), started, -1.0
         now = eng.clock.monotonic()
-        if not (self.fast and eng.is_quiet()):
-            return eng.start(now), None, now, now
-        # Nobody listens and nothing can stop it: decide at once; a run record is made only if another
-        # attempt fails (one failure then success, the common recovery, needs none).
-        decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
-        if decision.__class__ is str:
-            run = eng.start(now)
-            eng.record(run, exc, verdict, 0.0, decision)
-            return run, -1.0, now, now
-        return None, cast(float, decision), now, now
+        return eng.start(now), now, now
+
+    def _ended(self, now: float, exc: BaseException | None, verdict: Classification, reason: str) -> Run:
+        """The run of a recovery whose first failure, decided without one, ended it (``reason``)."""
+        run = self.engine.start(now)
+        self.engine.record(run, exc, verdict, 0.0, reason)
+        return run
 
     # -- async --------------------------------------------------------------------------------------
 
@@ -348,11 +388,35 @@ class AttemptLoop:
         exc: BaseException | None,
         verdict: Classification,
         result: Any,
+        decided: Decided | None = None,
     ) -> Any:
         """:meth:`recover_sync` for coroutines: the same decisions; the waits and the calls are awaited."""
         eng = self.engine
         gates = self.gates
-        run, delay, started, now = self._first(started, exc, verdict)
+        run: Run | None = None
+        delay: float | None = None
+        if decided is not None and len(decided) == 4:
+            # The wrapper's retry (no wait, no record) failed too: ``exc`` is its error; the run begins.
+            started, first_delay, first_exc, first_verdict = decided
+            run = eng.retried(started, first_exc, first_verdict, first_delay)
+            now = -1.0
+        elif decided is not None or (
+            started < 0 and self.quiet and not eng.bus.listening and not run_controls.enabled
+        ):
+            # Nobody listens and nothing can cancel it (checked here, once): decide at once; a run record is
+            # made only if another attempt fails (one failure then success, the common recovery, needs none).
+            if decided is not None:
+                now, decision = decided
+            else:
+                now = eng.clock.monotonic()
+                decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
+            started = now
+            if isinstance(decision, str):
+                run, delay = self._ended(now, exc, verdict, decision), -1.0
+            else:
+                delay = decision
+        else:
+            run, started, now = self._first(started)
         attempt_started = started
         while True:
             if delay is None:
@@ -364,12 +428,13 @@ class AttemptLoop:
                 break  # the first failure ended it
             if delay > 0 and waits_enabled():
                 await eng.clock.async_sleep(delay, run.cancel if run is not None else None)
+                if run is None:
+                    attempt_started = eng.clock.monotonic()
+            # (No wait and no run: the second attempt starts as the first failure was decided.)
             if run is not None:
                 attempt_started = eng.next_attempt(run)
                 if attempt_started < 0:
                     break  # cancelled during the wait
-            else:
-                attempt_started = eng.clock.monotonic()
             now = -1.0
             if self.fast and (gates is None or gates.fast_path):
                 try:

@@ -17,7 +17,8 @@ import inspect
 import logging
 import random
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from types import MappingProxyType
 from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
 from bounceback.core._events import EventBus, default_bus
@@ -49,6 +50,10 @@ __all__ = ["Policy", "RetryAgain", "RetryOptions", "retry"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+_NONE_GIVEN: Mapping[str, Any] = MappingProxyType({})
+"""No limit given in code (shared, read-only)."""
 
 
 class Policy:
@@ -121,17 +126,26 @@ class Policy:
         if operation is not None and (not isinstance(operation, str) or not operation.strip()):
             raise ConfigError("operation", operation, "a non-empty name such as 'fetch-config'")
         self.operation = operation
-        self._explicit = {
-            k: v
-            for k, v in {
-                "attempts": attempts,
-                "deadline": deadline,
-                "attempt_timeout": attempt_timeout,
-                "backoff": backoff,
-                "max_retry_after": max_retry_after,
-            }.items()
-            if v is not UNSET and not (k == "backoff" and v is None)
-        }
+        if (
+            attempts is UNSET
+            and deadline is UNSET
+            and attempt_timeout is UNSET
+            and backoff is None
+            and max_retry_after is UNSET
+        ):
+            self._explicit: Mapping[str, Any] = _NONE_GIVEN  # the common case: read from the defaults
+        else:
+            self._explicit = {
+                k: v
+                for k, v in {
+                    "attempts": attempts,
+                    "deadline": deadline,
+                    "attempt_timeout": attempt_timeout,
+                    "backoff": backoff,
+                    "max_retry_after": max_retry_after,
+                }.items()
+                if v is not UNSET and not (k == "backoff" and v is None)
+            }
         self._settings = settings
         if throttle is None and settings is not None:
             throttle = _throttle_from_settings(settings, operation, clock)

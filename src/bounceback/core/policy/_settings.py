@@ -57,6 +57,10 @@ def read_limits(settings: Any, operation: str | None, explicit: Mapping[str, Any
     policies given the same arguments share one (the types are in the key: ``attempts=True`` is refused).
     """
     if settings is None:
+        if not explicit:  # the common case, kept short: the defaults' limits, once made
+            built_in = _LIMITS.get(())
+            if built_in is not None:
+                return built_in
         key = tuple([(k, type(v), v) for k, v in explicit.items()])
         try:
             return _LIMITS[key]

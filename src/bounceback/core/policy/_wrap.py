@@ -1,9 +1,10 @@
 """The decorator form of a Policy: a wrapper per decorated function, sync or ``async def``.
 
-A wrapper inlines the first attempt of the common case (no timer, no result check, no hedge, gates that
-need no permit): a flag test, the budget's call count (one C call), the call. The clock is not read and no
-run record exists until an attempt fails; then the :class:`AttemptLoop` takes over. Anything else goes to
-the loop's ``call_sync`` / ``call_async`` at once.
+A wrapper inlines the first attempt of the common case (no timer, no result check, no hedge): a flag
+test, the budget's call count (one C call), the gates' own calls if there are gates (none but a success
+count for a closed breaker alone), the call. The clock is not read, nothing is allocated and no run record
+exists until an attempt fails; then the :class:`AttemptLoop` takes over. Anything else goes to the loop's
+``call_sync`` / ``call_async`` at once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bounceback.core._control import run_controls
 from bounceback.core.policy._loop import AttemptLoop
+from bounceback.core.retry._engine import REFUSALS
+from bounceback.core.strategies._gates import Gates
 
 __all__ = ["wrap_async", "wrap_sync"]
 
@@ -24,6 +28,8 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
     classify = loop.engine.classify
     count_call = loop.count_call
     gates = loop.gates
+    eng = loop.engine
+    bus, monotonic, decide = eng.bus, eng.clock.monotonic, eng.decide
     # ``loop.fast`` is read per call: settings may change it while the program runs. Without gates, the
     # budget's count is the only work besides the call: a wrapper each way, so no test is left per call.
     if gates is None and count_call is not None:
@@ -35,7 +41,21 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
-                    return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+                    verdict = classify(exc)
+                    if not (loop.quiet and not bus.listening and not run_controls.enabled):
+                        return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                    # Nobody listens, nothing can cancel: the engine decides now, and a retry without a
+                    # wait is made here, with no run record (one made only if this attempt fails too).
+                    now = monotonic()
+                    decision = decide(1, 0.0, now, exc, verdict, now, None)
+                    if decision != 0:  # a wait, or a reason to give up (a str)
+                        return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
+                    try:
+                        return fn(*args, **kwargs)
+                    except Exception as error:
+                        return recover(
+                            fn, args, kwargs, -1.0, error, classify(error), None, (now, 0.0, exc, verdict)
+                        )
             return slow(fn, args, kwargs)
 
         counted.policy = owner  # type: ignore[attr-defined]
@@ -49,27 +69,61 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
-                    return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+                    verdict = classify(exc)
+                    if not (loop.quiet and not bus.listening and not run_controls.enabled):
+                        return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                    # Nobody listens, nothing can cancel: the engine decides now, and a retry without a
+                    # wait is made here, with no run record (one made only if this attempt fails too).
+                    now = monotonic()
+                    decision = decide(1, 0.0, now, exc, verdict, now, None)
+                    if decision != 0:  # a wait, or a reason to give up (a str)
+                        return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
+                    try:
+                        return fn(*args, **kwargs)
+                    except Exception as error:
+                        return recover(
+                            fn, args, kwargs, -1.0, error, classify(error), None, (now, 0.0, exc, verdict)
+                        )
             return slow(fn, args, kwargs)
 
         wrapper.policy = owner  # type: ignore[attr-defined]
         return wrapper
 
     count_success = gates.count_success
+    acquire = gates.acquire
     release = gates.release
+    abandon = gates.abandon
 
     @functools.wraps(fn)
     def gated(*args: Any, **kwargs: Any) -> Any:
-        if loop.fast and gates.fast_path:
+        if loop.fast:
             if count_call is not None:
                 count_call()
+            if gates.fast_path:
+                # A breaker alone that needs no permit: a success is one count.
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    verdict = classify(exc)
+                    release(None, verdict)
+                    return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                count_success()
+                return result
+            # The gates' own calls and nothing else: no outcome tuple, no clock read (see AttemptLoop).
+            try:
+                permit = acquire()
+            except REFUSALS as exc:
+                return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
                 verdict = classify(exc)
-                release(None, verdict)
+                release(permit, verdict)
                 return recover(fn, args, kwargs, -1.0, exc, verdict, None)
-            count_success()
+            except BaseException:
+                abandon(permit)
+                raise
+            release(permit, None)
             return result
         return slow(fn, args, kwargs)
 
@@ -86,23 +140,77 @@ def wrap_async(
     classify = loop.engine.classify
     count_call = loop.count_call
     gates = loop.gates
+    eng = loop.engine
+    bus, monotonic, decide = eng.bus, eng.clock.monotonic, eng.decide
+
+    if gates is None:
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if loop.fast:
+                if count_call is not None:
+                    count_call()
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception as exc:
+                    verdict = classify(exc)
+                    if not (loop.quiet and not bus.listening and not run_controls.enabled):
+                        return await recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                    # Nobody listens, nothing can cancel: the engine decides now, and a retry without a
+                    # wait is made here, with no run record (one made only if this attempt fails too).
+                    now = monotonic()
+                    decision = decide(1, 0.0, now, exc, verdict, now, None)
+                    if decision != 0:  # a wait, or a reason to give up (a str)
+                        return await recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
+                    try:
+                        return await fn(*args, **kwargs)
+                    except Exception as error:
+                        return await recover(
+                            fn, args, kwargs, -1.0, error, classify(error), None, (now, 0.0, exc, verdict)
+                        )
+            return await slow(fn, args, kwargs)
+
+        wrapper.policy = owner  # type: ignore[attr-defined]
+        return wrapper
+
+    count_success = gates.count_success
+    release = gates.release
+    abandon = gates.abandon
+    # Gates that queue (a concurrency limit, a rate limit) await their turn on the event loop; a breaker
+    # alone is asked at once.
+    queue = gates.acquire_async if isinstance(gates, Gates) else None
+    acquire = gates.acquire
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if loop.fast and (gates is None or gates.fast_path):
+    async def gated(*args: Any, **kwargs: Any) -> Any:
+        if loop.fast:
             if count_call is not None:
                 count_call()
+            if gates.fast_path:
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    verdict = classify(exc)
+                    release(None, verdict)
+                    return await recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                count_success()
+                return result
+            try:
+                permit = await queue() if queue is not None else acquire()
+            except REFUSALS as exc:
+                return await recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
                 verdict = classify(exc)
-                if gates is not None:
-                    gates.release(None, verdict)
+                release(permit, verdict)
                 return await recover(fn, args, kwargs, -1.0, exc, verdict, None)
-            if gates is not None:
-                gates.count_success()
+            except BaseException:
+                abandon(permit)
+                raise
+            release(permit, None)
             return result
         return await slow(fn, args, kwargs)
 
-    wrapper.policy = owner  # type: ignore[attr-defined]
-    return wrapper
+    gated.policy = owner  # type: ignore[attr-defined]
+    return gated

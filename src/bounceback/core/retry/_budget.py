@@ -294,7 +294,22 @@ class RetryBudget:
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError("name", name, "a non-empty name such as 'payments-api'")
-        self.rule = _rule(ratio, min_per_second, to_seconds(window, "window", allow_zero=False))
+        self._start(
+            _rule(ratio, min_per_second, to_seconds(window, "window", allow_zero=False)), name, clock, ledger
+        )
+
+    @classmethod
+    def of_rule(
+        cls, rule: BudgetRule, name: str, clock: Clock | None = None, ledger: BudgetLedger | None = None
+    ) -> RetryBudget:
+        """A budget of an already validated ``rule``, without validating it again (the settings' budget of
+        each new operation is made this way, on the Policy's creation path)."""
+        budget = cls.__new__(cls)
+        cls._start(budget, rule, name, clock, ledger)
+        return budget
+
+    def _start(self, rule: BudgetRule, name: str, clock: Clock | None, ledger: BudgetLedger | None) -> None:
+        self.rule = rule
         self.name = name
         self._clock = clock or SYSTEM_CLOCK
         # A ledger of its own can grant on credit (see try_spend); a shared one is asked every time. Its own
@@ -314,8 +329,11 @@ class RetryBudget:
         """Count one call (a first attempt, not a retry). Policies do this by themselves."""
         self.count_call()
 
-    def try_spend(self, operation: str) -> bool:  # noqa: ARG002
+    def try_spend(self, operation: str, now: float = -1.0) -> bool:  # noqa: ARG002
         """Take one retry from the budget; False (and nothing taken) when it is exhausted.
+
+        ``now`` is a reading of the budget's :attr:`clock` the caller has just taken (a retry engine that
+        shares the clock has one): it saves a reading. Negative (the default): the budget reads its clock.
 
         Cheap when the budget has its own ledger: the last time the ledger was asked, it also said how many
         more retries the window allows for certain until its next slice begins (until then calls only come
@@ -325,7 +343,7 @@ class RetryBudget:
         a token is popped once, so never more grants than the rule allows.
         """
         until, take, _ = self._grants
-        if self._clock.monotonic() < until:
+        if (now if now >= 0 else self._clock.monotonic()) < until:
             try:
                 take()
             except IndexError:
@@ -333,6 +351,11 @@ class RetryBudget:
             else:
                 return True
         return self._settle(True).granted
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the budget's window runs on."""
+        return self._clock
 
     def reading(self) -> BudgetReading:
         """The window's counts now, without spending (for status output and dashboards)."""
@@ -387,12 +410,21 @@ def budget_from_settings(settings: Any, operation: str | None, clock: Clock | No
     ledger (``settings.budget_ledger()``: the home database, or Redis, per ``store.backend``), the budget is
     counted there, so every process of the machine or the fleet spends from one pool per operation.
     """
-    values = DEFAULTS if settings is None else {**DEFAULTS, **settings.effective(operation)}
+    name = operation or "anonymous"
+    if settings is None:
+        # The built-in defaults, read and validated once: a new operation's budget costs the object alone.
+        if not _BUILT_IN_ON:
+            return None
+        return _shared(
+            clock,
+            ("budget", name, _BUILT_IN, None),
+            lambda: RetryBudget.of_rule(_built_in_rule(), name, clock, None),
+        )
+    values = {**DEFAULTS, **settings.effective(operation)}
     if not values["budget.enabled"]:
         return None
     ledger_for = getattr(settings, "budget_ledger", None)
     ledger = ledger_for() if callable(ledger_for) else None
-    name = operation or "anonymous"
     rule = (values["budget.ratio"], values["budget.min_per_second"], values["budget.window"])
     return _shared(
         clock,
@@ -401,3 +433,11 @@ def budget_from_settings(settings: Any, operation: str | None, clock: Clock | No
             rule[0], min_per_second=rule[1], window=rule[2], name=name, clock=clock, ledger=ledger
         ),
     )
+
+
+_BUILT_IN_ON: bool = DEFAULTS["budget.enabled"]
+_BUILT_IN = (DEFAULTS["budget.ratio"], DEFAULTS["budget.min_per_second"], DEFAULTS["budget.window"])
+
+
+def _built_in_rule() -> BudgetRule:
+    return _rule(_BUILT_IN[0], _BUILT_IN[1], to_seconds(_BUILT_IN[2], "window", allow_zero=False))

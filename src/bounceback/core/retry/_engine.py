@@ -20,7 +20,13 @@ from bounceback.core._events import (
     RetryScheduled,
 )
 from bounceback.core._time import CancelToken, Clock
-from bounceback.core.classify._rules import Classification, ClassifierLike, ErrorKind, as_classifier
+from bounceback.core.classify._rules import (
+    DEFAULT_CLASSIFIER,
+    Classification,
+    ClassifierLike,
+    ErrorKind,
+    as_classifier,
+)
 from bounceback.core.retry._state import (
     AttemptRecord,
     GiveUp,
@@ -52,6 +58,7 @@ __all__ = [
 _RNG = random.Random()
 _RESULT = Classification(ErrorKind.TRANSIENT, "the result was rejected by retry_if_result")
 
+_CLASSIFY_DEFAULTS = DEFAULT_CLASSIFIER.classify
 _SHED = (CircuitOpenError, RequestThrottled)
 _INF = math.inf
 _PERMANENT = ErrorKind.PERMANENT  # read on every failure: an enum member through its class costs a call
@@ -104,7 +111,8 @@ class BudgetPort(Protocol):
         ...
 
     def try_spend(self, operation: str) -> bool:
-        """Take one retry from the budget; False when it is exhausted."""
+        """Take one retry from the budget; False when it is exhausted. A budget whose ``clock`` attribute is
+        the engine's clock is called as ``try_spend(operation, now)``, ``now`` a fresh reading of it."""
         ...
 
 
@@ -122,6 +130,7 @@ class Engine:
         "clock",
         "operation",
         "rng",
+        "spend_at",
     )
 
     def __init__(
@@ -139,9 +148,14 @@ class Engine:
     ) -> None:
         self.operation = operation
         self.cfg = cfg
-        self.classifier = as_classifier(classifier)
-        # Bound once: classifying is on every failure.
-        self.classify: Callable[[BaseException], Classification] = self.classifier.classify
+        if classifier is None:
+            # The defaults: one bound method for every engine that uses them (an object less per policy).
+            self.classifier = DEFAULT_CLASSIFIER
+            self.classify: Callable[[BaseException], Classification] = _CLASSIFY_DEFAULTS
+        else:
+            self.classifier = as_classifier(classifier)
+            # Bound once: classifying is on every failure.
+            self.classify = self.classifier.classify
         self.clock = clock
         # One generator for every policy unless a test injects its own: a Random each would cost 2.5 KB
         # and 20 µs to seed, and jitter needs no more than independent draws.
@@ -150,6 +164,10 @@ class Engine:
         self.cancel = cancel
         self.breaker = breaker
         self.budget = budget
+        # A budget on the engine's own clock is handed the reading the decision already took.
+        self.spend_at: Callable[[str, float], bool] | None = None
+        if budget is not None and getattr(budget, "clock", None) is clock:
+            self.spend_at = getattr(budget, "try_spend", None)
 
     def start(self, started: float) -> Run:
         """A new run whose first attempt began at monotonic time ``started`` (negative: unknown, the first
@@ -228,7 +246,11 @@ class Engine:
             # Waiting would end past the deadline: no attempt could start in time. So a call that meets an
             # open breaker waits for its probe only when the probe comes within it.
             return "deadline" if why == "backoff" else why
-        if self.budget is not None and not self.budget.try_spend(self.operation):
+        budget = self.budget
+        spend_at = self.spend_at
+        if budget is not None and not (
+            spend_at(self.operation, now) if spend_at is not None else budget.try_spend(self.operation)
+        ):
             # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause when
             # the calls that waited for probes are left out of the budget (docs/simulator.md).
             return "budget"

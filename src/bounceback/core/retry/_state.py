@@ -6,13 +6,14 @@ running one sync attempt on a worker thread under a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, SupportsIndex, overload
 
 from bounceback.core._redact import redact
 from bounceback.core._time import CancelToken, Clock
@@ -232,20 +233,130 @@ def _message(exc: BaseException | None) -> str:
     return redact(text, 500)
 
 
+class _Notes(list[str]):
+    """An error's ``__notes__`` whose bounceback note is written when the notes are first read.
+
+    Giving up builds no text: a refusal that the program catches and drops (most of them, while a breaker
+    is open) never pays for it. Every way of reading the notes writes the note first, in its place: Python's
+    traceback printing (the interpreter's and the ``traceback`` module's, which ask for the length and the
+    items), iteration, indexing, comparison, ``repr`` and pickling (as a plain list). Notes added later by
+    ``add_note`` (a C append that bypasses these methods) land after it, as they would have.
+    """
+
+    __slots__ = ("_at", "_header", "_history")
+    _at: int
+    _header: tuple[str, int, float, str]
+    _history: AttemptHistory | None
+
+    def __init__(
+        self, notes: list[str] | None, history: AttemptHistory, header: tuple[str, int, float, str]
+    ) -> None:
+        """``notes`` (an error's notes so far, or None) followed by the note of ``history``, not yet written."""
+        super().__init__(() if notes is None else notes)
+        self._at = len(notes) if notes is not None else 0
+        self._history = history
+        self._header = header
+
+    @classmethod
+    def pending(
+        cls, notes: list[str] | None, history: AttemptHistory, header: tuple[str, int, float, str]
+    ) -> _Notes:
+        """The same as the constructor: the name says what the notes are."""
+        return cls(notes, history, header)
+
+    def _write(self) -> None:
+        history = self._history
+        if history is not None:
+            self._history = None
+            operation, attempts, elapsed, reason = self._header
+            list.insert(self, self._at, history.note(operation, attempts, elapsed, reason))
+
+    def __len__(self) -> int:
+        self._write()
+        return list.__len__(self)
+
+    def __iter__(self) -> Iterator[str]:
+        self._write()
+        return list.__iter__(self)
+
+    def __reversed__(self) -> Iterator[str]:
+        self._write()
+        return list.__reversed__(self)
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> str | list[str]:
+        self._write()
+        return list.__getitem__(self, index)
+
+    def __contains__(self, item: object) -> bool:
+        self._write()
+        return list.__contains__(self, item)
+
+    def __eq__(self, other: object) -> bool:
+        self._write()
+        return list.__eq__(self, other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        self._write()
+        return list.__repr__(self)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return (list, (list(self),))
+
+    def __copy__(self) -> list[str]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[str]:
+        return list(self)
+
+
+def _written_first(name: str) -> Callable[..., Any]:
+    method = getattr(list, name)
+
+    def wrapped(self: _Notes, *args: Any) -> Any:
+        self._write()
+        return method(self, *args)
+
+    wrapped.__name__ = name
+    return wrapped
+
+
+# The rest of list's methods, reading and writing: the note takes its place before any of them runs.
+for _name in (
+    "__add__", "__delitem__", "__ge__", "__gt__", "__iadd__", "__imul__", "__le__", "__lt__", "__mul__",
+    "__ne__", "__rmul__", "__setitem__", "append", "clear", "copy", "count", "extend", "index", "insert",
+    "pop", "remove", "reverse", "sort",
+):  # fmt: skip
+    setattr(_Notes, _name, _written_first(_name))
+
+
 def attach_history(exc: BaseException, operation: str, run: Run, elapsed: float) -> None:
-    """Add the attempt history to ``exc`` as notes and as ``exc.bounceback_attempts``."""
+    """Add the attempt history to ``exc`` as a note (written when the notes are first read, see
+    :class:`_Notes`) and as ``exc.bounceback_attempts``."""
     run_id = run.run_id
-    if getattr(exc, "bounceback_run_id", None) == run_id:
+    try:
+        held = exc.__dict__
+    except AttributeError:
+        return  # some extension exceptions take no attributes; the error itself still propagates
+    if held.get("bounceback_run_id") == run_id:
         return
     records = run.records()
-    try:
-        exc.add_note(records.note(operation, run.attempt, elapsed, run.reason))
-        exc.bounceback_attempts = records  # type: ignore[attr-defined]
-        exc.bounceback_reason = run.reason  # type: ignore[attr-defined]
-        exc.bounceback_run_id = run_id  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):
-        # Some extension exceptions take no attributes; the error itself still propagates.
-        pass
+    notes = held.get("__notes__")
+    if notes is None or type(notes) is list:
+        held["__notes__"] = _Notes.pending(notes, records, (operation, run.attempt, elapsed, run.reason))
+    else:
+        # Notes of another kind (already lazy, or set by hand): add ours as text, as add_note would.
+        with contextlib.suppress(TypeError):
+            exc.add_note(records.note(operation, run.attempt, elapsed, run.reason))
+    held["bounceback_attempts"] = records
+    held["bounceback_reason"] = run.reason
+    held["bounceback_run_id"] = run_id
 
 
 def call_with_timeout(fn: Callable[..., Any], args: Any, kwargs: Any, timeout: float, operation: str) -> Any:
