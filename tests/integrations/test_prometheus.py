@@ -152,7 +152,9 @@ def test_shared_limits_report_the_fleet_and_say_so(
     other = ConcurrencyLimiter(4, name="fleet-db", bus=bus, clock=clock, shared=store)  # "another process"
     bucket = RateLimiter(10, burst=5, name="fleet-api", clock=clock, bus=bus, shared=store)
     other_bucket = RateLimiter(10, burst=5, name="fleet-api", clock=clock, bus=bus, shared=store)
-    named.add_policy(Policy("fleet-op", limiter=limiter, rate_limit=bucket, clock=clock, bus=bus))
+    # Held here: the registry holds policies weakly, and a temporary one may be collected before the scrape.
+    policy = Policy("fleet-op", limiter=limiter, rate_limit=bucket, clock=clock, bus=bus)
+    named.add_policy(policy)
     limiter.acquire()
     other.acquire()
     other.acquire()
