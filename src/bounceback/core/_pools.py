@@ -22,6 +22,12 @@ _pools_lock = threading.Lock()
 
 def shared_instance(clock: Clock | None, key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
     """The instance kept under ``key`` for ``clock``, made by ``make`` the first time it is asked for."""
+    if clock is None or clock is SYSTEM_CLOCK:
+        # The common case, on every Policy's creation: found without the lock (a dict read is atomic), and
+        # the lock taken only to make the instance, once per operation.
+        found = _system_pool.get(key)
+        if found is not None:
+            return cast(_T, found)
     with _pools_lock:
         if clock is None or clock is SYSTEM_CLOCK:
             pool: dict[tuple[Any, ...], Any] | None = _system_pool
