@@ -14,6 +14,7 @@ felt by all of them, in one transaction or one round trip per retry.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable
@@ -439,5 +440,7 @@ _BUILT_IN_ON: bool = DEFAULTS["budget.enabled"]
 _BUILT_IN = (DEFAULTS["budget.ratio"], DEFAULTS["budget.min_per_second"], DEFAULTS["budget.window"])
 
 
+@functools.cache
 def _built_in_rule() -> BudgetRule:
+    # Validated once: the rule is immutable and every new operation without settings shares it.
     return _rule(_BUILT_IN[0], _BUILT_IN[1], to_seconds(_BUILT_IN[2], "window", allow_zero=False))
