@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, CircuitOpenError, StoreError
 from bounceback.core._events import StoreRecovered, StoreUnavailable
-from bounceback.core.breaker._batched import BatchedBreakerStore
+from bounceback.core.breaker._batched import BatchedBreakerStore, Flusher
 from bounceback.core.breaker._store import (
     NO_OUTCOME,
     BreakerStore,
@@ -25,6 +26,7 @@ from bounceback.errors import ConfigError
 from bounceback.events import EventBus
 from bounceback.stores import RedisBreakerStore, SqliteBreakerStore, breaker_store_from_settings
 from bounceback.testing import FakeClock, RecordingSink
+from tests.conftest import leaked_store_threads
 from tests.redis_server import RedisServer
 from tests.stores.store_contract import EXAMPLES, OPS, SPECS, WALL0, WINDOW_OPS, run_contract
 
@@ -266,3 +268,92 @@ def test_settings_wrap_the_shared_stores(tmp_path: Path, redis_server: RedisServ
         breaker_store_from_settings(
             {"store.backend": "redis", "store.redis_url": redis_server.url, "store.staleness": 0.01}
         )
+
+
+# -- fast-path successes counted by the store (success_counter) ----------------------------------------------
+
+
+def test_fast_path_successes_from_many_threads_reach_the_store_exactly_once(tmp_path: Path) -> None:
+    store = BatchedBreakerStore(SqliteBreakerStore(tmp_path / "tally.db"), flush_seconds=0.01, flush_count=50)
+    brk = CircuitBreaker(
+        "tally", store=store, bus=EventBus(), timers=False, window=50_000, min_calls=10, failure_rate=90
+    )
+    assert brk.fast_path  # a shared store, and a success is one bump of the store's counter
+    threads, calls = 8, 2000
+
+    def run(worker: int) -> None:
+        for i in range(calls):
+            if i % 100 == worker:  # a few failures, recorded as runs between the batched successes
+                with pytest.raises(ConnectionError):
+                    brk.call(_down)
+            else:
+                brk.call(lambda: None)
+
+    pool = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    store.close()  # the last successes, still in the counter, go with the final flush
+    counts = SqliteBreakerStore(tmp_path / "tally.db").counts("tally", WindowSpec("count", 50_000), 0.0)
+    assert (counts.calls, counts.failures) == (threads * calls, threads * (calls // 100))
+    assert brk.state_name == "closed"
+
+
+def test_counted_successes_join_the_window_before_the_next_failure_and_a_transition() -> None:
+    inner = MemoryBreakerStore(shared=True)
+    store = BatchedBreakerStore(inner, background=False)
+    spec = WindowSpec("count", 5)
+    bump = store.success_counter("k", spec)
+    for _ in range(4):
+        bump()
+    store.record("k", spec, 0, FAILED, 1.0)  # the four successes come first: the failure is the newest
+    store.flush()
+    assert inner.counts("k", spec, 1.0) == WindowCounts(5, 1, 0, 1)
+    bump()
+    stored = store.load("k")
+    store.transition("k", 0 if stored is None else stored.version, SharedState("open", 1, 1.0, 9.0), False)
+    assert (
+        inner.counts("k", spec, 1.0).calls == 5
+    )  # flushed by the transition: one success pushed the oldest out
+    assert inner.counts("k", spec, 1.0).failures == 1 and store.pending("k") == 0
+    store.close()
+
+
+# -- threads of the store end with it -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
+def test_a_store_dropped_without_close_ends_its_threads(
+    kind: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    before = set(threading.enumerate())
+    inner = RedisBreakerStore(redis_server.url) if kind == "redis" else SqliteBreakerStore(tmp_path / "d.db")
+    store = BatchedBreakerStore(inner)
+    brk = CircuitBreaker(f"dropped-{kind}", store=store, bus=EventBus(), timers=False)
+    brk.call(lambda: None)
+    running = leaked_store_threads(before, 0.0)  # the check sees them while the store lives
+    assert [name.split()[0] for name in running] == ["bounceback-flush", "bounceback-push"]
+    del brk, store, inner  # dropped, never closed: nothing holds the store but its own threads (weakly)
+    assert leaked_store_threads(before, 30.0) == []
+
+
+def test_close_is_idempotent_and_stops_a_shared_flusher_thread_once_idle(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    flusher = Flusher(0.01, name="bounceback-flush test")
+    one = BatchedBreakerStore(SqliteBreakerStore(tmp_path / "a.db"), flusher=flusher, push=False)
+    two = BatchedBreakerStore(SqliteBreakerStore(tmp_path / "b.db"), flusher=flusher, push=False)
+    one.load("x")
+    two.load("y")
+    assert flusher.running
+    one.close()
+    one.close()  # nothing happens the second time
+    assert one.closed and flusher.running  # the other store still uses it
+    two.close()
+    assert leaked_store_threads(before, 30.0) == []  # no job left: the thread ended ...
+    assert not flusher.running
+    three = BatchedBreakerStore(SqliteBreakerStore(tmp_path / "c.db"), flusher=flusher, push=False)
+    three.load("z")
+    assert flusher.running  # ... and starts again for a new store
+    three.close()
+    assert leaked_store_threads(before, 30.0) == []
