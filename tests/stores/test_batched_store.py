@@ -210,7 +210,9 @@ def test_a_breaker_on_a_batched_store_trips_and_the_other_process_follows(redis_
     with pytest.raises(ConnectionError):
         a.call(_down)  # its record sees 4 failures of 4 (+1 local) and opens the fleet's breaker at once
     assert a.state_name == "open"
-    two._flush_key("batched", refresh=True)  # b's next flush (or the push) brings the open state
+    two._flush_key(
+        "batched", refresh=True, announce=True
+    )  # b's next round (or the push) brings the open state
     calls: list[int] = []
     assert b.state_name == "open"  # taken at once from the store, before b's next call
     with pytest.raises(CircuitOpenError):

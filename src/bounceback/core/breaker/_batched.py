@@ -783,8 +783,11 @@ class BatchedBreakerStore:
         if error is not None:
             raise error
 
-    def _flush_key(self, key: str, *, refresh: bool) -> bool:
-        """One store call for ``key`` if it has outcomes to send (or ``refresh`` is due); True if it made one."""
+    def _flush_key(self, key: str, *, refresh: bool, announce: bool = False) -> bool:
+        """One store call for ``key`` if it has outcomes to send (or ``refresh`` is due); True if it made one.
+
+        ``announce``: tell the key's breakers of a state it brought (only the flusher's rounds do: a flush
+        made inside a breaker's own transition holds locks a listener might wait for)."""
         with self._io_lock:
             with self._lock:
                 entry = self._keys.get(key)
@@ -846,7 +849,7 @@ class BatchedBreakerStore:
                     entry.state = state
                 changed = state is not None and (cached is None or state.version != cached.version)
                 entry.fresh_at = self._monotonic()
-        if changed and entry.listeners and entry.state is state:
+        if announce and changed and entry.listeners and entry.state is state:
             assert state is not None
             self._announce(entry, state)
         if self._on_flush is not None:
@@ -865,7 +868,7 @@ class BatchedBreakerStore:
             entry = self._keys[key]
             due = resync or now - entry.fresh_at >= self.staleness / 2
             try:
-                self._flush_key(key, refresh=due)
+                self._flush_key(key, refresh=due, announce=True)
                 # A flood of failures is sent in slices of MAX_RUNS; a round sends a bounded number of them.
                 # Less than a full slice waits for the next round: outcomes recorded while the first call
                 # travelled must not make a second call, or a busy process would exceed 1 / flush_seconds.
