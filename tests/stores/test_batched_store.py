@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ class Flushed:
         self.store._flush_key(key, refresh=True)  # what the flusher does: send, or refresh the cache
         return self.store.counts(key, spec, now), self.store.load(key)
 
+    def close(self) -> None:
+        self.store.close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
@@ -81,7 +85,8 @@ class Grouped:
 @given(base=st.integers(0, len(SPECS) - 1), ops=OPS)
 @settings(max_examples=60, deadline=None)
 def test_batched_memory_store_answers_like_the_reference(base: int, ops: list[tuple[object, ...]]) -> None:
-    run_contract(Flushed(MemoryBreakerStore(shared=True)), base, ops, "k")  # type: ignore[arg-type]
+    with closing(Flushed(MemoryBreakerStore(shared=True))) as flushed:
+        run_contract(flushed, base, ops, "k")  # type: ignore[arg-type]
 
 
 @given(base=st.integers(0, len(SPECS) - 1), ops=OPS)
@@ -89,9 +94,8 @@ def test_batched_memory_store_answers_like_the_reference(base: int, ops: list[tu
 def test_batched_sqlite_store_answers_like_the_reference(
     tmp_path: Path, base: int, ops: list[tuple[object, ...]]
 ) -> None:
-    store = SqliteBreakerStore(tmp_path / "b.db")
-    run_contract(Flushed(store), base, ops, f"s{next(_keys)}")  # type: ignore[arg-type]
-    store.close()
+    with closing(Flushed(SqliteBreakerStore(tmp_path / "b.db"))) as flushed:  # its feed thread ends with it
+        run_contract(flushed, base, ops, f"s{next(_keys)}")  # type: ignore[arg-type]
 
 
 @given(base=st.integers(0, len(SPECS) - 1), ops=OPS)
@@ -99,14 +103,16 @@ def test_batched_sqlite_store_answers_like_the_reference(
 def test_batched_redis_store_answers_like_the_reference(
     redis_server: RedisServer, base: int, ops: list[tuple[object, ...]]
 ) -> None:
-    run_contract(Flushed(RedisBreakerStore(redis_server.url)), base, ops, f"r{next(_keys)}")  # type: ignore[arg-type]
+    with closing(Flushed(RedisBreakerStore(redis_server.url))) as flushed:
+        run_contract(flushed, base, ops, f"r{next(_keys)}")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("base", "ops"), EXAMPLES)
 def test_batched_store_on_the_hand_picked_examples(
     redis_server: RedisServer, base: int, ops: list[tuple[object, ...]]
 ) -> None:
-    run_contract(Flushed(RedisBreakerStore(redis_server.url)), base, ops, f"e{next(_keys)}")  # type: ignore[arg-type]
+    with closing(Flushed(RedisBreakerStore(redis_server.url))) as flushed:
+        run_contract(flushed, base, ops, f"e{next(_keys)}")  # type: ignore[arg-type]
 
 
 @given(base=st.integers(0, len(SPECS) - 1), ops=WINDOW_OPS, data=st.data())
@@ -163,6 +169,7 @@ def test_record_answers_locally_from_the_cache_plus_pending() -> None:
     store.flush()
     assert inner.counts("k", spec, WALL0) == WindowCounts(10, 2, 1, 0)
     assert store.pending("k") == 0
+    store.close()
 
 
 def test_settings_are_checked_and_name_the_field() -> None:
@@ -220,6 +227,8 @@ def test_a_breaker_on_a_batched_store_trips_and_the_other_process_follows(redis_
     assert calls == []
     two.flush()
     assert RedisBreakerStore(redis_server.url).counts("batched", WindowSpec("count", 20), WALL0).calls == 5
+    one.close()
+    two.close()
 
 
 def test_a_store_outage_longer_than_the_staleness_bound_fails_over_and_catches_up(
@@ -252,6 +261,7 @@ def test_a_store_outage_longer_than_the_staleness_bound_fails_over_and_catches_u
     # 3 + 1 kept while the cache was fresh, + the 1 whose sync found it stale; the two made on local state
     # (the second one counted while the store was away, and the one that reconnected) stayed local.
     assert store.inner.counts("batched", WindowSpec("count", 20), WALL0).calls == 5
+    store.close()
 
 
 def test_settings_wrap_the_shared_stores(tmp_path: Path, redis_server: RedisServer) -> None:
