@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from contextlib import closing
@@ -29,6 +30,7 @@ from bounceback.stores import RedisBreakerStore, SqliteBreakerStore, breaker_sto
 from bounceback.testing import FakeClock, RecordingSink
 from tests.conftest import leaked_store_threads
 from tests.redis_server import RedisServer
+from tests.stores.shared_scenarios import wait_for
 from tests.stores.store_contract import EXAMPLES, OPS, SPECS, WALL0, WINDOW_OPS, run_contract
 
 _keys = itertools.count()
@@ -217,9 +219,8 @@ def test_a_breaker_on_a_batched_store_trips_and_the_other_process_follows(redis_
     with pytest.raises(ConnectionError):
         a.call(_down)  # its record sees 4 failures of 4 (+1 local) and opens the fleet's breaker at once
     assert a.state_name == "open"
-    two._flush_key(
-        "batched", refresh=True, announce=True
-    )  # b's next round (or the push) brings the open state
+    two._flush_key("batched", refresh=True)
+    two._round()  # b's next round (if the push has not already) hands the open state to b
     calls: list[int] = []
     assert b.state_name == "open"  # taken at once from the store, before b's next call
     with pytest.raises(CircuitOpenError):
@@ -369,3 +370,44 @@ def test_close_is_idempotent_and_stops_a_shared_flusher_thread_once_idle(tmp_pat
     assert flusher.running  # ... and starts again for a new store
     three.close()
     assert leaked_store_threads(before, 30.0) == []
+
+
+def test_two_breakers_of_one_key_take_pushed_changes_while_both_change_it(tmp_path: Path) -> None:
+    """Pushes and flusher rounds hand states to the breakers (taking their locks) while both breakers make
+    transitions (holding their locks, waiting for the store's): nothing deadlocks, and they end agreeing."""
+    db = tmp_path / "two.db"
+    store = BatchedBreakerStore(SqliteBreakerStore(db), flush_seconds=0.01)
+    elsewhere = BatchedBreakerStore(SqliteBreakerStore(db), flush_seconds=0.01)  # another "process"
+    kw: dict[str, Any] = {"bus": EventBus(), "timers": False, "window": 20, "min_calls": 5}
+    a, b = CircuitBreaker("both", store=store, **kw), CircuitBreaker("both", store=store, **kw)
+    other = CircuitBreaker("both", store=elsewhere, **kw)
+
+    def churn(brk: CircuitBreaker) -> None:
+        for i in range(150):
+            if i % 3 == 0:
+                brk.force_open("drill")
+            elif i % 3 == 1:
+                brk.force_close("drill over")
+            else:
+                with contextlib.suppress(CircuitOpenError):
+                    brk.call(lambda: None)
+
+    pool = [threading.Thread(target=churn, args=(brk,), daemon=True) for brk in (a, b, other)]
+    try:
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(timeout=120)  # generous: a deadlock never ends, a slow machine does
+        assert not any(t.is_alive() for t in pool), "a breaker and the store's threads deadlocked"
+        # A force-open while other's cached state is still a stale forced_open (a push on its way) would be
+        # a no-op: settle on the store's latest version first (a reset always goes through the store).
+        other.reset()
+        other.force_open("last word")
+        # The push (or the next flusher round) hands it to both breakers of this "process", unasked.
+        wait_for(
+            lambda: a.state_name == b.state_name == "forced_open", "the last force-open to reach a and b"
+        )
+        assert a.metrics().state == "forced_open"
+    finally:
+        elsewhere.close()
+        store.close()

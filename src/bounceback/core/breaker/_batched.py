@@ -161,6 +161,7 @@ class _Key:
         "spec",
         "state",
         "tally",
+        "told",
     )
 
     def __init__(self, spec: WindowSpec | None) -> None:
@@ -181,6 +182,7 @@ class _Key:
         self.p_consec = 0  # failures in a row at the end of the unacknowledged outcomes
         self.p_broken = False  # a success among them: the store's run of failures is over
         self.pushes = 0  # state changes pushed for this key: a flush answer read before one must not undo it
+        self.told = 0  # the version of the state last handed to the listeners
         # Successes a breaker counted on its fast path (``success_counter``): bumped without a lock by any
         # thread, taken under the store's lock into ``ok`` before the key's next run or batch.
         self.tally: Tally | None = None
@@ -583,12 +585,13 @@ class BatchedBreakerStore:
             return entry.tally.bump
 
     def on_state_change(self, key: str, notify: Callable[[SharedState], object]) -> None:
-        """Call ``notify(state)`` when a pushed state change (or a flush answer) replaces ``key``'s cached state.
+        """Call ``notify(state)`` when ``key``'s cached state changes: at once for a pushed change, at the
+        flusher's next round for one a flush answer or a transition of this process brought.
 
         It runs on the feed's or the flusher's thread with no lock of the store held, so a breaker can
-        adopt the change at once instead of at its next recorded outcome or sync. A bound method is held
-        weakly (the store keeps no breaker alive); the store's own transitions are not announced (the
-        breaker that made one already holds it).
+        adopt the change instead of waiting for its next recorded outcome or sync (a breaker ignores a
+        state it already holds, such as its own transition). A bound method is held weakly (the store
+        keeps no breaker alive).
         """
         ref: Callable[[], Callable[[SharedState], object] | None] = (
             weakref.WeakMethod(notify) if inspect.ismethod(notify) else _Held(notify)
@@ -597,16 +600,26 @@ class BatchedBreakerStore:
             entry = self._entry(key, None)
             entry.listeners = [r for r in entry.listeners if r() is not None] + [ref]
 
-    @staticmethod
-    def _announce(entry: _Key, state: SharedState) -> None:
-        for ref in list(entry.listeners):
+    def _tell(self, entry: _Key) -> None:
+        """Hand the cached state to the key's breakers if they were not told of it yet.
+
+        Only threads that hold no lock call this (the push feed, the flusher's rounds): a breaker's
+        listener takes the breaker's lock, and a caller's thread may hold that lock while it waits for the
+        store's (a transition). A state cached by a caller's thread is told at the next round."""
+        with self._lock:
+            state = entry.state
+            if state is None or not entry.listeners or state.version == entry.told:
+                return
+            entry.told = state.version
+            listeners = list(entry.listeners)
+        for ref in listeners:
             notify = ref()
             if notify is None:
                 continue
             try:
                 notify(state)
             except Exception:  # a listener's bug must not stop the feed or the flusher
-                _log.exception("a breaker failed to take a pushed state change")
+                _log.exception("a breaker failed to take a state change made elsewhere")
 
     def _pushed(self, key: str | None, state: SharedState | None, cleared: bool) -> None:
         """A state change pushed by the store (on the feed's thread): newer versions replace the cache."""
@@ -622,16 +635,16 @@ class BatchedBreakerStore:
             if entry is None:
                 return  # a breaker this process does not run
             cached = entry.state
-            if cached is not None and state.version <= cached.version:
-                return  # old news (our own transition, or a flush answer already brought it)
-            entry.state = state
-            entry.pushes += 1
-            if cleared:
-                entry.counts = WindowCounts()  # the window was emptied with the change (a close)
-            self.pushes += 1
-        if entry.listeners:
-            self._announce(entry, state)
-        if self._on_push is not None:
+            news = cached is None or state.version > cached.version
+            if news:  # else old news (our own transition, or a flush answer already brought it)
+                entry.state = state
+                entry.pushes += 1
+                if cleared:
+                    entry.counts = WindowCounts()  # the window was emptied with the change (a close)
+                self.pushes += 1
+        # Old news too: a flush made on a caller's thread may have cached it without telling the breakers.
+        self._tell(entry)
+        if news and self._on_push is not None:
             self._on_push(key, state)
 
     def _fill(self, key: str, entry: _Key) -> None:
@@ -783,11 +796,8 @@ class BatchedBreakerStore:
         if error is not None:
             raise error
 
-    def _flush_key(self, key: str, *, refresh: bool, announce: bool = False) -> bool:
-        """One store call for ``key`` if it has outcomes to send (or ``refresh`` is due); True if it made one.
-
-        ``announce``: tell the key's breakers of a state it brought (only the flusher's rounds do: a flush
-        made inside a breaker's own transition holds locks a listener might wait for)."""
+    def _flush_key(self, key: str, *, refresh: bool) -> bool:
+        """One store call for ``key`` if it has outcomes to send (or ``refresh`` is due); True if it made one."""
         with self._io_lock:
             with self._lock:
                 entry = self._keys.get(key)
@@ -847,11 +857,7 @@ class BatchedBreakerStore:
                     or state.version >= cached.version
                 ):
                     entry.state = state
-                changed = state is not None and (cached is None or state.version != cached.version)
                 entry.fresh_at = self._monotonic()
-        if announce and changed and entry.listeners and entry.state is state:
-            assert state is not None
-            self._announce(entry, state)
         if self._on_flush is not None:
             self._on_flush(key, counts, state)
         return True
@@ -868,7 +874,7 @@ class BatchedBreakerStore:
             entry = self._keys[key]
             due = resync or now - entry.fresh_at >= self.staleness / 2
             try:
-                self._flush_key(key, refresh=due, announce=True)
+                self._flush_key(key, refresh=due)
                 # A flood of failures is sent in slices of MAX_RUNS; a round sends a bounded number of them.
                 # Less than a full slice waits for the next round: outcomes recorded while the first call
                 # travelled must not make a second call, or a busy process would exceed 1 / flush_seconds.
@@ -880,6 +886,8 @@ class BatchedBreakerStore:
                 pass  # kept for the next round; callers see the staleness once it exceeds the bound
             except Exception:  # a bug in a store must not kill the flusher for good
                 self.failed_flushes += 1
+            if entry.listeners:
+                self._tell(entry)  # a state this round (or a caller's flush) brought
         return self.failed_flushes > before
 
     def close(self) -> None:

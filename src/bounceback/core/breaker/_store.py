@@ -39,7 +39,7 @@ transaction (SQLite) or one round trip (Redis, a Lua script)**:
     A store that hears of state changes made elsewhere (a push) may call ``notify(state)`` when one
     replaces ``key``'s cached state, on its own thread, with none of its locks held; the breaker adopts a
     newer state at once, so its next call is admitted or refused by it at no cost on the success path.
-    The store holds ``notify`` weakly and does not announce the transitions it was asked to make.
+    The store holds ``notify`` weakly; a breaker ignores a state it already holds (its own transition).
 
 No store method runs user code, and the breaker never holds a store transaction open during the user's
 call: a call costs one ``record`` after it ends (probes add one ``acquire_probe``; a state change adds one
