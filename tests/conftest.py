@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,3 +30,35 @@ def _isolated_home(
 def home() -> Path:
     """The bounceback home folder of this test."""
     return Path(os.environ["BOUNCEBACK_HOME"])
+
+
+# Threads of the shared stores (push feeds, flushers): a test must not leave one behind. A store that is
+# neither closed nor dropped keeps polling (SQLite every 20 ms) or reconnecting (a killed Redis) for the rest
+# of the run, and a reconnection through redis-py's cluster client calls the global ``random`` module, which
+# hypothesis then blames on an unrelated test.
+STORE_THREADS = ("bounceback-push", "bounceback-flush")
+STORE_THREAD_GRACE = 3.0
+"""Seconds a store's thread gets to end after the test (it notices a close or a drop within one poll)."""
+
+
+def leaked_store_threads(before: set[threading.Thread], grace: float) -> list[str]:
+    """Names of the store threads started since ``before`` still alive after ``grace`` seconds (after a
+    garbage collection, so a store dropped in a reference cycle is collected first)."""
+    left = [t for t in threading.enumerate() if t.name.startswith(STORE_THREADS) and t not in before]
+    if not left:
+        return []
+    gc.collect()
+    deadline = time.monotonic() + grace
+    for thread in left:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return sorted(t.name for t in left if t.is_alive())
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_store_threads() -> Iterator[None]:
+    """Fail a test that leaves a push or flush thread of a breaker store alive: close the stores you make."""
+    before = {t for t in threading.enumerate() if t.name.startswith(STORE_THREADS)}
+    yield
+    left = leaked_store_threads(before, STORE_THREAD_GRACE)
+    if left:
+        pytest.fail(f"the test left store threads running: {left}; close the stores it made", pytrace=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from bounceback import CircuitBreaker, CircuitOpenError
@@ -92,6 +93,25 @@ class CountingStore:
 
     def probes(self, key: str, now: float) -> int:
         return self.inner.probes(key, now)
+
+    def success_counter(self, key: str, spec: WindowSpec) -> Callable[[], object] | None:
+        """The inner store's counter of fast-path successes (a batched store's), counted here too."""
+        offer = getattr(self.inner, "success_counter", None)
+        if offer is None:
+            return None
+        bump = offer(key, spec)
+
+        def counted() -> object:
+            self.calls += 1  # a worker calls from one thread
+            return bump()
+
+        return counted
+
+    def on_state_change(self, key: str, notify: Callable[[SharedState], object]) -> None:
+        """Pass the breaker's listener on (a batched store tells it of pushed changes)."""
+        offer = getattr(self.inner, "on_state_change", None)
+        if offer is not None:
+            offer(key, notify)
 
 
 def hammer_breaker(store: BreakerStore, clock: SharedClock, bus: EventBus | None = None) -> CircuitBreaker:

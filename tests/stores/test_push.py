@@ -84,15 +84,16 @@ def test_a_force_open_elsewhere_reaches_this_process_by_push_not_by_polling(
         assert store.flushes == 0 and clock.monotonic() == 0.0
         cached = store.load(brk.name)
         assert cached is not None and cached.state == "forced_open"
-        clock.advance(1)  # the breaker reads the (local) cache every sync_seconds ...
+        # The push handed the state to the breaker too (before ``on_push`` ran): its very next call is
+        # refused, with virtual time standing still (no sync_seconds elapsed, no outcome recorded since).
+        assert brk.state_name == "forced_open" and not brk.fast_path
         with pytest.raises(CircuitOpenError) as refused:
-            brk.call(lambda: "must not run")  # ... and refuses
+            brk.call(lambda: "must not run")
         assert refused.value.state == "forced_open"
 
         # And back: a force-close elsewhere reopens the gate the same way.
         _force_elsewhere(kind, target, brk.name, "close")
         assert pushes.event("closed").wait(WAIT), "the push of the close never came"
-        clock.advance(1)
         assert brk.call(lambda: "again") == "again"
         assert store.flushes == 0
         assert [s for _, s, _ in pushes.seen] == ["forced_open", "closed"]  # each change once, in order

@@ -189,7 +189,7 @@ class CountingStore(MemoryBreakerStore):
         super().__init__(shared=True, name="counting")
         self.tallies: dict[str, Tally] = {}
 
-    def success_counter(self, key: str) -> Any:
+    def success_counter(self, key: str, spec: WindowSpec) -> Any:
         return self.tallies.setdefault(key, Tally()).bump
 
     def record(self, key: str, spec: WindowSpec, successes: int, outcome: int, now: float) -> Any:

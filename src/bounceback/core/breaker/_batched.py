@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import itertools
+import logging
 import os
 import threading
 import time
@@ -57,6 +59,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from bounceback.core._tally import Tally
 from bounceback.core.breaker._store import NO_OUTCOME, BreakerStore, SharedState, WindowSpec
 from bounceback.core.breaker._window import FAILED, OK, SLOW, WindowCounts
 from bounceback.core.retry._budget import BudgetLedger, BudgetReading, BudgetRule, LocalLedger
@@ -78,6 +81,7 @@ __all__ = [
 Run = tuple[int, int, float]
 """``(successes, outcome, now)``: ``successes`` plain successes, then one ``outcome`` (or ``NO_OUTCOME``)."""
 
+_log = logging.getLogger("bounceback.store")
 _NEVER = -float("inf")
 DEFAULT_FLUSH_SECONDS = 0.05
 DEFAULT_FLUSH_COUNT = 1000
@@ -105,8 +109,12 @@ refresh every key."""
 class StateFeed(Protocol):
     """A running subscription to the store's state changes."""
 
+    def stop(self) -> None:
+        """Ask the thread to end and release its connection, without waiting (safe in a finalizer)."""
+        ...
+
     def close(self) -> None:
-        """Stop delivering and release the subscription's connection and thread."""
+        """Stop delivering and release the subscription's connection and thread (waits for the thread)."""
         ...
 
 
@@ -139,6 +147,7 @@ class _Key:
         "inflight",
         "last_mono",
         "last_now",
+        "listeners",
         "ok",
         "ok_now",
         "p_broken",
@@ -151,6 +160,8 @@ class _Key:
         "runs",
         "spec",
         "state",
+        "tally",
+        "told",
     )
 
     def __init__(self, spec: WindowSpec | None) -> None:
@@ -171,9 +182,29 @@ class _Key:
         self.p_consec = 0  # failures in a row at the end of the unacknowledged outcomes
         self.p_broken = False  # a success among them: the store's run of failures is over
         self.pushes = 0  # state changes pushed for this key: a flush answer read before one must not undo it
+        self.told = 0  # the version of the state last handed to the listeners
+        # Successes a breaker counted on its fast path (``success_counter``): bumped without a lock by any
+        # thread, taken under the store's lock into ``ok`` before the key's next run or batch.
+        self.tally: Tally | None = None
+        # Breakers of this process told when a pushed or flushed state changes the cached one (weakly held).
+        self.listeners: list[Callable[[], Callable[[SharedState], object] | None]] = []
 
     def pending(self) -> int:
         return len(self.runs) + (1 if self.ok else 0)
+
+    def fold(self, now: float) -> None:
+        """Add the successes counted on the fast path since the last fold (with the store's lock held)."""
+        tally = self.tally
+        if tally is None:
+            return
+        successes = tally.take()
+        if successes:
+            self.ok += successes
+            self.ok_now = now
+            self.p_calls += successes
+            self.p_consec = 0
+            self.p_broken = True
+            self.recorded = True
 
     def take(self) -> list[Run]:
         if len(self.runs) > MAX_RUNS:
@@ -219,6 +250,11 @@ class Flusher:
     drive the rounds themselves). A :class:`BatchedBreakerStore` makes its own unless it is given one; the
     stores built from settings share one per backend with the retry-budget ledger (:class:`BatchedLedger`).
 
+    The flusher holds a job that is a bound method (a store's round) *weakly*, and its thread holds the
+    flusher weakly: a store that a program drops without closing takes its job off the rounds, and once no
+    job is left the thread ends (it starts again with the next :meth:`start`). So neither a dropped store
+    nor a dropped flusher keeps a thread polling for ever. Other callables are held as given.
+
     >>> flusher = Flusher(0.05)
     >>> rounds = []
     >>> flusher.attach(lambda: rounds.append(1) or False)
@@ -241,21 +277,25 @@ class Flusher:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._round_lock = threading.Lock()
-        self._jobs: list[Callable[[], bool]] = []
+        self._jobs: list[Callable[[], Callable[[], bool] | None]] = []
         self._thread: threading.Thread | None = None
         self._stopped = False
+        # A flusher dropped while its thread waits: wake the thread, which then finds it gone and ends.
+        weakref.finalize(self, self._wake.set)
 
     def attach(self, job: Callable[[], bool]) -> None:
-        """Run ``job`` in every round from now on."""
+        """Run ``job`` in every round from now on (a bound method is held weakly, see above)."""
+        ref = _job_ref(job)
         with self._lock:
-            if job not in self._jobs:
-                self._jobs.append(job)
+            if ref not in self._jobs:
+                self._jobs.append(ref)
 
     def detach(self, job: Callable[[], bool]) -> None:
         """Stop running ``job``, once the round in progress (if any) has ended."""
+        ref = _job_ref(job)
         with self._lock:
-            if job in self._jobs:
-                self._jobs.remove(job)
+            if ref in self._jobs:
+                self._jobs.remove(ref)
         if self._thread is not threading.current_thread():
             with self._round_lock:
                 pass
@@ -265,17 +305,28 @@ class Flusher:
         self._wake.set()
 
     def start(self) -> None:
-        """Start the thread (once)."""
+        """Start the thread, unless it runs or the flusher was stopped."""
         with self._lock:
             if self._thread is not None or self._stopped:
                 return
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread = threading.Thread(
+                target=_flush_loop,
+                args=(weakref.ref(self), self._wake, self._wait, self.interval),
+                name=self.name,
+                daemon=True,
+            )
             self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """True while the thread runs (it ends when the flusher is stopped or has no job left)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def run_once(self) -> bool:
         """One round of every job, on the caller's thread; True when a store call failed."""
         with self._lock:
-            jobs = list(self._jobs)
+            jobs = [job for job in (ref() for ref in self._jobs) if job is not None]
         failed = False
         with self._round_lock:
             for job in jobs:
@@ -285,29 +336,76 @@ class Flusher:
                     failed = True
         return failed
 
-    def _run(self) -> None:
-        pause = self.interval
-        while not self._stopped:
-            if self._wait is not None:
-                self._wait(pause)
-            else:
-                self._wake.wait(pause)
-                self._wake.clear()
-            if self._stopped:
-                break
-            # While a store fails, try less often (up to 1 s) instead of hammering it every interval.
-            if self.run_once():
-                pause = min(max(pause * 2, self.interval), max(1.0, self.interval))
-            else:
-                pause = self.interval
+    def step(self) -> bool | None:
+        """What the thread does after each wait: a round (True when a store call failed), or None when the
+        thread should end (stopped, or no job left: its ``_thread`` is then cleared under the lock, so a
+        later :meth:`start` makes a new one)."""
+        if self._stopped:
+            return None
+        with self._lock:
+            self._jobs = [ref for ref in self._jobs if ref() is not None]  # jobs of dropped stores
+            if not self._jobs:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                return None
+        return self.run_once()
 
     def stop(self) -> None:
-        """Stop the thread (waiting for its round in progress)."""
+        """Stop the thread (waiting for its round in progress); idempotent."""
         self._stopped = True
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=max(2.0, 4 * self.interval))
+
+
+class _Held:
+    """A strong "reference" to a callable that is not a bound method (compared by the callable itself)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Callable[..., Any]) -> None:
+        self.job = job
+
+    def __call__(self) -> Callable[..., Any]:
+        return self.job
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Held) and other.job == self.job
+
+    def __hash__(self) -> int:
+        return hash(self.job)
+
+
+def _job_ref(job: Callable[[], bool]) -> Callable[[], Callable[[], bool] | None]:
+    if inspect.ismethod(job):
+        return weakref.WeakMethod(job)
+    return _Held(job)
+
+
+def _flush_loop(
+    ref: weakref.ReferenceType[Flusher],
+    wake: threading.Event,
+    wait: Callable[[float], object] | None,
+    interval: float,
+) -> None:
+    # The thread holds its flusher weakly (and only during a round): a dropped flusher ends its thread.
+    pause = interval
+    while True:
+        if wait is not None:
+            wait(pause)
+        else:
+            wake.wait(pause)
+            wake.clear()
+        flusher = ref()
+        if flusher is None:
+            return
+        failed = flusher.step()
+        del flusher
+        if failed is None:
+            return
+        # While a store fails, try less often (up to 1 s) instead of hammering it every interval.
+        pause = min(max(pause * 2, interval), max(1.0, interval)) if failed else interval
 
 
 class BatchedBreakerStore:
@@ -434,13 +532,94 @@ class BatchedBreakerStore:
                 return
             self._started = True  # under the lock: two callers racing here start one thread and one feed
         if self._watch is not None and self._feed is None:
+            # The feed's thread holds this store weakly (through these two functions): a store the program
+            # drops without closing is collected, and its finalizer stops the feed.
+            pushed = weakref.WeakMethod(self._pushed)
+            known = weakref.WeakMethod(self.known_keys)
+
+            def deliver(key: str | None, state: SharedState | None, cleared: bool) -> None:
+                method = pushed()
+                if method is not None:
+                    method(key, state, cleared)
+
+            def keys() -> list[str]:
+                method = known()
+                return [] if method is None else method()
+
             try:
-                self._feed = self._watch(self._pushed, lambda: list(self._keys))
+                feed = self._feed = self._watch(deliver, keys)
             except StoreError:
                 self._feed = None  # no push today: the flushes and refreshes keep the cache fresh
+            else:
+                weakref.finalize(self, feed.stop)
         if self._background:
             self._flusher.attach(self._round)
             self._flusher.start()
+
+    def known_keys(self) -> list[str]:
+        """The breaker keys this store has seen (what a push feed reads after it (re)subscribes)."""
+        return list(self._keys)
+
+    def success_counter(self, key: str, spec: WindowSpec) -> Callable[[], object]:
+        """A counter of ``key``'s successes for a breaker's fast path: call it once per success, from any
+        thread, without a lock (a :class:`~bounceback.core._tally.Tally`'s ``bump``).
+
+        The counted successes join the key's window (``spec``) before its next recorded outcome and before
+        a transition, and travel with the next batch, each exactly once. The store never calls back into the
+        breaker to collect them.
+
+        >>> from bounceback.core.breaker._store import MemoryBreakerStore
+        >>> store = BatchedBreakerStore(MemoryBreakerStore(shared=True), background=False)
+        >>> bump = store.success_counter("db", WindowSpec("count", 10))
+        >>> for _ in range(3):
+        ...     _ = bump()
+        >>> store.flush()
+        >>> store.inner.counts("db", WindowSpec("count", 10), 1.0).calls
+        3
+        >>> store.close()
+        """
+        with self._lock:
+            entry = self._entry(key, spec)
+            if entry.tally is None:
+                entry.tally = Tally()
+            return entry.tally.bump
+
+    def on_state_change(self, key: str, notify: Callable[[SharedState], object]) -> None:
+        """Call ``notify(state)`` when ``key``'s cached state changes: at once for a pushed change, at the
+        flusher's next round for one a flush answer or a transition of this process brought.
+
+        It runs on the feed's or the flusher's thread with no lock of the store held, so a breaker can
+        adopt the change instead of waiting for its next recorded outcome or sync (a breaker ignores a
+        state it already holds, such as its own transition). A bound method is held weakly (the store
+        keeps no breaker alive).
+        """
+        ref: Callable[[], Callable[[SharedState], object] | None] = (
+            weakref.WeakMethod(notify) if inspect.ismethod(notify) else _Held(notify)
+        )
+        with self._lock:
+            entry = self._entry(key, None)
+            entry.listeners = [r for r in entry.listeners if r() is not None] + [ref]
+
+    def _tell(self, entry: _Key) -> None:
+        """Hand the cached state to the key's breakers if they were not told of it yet.
+
+        Only threads that hold no lock call this (the push feed, the flusher's rounds): a breaker's
+        listener takes the breaker's lock, and a caller's thread may hold that lock while it waits for the
+        store's (a transition). A state cached by a caller's thread is told at the next round."""
+        with self._lock:
+            state = entry.state
+            if state is None or not entry.listeners or state.version == entry.told:
+                return
+            entry.told = state.version
+            listeners = list(entry.listeners)
+        for ref in listeners:
+            notify = ref()
+            if notify is None:
+                continue
+            try:
+                notify(state)
+            except Exception:  # a listener's bug must not stop the feed or the flusher
+                _log.exception("a breaker failed to take a state change made elsewhere")
 
     def _pushed(self, key: str | None, state: SharedState | None, cleared: bool) -> None:
         """A state change pushed by the store (on the feed's thread): newer versions replace the cache."""
@@ -456,14 +635,16 @@ class BatchedBreakerStore:
             if entry is None:
                 return  # a breaker this process does not run
             cached = entry.state
-            if cached is not None and state.version <= cached.version:
-                return  # old news (our own transition, or a flush answer already brought it)
-            entry.state = state
-            entry.pushes += 1
-            if cleared:
-                entry.counts = WindowCounts()  # the window was emptied with the change (a close)
-            self.pushes += 1
-        if self._on_push is not None:
+            news = cached is None or state.version > cached.version
+            if news:  # else old news (our own transition, or a flush answer already brought it)
+                entry.state = state
+                entry.pushes += 1
+                if cleared:
+                    entry.counts = WindowCounts()  # the window was emptied with the change (a close)
+                self.pushes += 1
+        # Old news too: a flush made on a caller's thread may have cached it without telling the breakers.
+        self._tell(entry)
+        if news and self._on_push is not None:
             self._on_push(key, state)
 
     def _fill(self, key: str, entry: _Key) -> None:
@@ -511,6 +692,8 @@ class BatchedBreakerStore:
             entry.last_now = now
             entry.last_mono = mono
             entry.recorded = True
+            if entry.tally is not None:
+                entry.fold(now)  # the fast path's successes came before this outcome
             if outcome == OK:
                 successes += 1  # a plain success is the same as one more in the batch, and costs no run
                 outcome = NO_OUTCOME
@@ -620,14 +803,16 @@ class BatchedBreakerStore:
                 entry = self._keys.get(key)
                 if entry is None:
                     return False
+                # The store's time now, from the breaker's last reading (time windows expire by it).
+                now = entry.last_now + max(0.0, self._monotonic() - entry.last_mono)
+                if entry.tally is not None:
+                    entry.fold(now)
                 if entry.inflight is None and entry.pending():
                     runs = entry.take()
                     entry.inflight = (next(self._seq), runs, *_totals(runs))
                 batch = entry.inflight
                 spec = entry.spec
                 pushes = entry.pushes
-                # The store's time now, from the breaker's last reading (time windows expire by it).
-                now = entry.last_now + max(0.0, self._monotonic() - entry.last_mono)
                 if batch is None and not refresh:
                     return False
             try:
@@ -701,11 +886,20 @@ class BatchedBreakerStore:
                 pass  # kept for the next round; callers see the staleness once it exceeds the bound
             except Exception:  # a bug in a store must not kill the flusher for good
                 self.failed_flushes += 1
+            if entry.listeners:
+                self._tell(entry)  # a state this round (or a caller's flush) brought
         return self.failed_flushes > before
 
     def close(self) -> None:
-        """Flush what is pending (best effort), stop the flusher and the feed, and close the inner store."""
-        self._closed = True
+        """Flush what is pending (best effort), stop the flusher and the feed, and close the inner store.
+
+        Closing twice does nothing the second time. A store dropped without closing stops its threads
+        when it is collected, but loses the outcomes it had not flushed yet (one interval at most).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         feed, self._feed = self._feed, None
         if feed is not None:
             feed.close()
@@ -728,7 +922,11 @@ class BatchedBreakerStore:
         """Outcomes of ``key`` recorded here and not yet acknowledged by the store."""
         with self._lock:
             entry = self._keys.get(key)
-            return 0 if entry is None else entry.p_calls
+            if entry is None:
+                return 0
+            if entry.tally is not None:
+                entry.fold(entry.last_now + max(0.0, self._monotonic() - entry.last_mono))
+            return entry.p_calls
 
     def __getattr__(self, name: str) -> Any:
         # keys(), path, client ...: what the wrapped store offers besides the port.
@@ -979,8 +1177,11 @@ class BatchedLedger:
             return (0, 0) if b is None else (b.p_calls, b.p_retries)
 
     def close(self) -> None:
-        """Send what is pending (best effort), leave the flusher, and close the inner ledger."""
-        self._closed = True
+        """Send what is pending (best effort), leave the flusher, and close the inner ledger (once)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self._flusher.detach(self._round)
         if self._owns_flusher:
             self._flusher.stop()

@@ -80,10 +80,19 @@ class StoreLink:
         self.retry_at = 0.0
         """Monotonic time of the next attempt to reach the real store."""
 
-    def success_counter(self, key: str) -> Callable[[], object] | None:
+    def success_counter(self, key: str, spec: WindowSpec) -> Callable[[], object] | None:
         """The store's own counter of ``key``'s fast-path successes, if it offers one (see ``_store``)."""
         offer = getattr(self.store, "success_counter", None)
-        return offer(key) if offer is not None else None
+        return offer(key, spec) if offer is not None else None
+
+    def on_state_change(self, key: str, notify: Callable[[SharedState], object]) -> bool:
+        """Ask the store to call ``notify(state)`` when a state change made elsewhere reaches it (a push), if
+        it can (see ``_store``); True when it will."""
+        offer = getattr(self.store, "on_state_change", None)
+        if offer is None:
+            return False
+        offer(key, notify)
+        return True
 
     def fall_back(self, key: str, error: StoreError) -> None:
         """Switch to a local store seeded with the breaker's state; tell the breaker once per outage."""

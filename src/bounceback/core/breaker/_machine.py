@@ -60,10 +60,10 @@ class StateMachine:
 
     # The parts and the state (listed compactly: a slot per line would double the class's length).
     __slots__ = (
-        "_bump", "_bus", "_cfg", "_epoch", "_history", "_in_flight", "_io", "_link", "_lock", "_now",
-        "_open_until", "_open_until_wall", "_probes", "_publish", "_refusals", "_reopens", "_rng", "_since",
-        "_spec", "_state", "_tally", "_timers", "_wall", "_warm", "count_success", "fast_path", "health",
-        "name", "next_sync", "plain", "shared",
+        "__weakref__", "_bump", "_bus", "_cfg", "_epoch", "_history", "_in_flight", "_io", "_link", "_lock",
+        "_now", "_open_until", "_open_until_wall", "_probes", "_publish", "_refusals", "_reopens", "_rng",
+        "_since", "_spec", "_state", "_tally", "_timers", "_wall", "_warm", "count_success", "fast_path",
+        "health", "name", "next_sync", "plain", "shared",
     )  # fmt: skip
 
     def __init__(
@@ -113,12 +113,15 @@ class StateMachine:
             self._link = StoreLink(store, self._local_state, self._store_away, now, cfg.store_retry_seconds)
             self._io = self._link
             self.shared = self._link.shared
-            counter = self._link.success_counter(name)
+            counter = self._link.success_counter(name, self._spec)
             if counter is not None:
                 # The store counts this breaker's fast-path successes itself (a batching store): a success
                 # costs a bump of its counter, and a look at the clock for the next sync of the state.
                 self._bump = counter
                 self.count_success = self._count_shared
+            # A store that hears of changes made elsewhere (a push) tells the breaker at once, so the next
+            # admission sees a fleet's force-open without any check on the success path.
+            self._link.on_state_change(name, self.changed_elsewhere)
         self.health: HealthChecker | None = None
         """The health checker part, once made (see :meth:`checker`)."""
         if health_check is not None:
@@ -432,6 +435,16 @@ class StateMachine:
         if now >= self.next_sync:
             self.sync(now)
 
+    def changed_elsewhere(self, stored: SharedState) -> None:
+        """A state written by another process reached the store (its push feed or flusher thread): adopt it
+        now if it is newer than ours, so the next call is admitted or refused by it."""
+        link = self._link
+        if link is None or link.degraded:
+            return  # on local state while the store is away: the reconnection adopts the store's state
+        with self._lock:
+            change = self._adopt(stored) if stored.version > self._epoch else None
+        self._after(change)
+
     def sync(self, now: float) -> None:
         """Shared stores, at most every ``sync_seconds``: adopt a state written elsewhere."""
         link = self._link
@@ -459,6 +472,10 @@ class StateMachine:
     def _store_away(self, error: StoreError) -> None:
         """The store link fell back to local state: fail open or closed from now on, and say so once."""
         with self._lock:
+            if self._bump is not None:
+                # Successes made on local state stay local, like the failures: the fleet's window gets
+                # neither (a store's counter would send the successes alone once it is back).
+                self._bump = self._tally.bump
             self._reflags()
         if self._bus.listening and self._link is not None:
             self._bus.emit(StoreUnavailable(self.name, self._wall(), self._link.name, str(error)))
@@ -470,6 +487,8 @@ class StateMachine:
         if stored is None or link is None:
             return
         with self._lock:
+            if self._bump is not None:
+                self._bump = link.success_counter(self.name, self._spec) or self._tally.bump
             change = self._adopt(stored) if stored.version != self._epoch else None
             self._reflags()
         if self._bus.listening:

@@ -26,14 +26,20 @@ transaction (SQLite) or one round trip (Redis, a Lua script)**:
     closes once ``half_open_calls`` probes succeeded.
 ``load(key)``, ``counts(key, spec, now)``, ``probes(key, now)``
     Reads for start-up, periodic synchronisation and metrics.
-``success_counter(key)`` (optional)
-    A store that batches may offer a counter for ``key``'s successes: a callable that counts one success
-    each time it is called, from any thread, without a lock (a :class:`~bounceback.core._tally.Tally`'s
-    ``bump``). A breaker given one counts the successes of its fast path there, so a success costs a bump
-    and a clock read, with no store work: the store adds the counted successes to the key's window before
-    any later outcome of that key (``record`` or ``transition``) and sends them with its next batch.
-    Without it a breaker on a shared store records every success with ``record`` (every success must
-    reach the fleet's window).
+``success_counter(key, spec)`` (optional)
+    A store that batches may offer a counter for ``key``'s successes (window ``spec``): a callable that
+    counts one success each time it is called, from any thread, without a lock (a
+    :class:`~bounceback.core._tally.Tally`'s ``bump``). A breaker given one counts the successes of its
+    fast path there, so a success costs a bump and a clock read, with no store work: the store adds the
+    counted successes to the key's window before any later outcome of that key (``record`` or
+    ``transition``) and sends them with its next batch, each exactly once. Without it a breaker on a
+    shared store records every success with ``record`` (every success must reach the fleet's window).
+    While the store is away the breaker counts its successes locally instead (like its failures).
+``on_state_change(key, notify)`` (optional)
+    A store that hears of state changes made elsewhere (a push) may call ``notify(state)`` when one
+    replaces ``key``'s cached state, on its own thread, with none of its locks held; the breaker adopts a
+    newer state at once, so its next call is admitted or refused by it at no cost on the success path.
+    The store holds ``notify`` weakly; a breaker ignores a state it already holds (its own transition).
 
 No store method runs user code, and the breaker never holds a store transaction open during the user's
 call: a call costs one ``record`` after it ends (probes add one ``acquire_probe``; a state change adds one
@@ -52,7 +58,7 @@ tries the real store again every ``store_retry_seconds``, and on success adopts 
 A breaker on a shared store uses the engine's fast path only when the store offers ``success_counter``;
 otherwise every success is a ``record`` so that the counts of all processes add up. Either way the
 breaker reloads the state at least every ``sync_seconds`` to see changes made elsewhere (a breaker forced
-open from the dashboard of another process).
+open from the dashboard of another process), and at once when the store offers ``on_state_change``.
 """
 
 from __future__ import annotations

@@ -99,21 +99,25 @@ class RedisStateFeed:
         self._max_pause = max_pause
         self._stopped = threading.Event()
         self._pubsub: Any = None
+        self._drop_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"bounceback-push {name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         pause = 0.05
-        while not self._stopped.is_set():
-            try:
-                self._listen()
-                pause = 0.05
-            except Exception as exc:  # a broken connection, a failover, a node gone: subscribe again
-                _log.debug("push feed on %s lost its subscription: %s", self.channel, exc)
-                self._drop()
-                # A pause that grows while the server stays away, so a dead server is not hammered.
-                self._stopped.wait(pause)
-                pause = min(pause * 2, self._max_pause)
+        try:
+            while not self._stopped.is_set():
+                try:
+                    self._listen()
+                    pause = 0.05
+                except Exception as exc:  # a broken connection, a failover, a node gone: subscribe again
+                    _log.debug("push feed on %s lost its subscription: %s", self.channel, exc)
+                    self._drop()
+                    # A pause that grows while the server stays away, so a dead server is not hammered.
+                    self._stopped.wait(pause)
+                    pause = min(pause * 2, self._max_pause)
+        finally:
+            self._drop()  # stopped (closed, or its store was dropped): release the connection
 
     def _listen(self) -> None:
         pubsub = self._pubsub = self._subscribe()
@@ -148,7 +152,8 @@ class RedisStateFeed:
                 self._deliver(key, state, state.state == "closed")
 
     def _drop(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
+        with self._drop_lock:  # the thread on its way out and close() may both drop it
+            pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:
                 pubsub.close()
@@ -160,8 +165,12 @@ class RedisStateFeed:
         """True while the feed's thread runs (until :meth:`close`)."""
         return self._thread.is_alive()
 
+    def stop(self) -> None:
+        """Ask the thread to end (it closes its connection on its way out), without waiting."""
+        self._stopped.set()
+
     def close(self) -> None:
-        """Stop the thread and close its connection."""
+        """Stop the thread and close its connection; idempotent."""
         self._stopped.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=max(2.0, 4 * self._poll))

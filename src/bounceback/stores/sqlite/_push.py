@@ -118,8 +118,12 @@ class SqliteStateFeed:
         """True while the feed's thread runs (until :meth:`close`)."""
         return self._thread.is_alive()
 
+    def stop(self) -> None:
+        """Ask the thread to end (it closes its connection on its way out), without waiting."""
+        self._stopped.set()
+
     def close(self) -> None:
-        """Stop the thread and close its connection."""
+        """Stop the thread and close its connection; idempotent."""
         self._stopped.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=max(2.0, 4 * self._poll))
