@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bounceback.core.breaker._batched import BatchedLedger, Flusher
+from bounceback.core._flusher import Flusher
+from bounceback.core.retry._batched_ledger import BatchedLedger
 from bounceback.core.retry._budget import BudgetRule, RetryBudget
 from bounceback.errors import StoreError
 from bounceback.stores import RedisBudgetLedger, SqliteBudgetLedger, budget_ledger_from_settings

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, CircuitOpenError, StoreError
 from bounceback.core._events import StoreRecovered, StoreUnavailable
-from bounceback.core.breaker._batched import BatchedBreakerStore, Flusher
+from bounceback.core._flusher import Flusher
+from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import (
     NO_OUTCOME,
     BreakerStore,

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, CircuitOpenError, StoreError
 from bounceback.core._events import StoreRecovered, StoreUnavailable
-from bounceback.core.breaker._batched import BatchedLedger
 from bounceback.core.breaker._store import WindowSpec
 from bounceback.core.breaker._window import FAILED, OK
+from bounceback.core.retry._batched_ledger import BatchedLedger
 from bounceback.core.retry._budget import RetryBudget
 from bounceback.events import EventBus
 from bounceback.stores import (

@@ -17,15 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bounceback.core.breaker._batched import (
-    DEFAULT_FLUSH_COUNT,
-    DEFAULT_FLUSH_SECONDS,
-    DEFAULT_STALENESS,
-    BatchedBreakerStore,
-    BatchedLedger,
-    Flusher,
-)
+from bounceback.core._flusher import DEFAULT_FLUSH_COUNT, DEFAULT_FLUSH_SECONDS, DEFAULT_STALENESS, Flusher
+from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._store import BreakerStore, MemoryBreakerStore
+from bounceback.core.retry._batched_ledger import BatchedLedger
 from bounceback.core.retry._budget import BudgetLedger, LocalLedger
 from bounceback.core.settings._layers import defaults
 from bounceback.errors import ConfigError

@@ -26,7 +26,7 @@ breaker kept in memory costs under 1 KB and is made in a few microseconds.
 
 from __future__ import annotations
 
-from bounceback.core.breaker._batched import BatchedBreakerStore, BatchingStore, Run, record_runs
+from bounceback.core.breaker._batched import BatchedBreakerStore
 from bounceback.core.breaker._breaker import CircuitBreaker
 from bounceback.core.breaker._config import (
     SETTINGS_KEYS,
@@ -35,7 +35,24 @@ from bounceback.core.breaker._config import (
     build_config,
     trip_reason,
 )
-from bounceback.core.breaker._metrics import NO_CHECKS, BreakerMetrics, HealthStats, Transition
+from bounceback.core.breaker._control import Limits
+from bounceback.core.breaker._core import EVENTS, Change, is_warm, spec_of
+from bounceback.core.breaker._forms import acall, call, decorate, enter, leave
+from bounceback.core.breaker._health import HealthChecker
+from bounceback.core.breaker._link import StoreLink
+from bounceback.core.breaker._machine import COUNTED, PROBE, UNUSED, Publish, StateMachine
+from bounceback.core.breaker._metrics import NO_CHECKS, BreakerMetrics, HealthStats, History, Transition
+from bounceback.core.breaker._pending import (
+    MAX_RUNS,
+    BatchingStore,
+    Deliver,
+    Key,
+    Run,
+    StateFeed,
+    WatchingStore,
+    record_runs,
+    totals,
+)
 from bounceback.core.breaker._states import ALLOWED_TRANSITIONS, AUTOMATIC_TRANSITIONS, BreakerState
 from bounceback.core.breaker._store import (
     NO_OUTCOME,
@@ -63,25 +80,49 @@ __all__ = [
     "BreakerMetrics",
     "BreakerState",
     "BreakerStore",
+    "COUNTED",
+    "Change",
     "CircuitBreaker",
     "CountWindow",
+    "Deliver",
+    "EVENTS",
     "FAILED",
+    "HealthChecker",
     "HealthStats",
+    "History",
+    "Key",
+    "Limits",
+    "MAX_RUNS",
     "MemoryBreakerStore",
     "NO_CHECKS",
     "NO_OUTCOME",
     "OK",
+    "PROBE",
+    "Publish",
     "Run",
     "SETTINGS_KEYS",
     "SLOW",
     "STORE_KEYS",
     "SharedState",
+    "StateFeed",
+    "StateMachine",
+    "StoreLink",
     "TimeWindow",
     "Transition",
+    "UNUSED",
+    "WatchingStore",
     "WindowCounts",
     "WindowSpec",
+    "acall",
     "build_config",
+    "call",
+    "decorate",
+    "enter",
+    "is_warm",
+    "leave",
     "record_runs",
+    "spec_of",
     "time_buckets",
+    "totals",
     "trip_reason",
 ]

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from bounceback.core.policy._attempts import Attempt, Attempts
+from bounceback.core.policy._loop import AttemptLoop, Decided, Outcome
 from bounceback.core.policy._manual import MODES, PASS, ManualRecovery, chain, current_person
 from bounceback.core.policy._parts import UNSET, FallbackArg, RetryAgain, Unset
 from bounceback.core.policy._policy import Policy, RetryOptions, retry
+from bounceback.core.policy._wrap import wrap_async, wrap_sync
 
 __all__ = [
     "Attempt",
+    "AttemptLoop",
     "Attempts",
+    "Decided",
     "FallbackArg",
     "MODES",
     "ManualRecovery",
+    "Outcome",
     "PASS",
     "Policy",
     "RetryAgain",
@@ -22,4 +27,6 @@ __all__ = [
     "chain",
     "current_person",
     "retry",
+    "wrap_async",
+    "wrap_sync",
 ]

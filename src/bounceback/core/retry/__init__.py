@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bounceback.core.retry._backoff import Backoff, BackoffKind, Jitter
+from bounceback.core.retry._batched_ledger import BatchedLedger, BatchingLedger
 from bounceback.core.retry._budget import (
     BudgetLedger,
     BudgetReading,
@@ -28,6 +29,8 @@ __all__ = [
     "AttemptRecord",
     "Backoff",
     "BackoffKind",
+    "BatchedLedger",
+    "BatchingLedger",
     "BreakerPort",
     "BudgetLedger",
     "BudgetPort",

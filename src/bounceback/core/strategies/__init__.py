@@ -7,7 +7,16 @@ from bounceback.core.strategies._gates import Gates
 from bounceback.core.strategies._hedge import Hedge
 from bounceback.core.strategies._limiter import ConcurrencyLimiter
 from bounceback.core.strategies._rate import RateLimiter
-from bounceback.core.strategies._shared import MemorySharedLimits, SharedBucket, SharedSlots
+from bounceback.core.strategies._shared import (
+    LeaseKeeper,
+    MemorySharedLimits,
+    SharedBucket,
+    SharedSlots,
+    StoreGuard,
+    bucket_reserve,
+    bucket_tokens,
+    unavailable_choice,
+)
 from bounceback.core.strategies._throttle import AdaptiveThrottle, is_accepted
 
 __all__ = [
@@ -17,10 +26,15 @@ __all__ = [
     "Gates",
     "Hedge",
     "InjectedFault",
+    "LeaseKeeper",
     "MemorySharedLimits",
     "RateLimiter",
     "SharedBucket",
     "SharedSlots",
+    "StoreGuard",
     "active_injectors",
+    "bucket_reserve",
+    "bucket_tokens",
     "is_accepted",
+    "unavailable_choice",
 ]

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bounceback.core.breaker._batched import Deliver
+from bounceback.core.breaker._pending import Deliver
 from bounceback.core.breaker._store import SharedState
 from bounceback.errors import StoreError
 

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bounceback.core.breaker._batched import Deliver
+from bounceback.core.breaker._pending import Deliver
 from bounceback.core.breaker._store import SharedState, WindowSpec
 from bounceback.core.breaker._window import WindowCounts, time_buckets
 from bounceback.errors import ConfigError, StoreError

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bounceback.core.breaker._batched import Deliver
+from bounceback.core.breaker._pending import Deliver
 from bounceback.core.breaker._store import SharedState, WindowSpec
 from bounceback.core.breaker._window import WindowCounts
 from bounceback.stores._home import register_migrations

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from bounceback.core.breaker._batched import Deliver
+from bounceback.core.breaker._pending import Deliver
 from bounceback.core.breaker._store import SharedState
 
 __all__ = ["SqliteStateFeed"]
