@@ -588,27 +588,11 @@ class StateMachine:
             counts = self._store().record(self.name, self._spec, successes, NO_OUTCOME, self._store_now())[0]
         else:
             counts = self._store().counts(self.name, self._spec, self._store_now())
-        now = self._now()
-        is_open = state is _O
-        link = self._link
-        return BreakerMetrics(
-            name=self.name,
-            state=state.value,
-            calls=counts.calls,
-            failures=counts.failures,
-            slow_calls=counts.slow,
-            failure_rate=counts.failure_rate,
-            slow_call_rate=counts.slow_call_rate,
-            consecutive_failures=counts.consecutive_failures,
-            rejected=history.rejected if history is not None else 0,
-            in_flight=self._in_flight,
-            probes_in_flight=self._probes,
-            opens=history.opens if history is not None else 0,
-            time_in_state=max(0.0, now - self._since),
-            retry_at=self._open_until_wall if is_open else None,
-            retry_after=max(0.0, self._open_until - now) if is_open else None,
-            last_transitions=tuple(history.transitions) if history is not None else (),
-            health=self.health.stats if self.health is not None else NO_CHECKS,
-            store=self._store().name,
-            store_available=link is None or not link.degraded,
+        now, link = self._now(), self._link
+        retry = (self._open_until_wall, max(0.0, self._open_until - now)) if state is _O else (None, None)
+        health = self.health.stats if self.health is not None else NO_CHECKS
+        store = (self._store().name, link is None or not link.degraded)
+        running, in_state = (self._in_flight, self._probes), max(0.0, now - self._since)
+        return BreakerMetrics.of(
+            self.name, state.value, counts, history, running, in_state, retry, health, store
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from bounceback.core.breaker._window import WindowCounts
+
 __all__ = ["BreakerMetrics", "HealthStats", "History", "NO_CHECKS", "Transition"]
 
 
@@ -101,3 +103,40 @@ class BreakerMetrics:
     health: HealthStats
     store: str
     store_available: bool
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        state: str,
+        counts: WindowCounts,
+        history: History | None,
+        running: tuple[int, int],
+        time_in_state: float,
+        retry: tuple[float | None, float | None],
+        health: HealthStats,
+        store: tuple[str, bool],
+    ) -> BreakerMetrics:
+        """The snapshot of a breaker from its window ``counts``, its ``history``, the calls and probes
+        ``running``, the ``retry`` (wall time, seconds left) while open, and its ``store`` (name, available)."""
+        return cls(
+            name=name,
+            state=state,
+            calls=counts.calls,
+            failures=counts.failures,
+            slow_calls=counts.slow,
+            failure_rate=counts.failure_rate,
+            slow_call_rate=counts.slow_call_rate,
+            consecutive_failures=counts.consecutive_failures,
+            rejected=history.rejected if history is not None else 0,
+            in_flight=running[0],
+            probes_in_flight=running[1],
+            opens=history.opens if history is not None else 0,
+            time_in_state=time_in_state,
+            retry_at=retry[0],
+            retry_after=retry[1],
+            last_transitions=tuple(history.transitions) if history is not None else (),
+            health=health,
+            store=store[0],
+            store_available=store[1],
+        )
