@@ -48,7 +48,10 @@ def _cells(tab: Session, limiter: str) -> dict[str, str]:
 def test_a_fleets_shared_limits_read_once_with_the_stores_counts(tab: Session, database: Path) -> None:
     with running_fleet(database):
         page = tab.open("/")
-        page.locator("#limits").scroll_into_view_if_needed()
+        # The live page swaps the overview in when the next readings arrive, so an element handle may be
+        # detached mid-action: wait for the table, then scroll by id (looked up at the moment it runs).
+        page.locator('#overview-operations tr[data-limit="payments-db"]').wait_for()
+        page.evaluate("document.getElementById('limits').scrollIntoView({block: 'start'})")
         _fits(page)
         shared = _cells(tab, "payments-db")
         assert shared["in use"] == "3 (75%)", shared  # the store's leases, not the processes' 2
