@@ -22,6 +22,13 @@ import time
 from pathlib import Path
 
 
+def _write(path: Path, text: str) -> None:
+    # Atomically: the test polls these files, and a plain write_text lets it read one empty mid-write.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("counter", type=Path)
@@ -44,7 +51,7 @@ def main() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     count = int(args.counter.read_text() or 0) + 1 if args.counter.exists() else 1
-    args.counter.write_text(str(count))
+    _write(args.counter, str(count))
     if count == args.hang_on:
         args.hang = True
     if count <= args.failures or count == args.hang_on:
@@ -56,7 +63,7 @@ def main() -> int:
         if args.hang:
             if args.child_pid is not None:
                 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-                args.child_pid.write_text(str(child.pid))
+                _write(args.child_pid, str(child.pid))
             time.sleep(60)
         return args.code
     if args.out:
