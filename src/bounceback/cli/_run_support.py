@@ -221,9 +221,11 @@ class Interrupts:
     @contextlib.contextmanager
     def asking(self) -> Iterator[None]:
         """While a person is asked (a blocking read): a signal interrupts the read with :class:`Interrupted`."""
-        self.check()
+        # Asking first, then the check: a signal between the two would otherwise be counted without raising,
+        # and the read would block on a run that was already told to stop.
         self._asking = True
         try:
+            self.check()
             yield
         finally:
             self._asking = False
