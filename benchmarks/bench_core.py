@@ -851,6 +851,20 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: short loops, fewer repeats and calls"
     )
+    sections = {
+        "success": (success_sync, success_async),
+        "failure": (one_failure,),
+        "refusal": (refusal,),
+        "state": (state_check,),
+        "objects": (memory_and_creation,),
+        "threads": (threads_load,),
+    }
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(sections),
+        help="run only this section (repeat the option for more); the summary then lists only those",
+    )
     args = parser.parse_args()
     run = Run()
     if args.quick:
@@ -862,13 +876,10 @@ def main() -> None:
         f"{'quick' if args.quick else 'full'} run: loops of ~{run.target * 1000:g} ms of CPU time, "
         f"best of {run.repeat}, rows shuffled per repeat"
     )
-    success_sync(run)
-    success_async(run)
-    one_failure(run)
-    refusal(run)
-    state_check(run)
-    memory_and_creation(run)
-    threads_load(run)
+    for name, steps in sections.items():
+        if not args.only or name in args.only:
+            for step in steps:
+                step(run)
     summary()
     print(f"\n(run took {time.perf_counter() - started:.0f} s)")
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 import pytest
 
-from bounceback import BulkheadFull, CircuitBreaker, CircuitOpenError
+from bounceback import BreakerState, BulkheadFull, CircuitBreaker, CircuitOpenError
 from bounceback.events import EventBus
 from bounceback.testing import FakeClock
 
@@ -181,28 +182,69 @@ def test_threads_and_asyncio_at_once_count_every_outcome() -> None:
     assert (m.calls, m.failures, m.in_flight) == (8_000, 800, 0)
 
 
-def test_fast_path_under_threads_never_loses_a_failure() -> None:
-    # On the fast path a success is a bare += 1; a race may drop one now and then (documented), but
-    # failures are always recorded under the lock.
+def test_fast_path_under_threads_counts_every_outcome_exactly() -> None:
+    # Successes are bumped on a Tally, failures recorded by whoever holds the lock (a thread that finds
+    # it taken leaves its failure to the holder). A tiny switch interval makes threads lose the GIL inside
+    # the lock all the time, so the hand-over is exercised thousands of times.
     brk = CircuitBreaker("fast-mixed", window=100_000, min_calls=100_000, bus=EventBus())
 
     def flaky(i: int) -> int:
-        if i % 10 == 0:
+        if i % 3 == 0:
             raise TimeoutError(i)
         return i
 
     def work() -> None:
-        for i in range(5_000):
+        for i in range(3_000):
             try:
                 brk.call(flaky, i)
             except TimeoutError:
                 pass
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
     m = brk.metrics()
-    assert m.failures == 2_000
-    assert 0.99 * 20_000 <= m.calls <= 20_000
+    assert (m.calls, m.failures, m.state) == (24_000, 8_000, "closed")
+
+
+def test_a_trip_decided_by_another_thread_still_opens_the_breaker() -> None:
+    # Eight threads fail at once against a breaker that opens at 50 failures in a row: whichever thread
+    # records the 50th, the breaker opens, and every later call is refused.
+    brk = CircuitBreaker(
+        "fast-trip", consecutive_failures=50, window=1_000, min_calls=1_000, failure_rate=100, bus=EventBus()
+    )
+    refused = threading.Event()
+
+    def down() -> None:
+        raise ConnectionError("down")
+
+    def work() -> None:
+        for _ in range(1_000):
+            try:
+                brk.call(down)
+            except ConnectionError:
+                pass
+            except CircuitOpenError:
+                refused.set()
+                return
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert refused.is_set()
+    assert brk.state is BreakerState.OPEN
+    assert brk.metrics().consecutive_failures >= 50

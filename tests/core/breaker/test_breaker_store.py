@@ -33,16 +33,35 @@ steps = st.lists(
 def test_count_window_matches_a_plain_deque(size: int, ops: list[tuple[str, int]]) -> None:
     win = CountWindow(size)
     model: deque[int] = deque(maxlen=size)
+    run = 0  # failures in a row at the newest end, whatever the window's size
     for kind, value in ops:
         if kind == "one":
-            win.add(value)
+            counts = win.record(0, value)
             model.append(value)
+            run = run + 1 if value & FAILED else 0
         else:
-            win.add_successes(value)
+            counts = win.record(value, -1)
             model.extend([0] * value)
-        assert win.calls == len(model)
-        assert win.failures == sum(o & FAILED for o in model)
-        assert win.slow == sum(1 for o in model if o & SLOW)
+            run = 0 if value else run
+        expected = (len(model), sum(o & FAILED for o in model), sum(1 for o in model if o & SLOW), run)
+        assert counts == expected
+        assert (win.calls, win.failures, win.slow, win.consecutive) == expected
+
+
+@given(
+    size=st.integers(1, 40),
+    ops=st.lists(st.tuples(st.integers(0, 90), st.sampled_from([0, FAILED, SLOW, 3])), max_size=80),
+)
+def test_a_batch_of_successes_then_an_outcome_is_the_same_as_one_at_a_time(
+    size: int, ops: list[tuple[int, int]]
+) -> None:
+    batched, single = CountWindow(size), CountWindow(size)
+    for successes, outcome in ops:
+        counts = batched.record(successes, outcome)
+        for _ in range(successes):
+            single.add(0)
+        single.add(outcome)
+        assert counts == single.counts()
 
 
 @given(

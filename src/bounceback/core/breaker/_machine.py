@@ -33,8 +33,14 @@ from bounceback.core.breaker._core import ALLOWED_TRANSITIONS, EVENTS, BreakerSt
 from bounceback.core.breaker._health import HealthChecker
 from bounceback.core.breaker._link import StoreLink
 from bounceback.core.breaker._metrics import NO_CHECKS, BreakerMetrics, History, Transition
-from bounceback.core.breaker._store import NO_OUTCOME, BreakerStore, MemoryBreakerStore, SharedState
-from bounceback.core.breaker._window import OK, SLOW, WindowCounts
+from bounceback.core.breaker._store import (
+    NO_OUTCOME,
+    BreakerStore,
+    KeyRecord,
+    MemoryBreakerStore,
+    SharedState,
+)
+from bounceback.core.breaker._window import OK, SLOW, Counts, WindowCounts
 from bounceback.errors import BulkheadFull, CircuitOpenError, StoreError
 
 __all__ = ["COUNTED", "PROBE", "Publish", "StateMachine", "UNUSED"]
@@ -60,9 +66,9 @@ class StateMachine:
 
     # The parts and the state (listed compactly: a slot per line would double the class's length).
     __slots__ = (
-        "__weakref__", "_bump", "_bus", "_cfg", "_epoch", "_history", "_in_flight", "_io", "_link", "_lock",
-        "_now", "_open_until", "_open_until_wall", "_probes", "_publish", "_refusals", "_reopens", "_rng",
-        "_since", "_spec", "_state", "_tally", "_timers", "_wall", "_warm", "count_success", "fast_path",
+        "__weakref__", "_bump", "_bus", "_cfg", "_combining", "_epoch", "_history", "_in_flight", "_io", "_link", "_lock",
+        "_now", "_open_until", "_open_until_wall", "_own", "_pending", "_probes", "_publish", "_refusals", "_reopens", "_rng",
+        "_since", "_spec", "_state", "_tally", "_timers", "_trip", "_wall", "_warm", "count_success", "fast_path",
         "health", "name", "next_sync", "plain", "shared",
     )  # fmt: skip
 
@@ -99,6 +105,7 @@ class StateMachine:
         self.next_sync = 0.0
         """Monotonic time of the next look at the state other processes wrote (shared stores)."""
         self._spec = spec_of(cfg)
+        self._trip = _trip_rule(cfg)
         self._refusals = UNUSED
         self._history: History | None = None
         # Successes on the fast path are bumped here by any thread, exactly, without a lock (see Tally).
@@ -107,6 +114,10 @@ class StateMachine:
         self.count_success: Callable[[], object] = self._tally.bump
         """What the breaker calls to count a success made on its fast path (any thread, no lock)."""
         self._io: BreakerStore | StoreLink | None = None  # the breaker's own store, made at first use
+        self._own: KeyRecord | None = None  # the record of this breaker in its own store (same lock)
+        # Failures waiting to be recorded in the own store, each ``outcome | epoch << 2``; see record().
+        self._pending: list[int] | None = None
+        self._combining = False
         self._link: StoreLink | None = None
         self.shared = False
         if store is not None:
@@ -141,7 +152,11 @@ class StateMachine:
         if io is None:
             with self._lock:
                 if self._io is None:
-                    self._io = MemoryBreakerStore()
+                    # The store shares the machine's lock, so a failure is recorded and decided under one.
+                    own = MemoryBreakerStore(lock=self._lock)
+                    self._pending = []
+                    self._own = own.entry(self.name, self._spec)
+                    self._io = own
                 io = self._io
         return io
 
@@ -244,15 +259,33 @@ class StateMachine:
         (-1: now); trip the breaker when the window says so."""
         link = self._link
         if link is None:
-            # The breaker's own memory store: fold the successes, record, decide, under one short lock.
-            with self._lock:
-                if epoch < 0:
-                    epoch = self._epoch
-                successes = self._tally.take()
-                io = self._io or self._store()
-                counts, stored = io.record(self.name, self._spec, successes, outcome, self._now())
-                change = self._decide(counts, stored, epoch)
-            self._after(change)
+            # The breaker's own memory store: record and decide under the lock it shares with the store.
+            # Threads failing together do not queue on the lock (a thread the scheduler pauses inside it
+            # would hold them all up): one that finds it taken leaves its outcome in ``_pending`` for the
+            # holder, which looks there after letting go (see _combine).
+            own = self._own
+            if own is None:
+                self._store()
+                own = self._own
+                assert own is not None
+            lock = self._lock
+            if epoch < 0:
+                epoch = self._epoch
+            if lock.acquire(False):
+                self._combining = True
+                try:
+                    counts = own.window.record(self._tally.take(), outcome, self._now())
+                    change = self._decide(counts, None, epoch)
+                finally:
+                    self._combining = False
+                    lock.release()
+                if change is not None:
+                    self._after(change)
+                if not self._pending:
+                    return
+            else:
+                self._pending.append(outcome | epoch << 2)  # type: ignore[union-attr]  # made with _own
+            self._combine()
             return
         # A store of the user's may do I/O: no lock around it.
         if link.degraded:
@@ -266,26 +299,57 @@ class StateMachine:
             change = self._decide(counts, stored, epoch)
         self._after(change)
 
-    def _decide(self, counts: WindowCounts, stored: SharedState | None, epoch: int) -> Change | None:
+    def _combine(self) -> None:
+        """Record the outcomes waiting in ``_pending``, unless the thread holding the lock records (it
+        looks again after letting go: it clears ``_combining`` before it does, and a thread that saw the
+        flag set had queued its outcome before). A holder doing anything else is waited for."""
+        pending = self._pending
+        lock = self._lock
+        while pending:
+            if not lock.acquire(False):
+                if self._combining:
+                    return
+                lock.acquire()
+            self._combining = True
+            try:
+                change = self._fold()
+            finally:
+                self._combining = False
+                lock.release()
+            self._after(change)
+
+    def _fold(self) -> Change | None:
+        """Record the outcomes waiting in the own store, with the successes counted since. Call with the
+        lock held. At most one change comes of it: once the breaker trips, the rest only fill the window."""
+        pending = self._pending
+        own = self._own
+        change: Change | None = None
+        if pending and own is not None:
+            now = self._now()
+            while pending:
+                item = pending.pop(0)
+                change = (
+                    self._decide(own.window.record(self._tally.take(), item & 3, now), None, item >> 2)
+                    or change
+                )
+        return change
+
+    def _decide(self, counts: Counts, stored: SharedState | None, epoch: int) -> Change | None:
         """After a record: adopt a state written elsewhere, or trip, or note whether the window is warm.
         Call with the lock held. The rules of ``trip_reason`` and ``is_warm``, inlined: this runs on
         every failure, and the text of the reason is made only when the breaker trips."""
         if stored is not None and stored.version != self._epoch:
             return self._adopt(stored)
         if self._epoch == epoch and self._state is _C:
-            cfg = self._cfg
             calls, failures, slow, consecutive = counts
-            need = cfg.min_calls_in_window
-            limit = cfg.consecutive_failures
+            need, limit, rate, slow_rate = self._trip
             if (limit and consecutive >= limit) or (
                 calls >= need
                 and calls
-                and (
-                    failures * 100 >= cfg.failure_rate * calls
-                    or (cfg.timed and slow * 100 >= cfg.slow_call_rate * calls)
-                )
+                and (failures * 100 >= rate * calls or slow * 100 >= slow_rate * calls)
             ):
-                return self._move(_O, trip_reason(cfg, counts) or "the window crossed a threshold")
+                why = trip_reason(self._cfg, WindowCounts(*counts))
+                return self._move(_O, why or "the window crossed a threshold")
             warm = calls >= need or not (failures or slow)
             if warm is not self._warm:
                 self._warm = warm
@@ -531,6 +595,7 @@ class StateMachine:
         spec = spec_of(cfg)
         with self._lock:
             self._cfg = cfg
+            self._trip = _trip_rule(cfg)
             if self._link is not None:
                 self._link.retry_seconds = cfg.store_retry_seconds
             if spec != self._spec:
@@ -577,6 +642,7 @@ class StateMachine:
     def metrics(self, state: BreakerState) -> BreakerMetrics:
         """A snapshot, the breaker being in ``state`` now."""
         with self._lock:
+            folded = self._fold()  # the failures waiting, so the counts are exact
             successes = self._tally.take()
             refused = self._refusals.take() if self._refusals is not UNUSED else 0
             history = self._history
@@ -584,6 +650,7 @@ class StateMachine:
                 history = self._history = History()
             if history is not None:
                 history.rejected += refused
+        self._after(folded)
         if successes:
             counts = self._store().record(self.name, self._spec, successes, NO_OUTCOME, self._store_now())[0]
         else:
@@ -596,3 +663,10 @@ class StateMachine:
         return BreakerMetrics.of(
             self.name, state.value, counts, history, running, in_state, retry, health, store
         )
+
+
+def _trip_rule(cfg: BreakerConfig) -> tuple[int, int, float, float]:
+    """What a failure is checked against, read once per configuration: ``(min calls, consecutive failures
+    (0: off), failure rate, slow-call rate (infinite: off))``; the same rules as ``trip_reason``."""
+    slow = cfg.slow_call_rate if cfg.timed else math.inf
+    return (cfg.min_calls_in_window, cfg.consecutive_failures, cfg.failure_rate, slow)

@@ -67,9 +67,10 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from bounceback.core.breaker._window import OK, CountWindow, TimeWindow, WindowCounts
+from bounceback.core.breaker._window import CountWindow, TimeWindow, WindowCounts
 
-__all__ = ["BreakerStore", "MemoryBreakerStore", "NO_OUTCOME", "SharedState", "WindowSpec"]
+__all__ = ["BreakerStore", "KeyRecord", "MemoryBreakerStore", "NO_OUTCOME", "SharedState", "WindowSpec"]
+
 
 NO_OUTCOME = -1
 """``record`` with this outcome only adds the batch of successes."""
@@ -154,13 +155,15 @@ class BreakerStore(Protocol):
         ...
 
 
-class _Entry:
-    __slots__ = ("consecutive", "leases", "next_token", "probe_ok", "spec", "state", "window")
+class KeyRecord:
+    """What a :class:`MemoryBreakerStore` holds for one key: the window (with the run of consecutive
+    failures), the state and the probe leases. Guarded by the store's lock."""
+
+    __slots__ = ("leases", "next_token", "probe_ok", "spec", "state", "window")
 
     def __init__(self, spec: WindowSpec, state: SharedState) -> None:
         self.spec = spec
         self.window = spec.new_window()
-        self.consecutive = 0
         self.state = state
         self.leases: dict[int, float] = {}
         self.next_token = 1
@@ -168,7 +171,7 @@ class _Entry:
 
 
 _INITIAL = SharedState("closed", 0, 0.0)
-_counts = tuple.__new__
+_counts = tuple.__new__  # a WindowCounts from a window's plain tuple, built in C
 
 
 class MemoryBreakerStore:
@@ -176,6 +179,10 @@ class MemoryBreakerStore:
 
     Breakers of the same name on one ``MemoryBreakerStore(shared=True)`` behave like the breakers of
     several processes on one database: they share one window and one state and race through versions.
+
+    ``lock`` guards the store (default: a lock of its own). A breaker's own store is made with the
+    breaker's lock, so that the breaker records a failure under one lock, through the key's
+    :class:`KeyRecord` (:meth:`entry`), and decides on it in the same step.
 
     >>> from bounceback.core.breaker._window import FAILED
     >>> store = MemoryBreakerStore()
@@ -186,16 +193,32 @@ class MemoryBreakerStore:
 
     __slots__ = ("_entries", "_lock", "name", "shared")
 
-    def __init__(self, *, shared: bool = False, name: str = "memory") -> None:
+    def __init__(
+        self,
+        *,
+        shared: bool = False,
+        name: str = "memory",
+        lock: threading.Lock | threading.RLock | None = None,
+    ) -> None:
         self.name = name
         self.shared = shared
-        self._lock = threading.Lock()
-        self._entries: dict[str, _Entry] = {}
+        self._lock = lock or threading.Lock()
+        self._entries: dict[str, KeyRecord] = {}
 
-    def _entry(self, key: str, spec: WindowSpec | None) -> _Entry:
+    def entry(self, key: str, spec: WindowSpec) -> KeyRecord:
+        """The live record of ``key`` (made now if new; its window reshaped to ``spec`` if it differs).
+
+        For the store's owner, which calls :meth:`KeyRecord.add` on it with the store's lock held (a
+        breaker and its own store share one lock). The record stays the same object for the store's life:
+        a transition that clears the window replaces the window inside it.
+        """
+        with self._lock:
+            return self._entry(key, spec)
+
+    def _entry(self, key: str, spec: WindowSpec | None) -> KeyRecord:
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = _Entry(spec or WindowSpec("count", 100), _INITIAL)
+            entry = self._entries[key] = KeyRecord(spec or WindowSpec("count", 100), _INITIAL)
         elif spec is not None and entry.spec is not spec and entry.spec != spec:
             # A reconfigured window starts empty: old outcomes do not fit the new shape.
             entry.spec = spec
@@ -211,8 +234,7 @@ class MemoryBreakerStore:
     def seed(self, key: str, state: SharedState) -> None:
         """Store ``state`` as it is, with an empty window (used when a breaker falls back to local state)."""
         with self._lock:
-            entry = self._entries[key] = _Entry(WindowSpec("count", 100), state)
-            entry.state = state
+            self._entries[key] = KeyRecord(WindowSpec("count", 100), state)
 
     def record(
         self, key: str, spec: WindowSpec, successes: int, outcome: int, now: float
@@ -220,36 +242,12 @@ class MemoryBreakerStore:
         """Add ``successes`` then ``outcome``; return the counts and the state."""
         with self._lock:
             entry = self._entry(key, spec)
-            win = entry.window
-            if isinstance(win, CountWindow):
-                if successes == 1:
-                    win.add(OK)  # the common case: one success between two failures
-                elif successes:
-                    win.add_successes(successes)
-                if outcome >= 0:
-                    win.add(outcome)
-            else:
-                if successes:
-                    win.add_successes(successes, now)
-                if outcome >= 0:
-                    win.add(outcome, now)
-                else:
-                    win.expire(now)
-            if successes:
-                entry.consecutive = 0
-            if outcome >= 0:
-                entry.consecutive = entry.consecutive + 1 if outcome & 1 else 0
-            # tuple.__new__ builds the named tuple in C: a third of the cost of WindowCounts(...) per failure.
-            return _counts(WindowCounts, (win.calls, win.failures, win.slow, entry.consecutive)), entry.state
+            return _counts(WindowCounts, entry.window.record(successes, outcome, now)), entry.state
 
     def counts(self, key: str, spec: WindowSpec, now: float) -> WindowCounts:
         """The window counts at ``now``."""
         with self._lock:
-            entry = self._entry(key, spec)
-            win = entry.window
-            if isinstance(win, TimeWindow):
-                win.expire(now)
-            return WindowCounts(win.calls, win.failures, win.slow, entry.consecutive)
+            return self._entry(key, spec).window.counts(now)
 
     def transition(self, key: str, expected: int, new: SharedState, clear: bool) -> SharedState:
         """Compare-and-set the state on its version; empty the window too when ``clear``."""
@@ -264,7 +262,6 @@ class MemoryBreakerStore:
             entry.probe_ok = 0
             if clear:
                 entry.window = entry.spec.new_window()
-                entry.consecutive = 0
             return new
 
     def acquire_probe(self, key: str, version: int, limit: int, now: float, lease: float) -> int | None:

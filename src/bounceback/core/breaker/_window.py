@@ -12,7 +12,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-__all__ = ["CountWindow", "FAILED", "OK", "SLOW", "TimeWindow", "WindowCounts", "time_buckets"]
+__all__ = ["CountWindow", "Counts", "FAILED", "OK", "SLOW", "TimeWindow", "WindowCounts", "time_buckets"]
+
+Counts = tuple[int, int, int, int]
+"""What a window's ``record`` returns: the fields of :class:`WindowCounts`, in a plain tuple (built in a
+third of the time, on every failure; a store hands it on as a ``WindowCounts``)."""
 
 OK = 0
 FAILED = 1
@@ -43,73 +47,129 @@ class WindowCounts(NamedTuple):
 
 
 class CountWindow:
-    """The last ``size`` outcomes, in a ring of bytes.
+    """The last ``size`` outcomes, kept as a running count of every outcome ever added and the positions
+    of the failures and slow calls among them; and the run of consecutive failures at the newest end.
+
+    A success is only a step of the count: ``n`` successes cost the same as one, so a breaker that folds
+    the successes of its fast path into the window pays nothing per success. A failure (or slow call)
+    appends its position; positions that fell ``size`` outcomes behind the newest leave from the front.
+    Memory follows the failures in the window, not its size: a window of a million calls that sees few
+    failures stays small.
 
     >>> w = CountWindow(3)
     >>> for outcome in (FAILED, OK, FAILED, OK):
-    ...     w.add(outcome)
+    ...     _ = w.record(0, outcome)
     >>> w.calls, w.failures
     (3, 1)
     """
 
-    __slots__ = ("_buf", "_head", "calls", "failures", "size", "slow")
+    __slots__ = ("_failed", "_failed_head", "_slowed", "_slowed_head", "consecutive", "seen", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._buf = bytearray(size)
-        self._head = 0
-        self.calls = 0
-        self.failures = 0
-        self.slow = 0
+        self.seen = 0
+        """Outcomes ever added: the position of the newest."""
+        self.consecutive = 0
+        """Failures in a row at the newest end."""
+        # Positions, oldest first; those before the head have left the window. The list is cut now and
+        # then (see _drop), so each position is copied at most once more.
+        self._failed: list[int] = []
+        self._failed_head = 0
+        self._slowed: list[int] = []
+        self._slowed_head = 0
+
+    def record(self, successes: int, outcome: int, now: float = 0.0) -> Counts:  # noqa: ARG002
+        """Record ``successes`` plain successes, then one ``outcome`` (negative: none); the counts after, as
+        :class:`WindowCounts` holds them. (``now`` is for the time window's sake: a count has no time.)"""
+        if outcome != FAILED:
+            return self._record(successes, outcome)
+        # A plain failure (the breaker's every-failure step), kept short.
+        seen = self.seen + successes + 1
+        failed = self._failed
+        failed.append(seen)
+        run = 1 if successes else self.consecutive + 1
+        self.seen = seen
+        self.consecutive = run
+        oldest = seen - self.size  # positions up to this one have left the window
+        if oldest <= 0:
+            return (seen, len(failed), len(self._slowed), run)
+        head = self._failed_head
+        if failed[head] <= oldest:  # never past the end: the newest position is in the window
+            head = self._failed_head = _drop(failed, head, oldest)
+        slow = self._slow_left(oldest) if self._slowed else 0
+        return (self.size, len(failed) - head, slow, run)
+
+    def _record(self, successes: int, outcome: int) -> Counts:
+        seen = self.seen + successes
+        run = 0 if successes else self.consecutive
+        if outcome >= 0:
+            seen += 1
+            if outcome & FAILED:
+                self._failed.append(seen)
+                run += 1
+            else:
+                run = 0
+            if outcome & SLOW:
+                self._slowed.append(seen)
+        self.seen = seen
+        self.consecutive = run
+        oldest = seen - self.size
+        failed = self._failed
+        if oldest <= 0:
+            return (seen, len(failed), len(self._slowed), run)
+        head = self._failed_head
+        if head < len(failed) and failed[head] <= oldest:
+            head = self._failed_head = _drop(failed, head, oldest)
+        slow = self._slow_left(oldest) if self._slowed else 0
+        return (self.size, len(failed) - head, slow, run)
+
+    def _slow_left(self, oldest: int) -> int:
+        slowed = self._slowed
+        head = self._slowed_head
+        if head < len(slowed) and slowed[head] <= oldest:
+            head = self._slowed_head = _drop(slowed, head, oldest)
+        return len(slowed) - head
+
+    @property
+    def calls(self) -> int:
+        """Outcomes in the window."""
+        return min(self.seen, self.size)
+
+    @property
+    def failures(self) -> int:
+        """Failures in the window."""
+        return len(self._failed) - self._failed_head
+
+    @property
+    def slow(self) -> int:
+        """Slow calls in the window."""
+        return len(self._slowed) - self._slowed_head
+
+    def counts(self, now: float = 0.0) -> WindowCounts:  # noqa: ARG002 - as record
+        """The counts now."""
+        return WindowCounts(self.calls, self.failures, self.slow, self.consecutive)
 
     def add(self, outcome: int) -> None:
-        """Record one outcome, pushing out the oldest when the ring is full."""
-        buf = self._buf
-        head = self._head
-        if self.calls == self.size:
-            old = buf[head]
-            self.failures -= old & FAILED
-            self.slow -= (old & SLOW) >> 1
-        else:
-            self.calls += 1
-        buf[head] = outcome
-        self.failures += outcome & FAILED
-        self.slow += (outcome & SLOW) >> 1
-        head += 1
-        self._head = 0 if head == self.size else head
+        """Record one outcome."""
+        self.record(0, outcome)
 
     def add_successes(self, n: int) -> None:
-        """Record ``n`` plain successes at once (the fast path's batch), in C-speed slices."""
-        if n <= 0:
-            return
-        if n <= 4:
-            # A few (the common case: successes between two failures): one at a time beats three slices.
-            for _ in range(n):
-                self.add(0)
-            return
-        size = self.size
-        if n >= size:
-            self._buf = bytearray(size)
-            self._head = 0
-            self.calls = size
-            self.failures = self.slow = 0
-            return
-        buf = self._buf
-        head = self._head
-        end = head + n
-        # Slots never written hold 0 (a success), so counting failures in them subtracts nothing.
-        if end <= size:
-            region = bytes(buf[head:end])
-            buf[head:end] = bytes(n)
-        else:
-            region = bytes(buf[head:]) + bytes(buf[: end - size])
-            buf[head:] = bytes(size - head)
-            buf[: end - size] = bytes(end - size)
-        both = region.count(FAILED | SLOW)
-        self.failures -= region.count(FAILED) + both
-        self.slow -= region.count(SLOW) + both
-        self.calls = min(self.calls + n, size)
-        self._head = end % size
+        """Record ``n`` plain successes at once (the fast path's batch)."""
+        if n > 0:
+            self.record(n, -1)
+
+
+def _drop(positions: list[int], head: int, oldest: int) -> int:
+    """Move ``head`` past the positions up to ``oldest`` (they left the window); the new head. The list is
+    cut when most of it lies behind the head."""
+    end = len(positions)
+    head += 1
+    while head < end and positions[head] <= oldest:
+        head += 1
+    if head > 32 and head * 2 > end:
+        del positions[:head]
+        head = 0
+    return head
 
 
 def time_buckets(seconds: float) -> int:
@@ -139,6 +199,7 @@ class TimeWindow:
         "_width",
         "buckets",
         "calls",
+        "consecutive",
         "failures",
         "size",
         "slow",
@@ -155,6 +216,8 @@ class TimeWindow:
         self.calls = 0
         self.failures = 0
         self.slow = 0
+        self.consecutive = 0
+        """Failures in a row at the newest end (whatever their age)."""
 
     def expire(self, now: float) -> None:
         """Forget the buckets that fell out of the window by ``now``."""
@@ -200,3 +263,22 @@ class TimeWindow:
         self.expire(now)
         self._calls[(self._head or 0) % self.buckets] += n
         self.calls += n
+
+    def record(self, successes: int, outcome: int, now: float) -> Counts:
+        """Record ``successes`` plain successes, then one ``outcome`` (negative: none), at ``now``; the
+        counts after, as :class:`WindowCounts` holds them."""
+        run = 0 if successes else self.consecutive
+        if successes:
+            self.add_successes(successes, now)
+        if outcome >= 0:
+            self.add(outcome, now)
+            run = run + 1 if outcome & FAILED else 0
+        else:
+            self.expire(now)
+        self.consecutive = run
+        return (self.calls, self.failures, self.slow, run)
+
+    def counts(self, now: float) -> WindowCounts:
+        """The counts at ``now`` (what fell out of the window by then is forgotten)."""
+        self.expire(now)
+        return WindowCounts(self.calls, self.failures, self.slow, self.consecutive)
