@@ -22,23 +22,26 @@ _pools_lock = threading.Lock()
 
 def shared_instance(clock: Clock | None, key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
     """The instance kept under ``key`` for ``clock``, made by ``make`` the first time it is asked for."""
-    if clock is None or clock is SYSTEM_CLOCK:
-        # The common case, on every Policy's creation: found without the lock (a dict read is atomic), and
-        # the lock taken only to make the instance, once per operation.
+    system = clock is None or clock is SYSTEM_CLOCK
+    if system:
+        # The common case, on every Policy's creation: found without the lock (a dict read is atomic); the
+        # lock is taken to make one, once per operation (making one may attach it to a shared store: two
+        # threads racing must not both make one).
         found = _system_pool.get(key)
         if found is not None:
             return cast(_T, found)
-    with _pools_lock:
-        if clock is None or clock is SYSTEM_CLOCK:
-            pool: dict[tuple[Any, ...], Any] | None = _system_pool
+    _pools_lock.acquire()  # acquire/release cost half of a ``with`` block
+    try:
+        if system:
+            pool: dict[tuple[Any, ...], Any] = _system_pool
         else:
             try:
                 pool = _pools.setdefault(clock, {})
             except TypeError:  # a clock that cannot be weakly referenced: each policy gets its own
-                pool = None
-        if pool is None:
-            return make()
+                return make()
         found = pool.get(key)
         if found is None:
             found = pool[key] = make()
         return cast(_T, found)
+    finally:
+        _pools_lock.release()

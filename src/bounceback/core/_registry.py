@@ -33,18 +33,26 @@ class Registry:
     def add_policy(self, policy: Any) -> None:
         """Register ``policy`` under its operation name (the newest one wins)."""
         ref = weakref.ref(policy)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # on every creation: acquire/release cost half of a ``with`` block
+        try:
             self._policies[policy.operation] = ref
             if len(self._policies) >= self._sweep_at["policies"]:
                 self._sweep("policies", self._policies)
+        finally:
+            lock.release()
 
     def add_breaker(self, breaker: Any) -> None:
         """Register ``breaker`` under its name (the newest one wins)."""
         ref = weakref.ref(breaker)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # on every creation: acquire/release cost half of a ``with`` block
+        try:
             self._breakers[breaker.name] = ref
             if len(self._breakers) >= self._sweep_at["breakers"]:
                 self._sweep("breakers", self._breakers)
+        finally:
+            lock.release()
 
     def _sweep(self, kind: str, table: dict[str, weakref.ref[Any]]) -> None:
         # Under the lock: drop the entries whose object is gone, and sweep next when the live ones double.

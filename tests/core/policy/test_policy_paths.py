@@ -64,7 +64,7 @@ class Seen:
 def run_once(
     steps: list[str],
     attempts: int,
-    gated: bool,
+    gated: bool | str,
     form: str,
     seed: int,
     deadline: float | None,
@@ -74,8 +74,24 @@ def run_once(
     bus = EventBus()
     if form == "listened":
         bus.subscribe(lambda event: None)  # someone listens: every recovery takes the recorded path
-    breaker = CircuitBreaker("dep", failure_rate=100, clock=clock, bus=bus) if gated else None
-    limiter = ConcurrencyLimiter(4) if gated else None
+    # gated: True for the chain (limiter and breaker); "opens-at-1" / "opens-at-2" for a breaker alone (the
+    # wrappers' no-permit route), warmed with ten successes so that it stays on that route after a failure,
+    # which opens at one failure or two in a row (so some scripts open it between two attempts).
+    if isinstance(gated, str):
+        breaker = CircuitBreaker(
+            "dep",
+            consecutive_failures=int(gated[-1]),
+            failure_rate=100,
+            clock=clock,
+            bus=bus,
+            rng=random.Random(seed),
+        )
+        for _ in range(10):
+            breaker.call(int)
+        assert breaker.fast_path
+    else:
+        breaker = CircuitBreaker("dep", failure_rate=100, clock=clock, bus=bus) if gated else None
+    limiter = ConcurrencyLimiter(4) if gated is True else None
     budget = RetryBudget(1.0, min_per_second=0.5, window=10, clock=clock)
     for _ in range(3):
         budget.record_call()
@@ -116,13 +132,13 @@ def run_once(
 @given(
     steps=STEPS,
     attempts=st.integers(1, 4),
-    gated=st.booleans(),
+    gated=st.sampled_from([False, True, "opens-at-1", "opens-at-2"]),
     seed=st.integers(0, 1000),
     deadline=st.sampled_from([None, 0.5, 30.0]),
     zero=st.booleans(),
 )
 def test_the_short_routes_decide_as_the_recorded_path(
-    steps: list[str], attempts: int, gated: bool, seed: int, deadline: float | None, zero: bool
+    steps: list[str], attempts: int, gated: bool | str, seed: int, deadline: float | None, zero: bool
 ) -> None:
     listened = run_once(steps, attempts, gated, "listened", seed, deadline, zero)
     assert run_once(steps, attempts, gated, "decorated", seed, deadline, zero) == listened

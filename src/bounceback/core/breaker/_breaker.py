@@ -49,11 +49,13 @@ from bounceback.core.breaker._metrics import BreakerMetrics
 from bounceback.core.breaker._store import BreakerStore
 from bounceback.core.breaker._window import FAILED, OK, SLOW
 from bounceback.core.classify._rules import (
+    DEFAULT_CLASSIFIER,
     Classification,
     Classifier,
     ClassifierLike,
     ErrorKind,
     as_classifier,
+    classify_by_defaults,
 )
 from bounceback.errors import CircuitOpenError, ConfigError
 
@@ -343,7 +345,8 @@ class CircuitBreaker:
         """Decorate a function (sync or ``async def``) so every call goes through the breaker."""
         if inspect.iscoroutinefunction(fn):
             return forms.decorate(self, fn)
-        classify = self._classifier.classify
+        given = self._classifier
+        classify = classify_by_defaults if given is DEFAULT_CLASSIFIER else given.classify
         acquire = self.acquire
         release = self.release
         abandon = self.abandon

@@ -667,6 +667,15 @@ class StateMachine:
 
 def _trip_rule(cfg: BreakerConfig) -> tuple[int, int, float, float]:
     """What a failure is checked against, read once per configuration: ``(min calls, consecutive failures
-    (0: off), failure rate, slow-call rate (infinite: off))``; the same rules as ``trip_reason``."""
+    (0: off), failure rate, slow-call rate (infinite: off))``; the same rules as ``trip_reason``. The
+    breakers of one configuration (all those left at the defaults) share one tuple."""
+    last_cfg, rule = _LAST_TRIP[0]
+    if last_cfg is cfg:
+        return rule
     slow = cfg.slow_call_rate if cfg.timed else math.inf
-    return (cfg.min_calls_in_window, cfg.consecutive_failures, cfg.failure_rate, slow)
+    rule = (cfg.min_calls_in_window, cfg.consecutive_failures, cfg.failure_rate, slow)
+    _LAST_TRIP[0] = (cfg, rule)  # one tuple, swapped whole: a reader on another thread sees a matching pair
+    return rule
+
+
+_LAST_TRIP: list[tuple[BreakerConfig | None, tuple[int, int, float, float]]] = [(None, (0, 0, 0.0, 0.0))]

@@ -24,7 +24,7 @@ from bounceback.errors import (
     RetriesExhausted,
 )
 
-__all__ = ["forget_types"]
+__all__ = ["SETTLED", "forget_types"]
 
 # errno values that describe a passing condition of the network or the machine.
 _TRANSIENT_ERRNOS = {
@@ -86,6 +86,10 @@ class _Inspect:
 _INSPECT = _Inspect()
 _TYPE_CACHE: dict[type[BaseException], Classification | _Inspect | None] = {}
 _TYPE_CACHE_MAX = 2048
+SETTLED: dict[type[BaseException], Classification] = {}
+"""The types whose verdict the defaults give from the type alone, and that verdict is not ``throttled``
+(which looks for a Retry-After hint on the instance): a classifier of the defaults alone answers an error
+of one of them with one look-up, unless the error carries its own mark. Filled as types are met."""
 
 
 def _stdlib(exc: BaseException) -> Classification | None:
@@ -97,6 +101,8 @@ def _stdlib(exc: BaseException) -> Classification | None:
             by_type = _by_type(cls)
             _TYPE_CACHE[cls] = by_type
             if by_type is not _INSPECT:
+                if isinstance(by_type, Classification) and by_type.kind is not ErrorKind.THROTTLED:
+                    SETTLED[cls] = by_type
                 return by_type  # type: ignore[return-value]
         return _by_instance(exc)
     return verdict  # type: ignore[return-value]
@@ -105,6 +111,7 @@ def _stdlib(exc: BaseException) -> Classification | None:
 def forget_types() -> None:
     """Drop the verdicts cached per type (an error pack was registered or removed)."""
     _TYPE_CACHE.clear()
+    SETTLED.clear()
 
 
 when_packs_change(forget_types)

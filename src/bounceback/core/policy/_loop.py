@@ -95,13 +95,15 @@ class AttemptLoop:
         self.again = again
         # Looked up once: the budget never changes for a policy, and counting a call is on every call.
         self.count_call: Callable[[], object] | None = getattr(engine.budget, "count_call", None)
-        self.fast = False
-        self.quiet = False
-        self.configure(engine.cfg)
+        self.fast = self.quiet = False
+        self._flags(engine.cfg)
 
     def configure(self, cfg: RetryConfig) -> None:
         """Put new limits in force (settings changed)."""
         self.engine.cfg = cfg
+        self._flags(cfg)
+
+    def _flags(self, cfg: RetryConfig) -> None:
         self.fast = cfg.attempt_timeout == math.inf and self.result_check is None and self.hedge is None
         # The fixed half of Engine.is_quiet: the half that changes (listeners, the run controls) is read when
         # a recovery starts.

@@ -106,7 +106,20 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                 except Exception as exc:
                     verdict = classify(exc)
                     release(None, verdict)
-                    return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                    if not (loop.quiet and not bus.listening and not run_controls.enabled):
+                        return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                    # As in the wrappers without gates: decided here, and a retry without a wait made here
+                    # while the breaker still needs no permit (the failure may have tripped it).
+                    now = monotonic()
+                    decision = decide(1, 0.0, now, exc, verdict, now, None)
+                    if decision != 0 or not gates.fast_path:
+                        return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
+                    try:
+                        result = fn(*args, **kwargs)
+                    except Exception as error:
+                        again = classify(error)
+                        release(None, again)
+                        return recover(fn, args, kwargs, -1.0, error, again, None, (now, 0.0, exc, verdict))
                 count_success()
                 return result
             # The gates' own calls and nothing else: no outcome tuple, no clock read (see AttemptLoop).

@@ -128,8 +128,10 @@ class Backoff:
 
     def delay(self, retry: int, previous: float, rng: random.Random | Any) -> float:
         """The wait before retry number ``retry`` (0-based). ``previous`` is the last wait (decorrelated)."""
-        bases = self._bases
-        base = bases[retry] if retry < len(bases) else self._base(retry)
+        try:
+            base = self._bases[retry]
+        except IndexError:  # past the cap
+            base = self._base(retry)
         jitter = self.jitter
         # Module-level aliases: an enum member read through its class costs a descriptor call each time.
         if jitter is _FULL:

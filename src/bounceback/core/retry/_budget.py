@@ -416,11 +416,10 @@ def budget_from_settings(settings: Any, operation: str | None, clock: Clock | No
         # The built-in defaults, read and validated once: a new operation's budget costs the object alone.
         if not _BUILT_IN_ON:
             return None
-        return _shared(
-            clock,
-            ("budget", name, _BUILT_IN, None),
-            lambda: RetryBudget.of_rule(_built_in_rule(), name, clock, None),
-        )
+        # Keyed by the name alone (a pair of strings hashes at once: the rule is the same for all), and
+        # made by a bound method rather than a new closure: a new operation's budget costs little more
+        # than the object.
+        return _shared(clock, ("budget", name), functools.partial(_built_in_budget, name, clock))
     values = {**DEFAULTS, **settings.effective(operation)}
     if not values["budget.enabled"]:
         return None
@@ -438,6 +437,10 @@ def budget_from_settings(settings: Any, operation: str | None, clock: Clock | No
 
 _BUILT_IN_ON: bool = DEFAULTS["budget.enabled"]
 _BUILT_IN = (DEFAULTS["budget.ratio"], DEFAULTS["budget.min_per_second"], DEFAULTS["budget.window"])
+
+
+def _built_in_budget(name: str, clock: Clock | None) -> RetryBudget:
+    return RetryBudget.of_rule(_built_in_rule(), name, clock, None)
 
 
 @functools.cache

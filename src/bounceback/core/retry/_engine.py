@@ -26,6 +26,7 @@ from bounceback.core.classify._rules import (
     ClassifierLike,
     ErrorKind,
     as_classifier,
+    classify_by_defaults,
 )
 from bounceback.core.retry._state import (
     AttemptRecord,
@@ -58,10 +59,9 @@ __all__ = [
 _RNG = random.Random()
 _RESULT = Classification(ErrorKind.TRANSIENT, "the result was rejected by retry_if_result")
 
-_CLASSIFY_DEFAULTS = DEFAULT_CLASSIFIER.classify
-_SHED = (CircuitOpenError, RequestThrottled)
 _INF = math.inf
 _PERMANENT = ErrorKind.PERMANENT  # read on every failure: an enum member through its class costs a call
+_THROTTLED = ErrorKind.THROTTLED
 REFUSALS = (CircuitOpenError, BulkheadFull, RequestThrottled)
 """What a gate (breaker, bulkhead, throttle) raises to refuse an attempt without running it: a failed
 attempt for the engine to decide on, never an error to let through."""
@@ -120,17 +120,18 @@ class Engine:
     """The decisions of recovery for one policy. Holds no per-call state: a :class:`Run` does."""
 
     __slots__ = (
+        "_cfg",
+        "_plan",
         "breaker",
         "budget",
         "bus",
         "cancel",
-        "cfg",
         "classifier",
         "classify",
         "clock",
         "operation",
         "rng",
-        "spend_at",
+        "spend",
     )
 
     def __init__(
@@ -147,15 +148,13 @@ class Engine:
         budget: BudgetPort | None,
     ) -> None:
         self.operation = operation
-        self.cfg = cfg
-        if classifier is None:
-            # The defaults: one bound method for every engine that uses them (an object less per policy).
-            self.classifier = DEFAULT_CLASSIFIER
-            self.classify: Callable[[BaseException], Classification] = _CLASSIFY_DEFAULTS
-        else:
-            self.classifier = as_classifier(classifier)
-            # Bound once: classifying is on every failure.
-            self.classify = self.classifier.classify
+        self._cfg = cfg
+        self._plan = _plan_of(cfg)
+        self.classifier = DEFAULT_CLASSIFIER if classifier is None else as_classifier(classifier)
+        # Bound once: classifying is on every failure. The defaults' common case is a plain function.
+        self.classify: Callable[[BaseException], Classification] = (
+            classify_by_defaults if self.classifier is DEFAULT_CLASSIFIER else self.classifier.classify
+        )
         self.clock = clock
         # One generator for every policy unless a test injects its own: a Random each would cost 2.5 KB
         # and 20 µs to seed, and jitter needs no more than independent draws.
@@ -164,10 +163,25 @@ class Engine:
         self.cancel = cancel
         self.breaker = breaker
         self.budget = budget
-        # A budget on the engine's own clock is handed the reading the decision already took.
-        self.spend_at: Callable[[str, float], bool] | None = None
-        if budget is not None and getattr(budget, "clock", None) is clock:
-            self.spend_at = getattr(budget, "try_spend", None)
+        # What a retry is charged to: a budget on the engine's own clock is handed the reading the
+        # decision already took; any other reads its own.
+        self.spend: Callable[[str, float], bool] | None = None
+        if budget is not None:
+            on_our_clock = getattr(budget, "clock", None) is clock
+            self.spend = (
+                cast("Callable[[str, float], bool]", budget.try_spend) if on_our_clock else _own_clock(budget)
+            )
+
+    @property
+    def cfg(self) -> RetryConfig:
+        """The limits in force."""
+        return self._cfg
+
+    @cfg.setter
+    def cfg(self, cfg: RetryConfig) -> None:
+        # Replaced whole when settings change; what decide() reads on every failure is laid out once.
+        self._plan = _plan_of(cfg)
+        self._cfg = cfg
 
     def start(self, started: float) -> Run:
         """A new run whose first attempt began at monotonic time ``started`` (negative: unknown, the first
@@ -220,37 +234,36 @@ class Engine:
         The one place where recovery decides, for every form (decorator, call, block, sync and async). A
         retry it allows has been charged to the budget.
         """
-        cfg = self.cfg
-        if verdict.kind is _PERMANENT:
+        kind = verdict.kind
+        if kind is _PERMANENT:
             return "permanent"
         if cancel is not None and cancel.is_cancelled:
             return "cancelled"
-        if cfg.attempts is not None and attempt >= cfg.attempts:
+        limit, deadline, backoff, cap = self._plan
+        if attempt >= limit:
             return "attempts"
-        delay = cfg.backoff.delay(attempt - 1, previous_delay, self.rng)
+        delay = backoff(attempt - 1, previous_delay, self.rng)
         why = "backoff"
         hint = verdict.retry_after
-        # One type test in the common case: no hint, and neither an open breaker nor a throttle's refusal.
-        if hint is not None or isinstance(exc, _SHED):
+        # Nothing more to look at in the common case: no hint, and not throttled (a throttle's refusal is;
+        # a breaker's refusal without a hint, forced open, changes nothing here).
+        if hint is not None or kind is _THROTTLED:
             refused = isinstance(exc, CircuitOpenError)
-            if hint is not None and min(hint, cfg.max_retry_after) > delay:
-                delay = min(hint, cfg.max_retry_after)
+            if hint is not None and min(hint, cap) > delay:
+                delay = min(hint, cap)
                 why = "breaker" if refused else "retry-after"
             if isinstance(exc, RequestThrottled):
                 # Shed locally: a retry would most likely be shed too, and would count as one more request.
                 return "throttled"
-            if refused and hint is not None and hint > cfg.max_retry_after:
+            if refused and hint is not None and hint > cap:
                 # Fail fast: waiting out only part of an open time would meet the same refusal.
                 return "breaker"
-        if cfg.deadline != _INF and (now - started) + delay >= cfg.deadline:
+        if (now - started) + delay >= deadline:
             # Waiting would end past the deadline: no attempt could start in time. So a call that meets an
             # open breaker waits for its probe only when the probe comes within it.
             return "deadline" if why == "backoff" else why
-        budget = self.budget
-        spend_at = self.spend_at
-        if budget is not None and not (
-            spend_at(self.operation, now) if spend_at is not None else budget.try_spend(self.operation)
-        ):
+        spend = self.spend
+        if spend is not None and not spend(self.operation, now):
             # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause when
             # the calls that waited for probes are left out of the budget (docs/simulator.md).
             return "budget"
@@ -430,3 +443,25 @@ class Engine:
             _cause(run),
             self.cfg.attempts,
         )
+
+
+def _plan_of(cfg: RetryConfig) -> Plan:
+    """What :meth:`Engine.decide` reads of ``cfg``: ``(attempts (infinite: no limit), deadline, the backoff's
+    delay, max_retry_after)``. Configurations are shared (the policies left at the defaults have one), and so
+    is the plan of the last one asked for."""
+    last_cfg, plan = _LAST_PLAN[0]
+    if last_cfg is cfg:
+        return plan
+    limit = _INF if cfg.attempts is None else cfg.attempts
+    plan = (limit, cfg.deadline, cfg.backoff.delay, cfg.max_retry_after)
+    _LAST_PLAN[0] = (cfg, plan)  # one tuple, swapped whole: a reader on another thread sees a matching pair
+    return plan
+
+
+Plan = tuple[float, float, Callable[[int, float, Any], float], float]
+_LAST_PLAN: list[tuple[RetryConfig | None, Plan]] = [(None, (0.0, 0.0, lambda *_: 0.0, 0.0))]
+
+
+def _own_clock(budget: BudgetPort) -> Callable[[str, float], bool]:
+    """``try_spend`` of a budget on a clock of its own: the engine's reading means nothing to it."""
+    return lambda operation, _now: budget.try_spend(operation)
