@@ -46,6 +46,7 @@ from bounceback.core.breaker._control import Limits
 from bounceback.core.breaker._core import BreakerState
 from bounceback.core.breaker._machine import COUNTED, PROBE, UNUSED, StateMachine
 from bounceback.core.breaker._metrics import BreakerMetrics
+from bounceback.core.breaker._shared_machine import SharedMachine
 from bounceback.core.breaker._store import BreakerStore
 from bounceback.core.breaker._window import FAILED, OK, SLOW
 from bounceback.core.classify._rules import (
@@ -172,20 +173,22 @@ class CircuitBreaker:
         self._cfg = cfg
         self._refusals: Tally = UNUSED
         self._limits = part
-        self._machine = StateMachine(
-            self.name,
-            cfg,
-            now=now,
-            wall=time.time if real else clock.wall,
-            bus=bus,
-            # One generator for every breaker unless a test injects its own: a Random per breaker would
-            # cost 2.5 KB each, and open-time jitter needs no more than independent draws.
-            rng=rng if rng is not None else _RNG,
-            store=store,
-            health_check=health_check,
-            timers=real if timers is None else bool(timers),
-            publish=self._published,
-        )
+        wall = time.time if real else clock.wall
+        # One generator for every breaker unless a test injects its own: a Random per breaker would cost
+        # 2.5 KB each, and open-time jitter needs no more than independent draws.
+        draw = rng if rng is not None else _RNG
+        timed = real if timers is None else bool(timers)
+        publish = self._published
+        if store is None:
+            self._machine = StateMachine(
+                self.name, cfg, now=now, wall=wall, bus=bus, rng=draw, health_check=health_check,
+                timers=timed, publish=publish,
+            )  # fmt: skip
+        else:
+            self._machine = SharedMachine(
+                self.name, cfg, now=now, wall=wall, bus=bus, rng=draw, store=store, health_check=health_check,
+                timers=timed, publish=publish,
+            )  # fmt: skip
         self._shared = self._machine.shared
         self.count_success = self._machine.count_success
         if part is not None and settings is not None and not isinstance(settings, Mapping):

@@ -1,17 +1,18 @@
 """The state machine of a circuit breaker: the part that decides, and the parts it owns.
 
-:class:`StateMachine` holds the state and all that changes it: the store (the breaker's own, or a
-:class:`~._link.StoreLink` around a store that can fail), the transitions (each a compare-and-set through
-the store), the half-open probe permits, the bookkeeping of failures, manual control, the
-:class:`~._health.HealthChecker` and the :class:`~._metrics.History`. Its ``CircuitBreaker`` holds the
-per-call path and a read-only copy of what that path reads (state, epoch, open-until, flags, config,
-refusal tally), which the machine *publishes* through one callback, under its lock, whenever it changes.
+:class:`StateMachine` holds the state and all that changes it: the breaker's own in-memory store, the
+transitions (each a compare-and-set through the store), the half-open probe permits, the bookkeeping of
+failures, manual control, the :class:`~._health.HealthChecker` and the :class:`~._metrics.History`. A
+breaker given a store runs a :class:`~._shared_machine.SharedMachine` instead: the same machine over a
+:class:`~._link.StoreLink`. Its ``CircuitBreaker`` holds the per-call path and a read-only copy of what
+that path reads (state, epoch, open-until, flags, config, refusal tally), which the machine *publishes*
+through one callback, under its lock, whenever it changes.
 
 Locking: ``_lock`` (re-entrant: a store link falling back during a transition re-enters it) guards the
-state and the counters. It is held for a few attribute writes and, on a state change, for the store's
-compare-and-set (rare); a failure is recorded under it in one go when the store is the breaker's own
-in-memory store. It is never held while user code runs: events are emitted, and health checks run, after
-it is released.
+state and the counters, and the own store shares it. It is held for a few attribute writes and, on a
+state change, for the store's compare-and-set (rare). A failure is recorded and decided under it in one
+step; a thread that finds it taken hands its failure to the holder instead of waiting (see ``record``).
+It is never held while user code runs: events are emitted, and health checks run, after it is released.
 
 Lazy parts: the in-memory store is made at the first outcome recorded; the history at the first
 transition; the refusal tally when the breaker first leaves CLOSED; the health checker when a health check
@@ -26,7 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bounceback.core._events import CallRejected, EventBus, StoreRecovered, StoreUnavailable
+from bounceback.core._events import CallRejected, EventBus
 from bounceback.core._tally import Tally
 from bounceback.core.breaker._config import BreakerConfig, trip_reason
 from bounceback.core.breaker._core import ALLOWED_TRANSITIONS, EVENTS, BreakerState, Change, is_warm, spec_of
@@ -41,7 +42,7 @@ from bounceback.core.breaker._store import (
     SharedState,
 )
 from bounceback.core.breaker._window import OK, SLOW, Counts, WindowCounts
-from bounceback.errors import BulkheadFull, CircuitOpenError, StoreError
+from bounceback.errors import BulkheadFull, CircuitOpenError
 
 __all__ = ["COUNTED", "PROBE", "Publish", "StateMachine", "UNUSED"]
 
@@ -81,7 +82,6 @@ class StateMachine:
         wall: Callable[[], float],
         bus: EventBus,
         rng: random.Random,
-        store: BreakerStore | None,
         health_check: Callable[[], Any] | None,
         timers: bool,
         publish: Publish,
@@ -118,36 +118,17 @@ class StateMachine:
         # Failures waiting to be recorded in the own store, each ``outcome | epoch << 2``; see record().
         self._pending: list[int] | None = None
         self._combining = False
-        self._link: StoreLink | None = None
+        self._link: StoreLink | None = None  # a store given to the breaker, behind its link (SharedMachine)
         self.shared = False
-        if store is not None:
-            self._link = StoreLink(store, self._local_state, self._store_away, now, cfg.store_retry_seconds)
-            self._io = self._link
-            self.shared = self._link.shared
-            counter = self._link.success_counter(name, self._spec)
-            if counter is not None:
-                # The store counts this breaker's fast-path successes itself (a batching store): a success
-                # costs a bump of its counter, and a look at the clock for the next sync of the state.
-                self._bump = counter
-                self.count_success = self._count_shared
-            # A store that hears of changes made elsewhere (a push) tells the breaker at once, so the next
-            # admission sees a fleet's force-open without any check on the success path.
-            self._link.on_state_change(name, self.changed_elsewhere)
         self.health: HealthChecker | None = None
         """The health checker part, once made (see :meth:`checker`)."""
         if health_check is not None:
             self.checker(health_check)
         self.plain = self.fast_path = False
         self._reflags()
-        if store is not None:
-            stored = self._store().load(name)
-            if stored is not None and stored.version != self._epoch:
-                with self._lock:
-                    change = self._adopt(stored)
-                self._after(change)
 
     def _store(self) -> BreakerStore | StoreLink:
-        """The store port: the link to the store given, or the breaker's own memory store (made now)."""
+        """The store port: the breaker's own memory store (made now); the link to a store given to it."""
         io = self._io
         if io is None:
             with self._lock:
@@ -163,7 +144,7 @@ class StateMachine:
     @property
     def store(self) -> BreakerStore:
         """The store holding the window and the state (the breaker's own in-memory store unless given one)."""
-        return self._link.store if self._link is not None else self._store()
+        return self._store()  # the own store here (SharedMachine answers with the store given)
 
     # -- admitting calls that need more than a look at the state ----------------------------------------
 
@@ -186,7 +167,10 @@ class StateMachine:
         """Tell the listeners that a call was refused (the caller checked that someone listens)."""
         self._bus.emit(CallRejected(self.name, self._wall(), state, retry_at))
 
-    def _refuse(self, error: Exception, state: str, retry_at: float | None) -> Exception:
+    def sync(self, now: float) -> None:
+        """Adopt a state written elsewhere: nothing to do on the breaker's own store (see SharedMachine)."""
+
+    def refuse(self, error: Exception, state: str, retry_at: float | None) -> Exception:
         self.refusal_tally().bump()
         if self._bus.listening:
             self.emit_rejected(state, retry_at)
@@ -204,21 +188,7 @@ class StateMachine:
     def admit_closed(self, acquire: Callable[[], Any]) -> Any:
         """Admit a call while closed when it needs a permit (``acquire`` starts over when the state moved)."""
         now = self._now()
-        if self.shared and now >= self.next_sync:
-            self.sync(now)
-            if self._state is not _C:
-                return acquire()
-        cfg = self._cfg
-        link = self._link
-        if link is not None and link.degraded and cfg.store_unavailable == "fail-closed":
-            self._reconnect()
-            if link.degraded:
-                wait = max(0.0, link.retry_at - now)
-                at = self._wall() + wait
-                raise self._refuse(
-                    CircuitOpenError(self.name, "store_unavailable", at, wait), "store_unavailable", at
-                )
-        limit = cfg.max_in_flight
+        limit = self._cfg.max_in_flight
         if not limit:
             return (0, self._epoch, now, 0)
         with self._lock:
@@ -228,7 +198,7 @@ class StateMachine:
                 return (COUNTED, self._epoch, now, 0)
         if not closed:
             return acquire()
-        raise self._refuse(BulkheadFull(self.name, limit), "closed", None)
+        raise self.refuse(BulkheadFull(self.name, limit), "closed", None)
 
     def admit_probe(self, acquire: Callable[[], Any]) -> Any:
         """Admit a half-open probe if a permit is free, or refuse."""
@@ -250,54 +220,40 @@ class StateMachine:
         if self._epoch != epoch:
             return acquire()
         # The probes in flight decide soon; come back after your own backoff.
-        raise self._refuse(
+        raise self.refuse(
             CircuitOpenError(self.name, "half_open", self._wall(), 0.0), "half_open", self._wall()
         )
 
     def record(self, outcome: int, epoch: int) -> None:
         """Record one outcome (``OK`` / ``FAILED`` with the ``SLOW`` bit) of a call admitted in ``epoch``
         (-1: now); trip the breaker when the window says so."""
-        link = self._link
-        if link is None:
-            # The breaker's own memory store: record and decide under the lock it shares with the store.
-            # Threads failing together do not queue on the lock (a thread the scheduler pauses inside it
-            # would hold them all up): one that finds it taken leaves its outcome in ``_pending`` for the
-            # holder, which looks there after letting go (see _combine).
+        # The breaker's own memory store: record and decide under the lock it shares with the store.
+        # Threads failing together do not queue on the lock (a thread the scheduler pauses inside it
+        # would hold them all up): one that finds it taken leaves its outcome in ``_pending`` for the
+        # holder, which looks there after letting go (see _combine).
+        own = self._own
+        if own is None:
+            self._store()
             own = self._own
-            if own is None:
-                self._store()
-                own = self._own
-                assert own is not None
-            lock = self._lock
-            if epoch < 0:
-                epoch = self._epoch
-            if lock.acquire(False):
-                self._combining = True
-                try:
-                    counts = own.window.record(self._tally.take(), outcome, self._now())
-                    change = self._decide(counts, None, epoch)
-                finally:
-                    self._combining = False
-                    lock.release()
-                if change is not None:
-                    self._after(change)
-                if not self._pending:
-                    return
-            else:
-                self._pending.append(outcome | epoch << 2)  # type: ignore[union-attr]  # made with _own
-            self._combine()
-            return
-        # A store of the user's may do I/O: no lock around it.
-        if link.degraded:
-            self._reconnect()
-        with self._lock:
-            successes = self._tally.take()
-            if epoch < 0:
-                epoch = self._epoch
-        counts, stored = link.record(self.name, self._spec, successes, outcome, self._store_now())
-        with self._lock:
-            change = self._decide(counts, stored, epoch)
-        self._after(change)
+            assert own is not None
+        lock = self._lock
+        if epoch < 0:
+            epoch = self._epoch
+        if lock.acquire(False):
+            self._combining = True
+            try:
+                counts = own.window.record(self._tally.take(), outcome, self._now())
+                change = self._decide(counts, None, epoch)
+            finally:
+                self._combining = False
+                lock.release()
+            if change is not None:
+                self._after(change)
+            if not self._pending:
+                return
+        else:
+            self._pending.append(outcome | epoch << 2)  # type: ignore[union-attr]  # made with _own
+        self._combine()
 
     def _combine(self) -> None:
         """Record the outcomes waiting in ``_pending``, unless the thread holding the lock records (it
@@ -489,75 +445,6 @@ class StateMachine:
             self._bus.emit(event)
         if state is _O:
             self._opened()
-
-    # -- a store shared with other processes, and a store that fails -------------------------------------
-
-    def _count_shared(self) -> None:
-        """``count_success`` on a store that counts successes itself: bump its counter; sync when due."""
-        self._bump()  # type: ignore[misc]  # set together with this method (__init__)
-        now = self._now()
-        if now >= self.next_sync:
-            self.sync(now)
-
-    def changed_elsewhere(self, stored: SharedState) -> None:
-        """A state written by another process reached the store (its push feed or flusher thread): adopt it
-        now if it is newer than ours, so the next call is admitted or refused by it."""
-        link = self._link
-        if link is None or link.degraded:
-            return  # on local state while the store is away: the reconnection adopts the store's state
-        with self._lock:
-            change = self._adopt(stored) if stored.version > self._epoch else None
-        self._after(change)
-
-    def sync(self, now: float) -> None:
-        """Shared stores, at most every ``sync_seconds``: adopt a state written elsewhere."""
-        link = self._link
-        if link is None:
-            return
-        self.next_sync = now + self._cfg.sync_seconds
-        if link.degraded:
-            self._reconnect()
-            return
-        stored = link.load(self.name)
-        if stored is None or stored.version == self._epoch:
-            return
-        with self._lock:
-            change = self._adopt(stored) if stored.version != self._epoch else None
-        self._after(change)
-
-    def _local_state(self) -> SharedState:
-        """The state to carry on with locally (the store link asks when its store fails)."""
-        store_now = self._store_now()
-        until = None
-        if self._state is _O:
-            until = store_now + max(0.0, self._open_until - self._now())
-        return SharedState(self._state.value, self._epoch, store_now, until, self._reopens, "local")
-
-    def _store_away(self, error: StoreError) -> None:
-        """The store link fell back to local state: fail open or closed from now on, and say so once."""
-        with self._lock:
-            if self._bump is not None:
-                # Successes made on local state stay local, like the failures: the fleet's window gets
-                # neither (a store's counter would send the successes alone once it is back).
-                self._bump = self._tally.bump
-            self._reflags()
-        if self._bus.listening and self._link is not None:
-            self._bus.emit(StoreUnavailable(self.name, self._wall(), self._link.name, str(error)))
-
-    def _reconnect(self) -> None:
-        """While the store is away, and at most every ``store_retry_seconds``: is it back?"""
-        link = self._link
-        stored = link.reconnect(self.name) if link is not None else None
-        if stored is None or link is None:
-            return
-        with self._lock:
-            if self._bump is not None:
-                self._bump = link.success_counter(self.name, self._spec) or self._tally.bump
-            change = self._adopt(stored) if stored.version != self._epoch else None
-            self._reflags()
-        if self._bus.listening:
-            self._bus.emit(StoreRecovered(self.name, self._wall(), link.name))
-        self._after(change)
 
     # -- the health checker and timers -------------------------------------------------------------------
 

@@ -220,9 +220,12 @@ class MemoryBreakerStore:
         if entry is None:
             entry = self._entries[key] = KeyRecord(spec or WindowSpec("count", 100), _INITIAL)
         elif spec is not None and entry.spec is not spec and entry.spec != spec:
-            # A reconfigured window starts empty: old outcomes do not fit the new shape.
+            # A reconfigured window starts empty: old outcomes do not fit the new shape. The run of failures
+            # in a row is no window's: it carries over (as in the shared stores).
+            run = entry.window.consecutive
             entry.spec = spec
             entry.window = spec.new_window()
+            entry.window.consecutive = run
         return entry
 
     def load(self, key: str) -> SharedState | None:
