@@ -59,6 +59,7 @@ class Seen:
     breaker_failures: int
     slots_in_flight: int
     budget_retries: float
+    budget_calls: float
 
 
 def run_once(
@@ -125,6 +126,7 @@ def run_once(
         metrics.failures if metrics is not None else 0,
         limiter.in_flight if limiter is not None else 0,
         budget.reading().retries,
+        budget.reading().calls,
     )
 
 

@@ -410,6 +410,13 @@ class CircuitBreaker:
     # -- reading ---------------------------------------------------------------------------------------
 
     @property
+    def success_tally(self) -> Tally | None:
+        """The tally that :meth:`count_success` bumps, when it is one: a policy may count a success in it
+        together with its budget's call (one call into C for both; see ``Tally.paired``). None when a
+        shared store counts the successes itself."""
+        return self._machine.success_tally
+
+    @property
     def classifier(self) -> Classifier:
         """The classifier that decides what an error is (``DEFAULT_CLASSIFIER`` unless given)."""
         return self._classifier

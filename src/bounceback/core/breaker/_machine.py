@@ -70,7 +70,7 @@ class StateMachine:
         "__weakref__", "_bump", "_bus", "_cfg", "_combining", "_epoch", "_history", "_in_flight", "_io", "_link", "_lock",
         "_now", "_open_until", "_open_until_wall", "_own", "_pending", "_probes", "_publish", "_refusals", "_reopens", "_rng",
         "_since", "_spec", "_state", "_tally", "_timers", "_trip", "_wall", "_warm", "count_success", "fast_path",
-        "health", "name", "next_sync", "plain", "shared",
+        "health", "name", "next_sync", "plain", "shared", "success_tally",
     )  # fmt: skip
 
     def __init__(
@@ -113,6 +113,8 @@ class StateMachine:
         self._bump: Callable[[], object] | None = None
         self.count_success: Callable[[], object] = self._tally.bump
         """What the breaker calls to count a success made on its fast path (any thread, no lock)."""
+        self.success_tally: Tally | None = self._tally
+        """The tally ``count_success`` bumps, when it is one (None when a shared store counts them)."""
         self._io: BreakerStore | StoreLink | None = None  # the breaker's own store, made at first use
         self._own: KeyRecord | None = None  # the record of this breaker in its own store (same lock)
         # Failures waiting to be recorded in the own store, each ``outcome | epoch << 2``; see record().

@@ -68,6 +68,7 @@ class SharedMachine(StateMachine):
             # costs a bump of its counter, and a look at the clock for the next sync of the state.
             self._bump = counter
             self.count_success = self._count_shared
+            self.success_tally = None
         # A store that hears of changes made elsewhere (a push) tells the breaker at once, so the next
         # admission sees a fleet's force-open without any check on the success path.
         link.on_state_change(name, self.changed_elsewhere)

@@ -147,16 +147,17 @@ class Policy:
                 if v is not UNSET and not (k == "backoff" and v is None)
             }
         self._settings = settings
-        if throttle is None and settings is not None:
-            throttle = _throttle_from_settings(settings, operation, clock)
+        if settings is not None:
+            if throttle is None:
+                throttle = _throttle_from_settings(settings, operation, clock)
+            if limiter is None:
+                limiter = _limiter_from_settings(settings, operation, clock)
+            if rate_limit is None:
+                rate_limit = _rate_limit_from_settings(settings, operation, clock)
         if throttle is not None and not isinstance(throttle, AdaptiveThrottle):
             raise ConfigError("throttle", throttle, "a bounceback.AdaptiveThrottle, or None")
-        if limiter is None and settings is not None:
-            limiter = _limiter_from_settings(settings, operation, clock)
         if limiter is not None and not isinstance(limiter, ConcurrencyLimiter):
             raise ConfigError("limiter", limiter, "a bounceback.ConcurrencyLimiter, or None")
-        if rate_limit is None and settings is not None:
-            rate_limit = _rate_limit_from_settings(settings, operation, clock)
         if rate_limit is not None and not isinstance(rate_limit, RateLimiter):
             raise ConfigError("rate_limit", rate_limit, "a bounceback.RateLimiter, or None")
         self._given_breaker = breaker
@@ -172,7 +173,8 @@ class Policy:
             if pool is None:
                 pool = budget_from_settings(settings, operation, clock)
             budget = pool
-        _check_hedge(hedge, budget)
+        if hedge is not None:
+            _check_hedge(hedge, budget)
         # What every attempt passes: the breaker alone, or the chain rate limit → limiter → throttle → breaker.
         gates: BreakerPort | None = breaker
         if throttle is not None or limiter is not None or rate_limit is not None:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bounceback.core._control import run_controls
+from bounceback.core._tally import Tally
 from bounceback.core.policy._loop import AttemptLoop
 from bounceback.core.retry._engine import REFUSALS
 from bounceback.core.strategies._gates import Gates
@@ -93,17 +94,24 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
     acquire = gates.acquire
     release = gates.release
     abandon = gates.abandon
+    # A breaker alone and a budget, each counting in a Tally: a success is one count in both, made by one
+    # call into C (the budget counts the call after it ends; a call that fails is counted on its way out).
+    calls = getattr(eng.budget, "call_tally", None)
+    successes = getattr(gates, "success_tally", None)
+    both = None
+    if count_call is not None and isinstance(calls, Tally) and isinstance(successes, Tally):
+        both = Tally.paired(calls, successes)
 
     @functools.wraps(fn)
     def gated(*args: Any, **kwargs: Any) -> Any:
         if loop.fast:
-            if count_call is not None:
-                count_call()
             if gates.fast_path:
-                # A breaker alone that needs no permit: a success is one count.
+                # A breaker alone that needs no permit: a success is one count (two with a budget).
                 try:
                     result = fn(*args, **kwargs)
                 except Exception as exc:
+                    if count_call is not None:
+                        count_call()
                     verdict = classify(exc)
                     release(None, verdict)
                     if not (loop.quiet and not bus.listening and not run_controls.enabled):
@@ -120,8 +128,21 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                         again = classify(error)
                         release(None, again)
                         return recover(fn, args, kwargs, -1.0, error, again, None, (now, 0.0, exc, verdict))
-                count_success()
+                    count_success()
+                    return result
+                except BaseException:
+                    if count_call is not None:
+                        count_call()
+                    raise
+                if both is not None:
+                    next(both)
+                else:
+                    if count_call is not None:
+                        count_call()
+                    count_success()
                 return result
+            if count_call is not None:
+                count_call()
             # The gates' own calls and nothing else: no outcome tuple, no clock read (see AttemptLoop).
             try:
                 permit = acquire()

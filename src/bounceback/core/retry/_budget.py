@@ -277,7 +277,7 @@ class RetryBudget:
         "_local",
         "_lock",
         "_settled_at",
-        "_tally",
+        "call_tally",
         "count_call",
         "name",
         "rule",
@@ -312,7 +312,7 @@ class RetryBudget:
     def _start(self, rule: BudgetRule, name: str, clock: Clock | None, ledger: BudgetLedger | None) -> None:
         self.rule = rule
         self.name = name
-        self._clock = clock or SYSTEM_CLOCK
+        self._clock = clock = clock or SYSTEM_CLOCK
         # A ledger of its own can grant on credit (see try_spend); a shared one is asked every time. Its own
         # is made at the first settle: most budgets of a healthy program never need one.
         self._local: LocalLedger | None = None
@@ -320,10 +320,12 @@ class RetryBudget:
         self._credit_since = 0.0
         self._grants: tuple[float, Callable[[], object], int] = _NO_GRANTS
         self._lock = threading.Lock()
-        self._tally = Tally()
-        self.count_call = self._tally.bump
+        tally = self.call_tally = Tally()
+        """The tally of calls (``count_call`` bumps it): a policy may count a call in it together with
+        another tally (see :meth:`Tally.paired`)."""
+        self.count_call = tally.bump
         """Count one call: what policies call on the success path (thread-safe, exact, one C call)."""
-        self._settled_at = self._clock.monotonic()
+        self._settled_at = clock.monotonic()
 
     # ``operation`` belongs to the port (a ledger keyed per operation may want it); one budget is one pool.
     def record_call(self, operation: str = "") -> None:  # noqa: ARG002
@@ -368,7 +370,7 @@ class RetryBudget:
 
     def _settle_locked(self, spend: bool) -> BudgetReading:
         now = self._clock.monotonic()
-        fresh = self._tally.take()
+        fresh = self.call_tally.take()
         span = now - self._settled_at
         self._settled_at = now
         if self._ledger is not None:
