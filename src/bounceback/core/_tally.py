@@ -28,10 +28,11 @@ class Tally:
     (3, 0)
     """
 
-    __slots__ = ("_last", "_numbers", "bump")
+    __slots__ = ("_last", "bump", "numbers")
 
     def __init__(self) -> None:
-        numbers = self._numbers = itertools.count()
+        numbers = self.numbers = itertools.count()
+        """The counter itself: ``next(numbers)`` counts one, as :attr:`bump` does."""
         self.bump = numbers.__next__
         """Count one (returns the number drawn, which means nothing to the caller)."""
         self._last = self.bump()  # the first mark
@@ -47,7 +48,7 @@ class Tally:
         >>> a.take(), b.take()
         (2, 2)
         """
-        return zip(first._numbers, second._numbers, strict=False)  # both endless
+        return zip(first.numbers, second.numbers, strict=False)  # both endless
 
     def take(self) -> int:
         """The bumps since the last take. Call from one thread at a time (the owner holds its lock)."""
