@@ -25,6 +25,7 @@ import math
 import random
 import threading
 from collections.abc import Callable
+from time import sleep as _yield  # sleep(0): give the processor (and the GIL) to another thread
 from typing import Any
 
 from bounceback.core._events import CallRejected, EventBus
@@ -260,14 +261,16 @@ class StateMachine:
     def _combine(self) -> None:
         """Record the outcomes waiting in ``_pending``, unless the thread holding the lock records (it
         looks again after letting go: it clears ``_combining`` before it does, and a thread that saw the
-        flag set had queued its outcome before). A holder doing anything else is waited for."""
+        flag set had queued its outcome before). A holder doing anything else (or one that took the lock an
+        instant ago and has not set the flag yet) is given the processor until it lets go: waiting on the
+        lock instead would let a convoy form, each waiter holding the lock while it waits for the GIL."""
         pending = self._pending
         lock = self._lock
         while pending:
-            if not lock.acquire(False):
+            while not lock.acquire(False):
                 if self._combining:
                     return
-                lock.acquire()
+                _yield(0)
             self._combining = True
             try:
                 change = self._fold()
