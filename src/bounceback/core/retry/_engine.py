@@ -243,11 +243,15 @@ class Engine:
         if attempt >= limit:
             return "attempts"
         delay = backoff(attempt - 1, previous_delay, self.rng)
-        why = "backoff"
         hint = verdict.retry_after
-        # Nothing more to look at in the common case: no hint, and not throttled (a throttle's refusal is;
-        # a breaker's refusal without a hint, forced open, changes nothing here).
-        if hint is not None or kind is _THROTTLED:
+        if hint is None and kind is not _THROTTLED:
+            # The common case: no hint, and not throttled (a breaker's refusal without a hint, forced open,
+            # is one too: it changes nothing here).
+            if (now - started) + delay >= deadline:
+                # Waiting would end past the deadline: no attempt could start in time.
+                return "deadline"
+        else:
+            why = "backoff"
             refused = isinstance(exc, CircuitOpenError)
             if hint is not None and min(hint, cap) > delay:
                 delay = min(hint, cap)
@@ -258,10 +262,10 @@ class Engine:
             if refused and hint is not None and hint > cap:
                 # Fail fast: waiting out only part of an open time would meet the same refusal.
                 return "breaker"
-        if (now - started) + delay >= deadline:
-            # Waiting would end past the deadline: no attempt could start in time. So a call that meets an
-            # open breaker waits for its probe only when the probe comes within it.
-            return "deadline" if why == "backoff" else why
+            if (now - started) + delay >= deadline:
+                # So a call that meets an open breaker waits for its probe only when the probe comes within
+                # the deadline.
+                return "deadline" if why == "backoff" else why
         spend = self.spend
         if spend is not None and not spend(self.operation, now):
             # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause when
