@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -182,6 +183,21 @@ def test_threads_and_asyncio_at_once_count_every_outcome() -> None:
     assert (m.calls, m.failures, m.in_flight) == (8_000, 800, 0)
 
 
+def run_preempted(work: Callable[[], None], threads: int) -> None:
+    """Run ``work`` on ``threads`` threads that lose the GIL every microsecond (inside locks too)."""
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not any(t.is_alive() for t in pool)
+
+
 def test_fast_path_under_threads_counts_every_outcome_exactly() -> None:
     # Successes are bumped on a Tally, failures recorded by whoever holds the lock (a thread that finds
     # it taken leaves its failure to the holder). A tiny switch interval makes threads lose the GIL inside
@@ -200,16 +216,7 @@ def test_fast_path_under_threads_counts_every_outcome_exactly() -> None:
             except TimeoutError:
                 pass
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-    finally:
-        sys.setswitchinterval(interval)
+    run_preempted(work, 8)
     m = brk.metrics()
     assert (m.calls, m.failures, m.state) == (24_000, 8_000, "closed")
 
@@ -235,16 +242,7 @@ def test_a_trip_decided_by_another_thread_still_opens_the_breaker() -> None:
                 refused.set()
                 return
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-    finally:
-        sys.setswitchinterval(interval)
+    run_preempted(work, 8)
     assert refused.is_set()
     assert brk.state is BreakerState.OPEN
     assert brk.metrics().consecutive_failures >= 50
