@@ -17,22 +17,42 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from bounceback.core.breaker._breaker import CircuitBreaker
+from bounceback.core.classify._rules import Classification, Classifier
 
-__all__ = ["acall", "call", "decorate", "enter", "leave"]
+__all__ = ["Port", "acall", "call", "decorate", "enter", "leave"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_BLOCKS: contextvars.ContextVar[tuple[tuple[CircuitBreaker, Any], ...]] = contextvars.ContextVar(
+
+class Port(Protocol):
+    """What the forms use of a breaker: its public port (``CircuitBreaker`` has it)."""
+
+    name: str
+    fast_path: bool
+
+    @property
+    def classifier(self) -> Classifier: ...
+
+    def count_success(self) -> object: ...
+
+    def acquire(self) -> Any: ...
+
+    def release(self, permit: Any, failure: Classification | None) -> None: ...
+
+    def abandon(self, permit: Any) -> None: ...
+
+    async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T: ...
+
+
+_BLOCKS: contextvars.ContextVar[tuple[tuple[Port, Any], ...]] = contextvars.ContextVar(
     "bounceback_breaker_blocks", default=()
 )
 
 
-def call(brk: CircuitBreaker, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+def call(brk: Port, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run ``fn(*args, **kwargs)`` through the breaker and return its result (``breaker.call``).
 
     Raises ``CircuitOpenError`` / ``BulkheadFull`` without running ``fn`` when the breaker refuses.
@@ -62,7 +82,7 @@ def call(brk: CircuitBreaker, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     return result
 
 
-async def acall(brk: CircuitBreaker, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+async def acall(brk: Port, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
     """Await ``fn(*args, **kwargs)`` through the breaker and return its result (``breaker.acall``)."""
     if brk.fast_path:
         try:
@@ -86,13 +106,13 @@ async def acall(brk: CircuitBreaker, fn: Callable[..., Awaitable[T]], /, *args: 
     return result
 
 
-def enter(brk: CircuitBreaker) -> None:
+def enter(brk: Port) -> None:
     """Enter a ``with breaker:`` block: admit the call and keep its permit for :func:`leave`."""
     permit = brk.acquire()
     _BLOCKS.set((*_BLOCKS.get(), (brk, permit)))
 
 
-def leave(brk: CircuitBreaker, exc: BaseException | None) -> None:
+def leave(brk: Port, exc: BaseException | None) -> None:
     """Leave a block of ``brk``: record its outcome (``exc`` None on success) with the block's permit."""
     blocks = _BLOCKS.get()
     # Blocks nest, so the innermost open block of this breaker is the last one of it on the stack.
@@ -111,7 +131,7 @@ def leave(brk: CircuitBreaker, exc: BaseException | None) -> None:
         brk.abandon(permit)
 
 
-def decorate(brk: CircuitBreaker, fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
+def decorate(brk: Port, fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
     """``async def fn`` wrapped so that every call goes through ``brk`` (``@breaker`` on a coroutine function;
     the breaker wraps a plain function itself, with its refusal inlined).
 
