@@ -1,16 +1,20 @@
 """The decorator form of a Policy: a wrapper per decorated function, sync or ``async def``.
 
 A wrapper inlines the first attempt of the common case (no timer, no result check, no hedge): a flag
-test, the budget's call count (one C call), the gates' own calls if there are gates (none but a success
-count for a closed breaker alone), the call. The clock is not read, nothing is allocated and no run record
-exists until an attempt fails; then the :class:`AttemptLoop` takes over. Anything else goes to the loop's
-``call_sync`` / ``call_async`` at once.
+test, the budget's call count (``next()`` on its tally: one C call), the gates' own calls if there are gates
+(for a closed breaker alone, its success count, made with the budget's in the same C call), the call. The
+clock is not read, nothing is allocated and no run record exists until an attempt fails; then the wrapper
+decides the first retry with the engine, or the :class:`AttemptLoop` takes over. Anything else goes to the
+loop's ``call_sync`` / ``call_async`` at once.
+
+A sync wrapper closes over what its success path uses and one tuple of what only a failure needs: Python
+copies every name a function closes over into its frame on each call, and the success path is most calls.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from bounceback.core._control import run_controls
@@ -24,24 +28,25 @@ __all__ = ["wrap_async", "wrap_sync"]
 
 def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Callable[..., Any]:
     """``fn`` run under ``loop`` on every call; ``wrapper.policy`` is ``owner`` (the Policy)."""
-    recover = loop.recover_sync
     slow = loop.call_sync
-    classify = loop.engine.classify
-    count_call = loop.count_call
     gates = loop.gates
     eng = loop.engine
-    bus, monotonic, decide = eng.bus, eng.clock.monotonic, eng.decide
+    # What only a failure needs, in one tuple unpacked on the failure path: every name a wrapper closes over
+    # is copied into its frame on every call, so the success path closes over what it uses and this.
+    tools = (loop.recover_sync, eng.classify, eng.bus, eng.clock.monotonic, eng.decide)
     # ``loop.fast`` is read per call: settings may change it while the program runs. Without gates, the
     # budget's count is the only work besides the call: a wrapper each way, so no test is left per call.
-    if gates is None and count_call is not None:
+    calls = _calls(loop)
+    if gates is None and calls is not None:
 
         @functools.wraps(fn)
         def counted(*args: Any, **kwargs: Any) -> Any:
             if loop.fast:
-                count_call()
+                next(calls)
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
+                    recover, classify, bus, monotonic, decide = tools
                     verdict = classify(exc)
                     if not (loop.quiet and not bus.listening and not run_controls.enabled):
                         return recover(fn, args, kwargs, -1.0, exc, verdict, None)
@@ -70,14 +75,14 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
+                    recover, classify, bus, monotonic, decide = tools
                     verdict = classify(exc)
                     if not (loop.quiet and not bus.listening and not run_controls.enabled):
                         return recover(fn, args, kwargs, -1.0, exc, verdict, None)
-                    # Nobody listens, nothing can cancel: the engine decides now, and a retry without a
-                    # wait is made here, with no run record (one made only if this attempt fails too).
+                    # As in the counted wrapper above.
                     now = monotonic()
                     decision = decide(1, 0.0, now, exc, verdict, now, None)
-                    if decision != 0:  # a wait, or a reason to give up (a str)
+                    if decision != 0:
                         return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
                     try:
                         return fn(*args, **kwargs)
@@ -91,16 +96,14 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
         return wrapper
 
     count_success = gates.count_success
-    acquire = gates.acquire
-    release = gates.release
-    abandon = gates.abandon
+    ports = (gates.acquire, gates.release, gates.abandon)
     # A breaker alone and a budget, each counting in a Tally: a success is one count in both, made by one
     # call into C (the budget counts the call after it ends; a call that fails is counted on its way out).
-    calls = getattr(eng.budget, "call_tally", None)
+    budget_tally = getattr(eng.budget, "call_tally", None)
     successes = getattr(gates, "success_tally", None)
     both = None
-    if count_call is not None and isinstance(calls, Tally) and isinstance(successes, Tally):
-        both = Tally.paired(calls, successes)
+    if isinstance(budget_tally, Tally) and calls is budget_tally.numbers and isinstance(successes, Tally):
+        both = Tally.paired(budget_tally, successes)
 
     @functools.wraps(fn)
     def gated(*args: Any, **kwargs: Any) -> Any:
@@ -110,9 +113,11 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                 try:
                     result = fn(*args, **kwargs)
                 except Exception as exc:
-                    if count_call is not None:
-                        count_call()
+                    if calls is not None:
+                        next(calls)
+                    recover, classify, bus, monotonic, decide = tools
                     verdict = classify(exc)
+                    release = ports[1]
                     release(None, verdict)
                     if not (loop.quiet and not bus.listening and not run_controls.enabled):
                         return recover(fn, args, kwargs, -1.0, exc, verdict, None)
@@ -131,19 +136,21 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                     count_success()
                     return result
                 except BaseException:
-                    if count_call is not None:
-                        count_call()
+                    if calls is not None:
+                        next(calls)
                     raise
                 if both is not None:
                     next(both)
                 else:
-                    if count_call is not None:
-                        count_call()
+                    if calls is not None:
+                        next(calls)
                     count_success()
                 return result
-            if count_call is not None:
-                count_call()
+            if calls is not None:
+                next(calls)
             # The gates' own calls and nothing else: no outcome tuple, no clock read (see AttemptLoop).
+            acquire, release, abandon = ports
+            recover, classify = tools[0], tools[1]
             try:
                 permit = acquire()
             except REFUSALS as exc:
@@ -163,6 +170,21 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
 
     gated.policy = owner  # type: ignore[attr-defined]
     return gated
+
+
+_NEVER = object()
+
+
+def _calls(loop: AttemptLoop) -> Iterator[object] | None:
+    """What counts a call in the loop's budget with ``next()`` (one call into C): the budget's tally, or its
+    ``count_call`` behind an iterator; None without a budget."""
+    count_call = loop.count_call
+    if count_call is None:
+        return None
+    tally = getattr(loop.engine.budget, "call_tally", None)
+    if isinstance(tally, Tally) and count_call == tally.bump:
+        return tally.numbers
+    return iter(count_call, _NEVER)
 
 
 def wrap_async(
