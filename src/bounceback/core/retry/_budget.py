@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -68,7 +67,7 @@ class BudgetRule:
 
 _RULES: dict[tuple[object, ...], BudgetRule] = {}
 _MAX_TOKENS = 256  # retries granted without the ledger between two askings (the take-back is a loop)
-_NO_GRANTS: tuple[float, Callable[[], object], int] = (-math.inf, [].pop, 0)
+_NO_GRANTS: tuple[float, list[None], int] = (-math.inf, [], 0)  # never taken from: always past its time
 
 
 def _rule(ratio: float, min_per_second: float, window: float) -> BudgetRule:
@@ -272,13 +271,13 @@ class RetryBudget:
     __slots__ = (
         "_clock",
         "_credit_since",
-        "_grants",
         "_ledger",
         "_local",
         "_lock",
         "_settled_at",
         "call_tally",
         "count_call",
+        "grants",
         "name",
         "rule",
     )
@@ -318,7 +317,11 @@ class RetryBudget:
         self._local: LocalLedger | None = None
         self._ledger = ledger
         self._credit_since = 0.0
-        self._grants: tuple[float, Callable[[], object], int] = _NO_GRANTS
+        self.grants: tuple[float, list[None], int] = _NO_GRANTS
+        """``(until, tokens, issued)``: while the budget's clock reads below ``until``, each ``tokens.pop()``
+        hands out one retry the window already allows (one C call, no lock; when none is left, ask
+        :meth:`try_spend`, which settles). Replaced whole at each settling. A retry engine on the budget's
+        clock takes from it directly (see ``Engine.decide``)."""
         self._lock = threading.Lock()
         tally = self.call_tally = Tally()
         """The tally of calls (``count_call`` bumps it): a policy may count a call in it together with
@@ -345,12 +348,12 @@ class RetryBudget:
         asking takes back what is left and hands the rest to the ledger as spent. Exact by construction:
         a token is popped once, so never more grants than the rule allows.
         """
-        until, take, _ = self._grants
-        if (now if now >= 0 else self._clock.monotonic()) < until:
+        until, tokens, _ = self.grants
+        if tokens and (now if now >= 0 else self._clock.monotonic()) < until:
             try:
-                take()
+                tokens.pop()
             except IndexError:
-                pass  # none left: ask the ledger
+                pass  # another thread took the last one: ask the ledger
             else:
                 return True
         return self._settle(True).granted
@@ -379,12 +382,12 @@ class RetryBudget:
         if local is None:
             local = self._local = LocalLedger()
         # Take back the tokens not spent: a retry racing with this takes its token before or gets none.
-        _, take, issued = self._grants
-        self._grants = _NO_GRANTS
+        _, tokens, issued = self.grants
+        self.grants = _NO_GRANTS
         left = 0
-        while True:
+        while tokens:  # popped one by one: a retry racing with this takes its token before, or none
             try:
-                take()
+                tokens.pop()
             except IndexError:
                 break
             left += 1
@@ -394,7 +397,7 @@ class RetryBudget:
         width = self.rule.window / local.slices
         credit = min(_MAX_TOKENS, max(0, math.floor(reading.allowance - reading.retries + 1e-9)))
         self._credit_since = now
-        self._grants = ((math.floor(now / width) + 1) * width, ([None] * credit).pop, credit)
+        self.grants = ((math.floor(now / width) + 1) * width, [None] * credit, credit)
         return reading
 
     def __repr__(self) -> str:

@@ -129,6 +129,7 @@ class Engine:
         "classifier",
         "classify",
         "clock",
+        "held",
         "operation",
         "rng",
         "spend",
@@ -166,11 +167,15 @@ class Engine:
         # What a retry is charged to: a budget on the engine's own clock is handed the reading the
         # decision already took; any other reads its own.
         self.spend: Callable[[str, float], bool] | None = None
+        # A budget on the engine's clock that lays out its grants: decide() takes one itself (one C call).
+        self.held: Any = None
         if budget is not None:
             on_our_clock = getattr(budget, "clock", None) is clock
             self.spend = (
                 cast("Callable[[str, float], bool]", budget.try_spend) if on_our_clock else _own_clock(budget)
             )
+            if on_our_clock and isinstance(getattr(budget, "grants", None), tuple):
+                self.held = budget
 
     @property
     def cfg(self) -> RetryConfig:
@@ -267,7 +272,20 @@ class Engine:
                 # the deadline.
                 return "deadline" if why == "backoff" else why
         spend = self.spend
-        if spend is not None and not spend(self.operation, now):
+        if spend is None:
+            return delay
+        held = self.held
+        if held is not None:
+            # The budget's try_spend, its common case inlined: a grant laid out at its last settling.
+            until, tokens, _ = held.grants
+            if tokens and now < until:
+                try:
+                    tokens.pop()
+                except IndexError:
+                    pass  # another thread took the last one: the budget settles with its window
+                else:
+                    return delay
+        if not spend(self.operation, now):
             # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause when
             # the calls that waited for probes are left out of the budget (docs/simulator.md).
             return "budget"
