@@ -70,8 +70,8 @@ monotonic = time.monotonic
 class Run:
     """How hard to measure: the time one timed loop should take, repeats, and the thread load."""
 
-    target: float = 0.06
-    repeat: int = 7
+    target: float = 0.03
+    repeat: int = 15
     objects: int = 1_000
     threads: int = 16
     calls: int = 20_000
