@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from bounceback.core.breaker._breaker import BreakerMetrics, BreakerState, CircuitBreaker
 from bounceback.core.breaker._config import BreakerConfig
-from bounceback.core.breaker._store import BreakerStore, MemoryBreakerStore, SharedState, WindowSpec
+from bounceback.core.breaker._store import (
+    BreakerStore,
+    KeyRecord,
+    MemoryBreakerStore,
+    SharedState,
+    WindowSpec,
+)
 from bounceback.core.breaker._window import WindowCounts
 
 __all__ = [
@@ -15,6 +21,7 @@ __all__ = [
     "BreakerState",
     "BreakerStore",
     "CircuitBreaker",
+    "KeyRecord",
     "MemoryBreakerStore",
     "SharedState",
     "WindowCounts",
