@@ -20,8 +20,9 @@ _pools: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.Wea
 _pools_lock = threading.Lock()
 
 
-def shared_instance(clock: Clock | None, key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
-    """The instance kept under ``key`` for ``clock``, made by ``make`` the first time it is asked for."""
+def shared_instance(clock: Clock | None, key: tuple[Any, ...], make: Callable[..., _T], *args: Any) -> _T:
+    """The instance kept under ``key`` for ``clock``, made by ``make(*args)`` the first time it is asked for
+    (the arguments given here, not in a closure: a new operation's budget is made on a Policy's creation)."""
     system = clock is None or clock is SYSTEM_CLOCK
     if system:
         # The common case, on every Policy's creation: found without the lock (a dict read is atomic); the
@@ -38,10 +39,10 @@ def shared_instance(clock: Clock | None, key: tuple[Any, ...], make: Callable[[]
             try:
                 pool = _pools.setdefault(clock, {})
             except TypeError:  # a clock that cannot be weakly referenced: each policy gets its own
-                return make()
+                return make(*args)
         found = pool.get(key)
         if found is None:
-            found = pool[key] = make()
+            found = pool[key] = make(*args)
         return cast(_T, found)
     finally:
         _pools_lock.release()

@@ -14,7 +14,6 @@ felt by all of them, in one transaction or one round trip per retry.
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from dataclasses import dataclass
@@ -427,9 +426,8 @@ def budget_from_settings(settings: Any, operation: str | None, clock: Clock | No
         if not _BUILT_IN_ON:
             return None
         # Keyed by the name alone (a pair of strings hashes at once: the rule is the same for all), and
-        # made by a bound method rather than a new closure: a new operation's budget costs little more
-        # than the object.
-        return _shared(clock, ("budget", name), functools.partial(_built_in_budget, name, clock))
+        # made from the rule validated at import: a new operation's budget costs little more than the object.
+        return _shared(clock, ("budget", name), RetryBudget.of_rule, _BUILT_IN_RULE, name, clock)
     values = {**DEFAULTS, **settings.effective(operation)}
     if not values["budget.enabled"]:
         return None
@@ -449,11 +447,5 @@ _BUILT_IN_ON: bool = DEFAULTS["budget.enabled"]
 _BUILT_IN = (DEFAULTS["budget.ratio"], DEFAULTS["budget.min_per_second"], DEFAULTS["budget.window"])
 
 
-def _built_in_budget(name: str, clock: Clock | None) -> RetryBudget:
-    return RetryBudget.of_rule(_built_in_rule(), name, clock, None)
-
-
-@functools.cache
-def _built_in_rule() -> BudgetRule:
-    # Validated once: the rule is immutable and every new operation without settings shares it.
-    return _rule(_BUILT_IN[0], _BUILT_IN[1], to_seconds(_BUILT_IN[2], "window", allow_zero=False))
+# Validated once: the rule is immutable and every new operation without settings shares it.
+_BUILT_IN_RULE = _rule(_BUILT_IN[0], _BUILT_IN[1], to_seconds(_BUILT_IN[2], "window", allow_zero=False))

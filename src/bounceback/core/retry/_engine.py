@@ -170,12 +170,13 @@ class Engine:
         # A budget on the engine's clock that lays out its grants: decide() takes one itself (one C call).
         self.held: Any = None
         if budget is not None:
-            on_our_clock = getattr(budget, "clock", None) is clock
-            self.spend = (
-                cast("Callable[[str, float], bool]", budget.try_spend) if on_our_clock else _own_clock(budget)
-            )
-            if on_our_clock and isinstance(getattr(budget, "grants", None), tuple):
-                self.held = budget
+            if getattr(budget, "clock", None) is clock:
+                spend_at: Any = budget.try_spend  # takes the reading as its second argument (see BudgetPort)
+                self.spend = spend_at
+                if isinstance(getattr(budget, "grants", None), tuple):
+                    self.held = budget
+            else:
+                self.spend = _own_clock(budget)
 
     @property
     def cfg(self) -> RetryConfig:
