@@ -112,7 +112,9 @@ class BudgetPort(Protocol):
 
     def try_spend(self, operation: str) -> bool:
         """Take one retry from the budget; False when it is exhausted. A budget whose ``clock`` attribute is
-        the engine's clock is called as ``try_spend(operation, now)``, ``now`` a fresh reading of it."""
+        the engine's clock is called as ``try_spend(operation, now)``, ``now`` a fresh reading of it; if it
+        also lays out ``grants`` (``until, tokens, issued``, as ``RetryBudget`` does), the engine pops a
+        token itself while its reading is below ``until``, and calls ``try_spend`` only when none is left."""
         ...
 
 
