@@ -9,6 +9,9 @@ loop's ``call_sync`` / ``call_async`` at once.
 
 A sync wrapper closes over what its success path uses and one tuple of what only a failure needs: Python
 copies every name a function closes over into its frame on each call, and the success path is most calls.
+There is one sync wrapper per shape, so that no shape pays for another's tests: no gates (with a budget or
+without), a breaker alone (:func:`_guarded`, its no-permit path inline), and a chain of gates (limiters,
+throttles: every call takes its permits, by the permit route a breaker's wrapper also takes off its path).
 """
 
 from __future__ import annotations
@@ -95,81 +98,117 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
         wrapper.policy = owner  # type: ignore[attr-defined]
         return wrapper
 
-    count_success = gates.count_success
-    ports = (gates.acquire, gates.release, gates.abandon)
-    # A breaker alone and a budget, each counting in a Tally: a success is one count in both, made by one
-    # call into C (the budget counts the call after it ends; a call that fails is counted on its way out).
-    budget_tally = getattr(eng.budget, "call_tally", None)
-    successes = getattr(gates, "success_tally", None)
-    both = None
+    # The gates' own calls and nothing else: no outcome tuple, no clock read (see AttemptLoop). What a
+    # breaker off its no-permit path and every chain of gates (limiters, throttles) run on each call.
+    recover, classify = tools[0], tools[1]
+    acquire, release, abandon = gates.acquire, gates.release, gates.abandon
+
+    def permitted(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if calls is not None:
+            next(calls)
+        try:
+            permit = acquire()
+        except REFUSALS as exc:
+            return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            verdict = classify(exc)
+            release(permit, verdict)
+            return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+        except BaseException:
+            abandon(permit)
+            raise
+        release(permit, None)
+        return result
+
+    if isinstance(gates, Gates):
+        # Limiters, throttles, and a breaker among them: every call takes its permits.
+
+        @functools.wraps(fn)
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            if loop.fast:
+                return permitted(args, kwargs)
+            return slow(fn, args, kwargs)
+
+        gated.policy = owner  # type: ignore[attr-defined]
+        return gated
+    return _guarded(loop, fn, owner, gates, calls, tools, permitted)
+
+
+def _guarded(
+    loop: AttemptLoop,
+    fn: Callable[..., Any],
+    owner: object,
+    brk: Any,
+    calls: Iterator[object] | None,
+    tools: tuple[Any, ...],
+    permitted: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+) -> Callable[..., Any]:
+    """The wrapper of a Policy whose only gate is a breaker: while the breaker needs no permit (closed,
+    counting), a success is one count in C; off that path, :func:`wrap_sync`'s permit route."""
+    count_success = brk.count_success
+    # A breaker and a budget each counting in a Tally: a success is one count in both, made by one call
+    # into C (the budget counts the call after it ends; a call that fails is counted on its way out).
+    budget_tally = getattr(loop.engine.budget, "call_tally", None)
+    successes = getattr(brk, "success_tally", None)
+    # ``next()`` on an iterator is the cheapest call there is (the builtin calls the C slot directly).
+    counts: Iterator[object]
     if isinstance(budget_tally, Tally) and calls is budget_tally.numbers and isinstance(successes, Tally):
-        both = Tally.paired(budget_tally, successes)
+        counts = Tally.paired(budget_tally, successes)
+    elif calls is None:
+        counts = iter(count_success, _NEVER)
+    else:
+        budget_calls = calls
+
+        def count() -> object:  # a budget of another kind: two counts
+            next(budget_calls)
+            return count_success()
+
+        counts = iter(count, _NEVER)
+
+    # What only a failure or the permit route needs, in one tuple: the success path closes over four names.
+    rest = (*tools, brk.release, calls, count_success, permitted, loop.call_sync)
 
     @functools.wraps(fn)
-    def gated(*args: Any, **kwargs: Any) -> Any:
-        if loop.fast:
-            if gates.fast_path:
-                # A breaker alone that needs no permit: a success is one count (two with a budget).
-                try:
-                    result = fn(*args, **kwargs)
-                except Exception as exc:
-                    if calls is not None:
-                        next(calls)
-                    recover, classify, bus, monotonic, decide = tools
-                    verdict = classify(exc)
-                    release = ports[1]
-                    release(None, verdict)
-                    if not (loop.quiet and not bus.listening and not run_controls.enabled):
-                        return recover(fn, args, kwargs, -1.0, exc, verdict, None)
-                    # As in the wrappers without gates: decided here, and a retry without a wait made here
-                    # while the breaker still needs no permit (the failure may have tripped it).
-                    now = monotonic()
-                    decision = decide(1, 0.0, now, exc, verdict, now, None)
-                    if decision != 0 or not gates.fast_path:
-                        return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
-                    try:
-                        result = fn(*args, **kwargs)
-                    except Exception as error:
-                        again = classify(error)
-                        release(None, again)
-                        return recover(fn, args, kwargs, -1.0, error, again, None, (now, 0.0, exc, verdict))
-                    count_success()
-                    return result
-                except BaseException:
-                    if calls is not None:
-                        next(calls)
-                    raise
-                if both is not None:
-                    next(both)
-                else:
-                    if calls is not None:
-                        next(calls)
-                    count_success()
-                return result
-            if calls is not None:
-                next(calls)
-            # The gates' own calls and nothing else: no outcome tuple, no clock read (see AttemptLoop).
-            acquire, release, abandon = ports
-            recover, classify = tools[0], tools[1]
-            try:
-                permit = acquire()
-            except REFUSALS as exc:
-                return recover(fn, args, kwargs, -1.0, exc, classify(exc), None)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if loop.fast and brk.fast_path:
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
+                recover, classify, bus, monotonic, decide, release, tally, counted, _, _ = rest
+                if tally is not None:
+                    next(tally)
                 verdict = classify(exc)
-                release(permit, verdict)
-                return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                release(None, verdict)
+                if not (loop.quiet and not bus.listening and not run_controls.enabled):
+                    return recover(fn, args, kwargs, -1.0, exc, verdict, None)
+                # As in the wrappers without gates: decided here, and a retry without a wait made here
+                # while the breaker still needs no permit (the failure may have tripped it).
+                now = monotonic()
+                decision = decide(1, 0.0, now, exc, verdict, now, None)
+                if decision != 0 or not brk.fast_path:
+                    return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as error:
+                    again = classify(error)
+                    release(None, again)
+                    return recover(fn, args, kwargs, -1.0, error, again, None, (now, 0.0, exc, verdict))
+                counted()
+                return result
             except BaseException:
-                abandon(permit)
+                if rest[6] is not None:
+                    next(rest[6])
                 raise
-            release(permit, None)
+            next(counts)
             return result
-        return slow(fn, args, kwargs)
+        if loop.fast:
+            return rest[8](args, kwargs)
+        return rest[9](fn, args, kwargs)
 
-    gated.policy = owner  # type: ignore[attr-defined]
-    return gated
+    guarded.policy = owner  # type: ignore[attr-defined]
+    return guarded
 
 
 _NEVER = object()

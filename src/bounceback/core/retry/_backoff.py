@@ -14,8 +14,10 @@ Jitter kinds follow Marc Brooker's "Exponential Backoff and Jitter" (AWS Archite
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 from bounceback.core._time import to_seconds
@@ -67,7 +69,7 @@ class Backoff:
     3
     """
 
-    __slots__ = ("_bases", "initial", "jitter", "kind", "max_delay", "multiplier")
+    __slots__ = ("_bases", "delay", "initial", "jitter", "kind", "max_delay", "multiplier")
 
     def __init__(
         self,
@@ -107,45 +109,62 @@ class Backoff:
             if bases[-1] >= self.max_delay:
                 break
         self._bases = tuple(bases)
+        self.delay: Callable[[int, float, random.Random | Any], float] = self._drawing()
+        """``delay(retry, previous, rng)``: the wait before retry number ``retry`` (0-based); ``previous`` is
+        the last wait (decorrelated jitter). A plain function laid out once for this backoff's jitter: the
+        retry decision calls it on every failure, and a function of its own costs neither a bound method nor
+        a test of the jitter kind per call."""
 
     def _base(self, retry: int) -> float:
-        if self.kind is BackoffKind.CONSTANT:
-            value = self.initial
-        elif self.kind is BackoffKind.LINEAR:
-            value = self.initial * (1 + self.multiplier * retry)
-        else:
-            try:
-                value = self.initial * self.multiplier**retry
-            except OverflowError:
-                # Far past the cap anyway; floats cannot hold the power itself.
-                value = self.max_delay
-        return min(value, self.max_delay)
+        return _nth_base(self.kind, self.initial, self.multiplier, self.max_delay, retry)
 
     def base(self, retry: int) -> float:
         """The un-jittered delay before retry number ``retry`` (0 for the first retry), capped."""
         bases = self._bases
         return bases[retry] if retry < len(bases) else self._base(retry)
 
-    def delay(self, retry: int, previous: float, rng: random.Random | Any) -> float:
-        """The wait before retry number ``retry`` (0-based). ``previous`` is the last wait (decorrelated)."""
-        try:
-            base = self._bases[retry]
-        except IndexError:  # past the cap
-            base = self._base(retry)
-        jitter = self.jitter
-        # Module-level aliases: an enum member read through its class costs a descriptor call each time.
+    def _drawing(self) -> Callable[[int, float, random.Random | Any], float]:
+        """The delay function of this backoff's jitter, over its table of bases (past the table: ``base``)."""
+        bases, jitter = self._bases, self.jitter
+        # Past the table of bases: computed (a partial, not the bound method, so no cycle through self).
+        base_of = functools.partial(_nth_base, self.kind, self.initial, self.multiplier, self.max_delay)
         if jitter is _FULL:
-            return rng.random() * base
+
+            def full(retry: int, previous: float, rng: random.Random | Any) -> float:  # noqa: ARG001
+                try:
+                    return rng.random() * bases[retry]
+                except IndexError:  # past the cap
+                    return rng.random() * base_of(retry)
+
+            return full
         if jitter is _NONE:
-            return base
+
+            def none(retry: int, previous: float, rng: random.Random | Any) -> float:  # noqa: ARG001
+                try:
+                    return bases[retry]
+                except IndexError:
+                    return base_of(retry)
+
+            return none
         if jitter is _EQUAL:
-            half = base / 2
-            return half + rng.random() * half
+
+            def equal(retry: int, previous: float, rng: random.Random | Any) -> float:  # noqa: ARG001
+                try:
+                    half = bases[retry] / 2
+                except IndexError:
+                    half = base_of(retry) / 2
+                return half + rng.random() * half
+
+            return equal
+        low, cap = self.initial, self.max_delay
+
         # Decorrelated (Brooker): sleep = min(cap, uniform(base, 3 * sleep)). The draw is capped, not the
         # range, so once 3 * previous passes the cap about half the waits are the cap itself.
-        low = self.initial
-        high = max(low, (previous if previous > 0 else low) * 3)
-        return min(self.max_delay, low + rng.random() * (high - low))
+        def decorrelated(retry: int, previous: float, rng: random.Random | Any) -> float:  # noqa: ARG001
+            high = max(low, (previous if previous > 0 else low) * 3)
+            return min(cap, low + rng.random() * (high - low))
+
+        return decorrelated
 
     def bounds(self, retry: int, previous: float | None = None) -> tuple[float, float]:
         """The lowest and highest wait the jitter can give before retry ``retry`` (the jitter band)."""
@@ -199,3 +218,18 @@ class Backoff:
             f"Backoff({self.kind.value!r}, initial={self.initial:g}, max_delay={self.max_delay:g}, "
             f"multiplier={self.multiplier:g}, jitter={self.jitter.value!r})"
         )
+
+
+def _nth_base(kind: BackoffKind, initial: float, multiplier: float, cap: float, retry: int) -> float:
+    """The un-jittered delay before retry number ``retry``, capped."""
+    if kind is BackoffKind.CONSTANT:
+        value = initial
+    elif kind is BackoffKind.LINEAR:
+        value = initial * (1 + multiplier * retry)
+    else:
+        try:
+            value = initial * multiplier**retry
+        except OverflowError:
+            # Far past the cap anyway; floats cannot hold the power itself.
+            value = cap
+    return min(value, cap)

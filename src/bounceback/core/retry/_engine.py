@@ -274,9 +274,6 @@ class Engine:
                 # So a call that meets an open breaker waits for its probe only when the probe comes within
                 # the deadline.
                 return "deadline" if why == "backoff" else why
-        spend = self.spend
-        if spend is None:
-            return delay
         held = self.held
         if held is not None:
             # The budget's try_spend, its common case inlined: a grant laid out at its last settling.
@@ -288,6 +285,9 @@ class Engine:
                     pass  # another thread took the last one: the budget settles with its window
                 else:
                     return delay
+        spend = self.spend
+        if spend is None:
+            return delay
         if not spend(self.operation, now):
             # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause when
             # the calls that waited for probes are left out of the budget (docs/simulator.md).
