@@ -50,6 +50,36 @@ def test_count_window_matches_a_plain_deque(size: int, ops: list[tuple[str, int]
 
 @given(
     size=st.integers(1, 40),
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("one"), st.sampled_from([FAILED, FAILED, FAILED, 0, SLOW, FAILED | SLOW])),
+            st.tuples(st.just("many"), st.integers(0, 6)),
+        ),
+        min_size=100,
+        max_size=400,
+    ),
+    batch=st.integers(0, 5),
+)
+def test_long_runs_of_failures_match_the_deque(size: int, ops: list[tuple[str, int]], batch: int) -> None:
+    # Long enough that failures leave the window one, or many, at a time (a batch of successes before an
+    # outcome pushes several out at once), and the list of their positions is cut (more than 32 behind
+    # its head) over and over.
+    win = CountWindow(size)
+    model: deque[int] = deque(maxlen=size)
+    for i, (kind, value) in enumerate(ops):
+        if kind == "one":
+            successes = batch if i % 3 == 0 else 0
+            counts = win.record(successes, value)
+            model.extend([0] * successes)
+            model.append(value)
+        else:
+            counts = win.record(value, -1)
+            model.extend([0] * value)
+        assert counts[:3] == (len(model), sum(o & FAILED for o in model), sum(1 for o in model if o & SLOW))
+
+
+@given(
+    size=st.integers(1, 40),
     ops=st.lists(st.tuples(st.integers(0, 90), st.sampled_from([0, FAILED, SLOW, 3])), max_size=80),
 )
 def test_a_batch_of_successes_then_an_outcome_is_the_same_as_one_at_a_time(

@@ -166,3 +166,23 @@ def test_decorrelated_waits_grow_to_the_published_average() -> None:
     mean = sum(waits) / len(waits)
     assert 13.0 < mean < 16.5, mean  # 15.0 s for this seed; the range-capped formula gave 8.2 s
     assert sum(1 for w in waits if w == 30) / len(waits) > 0.2
+
+
+@given(
+    kind=st.sampled_from(list(BackoffKind)),
+    jitter=st.sampled_from(list(Jitter)),
+    initial=st.floats(0, 5),
+    spread=st.floats(0, 60),
+    seed=st.integers(0, 2**32),
+)
+def test_the_first_band_gives_the_first_delay(
+    kind: BackoffKind, jitter: Jitter, initial: float, spread: float, seed: int
+) -> None:
+    # Engine.first draws the first wait from first_wait without calling delay(): the same value, and the
+    # same use of the random source (none without jitter).
+    b = Backoff(kind, initial=initial, max_delay=initial + spread, jitter=jitter)
+    low, width, cap = b.first_wait
+    banded, drawn = random.Random(seed), random.Random(seed)
+    first = low if width is None else min(cap, low + width * banded.random())
+    assert first == b.delay(0, 0.0, drawn)
+    assert banded.random() == drawn.random()  # both sources are at the same place after

@@ -245,7 +245,9 @@ class StateMachine:
         if lock.acquire(False):
             self._combining = True
             try:
-                counts = own.window.record(self._tally.take(), outcome, self._now())
+                window = own.window
+                # A count window has no time: the clock is read for a time window only.
+                counts = window.record(self._tally.take(), outcome, self._now() if window.timed else 0.0)
                 change = self._decide(counts, None, epoch)
             finally:
                 self._combining = False

@@ -10,7 +10,7 @@ An outcome is a small int: bit 0 set for a failure, bit 1 set for a slow call (`
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 __all__ = ["CountWindow", "Counts", "FAILED", "OK", "SLOW", "TimeWindow", "WindowCounts", "time_buckets"]
 
@@ -65,6 +65,9 @@ class CountWindow:
 
     __slots__ = ("_failed", "_failed_head", "_slowed", "_slowed_head", "consecutive", "seen", "size")
 
+    timed: ClassVar[bool] = False
+    """Whether :meth:`record` reads ``now``: a count has no time, so a caller need not read its clock."""
+
     def __init__(self, size: int) -> None:
         self.size = size
         self.seen = 0
@@ -95,7 +98,12 @@ class CountWindow:
             return (seen, len(failed), len(self._slowed), run)
         head = self._failed_head
         if failed[head] <= oldest:  # never past the end: the newest position is in the window
-            head = self._failed_head = _drop(failed, head, oldest)
+            # Most often this one failure left the window: one step, made here. More, or a list due to
+            # be cut, take _drop.
+            head += 1
+            if failed[head] <= oldest or (head > _CUT_AFTER and head * 2 > len(failed)):
+                head = _drop(failed, head - 1, oldest)
+            self._failed_head = head
         slow = self._slow_left(oldest) if self._slowed else 0
         return (self.size, len(failed) - head, slow, run)
 
@@ -159,6 +167,10 @@ class CountWindow:
             self.record(n, -1)
 
 
+_CUT_AFTER = 32
+"""A list of positions is cut once more than this many, and most of it, lie behind its head."""
+
+
 def _drop(positions: list[int], head: int, oldest: int) -> int:
     """Move ``head`` past the positions up to ``oldest`` (they left the window); the new head. The list is
     cut when most of it lies behind the head."""
@@ -166,7 +178,7 @@ def _drop(positions: list[int], head: int, oldest: int) -> int:
     head += 1
     while head < end and positions[head] <= oldest:
         head += 1
-    if head > 32 and head * 2 > end:
+    if head > _CUT_AFTER and head * 2 > end:
         del positions[:head]
         head = 0
     return head
@@ -204,6 +216,9 @@ class TimeWindow:
         "size",
         "slow",
     )
+
+    timed: ClassVar[bool] = True
+    """Whether :meth:`record` reads ``now``: buckets age with it."""
 
     def __init__(self, seconds: float, buckets: int | None = None) -> None:
         self.size = seconds

@@ -252,7 +252,7 @@ class AttemptLoop:
                 now, decision = decided
             else:
                 now = eng.clock.monotonic()
-                decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
+                decision = eng.first(exc, verdict, now)
             started = now
             if isinstance(decision, str):
                 run, delay = self._ended(now, exc, verdict, decision), -1.0
@@ -411,7 +411,7 @@ class AttemptLoop:
                 now, decision = decided
             else:
                 now = eng.clock.monotonic()
-                decision = eng.decide(1, 0.0, now, exc, verdict, now, None)
+                decision = eng.first(exc, verdict, now)
             started = now
             if isinstance(decision, str):
                 run, delay = self._ended(now, exc, verdict, decision), -1.0

@@ -36,7 +36,7 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
     eng = loop.engine
     # What only a failure needs, in one tuple unpacked on the failure path: every name a wrapper closes over
     # is copied into its frame on every call, so the success path closes over what it uses and this.
-    tools = (loop.recover_sync, eng.classify, eng.bus, eng.clock.monotonic, eng.decide)
+    tools = (loop.recover_sync, eng.classify, eng.bus, eng.clock.monotonic, eng.first)
     # ``loop.fast`` is read per call: settings may change it while the program runs. Without gates, the
     # budget's count is the only work besides the call: a wrapper each way, so no test is left per call.
     calls = _calls(loop)
@@ -49,14 +49,14 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
-                    recover, classify, bus, monotonic, decide = tools
+                    recover, classify, bus, monotonic, first = tools
                     verdict = classify(exc)
                     if not (loop.quiet and not bus.listening and not run_controls.enabled):
                         return recover(fn, args, kwargs, -1.0, exc, verdict, None)
                     # Nobody listens, nothing can cancel: the engine decides now, and a retry without a
                     # wait is made here, with no run record (one made only if this attempt fails too).
                     now = monotonic()
-                    decision = decide(1, 0.0, now, exc, verdict, now, None)
+                    decision = first(exc, verdict, now)
                     if decision != 0:  # a wait, or a reason to give up (a str)
                         return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
                     try:
@@ -78,13 +78,13 @@ def wrap_sync(loop: AttemptLoop, fn: Callable[..., Any], owner: object) -> Calla
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
-                    recover, classify, bus, monotonic, decide = tools
+                    recover, classify, bus, monotonic, first = tools
                     verdict = classify(exc)
                     if not (loop.quiet and not bus.listening and not run_controls.enabled):
                         return recover(fn, args, kwargs, -1.0, exc, verdict, None)
                     # As in the counted wrapper above.
                     now = monotonic()
-                    decision = decide(1, 0.0, now, exc, verdict, now, None)
+                    decision = first(exc, verdict, now)
                     if decision != 0:
                         return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
                     try:
@@ -176,7 +176,7 @@ def _guarded(
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                recover, classify, bus, monotonic, decide, release, tally, counted, _, _ = rest
+                recover, classify, bus, monotonic, first, release, tally, counted, _, _ = rest
                 if tally is not None:
                     next(tally)
                 verdict = classify(exc)
@@ -186,7 +186,7 @@ def _guarded(
                 # As in the wrappers without gates: decided here, and a retry without a wait made here
                 # while the breaker still needs no permit (the failure may have tripped it).
                 now = monotonic()
-                decision = decide(1, 0.0, now, exc, verdict, now, None)
+                decision = first(exc, verdict, now)
                 if decision != 0 or not brk.fast_path:
                     return recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
                 try:
@@ -236,7 +236,7 @@ def wrap_async(
     count_call = loop.count_call
     gates = loop.gates
     eng = loop.engine
-    bus, monotonic, decide = eng.bus, eng.clock.monotonic, eng.decide
+    bus, monotonic, first = eng.bus, eng.clock.monotonic, eng.first
 
     if gates is None:
 
@@ -254,7 +254,7 @@ def wrap_async(
                     # Nobody listens, nothing can cancel: the engine decides now, and a retry without a
                     # wait is made here, with no run record (one made only if this attempt fails too).
                     now = monotonic()
-                    decision = decide(1, 0.0, now, exc, verdict, now, None)
+                    decision = first(exc, verdict, now)
                     if decision != 0:  # a wait, or a reason to give up (a str)
                         return await recover(fn, args, kwargs, -1.0, exc, verdict, None, (now, decision))
                     try:

@@ -69,7 +69,7 @@ class Backoff:
     3
     """
 
-    __slots__ = ("_bases", "delay", "initial", "jitter", "kind", "max_delay", "multiplier")
+    __slots__ = ("_bases", "delay", "first_wait", "initial", "jitter", "kind", "max_delay", "multiplier")
 
     def __init__(
         self,
@@ -109,6 +109,18 @@ class Backoff:
             if bases[-1] >= self.max_delay:
                 break
         self._bases = tuple(bases)
+        start, end = self.bounds(0, 0.0)
+        if self.jitter is Jitter.DECORRELATED:
+            end = max(start, start * 3)  # the draw's range; the cap applies to the draw (see decorrelated)
+        self.first_wait: tuple[float, float | None, float] = (
+            start,
+            None if self.jitter is Jitter.NONE else end - start,
+            self.max_delay,
+        )
+        """``(low, width, cap)``: the first wait is ``min(cap, low + width * rng.random())``, or ``low`` with
+        no draw when ``width`` is None (no jitter): the value :attr:`delay` gives for retry 0, with the same
+        use of the random source. The common first retry is decided from it without a call
+        (``Engine.first``)."""
         self.delay: Callable[[int, float, random.Random | Any], float] = self._drawing()
         """``delay(retry, previous, rng)``: the wait before retry number ``retry`` (0-based); ``previous`` is
         the last wait (decorrelated jitter). A plain function laid out once for this backoff's jitter: the

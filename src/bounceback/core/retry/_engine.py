@@ -62,6 +62,7 @@ _RESULT = Classification(ErrorKind.TRANSIENT, "the result was rejected by retry_
 _INF = math.inf
 _PERMANENT = ErrorKind.PERMANENT  # read on every failure: an enum member through its class costs a call
 _THROTTLED = ErrorKind.THROTTLED
+_TRANSIENT = ErrorKind.TRANSIENT
 REFUSALS = (CircuitOpenError, BulkheadFull, RequestThrottled)
 """What a gate (breaker, bulkhead, throttle) raises to refuse an attempt without running it: a failed
 attempt for the engine to decide on, never an error to let through."""
@@ -247,7 +248,7 @@ class Engine:
             return "permanent"
         if cancel is not None and cancel.is_cancelled:
             return "cancelled"
-        limit, deadline, backoff, cap = self._plan
+        limit, deadline, backoff, cap, _ = self._plan
         if attempt >= limit:
             return "attempts"
         delay = backoff(attempt - 1, previous_delay, self.rng)
@@ -274,6 +275,43 @@ class Engine:
                 # So a call that meets an open breaker waits for its probe only when the probe comes within
                 # the deadline.
                 return "deadline" if why == "backoff" else why
+        return self.charge(delay, now)
+
+    def first(self, exc: BaseException | None, verdict: Classification, now: float) -> float | str:
+        """:meth:`decide` for the first failed attempt of a run without a cancel token, failed at ``now``
+        (the run's start, as far as the short routes know): what a wrapper asks before its one retry.
+
+        Its common case (a transient error without a hint) is laid out here, without a call: the attempt
+        is the first, so only a limit of one attempt stops it; no time has passed, so the deadline only
+        bounds the wait; the wait is drawn from the backoff's first band (``Backoff.first_wait``); and a
+        grant is taken from the budget as :meth:`charge` does. Everything else is :meth:`decide`'s.
+        """
+        if verdict.kind is not _TRANSIENT or verdict.retry_after is not None:
+            return self.decide(1, 0.0, now, exc, verdict, now, None)
+        limit, deadline, _, _, (low, width, cap) = self._plan
+        if limit <= 1:
+            return "attempts"
+        delay = low if width is None else low + width * self.rng.random()
+        if delay > cap:  # noqa: PLR1730 (a comparison costs less than a call of min())
+            delay = cap
+        if delay >= deadline:
+            return "deadline"
+        held = self.held
+        if held is not None:
+            # As in charge(), inlined: this is every first retry's path, and a call costs as much as it.
+            until, tokens, _ = held.grants
+            if tokens and now < until:
+                try:
+                    tokens.pop()
+                except IndexError:
+                    pass
+                else:
+                    return delay
+        return self.charge(delay, now)
+
+    def charge(self, delay: float, now: float) -> float | str:
+        """Charge the retry after a wait of ``delay`` to the budget: ``delay``, or ``budget`` when the budget
+        refuses it. ``now`` is a fresh reading of the engine's clock."""
         held = self.held
         if held is not None:
             # The budget's try_spend, its common case inlined: a grant laid out at its last settling.
@@ -471,20 +509,21 @@ class Engine:
 
 
 def _plan_of(cfg: RetryConfig) -> Plan:
-    """What :meth:`Engine.decide` reads of ``cfg``: ``(attempts (infinite: no limit), deadline, the backoff's
-    delay, max_retry_after)``. Configurations are shared (the policies left at the defaults have one), and so
-    is the plan of the last one asked for."""
+    """What :meth:`Engine.decide` and :meth:`Engine.first` read of ``cfg``: ``(attempts (infinite: no
+    limit), deadline, the backoff's delay, max_retry_after, the backoff's first band)``. Configurations are
+    shared (the policies left at the defaults have one), and so is the plan of the last one asked for."""
     last_cfg, plan = _LAST_PLAN[0]
     if last_cfg is cfg:
         return plan
     limit = _INF if cfg.attempts is None else cfg.attempts
-    plan = (limit, cfg.deadline, cfg.backoff.delay, cfg.max_retry_after)
+    backoff = cfg.backoff
+    plan = (limit, cfg.deadline, backoff.delay, cfg.max_retry_after, backoff.first_wait)
     _LAST_PLAN[0] = (cfg, plan)  # one tuple, swapped whole: a reader on another thread sees a matching pair
     return plan
 
 
-Plan = tuple[float, float, Callable[[int, float, Any], float], float]
-_LAST_PLAN: list[tuple[RetryConfig | None, Plan]] = [(None, (0.0, 0.0, lambda *_: 0.0, 0.0))]
+Plan = tuple[float, float, Callable[[int, float, Any], float], float, tuple[float, float | None, float]]
+_LAST_PLAN: list[tuple[RetryConfig | None, Plan]] = [(None, (0.0, 0.0, lambda *_: 0.0, 0.0, (0.0, 0.0, 0.0)))]
 
 
 def _own_clock(budget: BudgetPort) -> Callable[[str, float], bool]:
