@@ -35,7 +35,7 @@ class Tally:
         """The counter itself: ``next(numbers)`` counts one, as :attr:`bump` does."""
         self.bump = numbers.__next__
         """Count one (returns the number drawn, which means nothing to the caller)."""
-        self._last = self.bump()  # the first mark
+        self._last = -1  # the mark before the first number: the count starts at 0
 
     @staticmethod
     def paired(first: Tally, second: Tally) -> Iterator[tuple[int, int]]:

@@ -322,7 +322,8 @@ class RetryBudget:
         hands out one retry the window already allows (one C call, no lock; when none is left, ask
         :meth:`try_spend`, which settles). Replaced whole at each settling. A retry engine on the budget's
         clock takes from it directly (see ``Engine.decide``)."""
-        self._lock = threading.Lock()
+        # Made at the first settling (see _settle): most budgets of a healthy program never settle.
+        self._lock: threading.Lock | None = None
         tally = self.call_tally = Tally()
         """The tally of calls (``count_call`` bumps it): a policy may count a call in it together with
         another tally (see :meth:`Tally.paired`)."""
@@ -369,6 +370,11 @@ class RetryBudget:
 
     def _settle(self, spend: bool) -> BudgetReading:
         lock = self._lock
+        if lock is None:
+            with _FIRST_SETTLING:  # two threads settling a new budget at once must share one lock
+                if self._lock is None:
+                    self._lock = threading.Lock()
+                lock = self._lock
         lock.acquire()  # about every hundred retries of a busy budget: acquire/release cost half a ``with``
         try:
             return self._settle_locked(spend)
@@ -425,8 +431,14 @@ def budget_from_settings(settings: Any, operation: str | None, clock: Clock | No
         # The built-in defaults, read and validated once: a new operation's budget costs the object alone.
         if not _BUILT_IN_ON:
             return None
-        # Keyed by the name alone (a pair of strings hashes at once: the rule is the same for all), and
-        # made from the rule validated at import: a new operation's budget costs little more than the object.
+        # Made from the rule validated at import: a new operation's budget costs little more than the object.
+        if clock is None or clock is SYSTEM_CLOCK:
+            # The system clock's own table, keyed by the name alone (the rule is the same for all). Making
+            # one has no side effect, so no lock: of two threads racing, setdefault keeps the first's.
+            found = _BUILT_IN_BUDGETS.get(name)
+            if found is None:
+                found = _BUILT_IN_BUDGETS.setdefault(name, RetryBudget.of_rule(_BUILT_IN_RULE, name))
+            return found
         return _shared(clock, ("budget", name), RetryBudget.of_rule, _BUILT_IN_RULE, name, clock)
     values = {**DEFAULTS, **settings.effective(operation)}
     if not values["budget.enabled"]:
@@ -449,3 +461,8 @@ _BUILT_IN = (DEFAULTS["budget.ratio"], DEFAULTS["budget.min_per_second"], DEFAUL
 
 # Validated once: the rule is immutable and every new operation without settings shares it.
 _BUILT_IN_RULE = _rule(_BUILT_IN[0], _BUILT_IN[1], to_seconds(_BUILT_IN[2], "window", allow_zero=False))
+# The built-in budgets of the operations on the system clock, one per name for the life of the process: a
+# policy made per call still spends from its operation's budget (other clocks: ``shared_instance``'s pools).
+_BUILT_IN_BUDGETS: dict[str, RetryBudget] = {}
+_FIRST_SETTLING = threading.Lock()
+"""Taken only to give a budget its lock, at its first settling."""
