@@ -100,7 +100,7 @@ class AttemptLoop:
 
     def configure(self, cfg: RetryConfig) -> None:
         """Put new limits in force (settings changed)."""
-        self.engine.cfg = cfg
+        self.engine.configure(cfg)
         self._flags(cfg)
 
     def _flags(self, cfg: RetryConfig) -> None:

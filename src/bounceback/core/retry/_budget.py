@@ -269,13 +269,13 @@ class RetryBudget:
     """
 
     __slots__ = (
-        "_clock",
         "_credit_since",
         "_ledger",
         "_local",
         "_lock",
         "_settled_at",
         "call_tally",
+        "clock",
         "count_call",
         "grants",
         "name",
@@ -311,7 +311,10 @@ class RetryBudget:
     def _start(self, rule: BudgetRule, name: str, clock: Clock | None, ledger: BudgetLedger | None) -> None:
         self.rule = rule
         self.name = name
-        self._clock = clock = clock or SYSTEM_CLOCK
+        clock = clock or SYSTEM_CLOCK
+        self.clock: Clock = clock
+        """The clock the budget's window runs on (read it, do not set it: a retry engine on the same clock
+        hands the budget its readings)."""
         # A ledger of its own can grant on credit (see try_spend); a shared one is asked every time. Its own
         # is made at the first settle: most budgets of a healthy program never need one.
         self._local: LocalLedger | None = None
@@ -350,7 +353,7 @@ class RetryBudget:
         a token is popped once, so never more grants than the rule allows.
         """
         until, tokens, _ = self.grants
-        if tokens and (now if now >= 0 else self._clock.monotonic()) < until:
+        if tokens and (now if now >= 0 else self.clock.monotonic()) < until:
             try:
                 tokens.pop()
             except IndexError:
@@ -358,11 +361,6 @@ class RetryBudget:
             else:
                 return True
         return self._settle(True).granted
-
-    @property
-    def clock(self) -> Clock:
-        """The clock the budget's window runs on."""
-        return self._clock
 
     def reading(self) -> BudgetReading:
         """The window's counts now, without spending (for status output and dashboards)."""
@@ -382,7 +380,7 @@ class RetryBudget:
             lock.release()
 
     def _settle_locked(self, spend: bool) -> BudgetReading:
-        now = self._clock.monotonic()
+        now = self.clock.monotonic()
         fresh = self.call_tally.take()
         span = now - self._settled_at
         self._settled_at = now

@@ -123,12 +123,12 @@ class Engine:
     """The decisions of recovery for one policy. Holds no per-call state: a :class:`Run` does."""
 
     __slots__ = (
-        "_cfg",
         "_plan",
         "breaker",
         "budget",
         "bus",
         "cancel",
+        "cfg",
         "classifier",
         "classify",
         "clock",
@@ -152,7 +152,8 @@ class Engine:
         budget: BudgetPort | None,
     ) -> None:
         self.operation = operation
-        self._cfg = cfg
+        self.cfg = cfg
+        """The limits in force (read it; :meth:`configure` replaces it)."""
         self._plan = _plan_of(cfg)
         self.classifier = DEFAULT_CLASSIFIER if classifier is None else as_classifier(classifier)
         # Bound once: classifying is on every failure. The defaults' common case is a plain function.
@@ -181,16 +182,11 @@ class Engine:
             else:
                 self.spend = _own_clock(budget)
 
-    @property
-    def cfg(self) -> RetryConfig:
-        """The limits in force."""
-        return self._cfg
-
-    @cfg.setter
-    def cfg(self, cfg: RetryConfig) -> None:
-        # Replaced whole when settings change; what decide() reads on every failure is laid out once.
+    def configure(self, cfg: RetryConfig) -> None:
+        """Put the limits ``cfg`` in force (settings changed): :attr:`cfg` is replaced whole, and what
+        :meth:`decide` reads of it on every failure is laid out once."""
         self._plan = _plan_of(cfg)
-        self._cfg = cfg
+        self.cfg = cfg
 
     def start(self, started: float) -> Run:
         """A new run whose first attempt began at monotonic time ``started`` (negative: unknown, the first
