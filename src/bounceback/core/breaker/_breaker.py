@@ -126,6 +126,7 @@ class CircuitBreaker:
         "_refusals",
         "_shared",
         "_state",
+        "classify",
         "count_success",
         "fast_path",
         "name",
@@ -164,6 +165,12 @@ class CircuitBreaker:
         bus = bus or default_bus
         self._bus = bus  # the call path asks it whether anyone listens before it builds an event
         self._classifier: Classifier = as_classifier(classifier)
+        given = self._classifier
+        self.classify: Callable[[BaseException], Classification] = (
+            classify_by_defaults if given is DEFAULT_CLASSIFIER else given.classify
+        )
+        """What counts as a failure, decided on every failure of every form (``call``, the decorators, a
+        Policy): the classifier's ``classify``, bound once; for the defaults, their one-look-up function."""
         self._is_failure = is_failure
         # What the machine publishes (set by _published before the machine's constructor returns).
         self._state = _C
@@ -348,8 +355,7 @@ class CircuitBreaker:
         """Decorate a function (sync or ``async def``) so every call goes through the breaker."""
         if inspect.iscoroutinefunction(fn):
             return forms.decorate(self, fn)
-        given = self._classifier
-        classify = classify_by_defaults if given is DEFAULT_CLASSIFIER else given.classify
+        classify = self.classify
         acquire = self.acquire
         release = self.release
         abandon = self.abandon

@@ -2,7 +2,7 @@
 
 :func:`call`, :func:`acall`, :func:`decorate` (for ``async def``) and the ``with`` / ``async with`` blocks
 (:func:`enter`, :func:`leave`) use nothing but what the retry engine uses too: ``fast_path``,
-``count_success()``, ``acquire()``, ``release()``, ``abandon()``, and the breaker's ``classifier``.
+``count_success()``, ``acquire()``, ``release()``, ``abandon()``, and the breaker's ``classify``.
 ``CircuitBreaker`` offers them as its methods (``breaker.call`` *is* :func:`call`, so a call through it costs
 no extra frame). The decorator of a plain function is the breaker's own: it inlines the refusal while open,
 which reads the breaker's state.
@@ -36,6 +36,10 @@ class Port(Protocol):
     @property
     def classifier(self) -> Classifier: ...
 
+    def classify(self, exc: BaseException, /) -> Classification:
+        """The breaker's verdict on ``exc`` (its classifier's, bound once)."""
+        ...
+
     def count_success(self) -> object: ...
 
     def acquire(self) -> Any: ...
@@ -65,7 +69,7 @@ def call(brk: Port, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            brk.release(None, brk.classifier.classify(exc))
+            brk.release(None, brk.classify(exc))
             raise
         brk.count_success()
         return result
@@ -73,7 +77,7 @@ def call(brk: Port, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
-        brk.release(permit, brk.classifier.classify(exc))
+        brk.release(permit, brk.classify(exc))
         raise
     except BaseException:
         brk.abandon(permit)
@@ -88,7 +92,7 @@ async def acall(brk: Port, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwa
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            brk.release(None, brk.classifier.classify(exc))
+            brk.release(None, brk.classify(exc))
             raise
         brk.count_success()
         return result
@@ -96,7 +100,7 @@ async def acall(brk: Port, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwa
     try:
         result = await fn(*args, **kwargs)
     except Exception as exc:
-        brk.release(permit, brk.classifier.classify(exc))
+        brk.release(permit, brk.classify(exc))
         raise
     except BaseException:
         # Cancelled or interrupted: the call has no outcome, its permit goes back.
@@ -126,7 +130,7 @@ def leave(brk: Port, exc: BaseException | None) -> None:
     if exc is None:
         brk.release(permit, None)
     elif isinstance(exc, Exception):
-        brk.release(permit, brk.classifier.classify(exc))
+        brk.release(permit, brk.classify(exc))
     else:
         brk.abandon(permit)
 
@@ -142,7 +146,7 @@ def decorate(brk: Port, fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitabl
     >>> asyncio.run(decorate(CircuitBreaker("docs-decorate"), ping)())
     'pong'
     """
-    classify = brk.classifier.classify
+    classify = brk.classify
     release = brk.release
     acall = brk.acall
 
