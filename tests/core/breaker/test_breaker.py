@@ -562,3 +562,37 @@ def test_state_name_is_true_after_the_open_time_without_reading_state_first() ->
     assert brk.state_name == "open"
     clock.advance(10)
     assert brk.state_name == "half_open"  # not "open" until someone reads .state
+
+
+def test_every_form_counts_what_the_breaker_s_own_classifier_calls_a_failure() -> None:
+    # A plain function as the classifier: "quota" errors are the caller's fault (permanent, not counted),
+    # anything else has no opinion (the defaults decide: RuntimeError is transient). Every form of the breaker
+    # (call, acall, the decorators, the blocks) asks the same bound verdict, breaker.classify.
+    def mine(exc: BaseException) -> str | None:
+        return "permanent" if "quota" in str(exc) else None
+
+    brk = CircuitBreaker("own-verdict", window=100, min_calls=100, classifier=mine)
+    assert brk.classify(RuntimeError("quota exceeded")).kind is ErrorKind.PERMANENT
+    assert brk.classify(RuntimeError("boom")).kind is ErrorKind.TRANSIENT
+
+    def fail(text: str) -> None:
+        raise RuntimeError(text)
+
+    async def afail(text: str) -> None:
+        raise RuntimeError(text)
+
+    decorated, adecorated = brk(fail), brk(afail)
+    for text in ("quota exceeded", "boom"):
+        with pytest.raises(RuntimeError):
+            brk.call(fail, text)
+        with pytest.raises(RuntimeError):
+            asyncio.run(brk.acall(afail, text))
+        with pytest.raises(RuntimeError):
+            decorated(text)
+        with pytest.raises(RuntimeError):
+            asyncio.run(adecorated(text))
+        with pytest.raises(RuntimeError), brk:
+            fail(text)
+    m = brk.metrics()
+    assert (m.calls, m.failures) == (5, 5)  # the five "boom" failures; the quota errors were not counted
+    assert CircuitBreaker("defaults").classify(ValueError("bad")).kind is ErrorKind.PERMANENT
