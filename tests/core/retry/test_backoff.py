@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import random
 from datetime import timedelta
 
@@ -186,3 +188,21 @@ def test_the_first_band_gives_the_first_delay(
     first = low if width is None else min(cap, low + width * banded.random())
     assert first == b.delay(0, 0.0, drawn)
     assert banded.random() == drawn.random()  # both sources are at the same place after
+
+
+@given(
+    kind=st.sampled_from(list(BackoffKind)),
+    jitter=st.sampled_from(list(Jitter)),
+    initial=st.floats(0, 5),
+    spread=st.floats(0, 60),
+    seed=st.integers(0, 2**32),
+)
+def test_a_backoff_pickles_and_copies_with_its_delays(
+    kind: BackoffKind, jitter: Jitter, initial: float, spread: float, seed: int
+) -> None:
+    # Its delay function is laid out per jitter kind at creation, and made again on loading: a pickled or
+    # copied backoff (sent to a worker process, kept in a config) waits as the original does.
+    b = Backoff(kind, initial=initial, max_delay=initial + spread, jitter=jitter)
+    for other in (pickle.loads(pickle.dumps(b)), copy.copy(b), copy.deepcopy(b)):
+        assert other == b and other.first_wait == b.first_wait
+        assert other.schedule(6, seed=seed) == b.schedule(6, seed=seed)

@@ -219,6 +219,12 @@ class Backoff:
             "jitter": self.jitter.value,
         }
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its description: the delay function laid out for its jitter is made again on loading
+        # (a function made inside a method cannot be pickled).
+        d = self.to_dict()
+        return (_backoff, (d["kind"], d["initial"], d["max_delay"], d["multiplier"], d["jitter"]))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Backoff) and self.to_dict() == other.to_dict()
 
@@ -230,6 +236,11 @@ class Backoff:
             f"Backoff({self.kind.value!r}, initial={self.initial:g}, max_delay={self.max_delay:g}, "
             f"multiplier={self.multiplier:g}, jitter={self.jitter.value!r})"
         )
+
+
+def _backoff(kind: str, initial: float, max_delay: float, multiplier: float, jitter: str) -> Backoff:
+    """A Backoff from the fields of its description (what pickling a Backoff stores)."""
+    return Backoff(kind, initial=initial, max_delay=max_delay, multiplier=multiplier, jitter=jitter)
 
 
 def _nth_base(kind: BackoffKind, initial: float, multiplier: float, cap: float, retry: int) -> float:
