@@ -170,19 +170,22 @@ def test_decorrelated_waits_grow_to_the_published_average() -> None:
     assert sum(1 for w in waits if w == 30) / len(waits) > 0.2
 
 
-@given(
-    kind=st.sampled_from(list(BackoffKind)),
-    jitter=st.sampled_from(list(Jitter)),
-    initial=st.floats(0, 5),
-    spread=st.floats(0, 60),
-    seed=st.integers(0, 2**32),
+# Any backoff: every kind and jitter, a cap from equal to the first delay to far above it.
+backoffs = st.builds(
+    lambda kind, jitter, initial, spread: Backoff(
+        kind, initial=initial, max_delay=initial + spread, jitter=jitter
+    ),
+    st.sampled_from(list(BackoffKind)),
+    st.sampled_from(list(Jitter)),
+    st.floats(0, 5),
+    st.floats(0, 60),
 )
-def test_the_first_band_gives_the_first_delay(
-    kind: BackoffKind, jitter: Jitter, initial: float, spread: float, seed: int
-) -> None:
+
+
+@given(b=backoffs, seed=st.integers(0, 2**32))
+def test_the_first_band_gives_the_first_delay(b: Backoff, seed: int) -> None:
     # Engine.first draws the first wait from first_wait without calling delay(): the same value, and the
     # same use of the random source (none without jitter).
-    b = Backoff(kind, initial=initial, max_delay=initial + spread, jitter=jitter)
     low, width, cap = b.first_wait
     banded, drawn = random.Random(seed), random.Random(seed)
     first = low if width is None else min(cap, low + width * banded.random())
@@ -190,19 +193,10 @@ def test_the_first_band_gives_the_first_delay(
     assert banded.random() == drawn.random()  # both sources are at the same place after
 
 
-@given(
-    kind=st.sampled_from(list(BackoffKind)),
-    jitter=st.sampled_from(list(Jitter)),
-    initial=st.floats(0, 5),
-    spread=st.floats(0, 60),
-    seed=st.integers(0, 2**32),
-)
-def test_a_backoff_pickles_and_copies_with_its_delays(
-    kind: BackoffKind, jitter: Jitter, initial: float, spread: float, seed: int
-) -> None:
+@given(b=backoffs, seed=st.integers(0, 2**32))
+def test_a_backoff_pickles_and_copies_with_its_delays(b: Backoff, seed: int) -> None:
     # Its delay function is laid out per jitter kind at creation, and made again on loading: a pickled or
     # copied backoff (sent to a worker process, kept in a config) waits as the original does.
-    b = Backoff(kind, initial=initial, max_delay=initial + spread, jitter=jitter)
     for other in (pickle.loads(pickle.dumps(b)), copy.copy(b), copy.deepcopy(b)):
         assert other == b and other.first_wait == b.first_wait
         assert other.schedule(6, seed=seed) == b.schedule(6, seed=seed)
