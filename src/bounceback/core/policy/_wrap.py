@@ -167,7 +167,7 @@ def _guarded(
 
         counts = iter(count, _NEVER)
 
-    # What only a failure or the permit route needs, in one tuple: the success path closes over four names.
+    # What only a failure or the permit route needs, in one tuple: the success path closes over five names.
     rest = (*tools, brk.release, calls, count_success, permitted, loop.call_sync)
 
     @functools.wraps(fn)
