@@ -154,7 +154,7 @@ def _guarded(
     successes = getattr(brk, "success_tally", None)
     # ``next()`` on an iterator is the cheapest call there is (the builtin calls the C slot directly).
     counts: Iterator[object]
-    if isinstance(budget_tally, Tally) and calls is budget_tally.numbers and isinstance(successes, Tally):
+    if isinstance(budget_tally, Tally) and calls is budget_tally and isinstance(successes, Tally):
         counts = Tally.paired(budget_tally, successes)
     elif calls is None:
         counts = iter(count_success, _NEVER)
@@ -222,7 +222,7 @@ def _calls(loop: AttemptLoop) -> Iterator[object] | None:
         return None
     tally = getattr(loop.engine.budget, "call_tally", None)
     if isinstance(tally, Tally) and count_call == tally.bump:
-        return tally.numbers
+        return tally
     return iter(count_call, _NEVER)
 
 

@@ -330,7 +330,7 @@ class RetryBudget:
         tally = self.call_tally = Tally()
         """The tally of calls (``count_call`` bumps it): a policy may count a call in it together with
         another tally (see :meth:`Tally.paired`)."""
-        self.count_call = tally.bump
+        self.count_call = tally.__next__
         """Count one call: what policies call on the success path (thread-safe, exact, one C call)."""
         self._settled_at = clock.monotonic()
 
