@@ -112,6 +112,10 @@ class Backoff:
         start, end = self.bounds(0, 0.0)
         if self.jitter is Jitter.DECORRELATED:
             end = max(start, start * 3)  # the draw's range; the cap applies to the draw (see decorrelated)
+        elif self.jitter is Jitter.EQUAL:
+            # delay() draws half + r * half: a width of half, as there (base - base / 2 is not half when the
+            # base is the smallest float, whose half rounds to 0).
+            end = 2 * start
         self.first_wait: tuple[float, float | None, float] = (
             start,
             None if self.jitter is Jitter.NONE else end - start,
