@@ -28,7 +28,7 @@ class Registry:
         # are dropped when read, and swept when the table has doubled since the last sweep.
         self._policies: dict[str, weakref.ref[Any]] = {}
         self._breakers: dict[str, weakref.ref[Any]] = {}
-        self._sweep_at = {"policies": 64, "breakers": 64}
+        self._sweep_policies_at = self._sweep_breakers_at = 64
 
     def add_policy(self, policy: Any) -> None:
         """Register ``policy`` under its operation name (the newest one wins)."""
@@ -37,8 +37,8 @@ class Registry:
         lock.acquire()  # on every creation: acquire/release cost half of a ``with`` block
         try:
             self._policies[policy.operation] = ref
-            if len(self._policies) >= self._sweep_at["policies"]:
-                self._sweep("policies", self._policies)
+            if len(self._policies) >= self._sweep_policies_at:
+                self._sweep_policies_at = self._sweep(self._policies)
         finally:
             lock.release()
 
@@ -49,16 +49,18 @@ class Registry:
         lock.acquire()  # on every creation: acquire/release cost half of a ``with`` block
         try:
             self._breakers[breaker.name] = ref
-            if len(self._breakers) >= self._sweep_at["breakers"]:
-                self._sweep("breakers", self._breakers)
+            if len(self._breakers) >= self._sweep_breakers_at:
+                self._sweep_breakers_at = self._sweep(self._breakers)
         finally:
             lock.release()
 
-    def _sweep(self, kind: str, table: dict[str, weakref.ref[Any]]) -> None:
-        # Under the lock: drop the entries whose object is gone, and sweep next when the live ones double.
+    @staticmethod
+    def _sweep(table: dict[str, weakref.ref[Any]]) -> int:
+        """Under the lock: drop the entries whose object is gone; returns the size at which to sweep next
+        (when the live ones have doubled, so sweeping costs a constant per registration)."""
         for name in [n for n, ref in table.items() if ref() is None]:
             del table[name]
-        self._sweep_at[kind] = max(64, 2 * len(table))
+        return max(64, 2 * len(table))
 
     def policy(self, name: str) -> Any | None:
         """The live policy named ``name``, or None."""
@@ -73,13 +75,13 @@ class Registry:
     def policies(self) -> dict[str, Any]:
         """Every live policy by name."""
         with self._lock:
-            self._sweep("policies", self._policies)
+            self._sweep_policies_at = self._sweep(self._policies)
             return {name: obj for name, ref in self._policies.items() if (obj := ref()) is not None}
 
     def breakers(self) -> dict[str, Any]:
         """Every live breaker by name."""
         with self._lock:
-            self._sweep("breakers", self._breakers)
+            self._sweep_breakers_at = self._sweep(self._breakers)
             return {name: obj for name, ref in self._breakers.items() if (obj := ref()) is not None}
 
 
