@@ -30,17 +30,7 @@ verdicts = st.builds(
 
 
 def engine(cfg: RetryConfig, budget: RetryBudget | None, clock: FakeClock, seed: int) -> Engine:
-    return Engine(
-        "op",
-        cfg,
-        classifier=None,
-        clock=clock,
-        rng=random.Random(seed),
-        bus=EventBus(),
-        cancel=None,
-        breaker=None,
-        budget=budget,
-    )
+    return Engine("op", cfg, None, clock, random.Random(seed), EventBus(), None, None, budget)
 
 
 @given(

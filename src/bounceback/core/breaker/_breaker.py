@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,7 +43,7 @@ from bounceback.core.breaker import _forms as forms
 from bounceback.core.breaker._config import BreakerConfig, build_config
 from bounceback.core.breaker._control import Limits
 from bounceback.core.breaker._core import BreakerState
-from bounceback.core.breaker._machine import COUNTED, PROBE, UNUSED, StateMachine
+from bounceback.core.breaker._machine import COUNTED, PROBE, StateMachine
 from bounceback.core.breaker._metrics import BreakerMetrics
 from bounceback.core.breaker._shared_machine import SharedMachine
 from bounceback.core.breaker._store import BreakerStore
@@ -172,13 +171,8 @@ class CircuitBreaker:
         """What counts as a failure, decided on every failure of every form (``call``, the decorators, a
         Policy): the classifier's ``classify``, bound once; for the defaults, their one-look-up function."""
         self._is_failure = is_failure
-        # What the machine publishes (set by _published before the machine's constructor returns).
-        self._state = _C
-        self._epoch = 0
-        self._open_until = self._open_until_wall = math.inf
-        self._plain = self.fast_path = False
-        self._cfg = cfg
-        self._refusals: Tally = UNUSED
+        # The state the call path reads (_state, _epoch, _open_until, _plain, fast_path, _cfg ...) is set by
+        # _published, which the machine calls before its constructor returns.
         self._limits = part
         wall = time.time if real else clock.wall
         # One generator for every breaker unless a test injects its own: a Random per breaker would cost
@@ -186,16 +180,13 @@ class CircuitBreaker:
         draw = rng if rng is not None else _RNG
         timed = real if timers is None else bool(timers)
         publish = self._published
+        # By position: a class called with keywords builds a dict of them, a sixth of a breaker's creation.
         if store is None:
-            self._machine = StateMachine(
-                self.name, cfg, now=now, wall=wall, bus=bus, rng=draw, health_check=health_check,
-                timers=timed, publish=publish,
-            )  # fmt: skip
+            self._machine = StateMachine(self.name, cfg, now, wall, bus, draw, health_check, timed, publish)
         else:
             self._machine = SharedMachine(
-                self.name, cfg, now=now, wall=wall, bus=bus, rng=draw, store=store, health_check=health_check,
-                timers=timed, publish=publish,
-            )  # fmt: skip
+                self.name, cfg, now, wall, bus, draw, health_check, timed, publish, store
+            )
         self._shared = self._machine.shared
         self.count_success = self._machine.count_success
         if part is not None and settings is not None and not isinstance(settings, Mapping):

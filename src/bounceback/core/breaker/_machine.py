@@ -78,7 +78,6 @@ class StateMachine:
         self,
         name: str,
         cfg: BreakerConfig,
-        *,
         now: Callable[[], float],
         wall: Callable[[], float],
         bus: EventBus,
@@ -86,6 +85,7 @@ class StateMachine:
         health_check: Callable[[], Any] | None,
         timers: bool,
         publish: Publish,
+        /,
     ) -> None:
         self.name = name
         self._cfg = cfg

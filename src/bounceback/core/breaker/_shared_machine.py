@@ -36,27 +36,17 @@ class SharedMachine(StateMachine):
         self,
         name: str,
         cfg: BreakerConfig,
-        *,
         now: Callable[[], float],
         wall: Callable[[], float],
         bus: EventBus,
         rng: random.Random,
-        store: BreakerStore,
         health_check: Callable[[], Any] | None,
         timers: bool,
         publish: Publish,
+        store: BreakerStore,
+        /,
     ) -> None:
-        super().__init__(
-            name,
-            cfg,
-            now=now,
-            wall=wall,
-            bus=bus,
-            rng=rng,
-            health_check=health_check,
-            timers=timers,
-            publish=publish,
-        )
+        super().__init__(name, cfg, now, wall, bus, rng, health_check, timers, publish)
         link = self._link = StoreLink(
             store, self._local_state, self._store_away, now, cfg.store_retry_seconds
         )

@@ -80,12 +80,12 @@ class AttemptLoop:
     def __init__(
         self,
         engine: Engine,
-        *,
         gates: BreakerPort | None,
         result_check: Callable[[Any], bool] | None,
         fallback: Any,
         hedge: Hedge | None,
-        again: Callable[[RetryAgain], _Rerun],
+        again: Callable[[RetryAgain], _Rerun] | None,
+        /,
     ) -> None:
         self.engine = engine
         self.gates = gates
@@ -303,7 +303,7 @@ class AttemptLoop:
             delay = None
         assert run is not None
         outcome = self.give_up(run, result)
-        if isinstance(outcome, RetryAgain):
+        if isinstance(outcome, RetryAgain) and self.again is not None:  # None: no fallback, none asked
             rerun = self.again(outcome)
             value = rerun.call(fn, *args, **kwargs)
             _told_success(rerun)
@@ -463,7 +463,7 @@ class AttemptLoop:
         outcome = self.give_up(run, result)
         if inspect.isawaitable(outcome):
             outcome = await outcome
-        if isinstance(outcome, RetryAgain):
+        if isinstance(outcome, RetryAgain) and self.again is not None:  # None: no fallback, none asked
             rerun = self.again(outcome)
             value = await rerun.acall(fn, *args, **kwargs)
             _told_success(rerun)

@@ -89,12 +89,8 @@ class Policy:
         "__weakref__",
         "_budget_given",
         "_explicit",
-        "_given_breaker",
-        "_limiter",
         "_loop",
-        "_rate_limit",
         "_settings",
-        "_throttle",
         "_unsubscribe",
         "operation",
     )
@@ -160,10 +156,6 @@ class Policy:
             raise ConfigError("limiter", limiter, "a bounceback.ConcurrencyLimiter, or None")
         if rate_limit is not None and not isinstance(rate_limit, RateLimiter):
             raise ConfigError("rate_limit", rate_limit, "a bounceback.RateLimiter, or None")
-        self._given_breaker = breaker
-        self._throttle = throttle
-        self._limiter = limiter
-        self._rate_limit = rate_limit
         cfg = read_limits(settings, operation, self._explicit)
         # A retry budget is on by default (``budget.enabled``); ``budget=None`` turns it off.
         self._budget_given = budget is not UNSET
@@ -179,25 +171,16 @@ class Policy:
         gates: BreakerPort | None = breaker
         if throttle is not None or limiter is not None or rate_limit is not None:
             gates = Gates(rate_limit=rate_limit, limiter=limiter, throttle=throttle, breaker=breaker)
+        # The parts take their arguments by position: a class called with keywords builds a dict of them,
+        # which cost a new operation's Policy a sixth of its creation.
         engine = Engine(
-            operation or "anonymous",
-            cfg,
-            classifier=classifier,
-            clock=clock or SYSTEM_CLOCK,
-            rng=rng,
-            bus=bus or default_bus,
-            cancel=cancel,
-            breaker=breaker,
-            budget=budget,
-        )
-        self._loop = AttemptLoop(
-            engine,
-            gates=gates,
-            result_check=retry_if_result,
-            fallback=fallback,
-            hedge=hedge,
-            again=self._again,
-        )
+            operation or "anonymous", cfg, classifier, clock or SYSTEM_CLOCK, rng, bus or default_bus, cancel,
+            breaker, budget,
+        )  # fmt: skip
+        # Only a fallback can ask to run again: without one the loop holds nothing that leads back here, so a
+        # policy made per call is freed when dropped, not left to the cycle collector.
+        again = None if fallback is UNSET else self._again
+        self._loop = AttemptLoop(engine, gates, retry_if_result, fallback, hedge, again)
         self._unsubscribe: Callable[[], None] | None = None
         if settings is not None:
             # A weak reference: subscribing must not keep a dropped policy alive.
@@ -236,22 +219,25 @@ class Policy:
     @property
     def breaker(self) -> BreakerPort | None:
         """The circuit breaker every attempt passes, if any."""
-        return self._given_breaker
+        return self._loop.engine.breaker
 
     @property
     def throttle(self) -> AdaptiveThrottle | None:
         """The adaptive throttle every attempt asks first, if any."""
-        return self._throttle
+        gates = self._loop.gates  # the parts are kept once, where the attempts use them
+        return gates.throttle if isinstance(gates, Gates) else None
 
     @property
     def limiter(self) -> ConcurrencyLimiter | None:
         """The concurrency limiter every attempt passes, if any."""
-        return self._limiter
+        gates = self._loop.gates
+        return gates.limiter if isinstance(gates, Gates) else None
 
     @property
     def rate_limit(self) -> RateLimiter | None:
         """The rate limiter every attempt passes first, if any."""
-        return self._rate_limit
+        gates = self._loop.gates
+        return gates.rate_limit if isinstance(gates, Gates) else None
 
     @property
     def hedge(self) -> Hedge | None:
@@ -275,10 +261,10 @@ class Policy:
         kwargs: dict[str, Any] = {
             "classifier": eng.classifier,
             "retry_if_result": loop.result_check,
-            "breaker": self._given_breaker,
-            "throttle": self._throttle,
-            "limiter": self._limiter,
-            "rate_limit": self._rate_limit,
+            "breaker": eng.breaker,
+            "throttle": self.throttle,
+            "limiter": self.limiter,
+            "rate_limit": self.rate_limit,
             "hedge": loop.hedge,
             "fallback": loop.fallback,
             "cancel": eng.cancel,
@@ -347,7 +333,7 @@ class Policy:
         cfg = self._loop.engine.cfg
         return (
             f"Policy({self.operation!r}, attempts={cfg.attempts}, deadline={cfg.deadline:g}, "
-            f"backoff={cfg.backoff!r}, breaker={getattr(self._given_breaker, 'name', None)!r})"
+            f"backoff={cfg.backoff!r}, breaker={getattr(self.breaker, 'name', None)!r})"
         )
 
 

@@ -142,7 +142,6 @@ class Engine:
         self,
         operation: str,
         cfg: RetryConfig,
-        *,
         classifier: ClassifierLike | None,
         clock: Clock,
         rng: random.Random | None,
@@ -150,6 +149,7 @@ class Engine:
         cancel: CancelToken | None,
         breaker: BreakerPort | None,
         budget: BudgetPort | None,
+        /,
     ) -> None:
         self.operation = operation
         self.cfg = cfg
@@ -170,17 +170,18 @@ class Engine:
         self.budget = budget
         # What a retry is charged to: a budget on the engine's own clock is handed the reading the
         # decision already took; any other reads its own.
-        self.spend: Callable[[str, float], bool] | None = None
+        spend: Any = None
         # A budget on the engine's clock that lays out its grants: decide() takes one itself (one C call).
-        self.held: Any = None
+        held: Any = None
         if budget is not None:
             if getattr(budget, "clock", None) is clock:
-                spend_at: Any = budget.try_spend  # takes the reading as its second argument (see BudgetPort)
-                self.spend = spend_at
+                spend = budget.try_spend  # takes the reading as its second argument (see BudgetPort)
                 if isinstance(getattr(budget, "grants", None), tuple):
-                    self.held = budget
+                    held = budget
             else:
-                self.spend = _own_clock(budget)
+                spend = _own_clock(budget)
+        self.spend: Callable[[str, float], bool] | None = spend
+        self.held: Any = held
 
     def configure(self, cfg: RetryConfig) -> None:
         """Put the limits ``cfg`` in force (settings changed): :attr:`cfg` is replaced whole, and what
