@@ -55,6 +55,9 @@ T = TypeVar("T")
 _NONE_GIVEN: Mapping[str, Any] = MappingProxyType({})
 """No limit given in code (shared, read-only)."""
 
+_BUILT_IN_LIMITS: RetryConfig = read_limits(None, None, _NONE_GIVEN)
+"""The limits of a policy given none, without settings: the built-in defaults."""
+
 
 class Policy:
     """How an operation recovers: attempts, deadline, per-attempt timeout, backoff, breaker and fallback.
@@ -129,9 +132,9 @@ class Policy:
             and backoff is None
             and max_retry_after is UNSET
         ):
-            self._explicit: Mapping[str, Any] = _NONE_GIVEN  # the common case: read from the defaults
+            explicit: Mapping[str, Any] = _NONE_GIVEN  # the common case: read from the defaults
         else:
-            self._explicit = {
+            explicit = {
                 k: v
                 for k, v in {
                     "attempts": attempts,
@@ -142,6 +145,7 @@ class Policy:
                 }.items()
                 if v is not UNSET and not (k == "backoff" and v is None)
             }
+        self._explicit = explicit
         self._settings = settings
         if settings is not None:
             if throttle is None:
@@ -156,7 +160,9 @@ class Policy:
             raise ConfigError("limiter", limiter, "a bounceback.ConcurrencyLimiter, or None")
         if rate_limit is not None and not isinstance(rate_limit, RateLimiter):
             raise ConfigError("rate_limit", rate_limit, "a bounceback.RateLimiter, or None")
-        cfg = read_limits(settings, operation, self._explicit)
+        # Nothing given and no settings: the built-in limits, one immutable RetryConfig for every such policy.
+        no_source = settings is None and explicit is _NONE_GIVEN
+        cfg = _BUILT_IN_LIMITS if no_source else read_limits(settings, operation, explicit)
         # A retry budget is on by default (``budget.enabled``); ``budget=None`` turns it off.
         self._budget_given = budget is not UNSET
         if isinstance(budget, Unset):

@@ -135,7 +135,7 @@ class Engine:
         "held",
         "operation",
         "rng",
-        "spend",
+        "same_clock",
     )
 
     def __init__(
@@ -154,7 +154,8 @@ class Engine:
         self.operation = operation
         self.cfg = cfg
         """The limits in force (read it; :meth:`configure` replaces it)."""
-        self._plan = _plan_of(cfg)
+        last_cfg, plan = _LAST_PLAN[0]  # the plan of the configuration asked for last, most often this one
+        self._plan = plan if last_cfg is cfg else _plan_of(cfg)
         self.classifier = DEFAULT_CLASSIFIER if classifier is None else as_classifier(classifier)
         # Bound once: classifying is on every failure. The defaults' common case is a plain function.
         self.classify: Callable[[BaseException], Classification] = (
@@ -168,20 +169,11 @@ class Engine:
         self.cancel = cancel
         self.breaker = breaker
         self.budget = budget
-        # What a retry is charged to: a budget on the engine's own clock is handed the reading the
-        # decision already took; any other reads its own.
-        spend: Any = None
-        # A budget on the engine's clock that lays out its grants: decide() takes one itself (one C call).
-        held: Any = None
-        if budget is not None:
-            if getattr(budget, "clock", None) is clock:
-                spend = budget.try_spend  # takes the reading as its second argument (see BudgetPort)
-                if isinstance(getattr(budget, "grants", None), tuple):
-                    held = budget
-            else:
-                spend = _own_clock(budget)
-        self.spend: Callable[[str, float], bool] | None = spend
-        self.held: Any = held
+        # A budget on the engine's own clock is handed the reading the decision already took; any other
+        # reads its own. (A flag, not a bound method: a policy's creation makes one object fewer.)
+        same_clock = self.same_clock = budget is not None and getattr(budget, "clock", None) is clock
+        # A budget on the engine's clock that lays out its grants: first() and charge() take one themselves.
+        self.held: Any = budget if same_clock and isinstance(getattr(budget, "grants", None), tuple) else None
 
     def configure(self, cfg: RetryConfig) -> None:
         """Put the limits ``cfg`` in force (settings changed): :attr:`cfg` is replaced whole, and what
@@ -320,10 +312,10 @@ class Engine:
                     pass  # another thread took the last one: the budget settles with its window
                 else:
                     return delay
-        spend = self.spend
-        if spend is None:
+        budget: Any = self.budget  # on the engine's clock, try_spend takes the reading (see BudgetPort)
+        if budget is None:
             return delay
-        if not spend(self.operation, now):
+        if not (budget.try_spend(self.operation, now) if self.same_clock else budget.try_spend(self.operation)):
             # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause when
             # the calls that waited for probes are left out of the budget (docs/simulator.md).
             return "budget"
@@ -521,8 +513,3 @@ def _plan_of(cfg: RetryConfig) -> Plan:
 
 Plan = tuple[float, float, Callable[[int, float, Any], float], float, tuple[float, float | None, float]]
 _LAST_PLAN: list[tuple[RetryConfig | None, Plan]] = [(None, (0.0, 0.0, lambda *_: 0.0, 0.0, (0.0, 0.0, 0.0)))]
-
-
-def _own_clock(budget: BudgetPort) -> Callable[[str, float], bool]:
-    """``try_spend`` of a budget on a clock of its own: the engine's reading means nothing to it."""
-    return lambda operation, _now: budget.try_spend(operation)
