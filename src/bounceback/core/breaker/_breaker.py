@@ -260,7 +260,7 @@ class CircuitBreaker:
             now = self._now()
             until = self._open_until
             if now < until and not self._shared:
-                self._refusals.bump()
+                next(self._refusals)
                 if self._bus.listening:
                     self._machine.emit_rejected("open", self._open_until_wall)
                 raise CircuitOpenError(self.name, "open", self._open_until_wall, until - now)
@@ -277,7 +277,7 @@ class CircuitBreaker:
             self._machine.sync(self._now())
             if self._state is not BreakerState.FORCED_OPEN:
                 return self.acquire()
-        self._refusals.bump()
+        next(self._refusals)
         if self._bus.listening:
             self._machine.emit_rejected("forced_open", None)
         raise CircuitOpenError(self.name, "forced_open", None, None)
@@ -291,7 +291,7 @@ class CircuitBreaker:
         if now >= machine.next_sync:
             machine.sync(now)
             return self.acquire()
-        self._refusals.bump()
+        next(self._refusals)
         if self._bus.listening:
             machine.emit_rejected("open", self._open_until_wall)
         raise CircuitOpenError(self.name, "open", self._open_until_wall, self._open_until - now)
@@ -367,7 +367,7 @@ class CircuitBreaker:
             if self._state is _O and not self._shared:
                 now = self._now()
                 if now < self._open_until:
-                    self._refusals.bump()
+                    next(self._refusals)
                     if self._bus.listening:
                         self._machine.emit_rejected("open", self._open_until_wall)
                     raise CircuitOpenError(self.name, "open", self._open_until_wall, self._open_until - now)

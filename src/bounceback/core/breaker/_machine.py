@@ -174,7 +174,7 @@ class StateMachine:
         """Adopt a state written elsewhere: nothing to do on the breaker's own store (see SharedMachine)."""
 
     def refuse(self, error: Exception, state: str, retry_at: float | None) -> Exception:
-        self.refusal_tally().bump()
+        next(self.refusal_tally())
         if self._bus.listening:
             self.emit_rejected(state, retry_at)
         return error
