@@ -385,8 +385,17 @@ def test_operation_name_defaults_to_the_function_and_policies_register() -> None
     def named() -> int:
         return 1
 
-    assert named() == 1
-    assert named.policy.operation.endswith("named")  # type: ignore[attr-defined]
+    @retry(attempts=2)
+    def also_named() -> int:
+        return 2
+
+    assert named() == 1 and also_named() == 2
+    policy, other = named.policy, also_named.policy  # type: ignore[attr-defined]
+    assert policy.operation.endswith("named") and other.operation.endswith("also_named")
+    # Both forms register under the function's name and spend from that operation's own budget.
+    assert bounceback.events.registry.policy(policy.operation) is policy
+    assert bounceback.events.registry.policy(other.operation) is other
+    assert policy.budget is not other.budget and policy.budget is Policy(policy.operation).budget
     p = Policy("registered-op")
     assert bounceback.events.registry.policy("registered-op") is p
 

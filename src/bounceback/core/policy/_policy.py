@@ -395,14 +395,19 @@ def retry(fn: Callable[..., Any] | None = None, /, **options: Unpack[RetryOption
     gave up after 4 attempts
     """
     given: dict[str, Any] = dict(options)
-    unknown = sorted(set(given) - set(RetryOptions.__annotations__))
-    if unknown:
+    if not given.keys() <= _RETRY_OPTIONS:
+        unknown = sorted(given.keys() - _RETRY_OPTIONS)
         hint = "a breaker goes to Policy(..., breaker=...)" if unknown[0] == "breaker" else None
         allowed = "one of retry()'s arguments: " + ", ".join(RetryOptions.__annotations__)
         raise ConfigError(unknown[0], given[unknown[0]], allowed, hint=hint)
     operation = given.pop("operation", None)
-    policy = Policy(operation, **given)
-    return policy(fn) if fn is not None else policy
+    if fn is not None:
+        # ``@retry`` alone: one policy named after the function, not an unnamed one renamed when it decorates.
+        return Policy(operation or _name_of(fn), **given)(fn)
+    return Policy(operation, **given)
+
+
+_RETRY_OPTIONS = frozenset(RetryOptions.__annotations__)
 
 
 def _check_hedge(hedge: object, budget: object) -> None:
