@@ -315,7 +315,9 @@ class Engine:
         budget: Any = self.budget  # on the engine's clock, try_spend takes the reading (see BudgetPort)
         if budget is None:
             return delay
-        if not (budget.try_spend(self.operation, now) if self.same_clock else budget.try_spend(self.operation)):
+        if not (
+            budget.try_spend(self.operation, now) if self.same_clock else budget.try_spend(self.operation)
+        ):
             # Waiting for a breaker's probe spends too: the simulator shows a surge outlasting its cause when
             # the calls that waited for probes are left out of the budget (docs/simulator.md).
             return "budget"
