@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import gc
-import weakref
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bounceback import CircuitBreaker, Policy
-from bounceback.events import Registry, registry
-from bounceback.testing import FakeClock
+from bounceback.events import Registry
 
 
 def test_the_newest_policy_of_a_name_wins_and_a_dropped_one_is_gone() -> None:
@@ -54,25 +52,3 @@ def test_dead_entries_never_pile_up(steps: list[tuple[int, bool]]) -> None:
         assert len(named._policies) <= max(64, 2 * peak)
     gc.collect()
     assert named.policies() == kept
-
-
-def test_a_dropped_policy_is_freed_at_once_without_the_cycle_collector() -> None:
-    # Policies made per call (one per request, one per device poll) must not wait for the collector: without a
-    # fallback nothing a policy holds leads back to it, so dropping it frees it and its registry entry dies.
-    gc.collect()
-    gc.disable()
-    try:
-        for use in ("made", "called", "decorated"):
-            policy = Policy(f"freed-at-once-{use}", attempts=3, clock=FakeClock())
-            if use == "called":
-                assert policy.call(lambda: "ok") == "ok"
-            elif use == "decorated":
-                decorated = policy(lambda: "ok")
-                assert decorated() == "ok"
-                del decorated
-            ref = weakref.ref(policy)
-            del policy
-            assert ref() is None, use
-            assert registry.policy(f"freed-at-once-{use}") is None
-    finally:
-        gc.enable()

@@ -234,81 +234,87 @@ class AttemptLoop:
 
         ``decided``: what a wrapper's short route already did (see :data:`Decided`).
         """
-        eng = self.engine
-        gates = self.gates
-        run: Run | None = None
-        delay: float | None = None
-        if decided is not None and len(decided) == 4:
-            # The wrapper's retry (no wait, no record) failed too: ``exc`` is its error; the run begins.
-            started, first_delay, first_exc, first_verdict = decided
-            run = eng.retried(started, first_exc, first_verdict, first_delay)
-            now = -1.0
-        elif decided is not None or (
-            started < 0 and self.quiet and not eng.bus.listening and not run_controls.enabled
-        ):
-            # Nobody listens and nothing can cancel it (checked here, once): decide at once; a run record is
-            # made only if another attempt fails (one failure then success, the common recovery, needs none).
-            if decided is not None:
-                now, decision = decided
+        try:
+            eng = self.engine
+            gates = self.gates
+            run: Run | None = None
+            delay: float | None = None
+            if decided is not None and len(decided) == 4:
+                # The wrapper's retry (no wait, no record) failed too: ``exc`` is its error; the run begins.
+                started, first_delay, first_exc, first_verdict = decided
+                run = eng.retried(started, first_exc, first_verdict, first_delay)
+                now = -1.0
+            elif decided is not None or (
+                started < 0 and self.quiet and not eng.bus.listening and not run_controls.enabled
+            ):
+                # Nobody listens and nothing can cancel it (checked here, once): decide at once; a run record is
+                # made only if another attempt fails (one failure then success, the common recovery, needs none).
+                if decided is not None:
+                    now, decision = decided
+                else:
+                    now = eng.clock.monotonic()
+                    decision = eng.first(exc, verdict, now)
+                started = now
+                if isinstance(decision, str):
+                    run, delay = self._ended(now, exc, verdict, decision), -1.0
+                else:
+                    delay = decision
             else:
-                now = eng.clock.monotonic()
-                decision = eng.first(exc, verdict, now)
-            started = now
-            if isinstance(decision, str):
-                run, delay = self._ended(now, exc, verdict, decision), -1.0
-            else:
-                delay = decision
-        else:
-            run, started, now = self._first(started)
-        attempt_started = started
-        while True:
-            if delay is None:
-                assert run is not None
-                delay = eng.after_failure(run, exc, verdict, attempt_started, now)
+                run, started, now = self._first(started)
+            attempt_started = started
+            while True:
                 if delay is None:
-                    break
-            elif delay < 0:
-                break  # the first failure ended it
-            if delay > 0 and waits_enabled():
-                eng.clock.sleep(delay, run.cancel if run is not None else None)
-                if run is None:
-                    attempt_started = eng.clock.monotonic()
-            # (No wait and no run: the second attempt starts as the first failure was decided.)
-            if run is not None:
-                attempt_started = eng.next_attempt(run)
-                if attempt_started < 0:
-                    break  # cancelled during the wait
-            now = -1.0
-            if self.fast and (gates is None or gates.fast_path):
-                # Nothing to time or check, and gates that need no permit: the first attempt's plain call.
-                try:
-                    value = fn(*args, **kwargs)
-                except Exception as error:
-                    run = run or eng.retried(started, exc, verdict, delay)
-                    exc, verdict, result, delay = error, eng.classify(error), None, None
-                    if gates is not None:
-                        gates.release(None, verdict)
-                    continue
-                if gates is not None:
-                    gates.count_success()
+                    assert run is not None
+                    delay = eng.after_failure(run, exc, verdict, attempt_started, now)
+                    if delay is None:
+                        break
+                elif delay < 0:
+                    break  # the first failure ended it
+                if delay > 0 and waits_enabled():
+                    eng.clock.sleep(delay, run.cancel if run is not None else None)
+                    if run is None:
+                        attempt_started = eng.clock.monotonic()
+                # (No wait and no run: the second attempt starts as the first failure was decided.)
                 if run is not None:
+                    attempt_started = eng.next_attempt(run)
+                    if attempt_started < 0:
+                        break  # cancelled during the wait
+                now = -1.0
+                if self.fast and (gates is None or gates.fast_path):
+                    # Nothing to time or check, and gates that need no permit: the first attempt's plain call.
+                    try:
+                        value = fn(*args, **kwargs)
+                    except Exception as error:
+                        run = run or eng.retried(started, exc, verdict, delay)
+                        exc, verdict, result, delay = error, eng.classify(error), None, None
+                        if gates is not None:
+                            gates.release(None, verdict)
+                        continue
+                    if gates is not None:
+                        gates.count_success()
+                    if run is not None:
+                        eng.succeeded(run)
+                    return value
+                run = run or eng.retried(started, exc, verdict, delay)
+                ok, value, verdict = self.attempt_sync(fn, args, kwargs, run)
+                if ok:
                     eng.succeeded(run)
+                    return value
+                exc, result = _split(value)
+                delay = None
+            assert run is not None
+            outcome = self.give_up(run, result)
+            if isinstance(outcome, RetryAgain) and self.again is not None:  # None: no fallback, none asked
+                rerun = self.again(outcome)
+                value = rerun.call(fn, *args, **kwargs)
+                _told_success(rerun)
                 return value
-            run = run or eng.retried(started, exc, verdict, delay)
-            ok, value, verdict = self.attempt_sync(fn, args, kwargs, run)
-            if ok:
-                eng.succeeded(run)
-                return value
-            exc, result = _split(value)
-            delay = None
-        assert run is not None
-        outcome = self.give_up(run, result)
-        if isinstance(outcome, RetryAgain) and self.again is not None:  # None: no fallback, none asked
-            rerun = self.again(outcome)
-            value = rerun.call(fn, *args, **kwargs)
-            _told_success(rerun)
-            return value
-        return outcome
+            return outcome
+        finally:
+            # This frame keeps errors raised below it (so does the run record), and each error's traceback
+            # leads back here through its frames: a cycle only the collector frees, holding the call's
+            # arguments meanwhile. Emptied on the way out, a recovery leaves nothing behind, however it ends.
+            exc = value = result = run = decided = None
 
     def _first(self, started: float) -> tuple[Run, float, float]:
         """The run of a recovery that needs one from its first failure: ``(run, started, now)``. An untimed
@@ -393,82 +399,88 @@ class AttemptLoop:
         decided: Decided | None = None,
     ) -> Any:
         """:meth:`recover_sync` for coroutines: the same decisions; the waits and the calls are awaited."""
-        eng = self.engine
-        gates = self.gates
-        run: Run | None = None
-        delay: float | None = None
-        if decided is not None and len(decided) == 4:
-            # The wrapper's retry (no wait, no record) failed too: ``exc`` is its error; the run begins.
-            started, first_delay, first_exc, first_verdict = decided
-            run = eng.retried(started, first_exc, first_verdict, first_delay)
-            now = -1.0
-        elif decided is not None or (
-            started < 0 and self.quiet and not eng.bus.listening and not run_controls.enabled
-        ):
-            # Nobody listens and nothing can cancel it (checked here, once): decide at once; a run record is
-            # made only if another attempt fails (one failure then success, the common recovery, needs none).
-            if decided is not None:
-                now, decision = decided
+        try:
+            eng = self.engine
+            gates = self.gates
+            run: Run | None = None
+            delay: float | None = None
+            if decided is not None and len(decided) == 4:
+                # The wrapper's retry (no wait, no record) failed too: ``exc`` is its error; the run begins.
+                started, first_delay, first_exc, first_verdict = decided
+                run = eng.retried(started, first_exc, first_verdict, first_delay)
+                now = -1.0
+            elif decided is not None or (
+                started < 0 and self.quiet and not eng.bus.listening and not run_controls.enabled
+            ):
+                # Nobody listens and nothing can cancel it (checked here, once): decide at once; a run record is
+                # made only if another attempt fails (one failure then success, the common recovery, needs none).
+                if decided is not None:
+                    now, decision = decided
+                else:
+                    now = eng.clock.monotonic()
+                    decision = eng.first(exc, verdict, now)
+                started = now
+                if isinstance(decision, str):
+                    run, delay = self._ended(now, exc, verdict, decision), -1.0
+                else:
+                    delay = decision
             else:
-                now = eng.clock.monotonic()
-                decision = eng.first(exc, verdict, now)
-            started = now
-            if isinstance(decision, str):
-                run, delay = self._ended(now, exc, verdict, decision), -1.0
-            else:
-                delay = decision
-        else:
-            run, started, now = self._first(started)
-        attempt_started = started
-        while True:
-            if delay is None:
-                assert run is not None
-                delay = eng.after_failure(run, exc, verdict, attempt_started, now)
+                run, started, now = self._first(started)
+            attempt_started = started
+            while True:
                 if delay is None:
-                    break
-            elif delay < 0:
-                break  # the first failure ended it
-            if delay > 0 and waits_enabled():
-                await eng.clock.async_sleep(delay, run.cancel if run is not None else None)
-                if run is None:
-                    attempt_started = eng.clock.monotonic()
-            # (No wait and no run: the second attempt starts as the first failure was decided.)
-            if run is not None:
-                attempt_started = eng.next_attempt(run)
-                if attempt_started < 0:
-                    break  # cancelled during the wait
-            now = -1.0
-            if self.fast and (gates is None or gates.fast_path):
-                try:
-                    value = await fn(*args, **kwargs)
-                except Exception as error:
-                    run = run or eng.retried(started, exc, verdict, delay)
-                    exc, verdict, result, delay = error, eng.classify(error), None, None
-                    if gates is not None:
-                        gates.release(None, verdict)
-                    continue
-                if gates is not None:
-                    gates.count_success()
+                    assert run is not None
+                    delay = eng.after_failure(run, exc, verdict, attempt_started, now)
+                    if delay is None:
+                        break
+                elif delay < 0:
+                    break  # the first failure ended it
+                if delay > 0 and waits_enabled():
+                    await eng.clock.async_sleep(delay, run.cancel if run is not None else None)
+                    if run is None:
+                        attempt_started = eng.clock.monotonic()
+                # (No wait and no run: the second attempt starts as the first failure was decided.)
                 if run is not None:
+                    attempt_started = eng.next_attempt(run)
+                    if attempt_started < 0:
+                        break  # cancelled during the wait
+                now = -1.0
+                if self.fast and (gates is None or gates.fast_path):
+                    try:
+                        value = await fn(*args, **kwargs)
+                    except Exception as error:
+                        run = run or eng.retried(started, exc, verdict, delay)
+                        exc, verdict, result, delay = error, eng.classify(error), None, None
+                        if gates is not None:
+                            gates.release(None, verdict)
+                        continue
+                    if gates is not None:
+                        gates.count_success()
+                    if run is not None:
+                        eng.succeeded(run)
+                    return value
+                run = run or eng.retried(started, exc, verdict, delay)
+                ok, value, verdict = await self.attempt_async(fn, args, kwargs, run)
+                if ok:
                     eng.succeeded(run)
+                    return value
+                exc, result = _split(value)
+                delay = None
+            assert run is not None
+            outcome = self.give_up(run, result)
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+            if isinstance(outcome, RetryAgain) and self.again is not None:  # None: no fallback, none asked
+                rerun = self.again(outcome)
+                value = await rerun.acall(fn, *args, **kwargs)
+                _told_success(rerun)
                 return value
-            run = run or eng.retried(started, exc, verdict, delay)
-            ok, value, verdict = await self.attempt_async(fn, args, kwargs, run)
-            if ok:
-                eng.succeeded(run)
-                return value
-            exc, result = _split(value)
-            delay = None
-        assert run is not None
-        outcome = self.give_up(run, result)
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        if isinstance(outcome, RetryAgain) and self.again is not None:  # None: no fallback, none asked
-            rerun = self.again(outcome)
-            value = await rerun.acall(fn, *args, **kwargs)
-            _told_success(rerun)
-            return value
-        return outcome
+            return outcome
+        finally:
+            # This frame keeps errors raised below it (so does the run record), and each error's traceback
+            # leads back here through its frames: a cycle only the collector frees, holding the call's
+            # arguments meanwhile. Emptied on the way out, a recovery leaves nothing behind, however it ends.
+            exc = value = result = run = decided = None
 
 
 def _split(value: Any) -> tuple[BaseException | None, Any]:

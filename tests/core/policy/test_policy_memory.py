@@ -1,0 +1,87 @@
+"""What a dropped policy or a finished recovery leaves for the cycle collector: nothing. Policies made per
+call, and recoveries during an outage, are freed as soon as they are done with."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Awaitable, Callable
+
+from bounceback import Policy
+from bounceback.events import registry
+from bounceback.testing import FakeClock
+
+
+def test_a_dropped_policy_is_freed_at_once_without_the_cycle_collector() -> None:
+    # Policies made per call (one per request, one per device poll) must not wait for the collector: without a
+    # fallback nothing a policy holds leads back to it, so dropping it frees it and its registry entry dies.
+    gc.collect()
+    gc.disable()
+    try:
+        for use in ("made", "called", "decorated"):
+            policy = Policy(f"freed-at-once-{use}", attempts=3, clock=FakeClock())
+            if use == "called":
+                assert policy.call(lambda: "ok") == "ok"
+            elif use == "decorated":
+                decorated = policy(lambda: "ok")
+                assert decorated() == "ok"
+                del decorated
+            ref = weakref.ref(policy)
+            del policy
+            assert ref() is None, use
+            assert registry.policy(f"freed-at-once-{use}") is None
+    finally:
+        gc.enable()
+
+
+def _fails(times: int) -> Callable[[], str]:
+    calls = [0]
+
+    def once() -> str:
+        calls[0] += 1
+        if calls[0] <= times:
+            raise ConnectionResetError("reset by peer")
+        return "ok"
+
+    return once
+
+
+def _afails(times: int) -> Callable[[], Awaitable[str]]:
+    calls = [0]
+
+    async def once() -> str:
+        calls[0] += 1
+        if calls[0] <= times:
+            raise ConnectionResetError("reset by peer")
+        return "ok"
+
+    return once
+
+
+def test_a_recovery_leaves_nothing_for_the_cycle_collector() -> None:
+    # During an outage most calls recover after a few failures. The recovery's frame keeps those errors, and
+    # each error's traceback leads back to it: a cycle only the collector frees, holding the call's arguments
+    # meanwhile. The loop empties its frame on the way out, so a recovery leaves no cycle, sync or async.
+    policy = Policy("recovers-cleanly", attempts=5, clock=FakeClock())
+
+    async def recover() -> None:
+        for times in (2, 3):
+            assert await policy.acall(_afails(times)) == "ok"
+
+    async def nothing() -> None:
+        return None
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(nothing())  # the loop's own first-use objects
+        gc.collect()
+        gc.disable()
+        for times in (2, 3):
+            assert policy.call(_fails(times)) == "ok"
+            assert policy(_fails(times))() == "ok"
+        loop.run_until_complete(recover())
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+        loop.close()
