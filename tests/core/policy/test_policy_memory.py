@@ -8,7 +8,7 @@ import gc
 import weakref
 from collections.abc import Awaitable, Callable
 
-from bounceback import Policy
+from bounceback import ConcurrencyLimiter, Policy
 from bounceback.events import registry
 from bounceback.testing import FakeClock
 
@@ -80,6 +80,34 @@ def test_a_recovery_leaves_nothing_for_the_cycle_collector() -> None:
         for times in (2, 3):
             assert policy.call(_fails(times)) == "ok"
             assert policy(_fails(times))() == "ok"
+        loop.run_until_complete(recover())
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+        loop.close()
+
+
+def test_a_recovery_through_the_gates_leaves_nothing_for_the_cycle_collector() -> None:
+    # A policy with gates (here a concurrency limit) runs each attempt through attempt_sync / attempt_async,
+    # whose frames received the errors too: one failure was enough to leave a cycle. Sync, decorated, async.
+    gated = Policy("gated-cleanly", attempts=4, clock=FakeClock(), limiter=ConcurrencyLimiter(4))
+
+    async def recover() -> None:
+        for times in (1, 2, 3):
+            assert await gated.acall(_afails(times)) == "ok"
+
+    async def nothing() -> None:
+        return None
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(nothing())
+        assert gated.call(_fails(1)) == "ok"  # first use: the classifier's caches
+        gc.collect()
+        gc.disable()
+        for times in (1, 2, 3):
+            assert gated.call(_fails(times)) == "ok"
+            assert gated(_fails(times))() == "ok"
         loop.run_until_complete(recover())
         assert gc.collect() == 0
     finally:

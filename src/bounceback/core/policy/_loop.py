@@ -197,27 +197,34 @@ class AttemptLoop:
         if ok:
             return value
         error, rejected = _split(value)
-        return self.recover_sync(fn, args, kwargs, started, error, verdict, rejected)
+        try:
+            return self.recover_sync(fn, args, kwargs, started, error, verdict, rejected)
+        finally:
+            value = error = rejected = None  # the first error leads back here (see recover_sync)
 
     def attempt_sync(self, fn: Callable[..., Any], args: Any, kwargs: Any, run: Run | None) -> Outcome:
         """One attempt through the gates, the hedge and the timeout."""
-        permit, refused = self.admit()
-        if refused is not None:
-            return refused
-        if self.hedge is not None:
-            fn = functools.partial(self.hedge.call, fn)
         try:
-            timeout = self._timeout(run)
-            if timeout != math.inf:
-                result = call_with_timeout(fn, args, kwargs, timeout, self.engine.operation)
-            else:
-                result = fn(*args, **kwargs)
-        except Exception as exc:
-            return self.failed(permit, exc)
-        except BaseException:
-            self.abandon(permit)
-            raise
-        return self.settle(permit, result)
+            permit, refused = self.admit()
+            if refused is not None:
+                return refused
+            if self.hedge is not None:
+                fn = functools.partial(self.hedge.call, fn)
+            try:
+                timeout = self._timeout(run)
+                if timeout != math.inf:
+                    result = call_with_timeout(fn, args, kwargs, timeout, self.engine.operation)
+                else:
+                    result = fn(*args, **kwargs)
+            except Exception as exc:
+                return self.failed(permit, exc)
+            except BaseException:
+                self.abandon(permit)
+                raise
+            return self.settle(permit, result)
+        finally:
+            # As in recover_sync: the outcome's error leads back to this frame; the run holds errors too.
+            run = refused = None
 
     def recover_sync(
         self,
@@ -356,36 +363,43 @@ class AttemptLoop:
         if ok:
             return value
         error, rejected = _split(value)
-        return await self.recover_async(fn, args, kwargs, started, error, verdict, rejected)
+        try:
+            return await self.recover_async(fn, args, kwargs, started, error, verdict, rejected)
+        finally:
+            value = error = rejected = None  # the first error leads back here (see recover_sync)
 
     async def attempt_async(
         self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any, run: Run | None
     ) -> Outcome:
         """One awaited attempt through the gates, the hedge and the timeout."""
-        permit, refused = await self.admit_async()
-        if refused is not None:
-            return refused
-        if self.hedge is not None:
-            fn = functools.partial(self.hedge.acall, fn)
         try:
-            timeout = self._timeout(run)
-            if timeout != math.inf:
-                try:
-                    async with asyncio.timeout(timeout):
-                        result = await fn(*args, **kwargs)
-                except TimeoutError as exc:
-                    # Ours only if our timer fired; a TimeoutError raised by fn itself stays as it is.
-                    if exc.__context__ is None or not isinstance(exc.__context__, asyncio.CancelledError):
-                        raise
-                    raise AttemptTimeout(self.engine.operation, timeout) from None
-            else:
-                result = await fn(*args, **kwargs)
-        except Exception as exc:
-            return self.failed(permit, exc)
-        except BaseException:
-            self.abandon(permit)
-            raise
-        return self.settle(permit, result)
+            permit, refused = await self.admit_async()
+            if refused is not None:
+                return refused
+            if self.hedge is not None:
+                fn = functools.partial(self.hedge.acall, fn)
+            try:
+                timeout = self._timeout(run)
+                if timeout != math.inf:
+                    try:
+                        async with asyncio.timeout(timeout):
+                            result = await fn(*args, **kwargs)
+                    except TimeoutError as exc:
+                        # Ours only if our timer fired; a TimeoutError raised by fn itself stays as it is.
+                        if exc.__context__ is None or not isinstance(exc.__context__, asyncio.CancelledError):
+                            raise
+                        raise AttemptTimeout(self.engine.operation, timeout) from None
+                else:
+                    result = await fn(*args, **kwargs)
+            except Exception as exc:
+                return self.failed(permit, exc)
+            except BaseException:
+                self.abandon(permit)
+                raise
+            return self.settle(permit, result)
+        finally:
+            # As in recover_sync: the outcome's error leads back to this frame; the run holds errors too.
+            run = refused = None
 
     async def recover_async(
         self,
