@@ -8,6 +8,8 @@ import gc
 import weakref
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from bounceback import ConcurrencyLimiter, Policy
 from bounceback.events import registry
 from bounceback.testing import FakeClock
@@ -59,14 +61,24 @@ def _afails(times: int) -> Callable[[], Awaitable[str]]:
     return once
 
 
-def test_a_recovery_leaves_nothing_for_the_cycle_collector() -> None:
-    # During an outage most calls recover after a few failures. The recovery's frame keeps those errors, and
-    # each error's traceback leads back to it: a cycle only the collector frees, holding the call's arguments
-    # meanwhile. The loop empties its frame on the way out, so a recovery leaves no cycle, sync or async.
-    policy = Policy("recovers-cleanly", attempts=5, clock=FakeClock())
+@pytest.mark.parametrize(
+    ("gates", "failures"),
+    [
+        # The recovery's frame keeps the errors, and each error's traceback leads back to it.
+        ("none", (2, 3)),
+        # With gates (here a concurrency limit) each attempt runs through attempt_sync / attempt_async, whose
+        # frames received the errors too: one failure was enough to leave a cycle.
+        ("limiter", (1, 2, 3)),
+    ],
+)
+def test_a_recovery_leaves_nothing_for_the_cycle_collector(gates: str, failures: tuple[int, ...]) -> None:
+    # During an outage most calls recover after a few failures: a cycle would hold the call's arguments until
+    # the collector runs. The loop empties its frames on the way out: nothing is left, sync, decorated, async.
+    limiter = ConcurrencyLimiter(4) if gates == "limiter" else None
+    policy = Policy(f"recovers-cleanly-{gates}", attempts=5, clock=FakeClock(), limiter=limiter)
 
     async def recover() -> None:
-        for times in (2, 3):
+        for times in failures:
             assert await policy.acall(_afails(times)) == "ok"
 
     async def nothing() -> None:
@@ -75,39 +87,12 @@ def test_a_recovery_leaves_nothing_for_the_cycle_collector() -> None:
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(nothing())  # the loop's own first-use objects
+        assert policy.call(_fails(1)) == "ok"  # first use: the classifier's caches
         gc.collect()
         gc.disable()
-        for times in (2, 3):
+        for times in failures:
             assert policy.call(_fails(times)) == "ok"
             assert policy(_fails(times))() == "ok"
-        loop.run_until_complete(recover())
-        assert gc.collect() == 0
-    finally:
-        gc.enable()
-        loop.close()
-
-
-def test_a_recovery_through_the_gates_leaves_nothing_for_the_cycle_collector() -> None:
-    # A policy with gates (here a concurrency limit) runs each attempt through attempt_sync / attempt_async,
-    # whose frames received the errors too: one failure was enough to leave a cycle. Sync, decorated, async.
-    gated = Policy("gated-cleanly", attempts=4, clock=FakeClock(), limiter=ConcurrencyLimiter(4))
-
-    async def recover() -> None:
-        for times in (1, 2, 3):
-            assert await gated.acall(_afails(times)) == "ok"
-
-    async def nothing() -> None:
-        return None
-
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(nothing())
-        assert gated.call(_fails(1)) == "ok"  # first use: the classifier's caches
-        gc.collect()
-        gc.disable()
-        for times in (1, 2, 3):
-            assert gated.call(_fails(times)) == "ok"
-            assert gated(_fails(times))() == "ok"
         loop.run_until_complete(recover())
         assert gc.collect() == 0
     finally:
