@@ -154,8 +154,7 @@ class Engine:
         self.operation = operation
         self.cfg = cfg
         """The limits in force (read it; :meth:`configure` replaces it)."""
-        last_cfg, plan = _LAST_PLAN[0]  # the plan of the configuration asked for last, most often this one
-        self._plan = plan if last_cfg is cfg else _plan_of(cfg)
+        self._plan = _plan_of(cfg)
         self.classifier = DEFAULT_CLASSIFIER if classifier is None else as_classifier(classifier)
         # Bound once: classifying is on every failure. The defaults' common case is a plain function.
         self.classify: Callable[[BaseException], Classification] = (
