@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import webbrowser
 
 import click
@@ -45,13 +46,16 @@ def dashboard(
     server = DashboardServer(
         app.database, host=host, port=port, allow_remote=allow_remote, hooks=not no_hooks
     )
-    click.echo(f"bounceback dashboard for {app.database}", err=True)
-    click.echo(server.url)
-    if not is_loopback(host):
-        click.echo(f"warning: listening on {host}; anyone who has the URL can change breakers", err=True)
-    if not no_open:
-        webbrowser.open(server.url)
+    # Made before the URL is shown: a Ctrl-C pressed on seeing it then stops a whole loop (see run()).
+    loop = asyncio.new_event_loop()
     try:
-        server.run()
+        click.echo(f"bounceback dashboard for {app.database}", err=True)
+        click.echo(server.url)
+        if not is_loopback(host):
+            click.echo(f"warning: listening on {host}; anyone who has the URL can change breakers", err=True)
+        if not no_open:
+            webbrowser.open(server.url)
+        server.run(loop)
     finally:
+        loop.close()  # already closed by run(), unless Ctrl-C came before it
         click.echo("dashboard stopped", err=True)

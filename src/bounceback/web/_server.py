@@ -9,6 +9,7 @@ bounceback.errors.ConfigError: host: got '0.0.0.0'; expected a loopback address 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import threading
@@ -137,10 +138,18 @@ class DashboardServer:
         shown = f"[{shown}]" if ":" in shown else shown
         return f"http://{shown}:{self.port}"
 
-    def run(self) -> None:
-        """Serve until interrupted (Ctrl-C) or :meth:`stop`."""
+    def run(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Serve until interrupted (Ctrl-C) or :meth:`stop`, on ``loop`` (closed at the end) or a new one.
+
+        A command line makes its loop before it prints the URL: a Ctrl-C pressed on seeing the URL must not
+        land inside the loop's constructor, which leaves a half-made loop that fails noisily when freed.
+        """
         assert self._server is not None
-        self._server.run(sockets=[self._socket])
+        loop = loop or asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._server.serve(sockets=[self._socket]))
+        finally:
+            loop.close()
 
     def start(self, timeout: float = 10.0) -> DashboardServer:
         """Serve from a daemon thread; returns once the server accepts requests."""
